@@ -1,1 +1,240 @@
-//! TODO
+//! What the proxy knows about the upstream cluster: brokers, topics and
+//! their partitions (physical), coordinators, and the API versions the
+//! brokers speak. Every thread reads it; it is updated from the proxy's own
+//! metadata refreshes and from every Metadata and FindCoordinator response
+//! that passes through on a client's behalf.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::kafka::codec::Struct;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerAddr {
+    pub host: String,
+    pub port: i32,
+}
+
+impl BrokerAddr {
+    pub fn to_addr_string(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PartitionInfo {
+    pub error_code: i16,
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+    pub offline: Vec<i32>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TopicInfo {
+    pub id: [u8; 16],
+    pub internal: bool,
+    /// Physical partitions by index.
+    pub partitions: Vec<PartitionInfo>,
+}
+
+#[derive(Debug, Default)]
+pub struct ClusterView {
+    pub brokers: HashMap<i32, BrokerAddr>,
+    pub controller_id: i32,
+    pub cluster_id: Option<String>,
+    pub topics: HashMap<String, TopicInfo>,
+    pub topic_names: HashMap<[u8; 16], String>,
+    pub group_coordinators: HashMap<String, i32>,
+    pub txn_coordinators: HashMap<String, i32>,
+    /// Upstream API version ranges, intersected over the brokers seen.
+    pub api_versions: HashMap<i16, (i16, i16)>,
+}
+
+pub struct Cluster {
+    view: RwLock<ClusterView>,
+    pub bootstrap: Vec<String>,
+    /// Addresses whose last connection attempt failed, and until when new
+    /// attempts fail fast instead of stalling a worker again.
+    unreachable: Mutex<HashMap<String, Instant>>,
+}
+
+/// After a failed connection, how long further attempts fail at once.
+pub const RECONNECT_BACKOFF: Duration = Duration::from_millis(500);
+
+/// Key types of FindCoordinator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CoordinatorKind {
+    Group = 0,
+    Transaction = 1,
+}
+
+impl Cluster {
+    pub fn new(bootstrap: Vec<String>) -> Cluster {
+        Cluster { view: RwLock::new(ClusterView::default()), bootstrap, unreachable: Mutex::new(HashMap::new()) }
+    }
+
+    pub fn read(&self) -> parking_lot::RwLockReadGuard<'_, ClusterView> {
+        self.view.read()
+    }
+
+    pub fn write(&self) -> parking_lot::RwLockWriteGuard<'_, ClusterView> {
+        self.view.write()
+    }
+
+    pub fn broker_addr(&self, id: i32) -> Option<String> {
+        self.view.read().brokers.get(&id).map(BrokerAddr::to_addr_string)
+    }
+
+    pub fn leader_of(&self, topic: &str, partition: i32) -> Option<i32> {
+        let view = self.view.read();
+        let p = view.topics.get(topic)?.partitions.get(usize::try_from(partition).ok()?)?;
+        (p.leader >= 0).then_some(p.leader)
+    }
+
+    pub fn topic_name(&self, id: &[u8; 16]) -> Option<String> {
+        self.view.read().topic_names.get(id).cloned()
+    }
+
+    pub fn coordinator(&self, kind: CoordinatorKind, key: &str) -> Option<i32> {
+        let view = self.view.read();
+        match kind {
+            CoordinatorKind::Group => view.group_coordinators.get(key).copied(),
+            CoordinatorKind::Transaction => view.txn_coordinators.get(key).copied(),
+        }
+    }
+
+    pub fn set_coordinator(&self, kind: CoordinatorKind, key: &str, node: i32) {
+        let mut view = self.view.write();
+        let map = match kind {
+            CoordinatorKind::Group => &mut view.group_coordinators,
+            CoordinatorKind::Transaction => &mut view.txn_coordinators,
+        };
+        map.insert(key.to_string(), node);
+    }
+
+    pub fn forget_coordinator(&self, kind: CoordinatorKind, key: &str) {
+        let mut view = self.view.write();
+        match kind {
+            CoordinatorKind::Group => view.group_coordinators.remove(key),
+            CoordinatorKind::Transaction => view.txn_coordinators.remove(key),
+        };
+    }
+
+    /// Upstream's version range for an API, if the cluster supports it.
+    pub fn upstream_versions(&self, api_key: i16) -> Option<(i16, i16)> {
+        self.view.read().api_versions.get(&api_key).copied()
+    }
+
+    pub fn set_api_versions(&self, versions: HashMap<i16, (i16, i16)>) {
+        self.view.write().api_versions = versions;
+    }
+
+    /// Any broker address to send a broker-agnostic request to: a known
+    /// broker, else a bootstrap server. `attempt` rotates through them.
+    pub fn any_broker(&self, attempt: usize) -> Option<(Option<i32>, String)> {
+        let view = self.view.read();
+        let mut ids: Vec<i32> = view.brokers.keys().copied().collect();
+        ids.sort_unstable();
+        if !ids.is_empty() {
+            let id = ids[attempt % ids.len()];
+            return Some((Some(id), view.brokers[&id].to_addr_string()));
+        }
+        drop(view);
+        if self.bootstrap.is_empty() {
+            return None;
+        }
+        Some((None, self.bootstrap[attempt % self.bootstrap.len()].clone()))
+    }
+
+    pub fn mark_unreachable(&self, addr: &str) {
+        self.unreachable.lock().insert(addr.to_string(), Instant::now() + RECONNECT_BACKOFF);
+    }
+
+    pub fn recently_unreachable(&self, addr: &str) -> bool {
+        let mut map = self.unreachable.lock();
+        match map.get(addr) {
+            Some(until) if Instant::now() < *until => true,
+            Some(_) => {
+                map.remove(addr);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Take in a Metadata response body. Brokers and the controller are
+    /// replaced only by a response that lists brokers; topics listed replace
+    /// what was known of them, topics not listed stay (a client may ask for
+    /// a subset).
+    pub fn apply_metadata(&self, body: &Struct<'_>) {
+        let mut view = self.view.write();
+        let brokers: HashMap<i32, BrokerAddr> = body
+            .structs("brokers")
+            .filter_map(|b| {
+                Some((b.i32("node_id")?, BrokerAddr { host: b.str("host")?.to_string(), port: b.i32("port")? }))
+            })
+            .collect();
+        if !brokers.is_empty() {
+            view.brokers = brokers;
+        }
+        if let Some(c) = body.i32("controller_id") {
+            view.controller_id = c;
+        }
+        if let Some(id) = body.str("cluster_id") {
+            view.cluster_id = Some(id.to_string());
+        }
+        for t in body.structs("topics") {
+            let Some(name) = t.str("name") else { continue };
+            let error = t.i16("error_code").unwrap_or(0);
+            if error == crate::kafka::api::error::UNKNOWN_TOPIC_OR_PARTITION {
+                if let Some(old) = view.topics.remove(name) {
+                    view.topic_names.remove(&old.id);
+                }
+                continue;
+            }
+            if error != 0 {
+                continue;
+            }
+            let mut partitions: Vec<PartitionInfo> = Vec::new();
+            for p in t.structs("partitions") {
+                let Some(index) = p.i32("partition_index").and_then(|i| usize::try_from(i).ok()) else { continue };
+                if partitions.len() <= index {
+                    partitions.resize(index + 1, PartitionInfo { leader: -1, ..Default::default() });
+                }
+                partitions[index] = PartitionInfo {
+                    error_code: p.i16("error_code").unwrap_or(0),
+                    leader: p.i32("leader_id").unwrap_or(-1),
+                    leader_epoch: p.i32("leader_epoch").unwrap_or(-1),
+                    replicas: int32s(p, "replica_nodes"),
+                    isr: int32s(p, "isr_nodes"),
+                    offline: int32s(p, "offline_replicas"),
+                };
+            }
+            let id = t.uuid("topic_id").unwrap_or([0; 16]);
+            let internal = matches!(t.get("is_internal"), crate::kafka::codec::Value::Bool(true))
+                || name.starts_with("__");
+            if id != [0; 16] {
+                view.topic_names.insert(id, name.to_string());
+            }
+            view.topics.insert(name.to_string(), TopicInfo { id, internal, partitions });
+        }
+    }
+}
+
+fn int32s(s: &Struct<'_>, name: &str) -> Vec<i32> {
+    s.array(name)
+        .iter()
+        .filter_map(|v| match v {
+            crate::kafka::codec::Value::Int32(i) => Some(*i),
+            _ => None,
+        })
+        .collect()
+}

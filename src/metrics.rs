@@ -1,1 +1,62 @@
-//! TODO
+//! Process-wide counters, rendered in the Prometheus text format.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+macro_rules! counters {
+    ($($(#[doc = $doc:expr])* $name:ident: $kind:literal),* $(,)?) => {
+        #[derive(Default)]
+        pub struct Metrics { $($(#[doc = $doc])* pub $name: AtomicU64,)* }
+
+        impl Metrics {
+            /// The Prometheus text exposition of every counter.
+            pub fn render(&self) -> String {
+                let mut out = String::new();
+                $(
+                    let help = concat!($($doc),*).trim();
+                    let _ = writeln!(out, "# HELP kafka_proxy_{} {}", stringify!($name), help);
+                    let _ = writeln!(out, "# TYPE kafka_proxy_{} {}", stringify!($name), $kind);
+                    let _ = writeln!(out, "kafka_proxy_{} {}", stringify!($name), self.$name.load(Ordering::Relaxed));
+                )*
+                out
+            }
+        }
+    };
+}
+
+counters! {
+    /// Client connections currently open.
+    connections_active: "gauge",
+    /// Client connections accepted since start.
+    connections_total: "counter",
+    /// Client connections refused because max_connections was reached.
+    connections_rejected: "counter",
+    /// Client frames refused as oversize or malformed.
+    frames_rejected: "counter",
+    /// Client requests received.
+    requests_total: "counter",
+    /// Client requests answered with an error by the proxy itself.
+    requests_refused_total: "counter",
+    /// Upstream connections that failed or timed out.
+    upstream_errors_total: "counter",
+    /// Partition numbers rewritten between virtual and physical.
+    remapping_operations_total: "counter",
+    /// Records tagged with the kpr.vp header on produce.
+    records_tagged_total: "counter",
+    /// Record batches tagged on produce.
+    batches_tagged_total: "counter",
+    /// Record batches on fetch replaced by an empty batch (other virtual partitions' data).
+    batches_filtered_total: "counter",
+    /// Record bytes read from upstream fetch responses of remapped topics.
+    fetch_bytes_upstream_total: "counter",
+    /// Record bytes returned to clients for remapped topics.
+    fetch_bytes_returned_total: "counter",
+    /// Producer ids obtained from the broker for k >= 1 virtual partitions.
+    derived_producer_ids_total: "counter",
+}
+
+impl Metrics {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}

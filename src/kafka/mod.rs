@@ -1,6 +1,10 @@
 //! The Kafka wire protocol: primitives (`wire`), declared message schemas
-//! (`schema`), the schema-driven codec (`codec`), headers (`header`) and the
-//! v2 record batch (`records`).
+//! (`schema`), the schema-driven codec (`codec`), headers (`header`), API
+//! keys and error codes (`api`).
 
+pub mod api;
+pub mod codec;
+pub mod header;
+pub mod message;
 pub mod schema;
 pub mod wire;

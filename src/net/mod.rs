@@ -1,1 +1,87 @@
-//! TODO
+//! Sockets and the event loop. Only this module and the upstream writers
+//! touch sockets; everything they carry crosses threads as owned messages.
+
+pub mod event_loop;
+pub mod socket;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crossbeam_channel::Sender;
+use mio::{Token, Waker};
+
+use crate::metrics::Metrics;
+use socket::SharedSocket;
+
+pub const LISTENER: Token = Token(0);
+pub const WAKER: Token = Token(1);
+const FIRST_CONNECTION_TOKEN: usize = 2;
+
+/// Events for a worker, all about connections it owns.
+pub enum ToWorker {
+    ClientOpened { conn: Token, socket: Arc<SharedSocket> },
+    ClientFrame { conn: Token, frame: Vec<u8> },
+    ClientClosed { conn: Token },
+    UpstreamFrame { conn: Token, upstream: Token, frame: Vec<u8> },
+    UpstreamClosed { conn: Token, upstream: Token, reason: String },
+    Shutdown,
+}
+
+/// Requests from workers to the event loop.
+pub enum ToLoop {
+    /// Start reading responses from a new upstream connection of `owner`.
+    AddUpstream { owner: Token, socket: Arc<SharedSocket> },
+    CloseUpstream(Token),
+    CloseClient(Token),
+    /// The client's in-flight count dropped: read from it again.
+    ResumeClient(Token),
+}
+
+/// State every thread sees.
+pub struct Shared {
+    pub shutdown: AtomicBool,
+    /// Client requests read and not yet answered, over all connections.
+    pub in_flight: AtomicUsize,
+    pub metrics: Metrics,
+}
+
+impl Shared {
+    pub fn new() -> Shared {
+        Shared { shutdown: AtomicBool::new(false), in_flight: AtomicUsize::new(0), metrics: Metrics::default() }
+    }
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Shared::new()
+    }
+}
+
+/// How a worker reaches the event loop.
+#[derive(Clone)]
+pub struct LoopHandle {
+    tx: Sender<ToLoop>,
+    waker: Arc<Waker>,
+    tokens: Arc<AtomicUsize>,
+}
+
+impl LoopHandle {
+    pub fn new(tx: Sender<ToLoop>, waker: Arc<Waker>) -> LoopHandle {
+        LoopHandle { tx, waker, tokens: Arc::new(AtomicUsize::new(FIRST_CONNECTION_TOKEN)) }
+    }
+
+    pub fn send(&self, cmd: ToLoop) {
+        if self.tx.send(cmd).is_ok() {
+            let _ = self.waker.wake();
+        }
+    }
+
+    pub fn wake(&self) {
+        let _ = self.waker.wake();
+    }
+
+    /// A token no other connection has.
+    pub fn next_token(&self) -> Token {
+        Token(self.tokens.fetch_add(1, Ordering::Relaxed))
+    }
+}

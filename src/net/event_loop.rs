@@ -1,0 +1,362 @@
+//! The one mio event loop: accepts client connections, reads whole frames
+//! from every socket (client and upstream), flushes queued writes, and hands
+//! frames to the worker that owns the connection.
+
+use std::collections::HashMap;
+use std::io::{self, Read};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use log::{debug, info, warn};
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token};
+
+use super::socket::SharedSocket;
+use super::{LoopHandle, Shared, ToLoop, ToWorker, LISTENER, WAKER};
+use crate::frame::{FrameReader, MIN_REQUEST_FRAME};
+
+/// Upstream responses are bounded by what the client asked for (fetch max
+/// bytes), not by the request limit; this only stops a corrupt size prefix
+/// from allocating gigabytes.
+const MAX_RESPONSE_FRAME: usize = 1 << 30;
+const READ_CHUNK: usize = 64 * 1024;
+
+pub struct LoopSettings {
+    pub max_connections: usize,
+    pub max_frame_bytes: usize,
+    /// Unanswered requests per client connection before the loop stops
+    /// reading from it.
+    pub max_in_flight_per_client: usize,
+    /// How long a shutdown waits for in-flight requests.
+    pub shutdown_grace: Duration,
+}
+
+enum Kind {
+    Client,
+    Upstream { owner: Token },
+}
+
+struct Entry {
+    socket: Arc<SharedSocket>,
+    reader: FrameReader,
+    worker: usize,
+    kind: Kind,
+}
+
+pub struct EventLoop {
+    poll: Poll,
+    listener: Option<TcpListener>,
+    entries: HashMap<Token, Entry>,
+    commands: Receiver<ToLoop>,
+    workers: Vec<Sender<ToWorker>>,
+    handle: LoopHandle,
+    settings: LoopSettings,
+    shared: Arc<Shared>,
+    clients: usize,
+    next_worker: usize,
+}
+
+impl EventLoop {
+    pub fn new(
+        poll: Poll,
+        mut listener: TcpListener,
+        commands: Receiver<ToLoop>,
+        workers: Vec<Sender<ToWorker>>,
+        handle: LoopHandle,
+        settings: LoopSettings,
+        shared: Arc<Shared>,
+    ) -> io::Result<EventLoop> {
+        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        Ok(EventLoop {
+            poll,
+            listener: Some(listener),
+            entries: HashMap::new(),
+            commands,
+            workers,
+            handle,
+            settings,
+            shared,
+            clients: 0,
+            next_worker: 0,
+        })
+    }
+
+    /// Run until a shutdown is requested and in-flight requests are done (or
+    /// the grace period is over).
+    pub fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        let mut drain_deadline: Option<Instant> = None;
+        loop {
+            match self.poll.poll(&mut events, Some(Duration::from_millis(200))) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept_all(),
+                    WAKER => {}
+                    token => {
+                        if event.is_writable() {
+                            self.flush(token);
+                        }
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.read(token);
+                        }
+                    }
+                }
+            }
+            while let Ok(cmd) = self.commands.try_recv() {
+                self.command(cmd);
+            }
+            if drain_deadline.is_none() && self.shared.shutdown.load(Ordering::SeqCst) {
+                info!("Shutting down: no longer accepting connections, finishing in-flight requests");
+                if let Some(mut l) = self.listener.take() {
+                    let _ = self.poll.registry().deregister(&mut l);
+                }
+                drain_deadline = Some(Instant::now() + self.settings.shutdown_grace);
+            }
+            if let Some(deadline) = drain_deadline {
+                let left = self.shared.in_flight.load(Ordering::SeqCst);
+                let flushed = self.entries.values().all(|e| e.socket.queued_bytes() == 0);
+                if left == 0 && flushed {
+                    info!("All in-flight requests finished");
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    warn!("Shutdown grace period over with {left} requests in flight; closing connections");
+                    break;
+                }
+            }
+        }
+        let tokens: Vec<Token> = self.entries.keys().copied().collect();
+        for t in tokens {
+            self.close(t, None);
+        }
+        for w in &self.workers {
+            let _ = w.send(ToWorker::Shutdown);
+        }
+        Ok(())
+    }
+
+    fn accept_all(&mut self) {
+        loop {
+            let Some(listener) = self.listener.as_ref() else { return };
+            match listener.accept() {
+                Ok((stream, peer)) => self.admit(stream, peer),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // Typically EMFILE: leave the connection in the backlog and
+                    // try again on the next readiness.
+                    warn!("Cannot accept a connection: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn admit(&mut self, mut stream: mio::net::TcpStream, peer: SocketAddr) {
+        if self.clients >= self.settings.max_connections {
+            self.shared.metrics.connections_rejected.fetch_add(1, Ordering::Relaxed);
+            warn!(
+                "Refusing connection from {peer}: max_connections ({}) reached",
+                self.settings.max_connections
+            );
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+            return;
+        }
+        let _ = stream.set_nodelay(true);
+        let token = self.handle.next_token();
+        if let Err(e) = self.poll.registry().register(&mut stream, token, Interest::READABLE | Interest::WRITABLE) {
+            warn!("Cannot register connection from {peer}: {e}");
+            return;
+        }
+        let socket = Arc::new(SharedSocket::new(stream, token, peer));
+        let worker = self.next_worker % self.workers.len();
+        self.next_worker = self.next_worker.wrapping_add(1);
+        self.entries.insert(
+            token,
+            Entry {
+                socket: socket.clone(),
+                reader: FrameReader::new(self.settings.max_frame_bytes, MIN_REQUEST_FRAME),
+                worker,
+                kind: Kind::Client,
+            },
+        );
+        self.clients += 1;
+        self.shared.metrics.connections_active.fetch_add(1, Ordering::Relaxed);
+        self.shared.metrics.connections_total.fetch_add(1, Ordering::Relaxed);
+        info!("Client connected from {peer}");
+        let _ = self.workers[worker].send(ToWorker::ClientOpened { conn: token, socket });
+    }
+
+    fn command(&mut self, cmd: ToLoop) {
+        match cmd {
+            ToLoop::AddUpstream { owner, socket } => {
+                let Some(owner_entry) = self.entries.get(&owner) else {
+                    // The client went away while its worker was connecting.
+                    socket.shutdown();
+                    return;
+                };
+                let worker = owner_entry.worker;
+                let token = socket.token;
+                // The socket is shared with the worker that writes to it, so
+                // it is registered by file descriptor rather than by `&mut`.
+                let mut source = mio::unix::SourceFd(&std::os::fd::AsRawFd::as_raw_fd(&socket.stream));
+                if let Err(e) = self.poll.registry().register(&mut source, token, Interest::READABLE | Interest::WRITABLE) {
+                    warn!("Cannot register upstream connection to {}: {e}", socket.peer);
+                    let _ = self.workers[worker].send(ToWorker::UpstreamClosed {
+                        conn: owner,
+                        upstream: token,
+                        reason: e.to_string(),
+                    });
+                    return;
+                }
+                self.entries.insert(
+                    token,
+                    Entry {
+                        socket,
+                        reader: FrameReader::new(MAX_RESPONSE_FRAME, 4),
+                        worker,
+                        kind: Kind::Upstream { owner },
+                    },
+                );
+                // Bytes may already be waiting: read them now, since the
+                // edge that announced them came before registration.
+                self.read(token);
+                self.flush(token);
+            }
+            ToLoop::CloseUpstream(token) | ToLoop::CloseClient(token) => self.close(token, None),
+            ToLoop::ResumeClient(token) => {
+                if let Some(e) = self.entries.get(&token) {
+                    e.socket.read_paused.store(false, Ordering::SeqCst);
+                    self.read(token);
+                }
+            }
+        }
+    }
+
+    fn flush(&mut self, token: Token) {
+        let Some(entry) = self.entries.get(&token) else { return };
+        if let Err(e) = entry.socket.flush() {
+            let reason = format!("write failed: {e}");
+            self.close(token, Some(reason));
+        }
+    }
+
+    fn read(&mut self, token: Token) {
+        let draining = self.listener.is_none();
+        let Some(entry) = self.entries.get_mut(&token) else { return };
+        let is_client = matches!(entry.kind, Kind::Client);
+        // During shutdown clients get no new requests in; upstream answers
+        // still flow so in-flight requests can finish.
+        if is_client && (draining || entry.socket.read_paused.load(Ordering::SeqCst)) {
+            return;
+        }
+        let mut eof = None;
+        loop {
+            let space = entry.reader.read_space(READ_CHUNK);
+            match (&entry.socket.stream).read(space) {
+                Ok(0) => {
+                    entry.reader.commit(READ_CHUNK, 0);
+                    eof = Some("closed by peer".to_string());
+                    break;
+                }
+                Ok(n) => {
+                    entry.reader.commit(READ_CHUNK, n);
+                    if is_client && entry.reader.buffered() > self.settings.max_frame_bytes + 4 {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    entry.reader.commit(READ_CHUNK, 0);
+                    match e.kind() {
+                        io::ErrorKind::WouldBlock => break,
+                        io::ErrorKind::Interrupted => continue,
+                        _ => {
+                            eof = Some(format!("read failed: {e}"));
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        let frame_error = self.dispatch_frames(token);
+        if let Some(reason) = frame_error.or(eof) {
+            self.close(token, Some(reason));
+        }
+    }
+
+    /// Hand every complete buffered frame to the owning worker. Returns why
+    /// the connection must close, if it must.
+    fn dispatch_frames(&mut self, token: Token) -> Option<String> {
+        let entry = self.entries.get_mut(&token)?;
+        loop {
+            if let Kind::Client = entry.kind {
+                if entry.socket.in_flight.load(Ordering::SeqCst) >= self.settings.max_in_flight_per_client {
+                    entry.socket.read_paused.store(true, Ordering::SeqCst);
+                    return None;
+                }
+            }
+            match entry.reader.next_frame() {
+                Ok(Some(frame)) => {
+                    let msg = match entry.kind {
+                        Kind::Client => {
+                            entry.socket.in_flight.fetch_add(1, Ordering::SeqCst);
+                            self.shared.in_flight.fetch_add(1, Ordering::SeqCst);
+                            ToWorker::ClientFrame { conn: token, frame }
+                        }
+                        Kind::Upstream { owner } => ToWorker::UpstreamFrame { conn: owner, upstream: token, frame },
+                    };
+                    if self.workers[entry.worker].send(msg).is_err() {
+                        return Some("worker stopped".into());
+                    }
+                }
+                Ok(None) => return None,
+                Err(e) => {
+                    if let Kind::Client = entry.kind {
+                        self.shared.metrics.frames_rejected.fetch_add(1, Ordering::Relaxed);
+                    }
+                    return Some(e.to_string());
+                }
+            }
+        }
+    }
+
+    /// Close a connection and tell its worker. `reason` is None when the
+    /// close was asked for (by a worker or at shutdown).
+    fn close(&mut self, token: Token, reason: Option<String>) {
+        let Some(entry) = self.entries.remove(&token) else { return };
+        // Try to get already-queued responses out before the socket goes.
+        let _ = entry.socket.flush();
+        let mut source = mio::unix::SourceFd(&std::os::fd::AsRawFd::as_raw_fd(&entry.socket.stream));
+        let _ = self.poll.registry().deregister(&mut source);
+        entry.socket.shutdown();
+        let peer = entry.socket.peer;
+        match entry.kind {
+            Kind::Client => {
+                self.clients -= 1;
+                self.shared.metrics.connections_active.fetch_sub(1, Ordering::Relaxed);
+                match &reason {
+                    Some(r) if r == "closed by peer" => info!("Client {peer} disconnected"),
+                    Some(r) => warn!("Closing connection from {peer}: {r}"),
+                    None => debug!("Closed connection from {peer}"),
+                }
+                let _ = self.workers[entry.worker].send(ToWorker::ClientClosed { conn: token });
+            }
+            Kind::Upstream { owner } => {
+                if let Some(reason) = reason {
+                    let _ = self.workers[entry.worker].send(ToWorker::UpstreamClosed {
+                        conn: owner,
+                        upstream: token,
+                        reason,
+                    });
+                }
+            }
+        }
+    }
+}

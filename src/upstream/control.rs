@@ -1,0 +1,271 @@
+//! The proxy's own requests to the cluster — bootstrap, metadata refresh,
+//! coordinator look-ups, producer ids — sent over plain blocking
+//! connections. Each thread that needs them owns one `ControlClient`; these
+//! requests are rare and small, so a blocking round trip is the simplest
+//! correct thing.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::cluster::{Cluster, CoordinatorKind};
+use crate::frame::with_size_prefix;
+use crate::kafka::api::{error, ApiKey};
+use crate::kafka::codec::{self, Struct, Value};
+use crate::kafka::header::parse_response_header;
+use crate::kafka::message::{encode_request, request_schema, response_schema};
+use crate::kafka::wire::DecodeError;
+
+pub const CLIENT_ID: &str = "kpr-proxy";
+
+#[derive(Debug)]
+pub enum UpstreamError {
+    Connect { addr: String, source: io::Error },
+    Io { addr: String, source: io::Error },
+    Decode { addr: String, api: ApiKey, source: DecodeError },
+    /// The cluster does not speak any version of an API the proxy needs.
+    Unsupported { api: ApiKey },
+    /// The broker answered with an error code.
+    Kafka { api: ApiKey, code: i16, message: String },
+    NoBrokers,
+}
+
+impl fmt::Display for UpstreamError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UpstreamError::Connect { addr, source } => write!(f, "cannot connect to Kafka broker {addr}: {source}"),
+            UpstreamError::Io { addr, source } => write!(f, "connection to Kafka broker {addr} failed: {source}"),
+            UpstreamError::Decode { addr, api, source } => {
+                write!(f, "malformed {} response from {addr}: {source}", api.name())
+            }
+            UpstreamError::Unsupported { api } => {
+                write!(f, "the Kafka cluster supports no version of {} that kpr-proxy speaks", api.name())
+            }
+            UpstreamError::Kafka { api, code, message } => {
+                write!(f, "{} failed with Kafka error code {code}{}", api.name(), if message.is_empty() { String::new() } else { format!(": {message}") })
+            }
+            UpstreamError::NoBrokers => write!(f, "no Kafka broker address is known"),
+        }
+    }
+}
+
+impl std::error::Error for UpstreamError {}
+
+pub struct ControlClient {
+    cluster: Arc<Cluster>,
+    conns: HashMap<String, TcpStream>,
+    next_correlation: i32,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+}
+
+impl ControlClient {
+    pub fn new(cluster: Arc<Cluster>, connect_timeout: Duration, request_timeout: Duration) -> ControlClient {
+        ControlClient { cluster, conns: HashMap::new(), next_correlation: 1, connect_timeout, request_timeout }
+    }
+
+    /// The version of `api` to use: the highest both the proxy and the
+    /// cluster speak (the proxy's own when the cluster's is not known yet).
+    pub fn pick_version(&self, api: ApiKey) -> Result<i16, UpstreamError> {
+        let ours = crate::kafka::schema::registry()
+            .supported_versions(api as i16)
+            .ok_or(UpstreamError::Unsupported { api })?;
+        match self.cluster.upstream_versions(api as i16) {
+            None => Ok(ours.max),
+            Some((min, max)) => {
+                let v = ours.max.min(max);
+                if v < ours.min.max(min) {
+                    Err(UpstreamError::Unsupported { api })
+                } else {
+                    Ok(v)
+                }
+            }
+        }
+    }
+
+    /// Send one request to `addr` and return the response body bytes.
+    pub fn call(&mut self, addr: &str, api: ApiKey, version: i16, body: &Struct<'_>) -> Result<Vec<u8>, UpstreamError> {
+        let correlation = self.next_correlation;
+        self.next_correlation = self.next_correlation.wrapping_add(1).max(1);
+        let frame = encode_request(api as i16, version, correlation, Some(CLIENT_ID), body)
+            .expect("the proxy builds only encodable requests");
+        let result = self.round_trip(addr, &frame);
+        let response = match result {
+            Ok(r) => r,
+            Err(e) => {
+                self.conns.remove(addr);
+                return Err(e);
+            }
+        };
+        let (got, _tags, body) = parse_response_header(&response, api as i16, version)
+            .map_err(|source| UpstreamError::Decode { addr: addr.to_string(), api, source })?;
+        if got != correlation {
+            self.conns.remove(addr);
+            return Err(UpstreamError::Io {
+                addr: addr.to_string(),
+                source: io::Error::new(io::ErrorKind::InvalidData, format!("correlation id {got}, expected {correlation}")),
+            });
+        }
+        Ok(body.to_vec())
+    }
+
+    fn round_trip(&mut self, addr: &str, frame: &[u8]) -> Result<Vec<u8>, UpstreamError> {
+        if !self.conns.contains_key(addr) {
+            let s = super::connect::connect(addr, self.connect_timeout, &self.cluster)
+                .map_err(|source| UpstreamError::Connect { addr: addr.to_string(), source })?;
+            s.set_read_timeout(Some(self.request_timeout)).ok();
+            s.set_write_timeout(Some(self.request_timeout)).ok();
+            self.conns.insert(addr.to_string(), s);
+        }
+        let s = self.conns.get_mut(addr).expect("inserted above");
+        let io_err = |source| UpstreamError::Io { addr: addr.to_string(), source };
+        s.write_all(&with_size_prefix(frame)).map_err(io_err)?;
+        let mut size = [0u8; 4];
+        s.read_exact(&mut size).map_err(io_err)?;
+        let size = i32::from_be_bytes(size);
+        if !(4..=1 << 30).contains(&size) {
+            return Err(io_err(io::Error::new(io::ErrorKind::InvalidData, format!("response size {size}"))));
+        }
+        let mut buf = vec![0u8; size as usize];
+        s.read_exact(&mut buf).map_err(io_err)?;
+        Ok(buf)
+    }
+
+    /// Call and decode, trying every known broker (then bootstrap server)
+    /// until one answers.
+    pub fn call_any<T>(
+        &mut self,
+        api: ApiKey,
+        build: impl Fn(&mut Struct<'static>, i16),
+        read: impl Fn(&Struct<'_>) -> Result<T, UpstreamError>,
+    ) -> Result<T, UpstreamError> {
+        let tries = self.cluster.read().brokers.len().max(self.cluster.bootstrap.len()).max(1);
+        let mut last = UpstreamError::NoBrokers;
+        for attempt in 0..tries {
+            let Some((_, addr)) = self.cluster.any_broker(attempt) else { break };
+            match self.call_decoded(&addr, api, &build, &read) {
+                Ok(v) => return Ok(v),
+                Err(e @ (UpstreamError::Connect { .. } | UpstreamError::Io { .. })) => last = e,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last)
+    }
+
+    pub fn call_decoded<T>(
+        &mut self,
+        addr: &str,
+        api: ApiKey,
+        build: impl Fn(&mut Struct<'static>, i16),
+        read: impl Fn(&Struct<'_>) -> Result<T, UpstreamError>,
+    ) -> Result<T, UpstreamError> {
+        let version = self.pick_version(api)?;
+        let req_schema = request_schema(api as i16).ok_or(UpstreamError::Unsupported { api })?;
+        let mut body = codec::with_defaults(&req_schema.body, version);
+        build(&mut body, version);
+        let bytes = self.call(addr, api, version, &body)?;
+        let schema = response_schema(api as i16).ok_or(UpstreamError::Unsupported { api })?;
+        let resp = codec::decode(schema, version, &bytes)
+            .map_err(|source| UpstreamError::Decode { addr: addr.to_string(), api, source })?;
+        read(&resp)
+    }
+
+    /// Learn the cluster's API versions and full metadata from the first
+    /// bootstrap server (or known broker) that answers.
+    pub fn bootstrap(&mut self) -> Result<(), UpstreamError> {
+        let mut last = UpstreamError::NoBrokers;
+        let mut addrs: Vec<String> = self.cluster.bootstrap.clone();
+        addrs.extend(self.cluster.read().brokers.values().map(|b| b.to_addr_string()));
+        for addr in addrs {
+            match self.api_versions(&addr) {
+                Ok(versions) => {
+                    self.cluster.set_api_versions(versions);
+                    return self.refresh_metadata();
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    fn api_versions(&mut self, addr: &str) -> Result<HashMap<i16, (i16, i16)>, UpstreamError> {
+        let read = |r: &Struct<'_>| -> Result<HashMap<i16, (i16, i16)>, UpstreamError> {
+            let code = r.i16("error_code").unwrap_or(0);
+            if code != error::NONE && r.array("api_keys").is_empty() {
+                return Err(UpstreamError::Kafka { api: ApiKey::ApiVersions, code, message: String::new() });
+            }
+            Ok(r.structs("api_keys")
+                .filter_map(|k| Some((k.i16("api_key")?, (k.i16("min_version")?, k.i16("max_version")?))))
+                .collect())
+        };
+        let build = |b: &mut Struct<'static>, v: i16| {
+            if v >= 3 {
+                b.set("client_software_name", Value::str(CLIENT_ID));
+                b.set("client_software_version", Value::str(env!("CARGO_PKG_VERSION")));
+            }
+        };
+        // Version 3 first; a broker that does not know it answers with v0
+        // and UNSUPPORTED_VERSION plus its ranges, which `read` accepts.
+        match self.call_decoded(addr, ApiKey::ApiVersions, build, read) {
+            Err(UpstreamError::Decode { .. }) => {
+                let bytes = self.call(addr, ApiKey::ApiVersions, 0, &codec::with_defaults(&request_schema(18).unwrap().body, 0))?;
+                let resp = codec::decode(response_schema(18).unwrap(), 0, &bytes)
+                    .map_err(|source| UpstreamError::Decode { addr: addr.to_string(), api: ApiKey::ApiVersions, source })?;
+                read(&resp)
+            }
+            other => other,
+        }
+    }
+
+    /// Full metadata (all topics), applied to the cluster view.
+    pub fn refresh_metadata(&mut self) -> Result<(), UpstreamError> {
+        let cluster = self.cluster.clone();
+        self.call_any(
+            ApiKey::Metadata,
+            |b, v| {
+                if v >= 1 {
+                    b.set("topics", Value::Array(None));
+                }
+            },
+            |r| {
+                cluster.apply_metadata(r);
+                Ok(())
+            },
+        )
+    }
+
+    /// Ask for the coordinator of a group or transactional id and remember it.
+    pub fn find_coordinator(&mut self, kind: CoordinatorKind, key: &str) -> Result<i32, UpstreamError> {
+        let cluster = self.cluster.clone();
+        let key_owned = key.to_string();
+        self.call_any(
+            ApiKey::FindCoordinator,
+            |b, v| {
+                if v >= 1 {
+                    b.set("key_type", Value::Int8(kind as i8));
+                }
+                if v >= 4 {
+                    b.set("coordinator_keys", Value::Array(Some(vec![Value::str(key_owned.clone())])));
+                } else {
+                    b.set("key", Value::str(key_owned.clone()));
+                }
+            },
+            |r| {
+                let (code, node) = if r.has_field("coordinators") && !r.array("coordinators").is_empty() {
+                    let c = r.structs("coordinators").next().expect("non-empty");
+                    (c.i16("error_code").unwrap_or(0), c.i32("node_id").unwrap_or(-1))
+                } else {
+                    (r.i16("error_code").unwrap_or(0), r.i32("node_id").unwrap_or(-1))
+                };
+                if code != error::NONE || node < 0 {
+                    return Err(UpstreamError::Kafka { api: ApiKey::FindCoordinator, code, message: key_owned.clone() });
+                }
+                cluster.set_coordinator(kind, &key_owned, node);
+                Ok(node)
+            },
+        )
+    }
+}

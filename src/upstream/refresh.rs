@@ -1,0 +1,38 @@
+//! Periodic metadata refresh, so routing follows leader changes and new
+//! topics even when no client asks for metadata.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::{info, warn};
+
+use super::control::ControlClient;
+use crate::net::Shared;
+
+pub fn run(mut client: ControlClient, interval: Duration, shared: Arc<Shared>) {
+    let mut healthy = true;
+    let mut next = Instant::now() + interval;
+    while !shared.shutdown.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(100).min(interval));
+        if Instant::now() < next {
+            continue;
+        }
+        next = Instant::now() + interval;
+        match client.bootstrap() {
+            Ok(()) if !healthy => {
+                info!("Kafka cluster reachable again");
+                healthy = true;
+            }
+            Ok(()) => {}
+            Err(e) => {
+                if healthy {
+                    warn!("Metadata refresh failed: {e}");
+                }
+                healthy = false;
+                // Retry sooner while the cluster is away.
+                next = Instant::now() + interval.min(Duration::from_secs(2));
+            }
+        }
+    }
+}
