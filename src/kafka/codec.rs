@@ -31,6 +31,8 @@ pub enum Value<'a> {
     Uuid([u8; 16]),
     Array(Option<Vec<Value<'a>>>),
     Struct(Struct<'a>),
+    /// A null struct (only in fields with nullable versions).
+    NullStruct,
 }
 
 /// The fields of one struct, in schema order, plus the tagged fields the
@@ -331,7 +333,17 @@ fn decode_value<'a>(field: &'a FieldSchema, ty: &'a FieldType, ctx: Ctx, r: &mut
                 }
             }
         }
-        FieldType::Struct(schema) => Value::Struct(decode_struct(schema, ctx, r)?),
+        FieldType::Struct(schema) => {
+            // Nullable structs carry a presence byte: -1 null, 1 present.
+            if nullable {
+                match r.i8()? {
+                    -1 => return Ok(Value::NullStruct),
+                    1 => {}
+                    b => return Err(DecodeError::Invalid { at, what: format!("struct presence byte {b} in field {}", field.name) }),
+                }
+            }
+            Value::Struct(decode_struct(schema, ctx, r)?)
+        }
     })
 }
 
@@ -422,7 +434,16 @@ fn encode_value(field: &FieldSchema, ty: &FieldType, value: &Value<'_>, ctx: Ctx
                 encode_value(field, inner, item, ctx, out)?;
             }
         }
-        (FieldType::Struct(_), Value::Struct(s)) => encode_struct(s, ctx, out)?,
+        (FieldType::Struct(_), Value::Struct(s)) => {
+            if nullable {
+                put_i8(out, 1);
+            }
+            encode_struct(s, ctx, out)?
+        }
+        (FieldType::Struct(_), Value::NullStruct) => {
+            null_ok()?;
+            put_i8(out, -1);
+        }
         _ => return Err(wrong()),
     }
     Ok(())
@@ -460,6 +481,7 @@ fn zero_value<'a>(f: &'a FieldSchema, ty: &'a FieldType, version: i16) -> Value<
         FieldType::Bytes => Value::Bytes(Some(Cow::Borrowed(&[]))),
         FieldType::Records => Value::Records(None),
         FieldType::Array(_) => Value::Array(Some(Vec::new())),
+        FieldType::Struct(_) if nullable => Value::NullStruct,
         FieldType::Struct(s) => Value::Struct(with_defaults(s, version)),
     }
 }
