@@ -1,1 +1,177 @@
-//! TODO
+//! The proxy's threads: the event loop (main thread), a fixed pool of
+//! workers, the metadata refresher, the metrics endpoint and the signal
+//! watcher. `run` starts them and returns when a shutdown has completed.
+
+pub mod plan;
+pub mod requests;
+pub mod route;
+pub mod session;
+pub mod worker;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use log::{error, info, warn};
+use mio::{Poll, Waker};
+
+use crate::cluster::{BrokerAddr, Cluster};
+use crate::net::event_loop::{EventLoop, LoopSettings};
+use crate::net::{LoopHandle, Shared, WAKER};
+use crate::upstream::control::ControlClient;
+
+/// Everything the proxy needs from the configuration, in the types it
+/// runs with.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    pub listen: SocketAddr,
+    pub advertised: BrokerAddr,
+    pub bootstrap: Vec<String>,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub metadata_refresh: Duration,
+    pub max_connections: usize,
+    pub max_frame_bytes: usize,
+    pub max_in_flight_per_client: usize,
+    pub workers: usize,
+    pub shutdown_grace: Duration,
+}
+
+/// What every worker reads.
+pub struct ProxyContext {
+    pub settings: ProxySettings,
+    pub cluster: Arc<Cluster>,
+    pub shared: Arc<Shared>,
+    pub handle: LoopHandle,
+}
+
+/// A proxy that is listening and connected, ready to `serve`.
+pub struct Proxy {
+    poll: Poll,
+    listener: mio::net::TcpListener,
+    ctx: Arc<ProxyContext>,
+    commands: crossbeam_channel::Receiver<crate::net::ToLoop>,
+}
+
+#[derive(Debug)]
+pub enum StartError {
+    Listen { addr: SocketAddr, source: io::Error },
+    Upstream(crate::upstream::control::UpstreamError),
+    Io(io::Error),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Listen { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
+            StartError::Upstream(e) => write!(f, "cannot reach the Kafka cluster: {e}"),
+            StartError::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+impl Proxy {
+    /// Bind the listener (logging `Listening on`), then learn the cluster
+    /// (logging `Connected to Kafka cluster`).
+    pub fn start(settings: ProxySettings, shared: Arc<Shared>) -> Result<Proxy, StartError> {
+        let listener = mio::net::TcpListener::bind(settings.listen)
+            .map_err(|source| StartError::Listen { addr: settings.listen, source })?;
+        let local = listener.local_addr().map_err(StartError::Io)?;
+        info!("Listening on {local}");
+        let cluster = Arc::new(Cluster::new(settings.bootstrap.clone()));
+        let mut control = ControlClient::new(cluster.clone(), settings.connect_timeout, settings.request_timeout);
+        control.bootstrap().map_err(StartError::Upstream)?;
+        {
+            let view = cluster.read();
+            info!(
+                "Connected to Kafka cluster{} ({} brokers, {} topics)",
+                view.cluster_id.as_deref().map(|c| format!(" {c}")).unwrap_or_default(),
+                view.brokers.len(),
+                view.topics.len()
+            );
+        }
+        let poll = Poll::new().map_err(StartError::Io)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(StartError::Io)?);
+        let (tx, commands) = crossbeam_channel::unbounded();
+        let handle = LoopHandle::new(tx, waker);
+        let ctx = Arc::new(ProxyContext { settings, cluster, shared, handle });
+        Ok(Proxy { poll, listener, ctx, commands })
+    }
+
+    pub fn context(&self) -> &Arc<ProxyContext> {
+        &self.ctx
+    }
+
+    /// Serve until a shutdown is requested (`Shared::shutdown` set and the
+    /// loop woken) and in-flight requests are finished.
+    pub fn serve(self) -> io::Result<()> {
+        let ctx = self.ctx;
+        let mut worker_txs = Vec::new();
+        let mut threads = Vec::new();
+        for i in 0..ctx.settings.workers.max(1) {
+            let (tx, rx) = crossbeam_channel::unbounded();
+            worker_txs.push(tx);
+            let wctx = ctx.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("worker-{i}"))
+                    .spawn(move || worker::Worker::new(wctx, rx).run())?,
+            );
+        }
+        let refresher = {
+            let control = ControlClient::new(ctx.cluster.clone(), ctx.settings.connect_timeout, ctx.settings.request_timeout);
+            let interval = ctx.settings.metadata_refresh;
+            let shared = ctx.shared.clone();
+            std::thread::Builder::new()
+                .name("metadata-refresh".into())
+                .spawn(move || crate::upstream::refresh::run(control, interval, shared))?
+        };
+        let loop_settings = LoopSettings {
+            max_connections: ctx.settings.max_connections,
+            max_frame_bytes: ctx.settings.max_frame_bytes,
+            max_in_flight_per_client: ctx.settings.max_in_flight_per_client,
+            shutdown_grace: ctx.settings.shutdown_grace,
+        };
+        let event_loop = EventLoop::new(
+            self.poll,
+            self.listener,
+            self.commands,
+            worker_txs,
+            ctx.handle.clone(),
+            loop_settings,
+            ctx.shared.clone(),
+        )?;
+        let result = event_loop.run();
+        ctx.shared.shutdown.store(true, Ordering::SeqCst);
+        for t in threads {
+            if t.join().is_err() {
+                error!("A worker thread panicked");
+            }
+        }
+        if refresher.join().is_err() {
+            warn!("The metadata refresher panicked");
+        }
+        result
+    }
+}
+
+/// Ask for a shutdown on SIGINT or SIGTERM; a second signal exits at once.
+pub fn watch_signals(shared: Arc<Shared>, handle: LoopHandle) -> io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    std::thread::Builder::new().name("signals".into()).spawn(move || {
+        for sig in signals.forever() {
+            if shared.shutdown.swap(true, Ordering::SeqCst) {
+                warn!("Second signal {sig}: exiting without waiting");
+                std::process::exit(1);
+            }
+            info!("Received signal {sig}, shutting down");
+            handle.wake();
+        }
+    })?;
+    Ok(())
+}

@@ -17,6 +17,8 @@ pub enum Route {
     Controller,
     /// A specific broker (broker-level configs).
     Broker(i32),
+    /// A broker address chosen earlier (the broker holding a fetch session).
+    Address(String),
     /// Any broker.
     Any,
 }
@@ -42,6 +44,7 @@ pub fn resolve(
             (id >= 0).then_some(id)
         }
         Route::Broker(id) => Some(*id),
+        Route::Address(addr) => return Some(addr.clone()),
         Route::Any => None,
     };
     if let Some(addr) = node.and_then(|n| cluster.broker_addr(n)) {

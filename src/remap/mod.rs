@@ -1,1 +1,4 @@
-//! TODO
+//! Pure rewrites of requests and responses: no sockets, no threads. The
+//! proxy module decides when to apply them.
+
+pub mod addresses;

@@ -1,0 +1,108 @@
+//! What to do with one client request, decided by `requests::plan` and
+//! carried out by the session: answer it here, or send one or more parts
+//! upstream and build the client's response from their answers.
+
+use std::time::Duration;
+
+use super::route::Route;
+use super::ProxyContext;
+use crate::kafka::codec::{self, Struct};
+use crate::kafka::header::parse_response_header;
+use crate::kafka::message::{encode_response, response_schema};
+
+pub enum Plan {
+    /// The response, complete (header and body, no size prefix).
+    Answer(Vec<u8>),
+    Forward { parts: Vec<Part>, expect_response: bool, finish: Finish },
+    /// Close the client connection, saying why.
+    Close(String),
+}
+
+/// One request frame to send upstream.
+pub struct Part {
+    pub route: Route,
+    /// The frame without size prefix: the client's bytes when nothing needs
+    /// rewriting.
+    pub frame: Vec<u8>,
+    pub correlation_id: i32,
+    /// How long the broker may legitimately hold the request before
+    /// answering (fetch max wait, join-group rebalance), on top of the
+    /// request timeout.
+    pub broker_wait: Duration,
+}
+
+/// A rewrite of a decoded response body; returns whether it changed
+/// anything (an unchanged response is forwarded as the bytes that came).
+pub type RewriteFn = Box<dyn FnOnce(&ProxyContext, i16, &mut Struct<'_>) -> Result<bool, String>>;
+
+/// Builds the client response from all answers (each a full response frame
+/// without size prefix), given the version and the client's correlation id.
+pub type MergeFn = Box<dyn FnOnce(&ProxyContext, i16, i32, Vec<Vec<u8>>) -> Result<Vec<u8>, String>>;
+
+pub enum Finish {
+    /// The single answer goes back as it came.
+    AsIs,
+    /// The single answer is decoded and possibly rewritten.
+    Rewrite(RewriteFn),
+    /// Several answers merged into one response.
+    Merge(MergeFn),
+}
+
+impl Finish {
+    pub fn complete(
+        self,
+        ctx: &ProxyContext,
+        api_key: i16,
+        version: i16,
+        correlation_id: i32,
+        mut answers: Vec<Vec<u8>>,
+    ) -> Result<Vec<u8>, String> {
+        match self {
+            Finish::AsIs => {
+                let mut answer = answers.pop().ok_or("no answer")?;
+                set_correlation_id(&mut answer, correlation_id);
+                Ok(answer)
+            }
+            Finish::Rewrite(f) => {
+                let answer = answers.pop().ok_or("no answer")?;
+                rewrite_response(ctx, api_key, version, correlation_id, answer, f)
+            }
+            Finish::Merge(f) => f(ctx, version, correlation_id, answers),
+        }
+    }
+}
+
+/// Responses to parts the proxy built carry the proxy's correlation id; the
+/// client must see its own.
+pub fn set_correlation_id(frame: &mut [u8], correlation_id: i32) {
+    if frame.len() >= 4 {
+        frame[..4].copy_from_slice(&correlation_id.to_be_bytes());
+    }
+}
+
+fn rewrite_response(
+    ctx: &ProxyContext,
+    api_key: i16,
+    version: i16,
+    correlation_id: i32,
+    mut answer: Vec<u8>,
+    f: RewriteFn,
+) -> Result<Vec<u8>, String> {
+    let schema = response_schema(api_key).ok_or("no response schema")?;
+    let rebuilt = {
+        let (_, tags, body) = parse_response_header(&answer, api_key, version).map_err(|e| e.to_string())?;
+        let mut decoded = codec::decode(schema, version, body).map_err(|e| format!("malformed response from Kafka: {e}"))?;
+        if f(ctx, version, &mut decoded)? {
+            Some(encode_response(api_key, version, correlation_id, &tags, &decoded).map_err(|e| e.to_string())?)
+        } else {
+            None
+        }
+    };
+    Ok(match rebuilt {
+        Some(bytes) => bytes,
+        None => {
+            set_correlation_id(&mut answer, correlation_id);
+            answer
+        }
+    })
+}

@@ -1,0 +1,261 @@
+//! One function decides, per API, what happens to a client request: where
+//! it goes, whether it is rewritten, and how its answer comes back.
+
+use std::time::Duration;
+
+use super::plan::{Finish, Part, Plan};
+use super::route::Route;
+use super::session::{extra_wait, Session};
+use super::ProxyContext;
+use crate::cluster::CoordinatorKind;
+use crate::kafka::api::{error, ApiKey};
+use crate::kafka::codec::{self, Struct, Value};
+use crate::kafka::header::RequestHeader;
+use crate::kafka::message::{encode_response, request_schema, response_schema};
+use crate::kafka::schema::registry;
+use crate::remap::addresses;
+
+/// APIs the proxy never offers: brokers' SASL needs the security layer
+/// (not built yet), and KIP-848's group heartbeat would have the broker
+/// assign physical partitions.
+const NOT_OFFERED: &[ApiKey] = &[ApiKey::SaslHandshake, ApiKey::SaslAuthenticate];
+
+/// The versions of an API the proxy offers clients: what it handles,
+/// intersected with what the cluster speaks. `None`: not offered.
+pub fn offered_versions(ctx: &ProxyContext, api: ApiKey) -> Option<(i16, i16)> {
+    if NOT_OFFERED.contains(&api) {
+        return None;
+    }
+    let ours = registry().supported_versions(api as i16)?;
+    if api == ApiKey::ApiVersions {
+        // Answered by the proxy itself.
+        return Some((ours.min, ours.max));
+    }
+    let (umin, umax) = ctx.cluster.upstream_versions(api as i16)?;
+    let (min, max) = (ours.min.max(umin), ours.max.min(umax));
+    (min <= max).then_some((min, max))
+}
+
+pub fn plan(ctx: &ProxyContext, session: &mut Session, header: &RequestHeader<'_>, body: &[u8], frame: &[u8]) -> Plan {
+    let Some(api) = header.api() else {
+        return Plan::Close(format!("unknown API key {}", header.api_key));
+    };
+    let version = header.api_version;
+    if api == ApiKey::ApiVersions {
+        return Plan::Answer(api_versions_response(ctx, version, header.correlation_id));
+    }
+    match offered_versions(ctx, api) {
+        Some((min, max)) if (min..=max).contains(&version) => {}
+        _ => return Plan::Close(format!("{} v{version} is not offered by this proxy", api.name())),
+    }
+    let schema = request_schema(api as i16).expect("offered APIs have schemas");
+    let req = match codec::decode(schema, version, body) {
+        Ok(r) => r,
+        Err(e) => return Plan::Close(format!("malformed {} v{version} request: {e}", api.name())),
+    };
+    let forward = |route: Route, wait: Duration, finish: Finish| Plan::Forward {
+        parts: vec![Part { route, frame: frame.to_vec(), correlation_id: header.correlation_id, broker_wait: wait }],
+        expect_response: true,
+        finish,
+    };
+    let none = Duration::ZERO;
+    match api {
+        ApiKey::Produce => {
+            let route = first_partition(&req, "topic_data", "name", "partition_data", "index");
+            let acks = req.i16("acks").unwrap_or(-1);
+            let wait = extra_wait(req.i32("timeout_ms").unwrap_or(0));
+            Plan::Forward {
+                parts: vec![Part { route, frame: frame.to_vec(), correlation_id: header.correlation_id, broker_wait: wait }],
+                expect_response: acks != 0,
+                finish: endpoints_rewrite(version >= 10),
+            }
+        }
+        ApiKey::Fetch => {
+            let route = fetch_route(ctx, &req);
+            let wait = extra_wait(req.i32("max_wait_ms").unwrap_or(0));
+            let route = match (&route, &session.last_fetch_addr) {
+                (Route::Any, Some(addr)) => Route::Address(addr.clone()),
+                _ => route,
+            };
+            forward(route, wait, endpoints_rewrite(version >= 16))
+        }
+        ApiKey::ListOffsets => forward(first_partition(&req, "topics", "name", "partitions", "partition_index"), none, Finish::AsIs),
+        ApiKey::OffsetForLeaderEpoch => forward(first_partition(&req, "topics", "topic", "partitions", "partition"), none, Finish::AsIs),
+        ApiKey::DeleteRecords => forward(first_partition(&req, "topics", "name", "partitions", "partition_index"), none, Finish::AsIs),
+        ApiKey::DescribeProducers => {
+            let route = req
+                .structs("topics")
+                .next()
+                .and_then(|t| Some(Route::Leader { topic: t.str("name")?.to_string(), partition: first_i32(t.array("partition_indexes"))? }))
+                .unwrap_or(Route::Any);
+            forward(route, none, Finish::AsIs)
+        }
+        ApiKey::Metadata => forward(
+            Route::Any,
+            none,
+            Finish::Rewrite(Box::new(|ctx, _v, body| {
+                ctx.cluster.apply_metadata(body);
+                Ok(addresses::rewrite_brokers(body, &ctx.settings.advertised))
+            })),
+        ),
+        ApiKey::DescribeCluster => forward(
+            Route::Any,
+            none,
+            Finish::Rewrite(Box::new(|ctx, _v, body| Ok(addresses::rewrite_brokers(body, &ctx.settings.advertised)))),
+        ),
+        ApiKey::FindCoordinator => {
+            let kind = if req.i8("key_type") == Some(1) { CoordinatorKind::Transaction } else { CoordinatorKind::Group };
+            let single_key = req.str("key").map(str::to_string);
+            forward(
+                Route::Any,
+                none,
+                Finish::Rewrite(Box::new(move |ctx, _v, body| {
+                    remember_coordinators(ctx, kind, single_key.as_deref(), body);
+                    Ok(addresses::rewrite_coordinators(body, &ctx.settings.advertised))
+                })),
+            )
+        }
+        ApiKey::JoinGroup => {
+            let wait = req.i32("rebalance_timeout_ms").or(req.i32("session_timeout_ms")).unwrap_or(0);
+            forward(group_route(req.str("group_id")), extra_wait(wait), Finish::AsIs)
+        }
+        ApiKey::SyncGroup => {
+            // A follower's SyncGroup waits for the leader's assignment.
+            let wait = Duration::from_secs(60);
+            forward(group_route(req.str("group_id")), wait, Finish::AsIs)
+        }
+        ApiKey::OffsetCommit
+        | ApiKey::Heartbeat
+        | ApiKey::LeaveGroup
+        | ApiKey::TxnOffsetCommit
+        | ApiKey::OffsetDelete => forward(group_route(req.str("group_id")), none, Finish::AsIs),
+        ApiKey::OffsetFetch => {
+            let group = req.str("group_id").or_else(|| req.structs("groups").next().and_then(|g| g.str("group_id")));
+            forward(group_route(group), none, Finish::AsIs)
+        }
+        ApiKey::DescribeGroups => forward(group_route(first_str(req.array("groups"))), none, Finish::AsIs),
+        ApiKey::DeleteGroups => forward(group_route(first_str(req.array("groups_names"))), none, Finish::AsIs),
+        ApiKey::InitProducerId => {
+            let route = req.str("transactional_id").map_or(Route::Any, |t| Route::Transaction(t.to_string()));
+            forward(route, none, Finish::AsIs)
+        }
+        ApiKey::AddPartitionsToTxn => {
+            let txn = req
+                .str("v3_and_below_transactional_id")
+                .or_else(|| req.structs("transactions").next().and_then(|t| t.str("transactional_id")));
+            forward(txn.map_or(Route::Any, |t| Route::Transaction(t.to_string())), none, Finish::AsIs)
+        }
+        ApiKey::AddOffsetsToTxn | ApiKey::EndTxn => {
+            let route = req.str("transactional_id").map_or(Route::Any, |t| Route::Transaction(t.to_string()));
+            forward(route, none, Finish::AsIs)
+        }
+        ApiKey::CreateTopics | ApiKey::DeleteTopics | ApiKey::CreatePartitions => {
+            let wait = extra_wait(req.i32("timeout_ms").unwrap_or(0));
+            forward(Route::Controller, wait, Finish::AsIs)
+        }
+        ApiKey::DescribeConfigs | ApiKey::IncrementalAlterConfigs => forward(config_route(&req), none, Finish::AsIs),
+        ApiKey::ListGroups | ApiKey::DescribeTopicPartitions => forward(Route::Any, none, Finish::AsIs),
+        ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate => {
+            unreachable!("handled above or never offered")
+        }
+    }
+}
+
+fn first_partition(req: &Struct<'_>, topics: &str, name: &str, partitions: &str, index: &str) -> Route {
+    req.structs(topics)
+        .find_map(|t| {
+            let p = t.structs(partitions).next()?;
+            Some(Route::Leader { topic: t.str(name)?.to_string(), partition: p.i32(index)? })
+        })
+        .unwrap_or(Route::Any)
+}
+
+fn fetch_route(ctx: &ProxyContext, req: &Struct<'_>) -> Route {
+    req.structs("topics")
+        .find_map(|t| {
+            let topic = match t.str("topic") {
+                Some(name) => name.to_string(),
+                None => ctx.cluster.topic_name(&t.uuid("topic_id")?)?,
+            };
+            let p = t.structs("partitions").next()?;
+            Some(Route::Leader { topic, partition: p.i32("partition")? })
+        })
+        .unwrap_or(Route::Any)
+}
+
+fn group_route(group: Option<&str>) -> Route {
+    group.map_or(Route::Any, |g| Route::Group(g.to_string()))
+}
+
+fn first_str<'v>(items: &'v [Value<'_>]) -> Option<&'v str> {
+    match items.first() {
+        Some(Value::String(Some(s))) => Some(s),
+        _ => None,
+    }
+}
+
+fn first_i32(items: &[Value<'_>]) -> Option<i32> {
+    match items.first() {
+        Some(Value::Int32(i)) => Some(*i),
+        _ => None,
+    }
+}
+
+/// Broker-level configs live on that broker; topic configs anywhere.
+fn config_route(req: &Struct<'_>) -> Route {
+    const BROKER: i8 = 4;
+    const BROKER_LOGGER: i8 = 8;
+    req.structs("resources")
+        .find_map(|r| match r.i8("resource_type") {
+            Some(BROKER | BROKER_LOGGER) => r.str("resource_name")?.parse().ok().map(Route::Broker),
+            _ => None,
+        })
+        .unwrap_or(Route::Any)
+}
+
+fn endpoints_rewrite(has_endpoints: bool) -> Finish {
+    if !has_endpoints {
+        return Finish::AsIs;
+    }
+    Finish::Rewrite(Box::new(|ctx, _v, body| Ok(addresses::rewrite_brokers(body, &ctx.settings.advertised))))
+}
+
+fn remember_coordinators(ctx: &ProxyContext, kind: CoordinatorKind, single_key: Option<&str>, body: &Struct<'_>) {
+    if let (Some(key), Some(node)) = (single_key, body.i32("node_id")) {
+        if body.i16("error_code") == Some(error::NONE) && node >= 0 {
+            ctx.cluster.set_coordinator(kind, key, node);
+        }
+    }
+    for c in body.structs("coordinators") {
+        if let (Some(key), Some(node), Some(error::NONE)) = (c.str("key"), c.i32("node_id"), c.i16("error_code")) {
+            if node >= 0 {
+                ctx.cluster.set_coordinator(kind, key, node);
+            }
+        }
+    }
+}
+
+/// The proxy's own ApiVersions answer. A client asking for a version newer
+/// than the proxy knows gets a v0 answer with UNSUPPORTED_VERSION and the
+/// list, as Kafka does, so it can retry with a version both know.
+pub fn api_versions_response(ctx: &ProxyContext, requested: i16, correlation_id: i32) -> Vec<u8> {
+    let schema = response_schema(ApiKey::ApiVersions as i16).expect("declared");
+    let ours = registry().supported_versions(ApiKey::ApiVersions as i16).expect("declared");
+    let (version, code) = if ours.contains(requested) { (requested, error::NONE) } else { (0, error::UNSUPPORTED_VERSION) };
+    let mut body = codec::with_defaults(&schema.body, version);
+    body.set("error_code", Value::Int16(code));
+    let key_schema = codec::element_schema(&schema.body, "api_keys");
+    let keys: Vec<Value<'_>> = ApiKey::ALL
+        .iter()
+        .filter_map(|&api| {
+            let (min, max) = offered_versions(ctx, api)?;
+            let mut k = codec::with_defaults(key_schema, version);
+            k.set("api_key", Value::Int16(api as i16));
+            k.set("min_version", Value::Int16(min));
+            k.set("max_version", Value::Int16(max));
+            Some(Value::Struct(k))
+        })
+        .collect();
+    body.set("api_keys", Value::Array(Some(keys)));
+    encode_response(ApiKey::ApiVersions as i16, version, correlation_id, &[], &body).expect("well-formed ApiVersions response")
+}

@@ -1,0 +1,310 @@
+//! One client connection as its worker sees it: the requests it sent, in
+//! order, each waiting for its upstream answers; and the upstream
+//! connections opened for it, one per broker address.
+//!
+//! Kafka answers the requests of a connection in the order they were sent,
+//! and clients rely on it. A client request may go to several brokers (or to
+//! none), so answers are collected per request and written to the client
+//! only from the front of the queue.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::{debug, warn};
+use mio::Token;
+
+use super::plan::{Finish, Part};
+use super::ProxyContext;
+use crate::frame::with_size_prefix;
+use crate::kafka::api::api_name;
+use crate::kafka::header::peek_correlation_id;
+use crate::net::socket::SharedSocket;
+use crate::net::ToLoop;
+
+/// A client request waiting for its answers.
+struct Pending {
+    seq: u64,
+    api_key: i16,
+    api_version: i16,
+    correlation_id: i32,
+    answers: Vec<Option<Vec<u8>>>,
+    missing: usize,
+    finish: Option<Finish>,
+    /// The response to write, once complete.
+    ready: Option<Vec<u8>>,
+}
+
+/// A request sent upstream whose answer has not arrived.
+struct InFlight {
+    seq: u64,
+    part: usize,
+    correlation_id: i32,
+    api_key: i16,
+    deadline: Instant,
+}
+
+pub struct Upstream {
+    socket: Arc<SharedSocket>,
+    addr: String,
+    in_flight: VecDeque<InFlight>,
+}
+
+/// What the worker must do after the session handled an event.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Continue,
+    /// Close the client connection, saying why.
+    Close(String),
+}
+
+pub struct Session {
+    pub conn: Token,
+    pub client: Arc<SharedSocket>,
+    pending: VecDeque<Pending>,
+    next_seq: u64,
+    upstreams: HashMap<String, Upstream>,
+    by_token: HashMap<Token, String>,
+    /// Where this connection's last fetch went: an incremental fetch that
+    /// names no partition belongs to the fetch session on that broker.
+    pub last_fetch_addr: Option<String>,
+    /// A close was asked for; events still queued for it are ignored.
+    pub closing: bool,
+}
+
+impl Session {
+    pub fn new(conn: Token, client: Arc<SharedSocket>) -> Session {
+        Session {
+            conn,
+            client,
+            pending: VecDeque::new(),
+            next_seq: 0,
+            upstreams: HashMap::new(),
+            by_token: HashMap::new(),
+            last_fetch_addr: None,
+            closing: false,
+        }
+    }
+
+    pub fn peer(&self) -> std::net::SocketAddr {
+        self.client.peer
+    }
+
+    /// Any upstream address this session already has a connection to.
+    pub fn some_upstream_addr(&self) -> Option<&str> {
+        self.upstreams.keys().next().map(String::as_str)
+    }
+
+    /// Queue a response the proxy answers itself.
+    pub fn answer_now(&mut self, ctx: &ProxyContext, api_key: i16, api_version: i16, correlation_id: i32, response: Vec<u8>) {
+        let seq = self.take_seq();
+        self.pending.push_back(Pending {
+            seq,
+            api_key,
+            api_version,
+            correlation_id,
+            answers: Vec::new(),
+            missing: 0,
+            finish: None,
+            ready: Some(response),
+        });
+        self.write_ready(ctx);
+    }
+
+    /// A request that gets no response (produce with acks=0): it is done
+    /// as soon as it is sent.
+    pub fn complete_without_response(&mut self, ctx: &ProxyContext) {
+        self.request_done(ctx, 1);
+    }
+
+    fn take_seq(&mut self) -> u64 {
+        let s = self.next_seq;
+        self.next_seq += 1;
+        s
+    }
+
+    /// Send the parts of a request upstream and remember what to do with
+    /// the answers. `addrs[i]` is where `parts[i]` goes.
+    pub fn forward(
+        &mut self,
+        ctx: &ProxyContext,
+        api_key: i16,
+        api_version: i16,
+        correlation_id: i32,
+        parts: Vec<(Part, String)>,
+        expect_response: bool,
+        finish: Finish,
+    ) -> Verdict {
+        let seq = self.take_seq();
+        let count = parts.len();
+        for (i, (part, addr)) in parts.into_iter().enumerate() {
+            let upstream = match self.upstream(ctx, &addr) {
+                Ok(u) => u,
+                Err(reason) => return Verdict::Close(reason),
+            };
+            if let Err(e) = upstream.socket.send(&with_size_prefix(&part.frame)) {
+                return Verdict::Close(format!("cannot send {} to Kafka broker {addr}: {e}", api_name(api_key)));
+            }
+            if expect_response {
+                let wait = ctx.settings.request_timeout + part.broker_wait;
+                upstream.in_flight.push_back(InFlight {
+                    seq,
+                    part: i,
+                    correlation_id: part.correlation_id,
+                    api_key,
+                    deadline: Instant::now() + wait,
+                });
+            }
+        }
+        if !expect_response {
+            self.complete_without_response(ctx);
+            return Verdict::Continue;
+        }
+        self.pending.push_back(Pending {
+            seq,
+            api_key,
+            api_version,
+            correlation_id,
+            answers: vec![None; count],
+            missing: count,
+            finish: Some(finish),
+            ready: None,
+        });
+        Verdict::Continue
+    }
+
+    /// The upstream connection to `addr`, opened if needed.
+    fn upstream(&mut self, ctx: &ProxyContext, addr: &str) -> Result<&mut Upstream, String> {
+        if !self.upstreams.contains_key(addr) {
+            let stream = crate::upstream::connect::connect(addr, ctx.settings.connect_timeout, &ctx.cluster).map_err(|e| {
+                ctx.shared.metrics.upstream_errors_total.fetch_add(1, Ordering::Relaxed);
+                warn!("Cannot connect to Kafka broker {addr} for client {}: {e}", self.client.peer);
+                format!("Kafka broker {addr} is unreachable: {e}")
+            })?;
+            stream.set_nonblocking(true).map_err(|e| e.to_string())?;
+            let peer = stream.peer_addr().map_err(|e| e.to_string())?;
+            let token = ctx.handle.next_token();
+            let socket = Arc::new(SharedSocket::new(mio::net::TcpStream::from_std(stream), token, peer));
+            ctx.handle.send(ToLoop::AddUpstream { owner: self.conn, socket: socket.clone() });
+            debug!("Opened upstream connection to {addr} for client {}", self.client.peer);
+            self.by_token.insert(token, addr.to_string());
+            self.upstreams.insert(addr.to_string(), Upstream { socket, addr: addr.to_string(), in_flight: VecDeque::new() });
+        }
+        Ok(self.upstreams.get_mut(addr).expect("inserted above"))
+    }
+
+    /// An answer arrived from upstream.
+    pub fn on_upstream_frame(&mut self, ctx: &ProxyContext, upstream: Token, frame: Vec<u8>) -> Verdict {
+        let Some(addr) = self.by_token.get(&upstream) else { return Verdict::Continue };
+        let up = self.upstreams.get_mut(addr).expect("by_token and upstreams agree");
+        let Some(sent) = up.in_flight.pop_front() else {
+            return Verdict::Close(format!("Kafka broker {} sent a response to no request", up.addr));
+        };
+        match peek_correlation_id(&frame) {
+            Ok(id) if id == sent.correlation_id => {}
+            other => {
+                return Verdict::Close(format!(
+                    "Kafka broker {} answered {} with correlation id {:?}, expected {}",
+                    up.addr,
+                    api_name(sent.api_key),
+                    other.ok(),
+                    sent.correlation_id
+                ))
+            }
+        }
+        let Some(p) = self.pending.iter_mut().find(|p| p.seq == sent.seq) else { return Verdict::Continue };
+        p.answers[sent.part] = Some(frame);
+        p.missing -= 1;
+        if p.missing == 0 {
+            let answers: Vec<Vec<u8>> = p.answers.drain(..).map(|a| a.expect("all answered")).collect();
+            let finish = p.finish.take().expect("finished once");
+            match finish.complete(ctx, p.api_key, p.api_version, p.correlation_id, answers) {
+                Ok(response) => p.ready = Some(response),
+                Err(e) => {
+                    return Verdict::Close(format!(
+                        "cannot build the {} v{} response: {e}",
+                        api_name(p.api_key),
+                        p.api_version
+                    ))
+                }
+            }
+            self.write_ready(ctx);
+        }
+        Verdict::Continue
+    }
+
+    /// Write every finished response at the front of the queue.
+    fn write_ready(&mut self, ctx: &ProxyContext) {
+        let mut done = 0;
+        while self.pending.front().is_some_and(|p| p.ready.is_some()) {
+            let p = self.pending.pop_front().expect("front exists");
+            let bytes = p.ready.expect("checked ready");
+            if let Err(e) = self.client.send(&with_size_prefix(&bytes)) {
+                debug!("Response to {} not delivered: {e}", self.client.peer);
+            }
+            done += 1;
+        }
+        if done > 0 {
+            self.request_done(ctx, done);
+        }
+    }
+
+    fn request_done(&self, ctx: &ProxyContext, n: usize) {
+        ctx.shared.in_flight.fetch_sub(n, Ordering::SeqCst);
+        let left = self.client.in_flight.fetch_sub(n, Ordering::SeqCst) - n;
+        if self.client.read_paused.load(Ordering::SeqCst) && left <= ctx.settings.max_in_flight_per_client / 2 {
+            ctx.handle.send(ToLoop::ResumeClient(self.conn));
+        }
+    }
+
+    /// An upstream connection closed. Idle connections may close (brokers
+    /// close idle connections); one with unanswered requests means those
+    /// answers are lost, so the client connection is closed as a broker that
+    /// went away would close it, and the client retries.
+    pub fn on_upstream_closed(&mut self, upstream: Token, reason: &str) -> Verdict {
+        let Some(addr) = self.by_token.remove(&upstream) else { return Verdict::Continue };
+        let Some(up) = self.upstreams.remove(&addr) else { return Verdict::Continue };
+        if up.in_flight.is_empty() {
+            debug!("Idle upstream connection to {addr} closed: {reason}");
+            return Verdict::Continue;
+        }
+        Verdict::Close(format!(
+            "lost connection to Kafka broker {addr} with {} requests in flight ({reason})",
+            up.in_flight.len()
+        ))
+    }
+
+    /// Close the client if an upstream answer is overdue.
+    pub fn check_deadlines(&self, now: Instant) -> Verdict {
+        for up in self.upstreams.values() {
+            if let Some(f) = up.in_flight.front() {
+                if now >= f.deadline {
+                    return Verdict::Close(format!(
+                        "Kafka broker {} did not answer {} in time",
+                        up.addr,
+                        api_name(f.api_key)
+                    ));
+                }
+            }
+        }
+        Verdict::Continue
+    }
+
+    /// Release everything: upstream connections closed, in-flight counts
+    /// returned.
+    pub fn teardown(self, ctx: &ProxyContext) {
+        for up in self.upstreams.values() {
+            up.socket.mark_closed();
+            ctx.handle.send(ToLoop::CloseUpstream(up.socket.token));
+        }
+        let unanswered = self.client.in_flight.swap(0, Ordering::SeqCst);
+        ctx.shared.in_flight.fetch_sub(unanswered, Ordering::SeqCst);
+    }
+}
+
+/// How long to wait for an answer beyond the configured request timeout:
+/// requests that ask the broker to wait (fetch max wait, join rebalance).
+pub fn extra_wait(ms: i32) -> Duration {
+    Duration::from_millis(ms.max(0) as u64)
+}

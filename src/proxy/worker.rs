@@ -1,0 +1,159 @@
+//! A worker thread: owns the sessions of the client connections assigned to
+//! it, so all frames of one connection are handled in order by one thread
+//! with no locks on the session.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use log::{debug, trace, warn};
+use mio::Token;
+
+use super::plan::Plan;
+use super::route::resolve;
+use super::session::{Session, Verdict};
+use super::{requests, ProxyContext};
+use crate::kafka::api::api_name;
+use crate::kafka::header::RequestHeader;
+use crate::net::{ToLoop, ToWorker};
+use crate::upstream::control::ControlClient;
+
+const DEADLINE_CHECK: Duration = Duration::from_millis(100);
+
+pub struct Worker {
+    ctx: Arc<ProxyContext>,
+    sessions: HashMap<Token, Session>,
+    control: ControlClient,
+    rx: Receiver<ToWorker>,
+}
+
+impl Worker {
+    pub fn new(ctx: Arc<ProxyContext>, rx: Receiver<ToWorker>) -> Worker {
+        let control = ControlClient::new(ctx.cluster.clone(), ctx.settings.connect_timeout, ctx.settings.request_timeout);
+        Worker { ctx, sessions: HashMap::new(), control, rx }
+    }
+
+    pub fn run(mut self) {
+        let mut last_check = Instant::now();
+        loop {
+            match self.rx.recv_timeout(DEADLINE_CHECK) {
+                Ok(ToWorker::Shutdown) | Err(RecvTimeoutError::Disconnected) => break,
+                Ok(event) => self.handle(event),
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            if last_check.elapsed() >= DEADLINE_CHECK {
+                last_check = Instant::now();
+                self.check_deadlines(last_check);
+            }
+        }
+        for (_, s) in self.sessions.drain() {
+            s.teardown(&self.ctx);
+        }
+    }
+
+    fn handle(&mut self, event: ToWorker) {
+        match event {
+            ToWorker::ClientOpened { conn, socket } => {
+                self.sessions.insert(conn, Session::new(conn, socket));
+            }
+            ToWorker::ClientFrame { conn, frame } => {
+                let verdict = self.client_frame(conn, frame);
+                self.apply(conn, verdict);
+            }
+            ToWorker::UpstreamFrame { conn, upstream, frame } => {
+                let ctx = self.ctx.clone();
+                let verdict = match self.sessions.get_mut(&conn) {
+                    Some(s) if !s.closing => s.on_upstream_frame(&ctx, upstream, frame),
+                    _ => Verdict::Continue,
+                };
+                self.apply(conn, verdict);
+            }
+            ToWorker::UpstreamClosed { conn, upstream, reason } => {
+                let verdict = match self.sessions.get_mut(&conn) {
+                    Some(s) => s.on_upstream_closed(upstream, &reason),
+                    None => Verdict::Continue,
+                };
+                self.apply(conn, verdict);
+            }
+            ToWorker::ClientClosed { conn } => {
+                if let Some(s) = self.sessions.remove(&conn) {
+                    s.teardown(&self.ctx);
+                }
+            }
+            ToWorker::Shutdown => {}
+        }
+    }
+
+    fn client_frame(&mut self, conn: Token, frame: Vec<u8>) -> Verdict {
+        let ctx = self.ctx.clone();
+        let Some(session) = self.sessions.get_mut(&conn) else { return Verdict::Continue };
+        if session.closing {
+            return Verdict::Continue;
+        }
+        ctx.shared.metrics.requests_total.fetch_add(1, Ordering::Relaxed);
+        let (header, body) = match RequestHeader::parse(&frame) {
+            Ok(h) => h,
+            Err(e) => return Verdict::Close(format!("malformed request header: {e}")),
+        };
+        trace!(
+            "{} -> {} v{} correlation {} ({} bytes)",
+            session.peer(),
+            api_name(header.api_key),
+            header.api_version,
+            header.correlation_id,
+            frame.len()
+        );
+        match requests::plan(&ctx, session, &header, body, &frame) {
+            Plan::Answer(response) => {
+                session.answer_now(&ctx, header.api_key, header.api_version, header.correlation_id, response);
+                Verdict::Continue
+            }
+            Plan::Close(reason) => Verdict::Close(reason),
+            Plan::Forward { parts, expect_response, finish } => {
+                let mut routed = Vec::with_capacity(parts.len());
+                for (attempt, part) in parts.into_iter().enumerate() {
+                    let preferred = session.some_upstream_addr().map(str::to_string);
+                    let Some(addr) = resolve(&part.route, &ctx.cluster, &mut self.control, preferred.as_deref(), attempt)
+                    else {
+                        return Verdict::Close("no Kafka broker address is known".into());
+                    };
+                    debug!("{} {} v{} -> {addr} ({:?})", session.peer(), api_name(header.api_key), header.api_version, part.route);
+                    if header.api_key == crate::kafka::api::ApiKey::Fetch as i16 {
+                        session.last_fetch_addr = Some(addr.clone());
+                    }
+                    routed.push((part, addr));
+                }
+                session.forward(&ctx, header.api_key, header.api_version, header.correlation_id, routed, expect_response, finish)
+            }
+        }
+    }
+
+    fn apply(&mut self, conn: Token, verdict: Verdict) {
+        if let Verdict::Close(reason) = verdict {
+            if let Some(s) = self.sessions.get_mut(&conn) {
+                if !s.closing {
+                    s.closing = true;
+                    warn!("Closing connection from {}: {reason}", s.peer());
+                    self.ctx.shared.metrics.requests_refused_total.fetch_add(1, Ordering::Relaxed);
+                    self.ctx.handle.send(ToLoop::CloseClient(conn));
+                }
+            }
+        }
+    }
+
+    fn check_deadlines(&mut self, now: Instant) {
+        let overdue: Vec<(Token, Verdict)> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| !s.closing)
+            .map(|(t, s)| (*t, s.check_deadlines(now)))
+            .filter(|(_, v)| *v != Verdict::Continue)
+            .collect();
+        for (conn, verdict) in overdue {
+            self.ctx.shared.metrics.upstream_errors_total.fetch_add(1, Ordering::Relaxed);
+            self.apply(conn, verdict);
+        }
+    }
+}
