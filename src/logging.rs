@@ -34,7 +34,9 @@ impl LogFormat {
         match s {
             "text" => Ok(LogFormat::Text),
             "json" => Ok(LogFormat::Json),
-            other => Err(format!("unknown log format {other:?} (expected one of: text, json)")),
+            other => Err(format!(
+                "unknown log format {other:?} (expected one of: text, json)"
+            )),
         }
     }
 }
@@ -75,9 +77,8 @@ pub fn effective_level(configured: LevelFilter, verbosity: u8) -> LevelFilter {
 pub fn init(level: LevelFilter, format: LogFormat) -> Result<(), String> {
     let result = match format {
         LogFormat::Text => init_text(level),
-        LogFormat::Json => {
-            log::set_boxed_logger(Box::new(JsonLogger { level })).map(|()| log::set_max_level(level))
-        }
+        LogFormat::Json => log::set_boxed_logger(Box::new(JsonLogger { level }))
+            .map(|()| log::set_max_level(level)),
     };
     result.map_err(|e| format!("cannot initialise logging: {e}"))
 }
@@ -235,7 +236,10 @@ mod tests {
     fn json_escapes_control_characters() {
         assert_eq!(json("a\nb\rc\td"), r#""a\nb\rc\td""#);
         assert_eq!(json("\u{08}\u{0C}"), r#""\b\f""#);
-        assert_eq!(json("\u{0}\u{1}\u{1f}\u{7f}"), r#""\u0000\u0001\u001f\u007f""#);
+        assert_eq!(
+            json("\u{0}\u{1}\u{1f}\u{7f}"),
+            r#""\u0000\u0001\u001f\u007f""#
+        );
     }
 
     #[test]
@@ -294,8 +298,14 @@ mod tests {
         let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
         let mut lines = text.lines();
         let line = lines.next().unwrap();
-        assert!(line.ends_with(" [INFO] Starting Kafka Partition Remapper v0.1.0"), "{line:?}");
-        assert!(line.starts_with("20") && line.contains('T'), "time first: {line:?}");
+        assert!(
+            line.ends_with(" [INFO] Starting Kafka Partition Remapper v0.1.0"),
+            "{line:?}"
+        );
+        assert!(
+            line.starts_with("20") && line.contains('T'),
+            "time first: {line:?}"
+        );
         assert_eq!(lines.next(), None, "debug record filtered out: {text:?}");
     }
 
@@ -345,7 +355,10 @@ mod tests {
         assert_eq!(rfc3339_utc(t), "2000-02-28T23:59:59.999Z");
         let t = UNIX_EPOCH + Duration::from_secs(4_102_444_800); // 2100-01-01
         assert_eq!(rfc3339_utc(t), "2100-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339_utc(UNIX_EPOCH - Duration::from_secs(5)), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            rfc3339_utc(UNIX_EPOCH - Duration::from_secs(5)),
+            "1970-01-01T00:00:00.000Z"
+        );
     }
 
     #[test]
@@ -356,7 +369,10 @@ mod tests {
         assert_eq!(level_from_config("DEBUG"), Ok(LevelFilter::Debug));
         assert_eq!(level_from_config("trace"), Ok(LevelFilter::Trace));
         let err = level_from_config("verbose").unwrap_err();
-        assert!(err.contains("\"verbose\"") && err.contains("error, warn, info, debug, trace"), "{err}");
+        assert!(
+            err.contains("\"verbose\"") && err.contains("error, warn, info, debug, trace"),
+            "{err}"
+        );
     }
 
     #[test]
