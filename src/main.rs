@@ -1,1 +1,182 @@
-fn main() {}
+//! `kpr-proxy --config FILE`: parse the command line, load the
+//! configuration, start the proxy, serve until SIGINT/SIGTERM.
+
+use std::net::ToSocketAddrs;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kpr_proxy::cli::{self, Command, RunArgs};
+use kpr_proxy::cluster::BrokerAddr;
+use kpr_proxy::config::{self, Config};
+use kpr_proxy::logging;
+use kpr_proxy::net::Shared;
+use kpr_proxy::proxy::{self, Proxy, ProxySettings, StartError};
+use log::{error, info, warn};
+
+/// Unanswered requests per client connection before the proxy stops
+/// reading from it (librdkafka and the Java client keep at most 5 per
+/// connection by default).
+const MAX_IN_FLIGHT_PER_CLIENT: usize = 128;
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+fn main() -> ExitCode {
+    let command = match cli::parse_args(std::env::args_os().skip(1).collect()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{}: {e}\n{}", cli::PROGRAM, cli::USAGE);
+            return exit(cli::EXIT_USAGE);
+        }
+    };
+    match command {
+        Command::Help => {
+            print!("{}", cli::help_text());
+            exit(cli::EXIT_OK)
+        }
+        Command::Version => {
+            println!("{}", cli::version_text());
+            exit(cli::EXIT_OK)
+        }
+        Command::CheckConfig(args) => check_config(&args),
+        Command::Run(args) => run(&args),
+    }
+}
+
+fn exit(code: i32) -> ExitCode {
+    ExitCode::from(code as u8)
+}
+
+fn fail(code: i32, message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("{}: {message}", cli::PROGRAM);
+    exit(code)
+}
+
+fn load(args: &RunArgs) -> Result<(Config, Vec<String>), ExitCode> {
+    match config::load(&args.config_path) {
+        Ok(loaded) => Ok((loaded.config, loaded.warnings)),
+        Err(e) => Err(fail(cli::EXIT_CONFIG, e)),
+    }
+}
+
+/// Problems that keep a valid configuration from running in this version.
+fn refusals(config: &Config) -> Vec<String> {
+    let mut out = config.unsupported_features();
+    if config.metrics.enabled && config.metrics.address.is_empty() {
+        out.push("metrics.address is empty".into());
+    }
+    out
+}
+
+fn check_config(args: &RunArgs) -> ExitCode {
+    let (config, warnings) = match load(args) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    for w in &warnings {
+        println!("warning: {w}");
+    }
+    let refused = refusals(&config);
+    if !refused.is_empty() {
+        return fail(cli::EXIT_CONFIG, refused.join("\n"));
+    }
+    println!("{}: configuration is valid", args.config_path.display());
+    for line in config.describe_mapping() {
+        println!("{line}");
+    }
+    if config.mapping.is_empty() {
+        println!("Mapping: none (every topic passes through 1:1)");
+    }
+    exit(cli::EXIT_OK)
+}
+
+fn settings(config: &Config) -> Result<ProxySettings, String> {
+    let listen = config
+        .listen
+        .address
+        .to_socket_addrs()
+        .map_err(|e| format!("listen.address {}: {e}", config.listen.address))?
+        .next()
+        .ok_or_else(|| format!("listen.address {} resolves to no address", config.listen.address))?;
+    let (host, port) = config.listen.advertised_host_port();
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
+    Ok(ProxySettings {
+        listen,
+        advertised: BrokerAddr { host: host.to_string(), port: port as i32 },
+        bootstrap: config.kafka.bootstrap_servers.clone(),
+        connect_timeout: config.kafka.connection_timeout(),
+        request_timeout: config.kafka.request_timeout(),
+        metadata_refresh: config.kafka.metadata_refresh_interval(),
+        max_connections: config.listen.max_connections,
+        max_frame_bytes: config.listen.max_frame_bytes,
+        max_in_flight_per_client: MAX_IN_FLIGHT_PER_CLIENT,
+        workers,
+        shutdown_grace: SHUTDOWN_GRACE,
+    })
+}
+
+fn run(args: &RunArgs) -> ExitCode {
+    let (config, warnings) = match load(args) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let level = logging::effective_level(config.logging.level, args.verbosity);
+    if let Err(e) = logging::init(level, config.logging.format) {
+        return fail(cli::EXIT_FAILURE, format!("cannot set up logging: {e}"));
+    }
+    info!("Starting Kafka Partition Remapper v{}", env!("CARGO_PKG_VERSION"));
+    for w in &warnings {
+        warn!("{w}");
+    }
+    let refused = refusals(&config);
+    if !refused.is_empty() {
+        for r in &refused {
+            error!("{r}");
+        }
+        return fail(cli::EXIT_CONFIG, refused.join("; "));
+    }
+    if config.mapping.has_virtual_partitions() {
+        let msg = "mapping: rules with more virtual than physical partitions are not supported yet by this \
+                   version of kpr-proxy; refusing to start rather than passing them through 1:1";
+        error!("{msg}");
+        return fail(cli::EXIT_CONFIG, msg);
+    }
+    let settings = match settings(&config) {
+        Ok(s) => s,
+        Err(e) => return fail(cli::EXIT_CONFIG, e),
+    };
+    let shared = Arc::new(Shared::new());
+    let proxy = match Proxy::start(settings, shared.clone()) {
+        Ok(p) => p,
+        Err(e) => {
+            error!("{e}");
+            let code = match e {
+                StartError::Upstream(_) => cli::EXIT_KAFKA_UNREACHABLE,
+                _ => cli::EXIT_FAILURE,
+            };
+            return fail(code, e);
+        }
+    };
+    for line in config.describe_mapping() {
+        info!("{line}");
+    }
+    if config.metrics.enabled {
+        if let Err(e) = kpr_proxy::metrics::serve(&config.metrics.address, shared.clone()) {
+            error!("cannot serve metrics on {}: {e}", config.metrics.address);
+            return fail(cli::EXIT_FAILURE, format!("cannot serve metrics on {}: {e}", config.metrics.address));
+        }
+        info!("Metrics on http://{}/metrics", config.metrics.address);
+    }
+    if let Err(e) = proxy::watch_signals(shared.clone(), proxy.context().handle.clone()) {
+        return fail(cli::EXIT_FAILURE, format!("cannot watch signals: {e}"));
+    }
+    match proxy.serve() {
+        Ok(()) => {
+            info!("Stopped");
+            exit(cli::EXIT_OK)
+        }
+        Err(e) => {
+            error!("event loop failed: {e}");
+            fail(cli::EXIT_FAILURE, e)
+        }
+    }
+}

@@ -60,3 +60,24 @@ impl Metrics {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 }
+
+/// Serve `GET /metrics` on `addr` from a thread of its own.
+pub fn serve(addr: &str, shared: std::sync::Arc<crate::net::Shared>) -> Result<(), String> {
+    let server = tiny_http::Server::http(addr).map_err(|e| e.to_string())?;
+    std::thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || {
+            let header = tiny_http::Header::from_bytes(&b"Content-Type"[..], &b"text/plain; version=0.0.4"[..])
+                .expect("static header");
+            for request in server.incoming_requests() {
+                let response = if request.url() == "/metrics" {
+                    tiny_http::Response::from_string(shared.metrics.render()).with_header(header.clone())
+                } else {
+                    tiny_http::Response::from_string("not found: try /metrics\n").with_status_code(404)
+                };
+                let _ = request.respond(response);
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}

@@ -241,7 +241,7 @@ fn decode_struct<'a>(schema: &'a StructSchema, ctx: Ctx, r: &mut Reader<'a>) -> 
         if !field.versions.contains(ctx.version) || field.is_tagged_in(ctx.version) {
             continue;
         }
-        s.fields[i] = decode_value(field, &field.ty, ctx, r)?;
+        s.fields[i] = decode_value(field, &field.ty, field.nullable.contains(ctx.version), ctx, r)?;
     }
     if ctx.flexible {
         let at = r.position();
@@ -265,7 +265,7 @@ fn decode_struct<'a>(schema: &'a StructSchema, ctx: Ctx, r: &mut Reader<'a>) -> 
                 Some(i) => {
                     let field = &schema.fields[i];
                     let mut sub = Reader::new(data);
-                    s.fields[i] = decode_value(field, &field.ty, ctx, &mut sub)?;
+                    s.fields[i] = decode_value(field, &field.ty, field.nullable.contains(ctx.version), ctx, &mut sub)?;
                     if !sub.is_empty() {
                         return Err(DecodeError::TrailingBytes { at: at + sub.position(), left: sub.remaining() });
                     }
@@ -277,8 +277,9 @@ fn decode_struct<'a>(schema: &'a StructSchema, ctx: Ctx, r: &mut Reader<'a>) -> 
     Ok(s)
 }
 
-fn decode_value<'a>(field: &'a FieldSchema, ty: &'a FieldType, ctx: Ctx, r: &mut Reader<'a>) -> DecodeResult<Value<'a>> {
-    let nullable = field.nullable.contains(ctx.version);
+/// `nullable` applies to this value only: an array's elements are never
+/// null even when the array may be.
+fn decode_value<'a>(field: &'a FieldSchema, ty: &'a FieldType, nullable: bool, ctx: Ctx, r: &mut Reader<'a>) -> DecodeResult<Value<'a>> {
     let at = r.position();
     let null_check = |len: Option<usize>| -> DecodeResult<Option<usize>> {
         if len.is_none() && !nullable {
@@ -327,7 +328,7 @@ fn decode_value<'a>(field: &'a FieldSchema, ty: &'a FieldType, ctx: Ctx, r: &mut
                     let n = r.checked_count(n, at)?;
                     let mut items = Vec::with_capacity(n);
                     for _ in 0..n {
-                        items.push(decode_value(field, inner, ctx, r)?);
+                        items.push(decode_value(field, inner, false, ctx, r)?);
                     }
                     Value::Array(Some(items))
                 }
@@ -357,13 +358,13 @@ fn encode_struct(s: &Struct<'_>, ctx: Ctx, out: &mut Vec<u8>) -> Result<(), Enco
             if range.contains(ctx.version) {
                 if *value != Value::Absent {
                     let mut buf = Vec::new();
-                    encode_value(field, &field.ty, value, ctx, &mut buf)?;
+                    encode_value(field, &field.ty, value, field.nullable.contains(ctx.version), ctx, &mut buf)?;
                     tagged.push((tag, buf));
                 }
                 continue;
             }
         }
-        encode_value(field, &field.ty, value, ctx, out)?;
+        encode_value(field, &field.ty, value, field.nullable.contains(ctx.version), ctx, out)?;
     }
     if ctx.flexible {
         let mut all: Vec<(u32, &[u8])> = tagged.iter().map(|(t, b)| (*t, b.as_slice())).collect();
@@ -381,8 +382,7 @@ fn encode_struct(s: &Struct<'_>, ctx: Ctx, out: &mut Vec<u8>) -> Result<(), Enco
     Ok(())
 }
 
-fn encode_value(field: &FieldSchema, ty: &FieldType, value: &Value<'_>, ctx: Ctx, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-    let nullable = field.nullable.contains(ctx.version);
+fn encode_value(field: &FieldSchema, ty: &FieldType, value: &Value<'_>, nullable: bool, ctx: Ctx, out: &mut Vec<u8>) -> Result<(), EncodeError> {
     let wrong = || EncodeError(format!("field {} v{}: value {value:?} does not fit type {ty:?}", field.name, ctx.version));
     let null_ok = || if nullable { Ok(()) } else { Err(EncodeError(format!("null in non-nullable field {}", field.name))) };
     match (ty, value) {
@@ -431,7 +431,7 @@ fn encode_value(field: &FieldSchema, ty: &FieldType, value: &Value<'_>, ctx: Ctx
                 put_i32(out, items.as_ref().map_or(-1, |v| v.len() as i32));
             }
             for item in items.iter().flatten() {
-                encode_value(field, inner, item, ctx, out)?;
+                encode_value(field, inner, item, false, ctx, out)?;
             }
         }
         (FieldType::Struct(_), Value::Struct(s)) => {
