@@ -145,7 +145,8 @@ fn run(args: &RunArgs) -> ExitCode {
         Err(e) => return fail(cli::EXIT_CONFIG, e),
     };
     let shared = Arc::new(Shared::new());
-    let proxy = match Proxy::start(settings, shared.clone()) {
+    let mapper = kpr_proxy::remap::mapping::Mapper::new(config.mapping.clone());
+    let proxy = match Proxy::start(settings, mapper, shared.clone()) {
         Ok(p) => p,
         Err(e) => {
             error!("{e}");

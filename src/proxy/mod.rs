@@ -2,7 +2,9 @@
 //! workers, the metadata refresher, the metrics endpoint and the signal
 //! watcher. `run` starts them and returns when a shutdown has completed.
 
+pub mod groups;
 pub mod plan;
+pub mod remapped;
 pub mod requests;
 pub mod route;
 pub mod session;
@@ -42,6 +44,7 @@ pub struct ProxySettings {
 /// What every worker reads.
 pub struct ProxyContext {
     pub settings: ProxySettings,
+    pub mapper: crate::remap::mapping::Mapper,
     pub cluster: Arc<Cluster>,
     pub shared: Arc<Shared>,
     pub handle: LoopHandle,
@@ -77,7 +80,11 @@ impl std::error::Error for StartError {}
 impl Proxy {
     /// Bind the listener (logging `Listening on`), then learn the cluster
     /// (logging `Connected to Kafka cluster`).
-    pub fn start(settings: ProxySettings, shared: Arc<Shared>) -> Result<Proxy, StartError> {
+    pub fn start(
+        settings: ProxySettings,
+        mapper: crate::remap::mapping::Mapper,
+        shared: Arc<Shared>,
+    ) -> Result<Proxy, StartError> {
         let listener = mio::net::TcpListener::bind(settings.listen)
             .map_err(|source| StartError::Listen { addr: settings.listen, source })?;
         let local = listener.local_addr().map_err(StartError::Io)?;
@@ -98,7 +105,8 @@ impl Proxy {
         let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(StartError::Io)?);
         let (tx, commands) = crossbeam_channel::unbounded();
         let handle = LoopHandle::new(tx, waker);
-        let ctx = Arc::new(ProxyContext { settings, cluster, shared, handle });
+        mapper.report_mismatches(&cluster.read());
+        let ctx = Arc::new(ProxyContext { settings, mapper, cluster, shared, handle });
         Ok(Proxy { poll, listener, ctx, commands })
     }
 

@@ -39,6 +39,10 @@ pub type RewriteFn = Box<dyn FnOnce(&ProxyContext, i16, &mut Struct<'_>) -> Resu
 /// without size prefix), given the version and the client's correlation id.
 pub type MergeFn = Box<dyn FnOnce(&ProxyContext, i16, i32, Vec<Vec<u8>>) -> Result<Vec<u8>, String>>;
 
+/// Looks at the answers of one stage and decides the next: the response,
+/// or more requests to send (e.g. a membership check before a commit).
+pub type ThenFn = Box<dyn FnOnce(&ProxyContext, i16, i32, Vec<Vec<u8>>) -> Result<Step, String>>;
+
 pub enum Finish {
     /// The single answer goes back as it came.
     AsIs,
@@ -46,6 +50,14 @@ pub enum Finish {
     Rewrite(RewriteFn),
     /// Several answers merged into one response.
     Merge(MergeFn),
+    /// Another stage may follow.
+    Then(ThenFn),
+}
+
+/// The outcome of a stage.
+pub enum Step {
+    Done(Vec<u8>),
+    More { parts: Vec<Part>, finish: Finish },
 }
 
 impl Finish {
@@ -56,18 +68,19 @@ impl Finish {
         version: i16,
         correlation_id: i32,
         mut answers: Vec<Vec<u8>>,
-    ) -> Result<Vec<u8>, String> {
+    ) -> Result<Step, String> {
         match self {
             Finish::AsIs => {
                 let mut answer = answers.pop().ok_or("no answer")?;
                 set_correlation_id(&mut answer, correlation_id);
-                Ok(answer)
+                Ok(Step::Done(answer))
             }
             Finish::Rewrite(f) => {
                 let answer = answers.pop().ok_or("no answer")?;
-                rewrite_response(ctx, api_key, version, correlation_id, answer, f)
+                rewrite_response(ctx, api_key, version, correlation_id, answer, f).map(Step::Done)
             }
-            Finish::Merge(f) => f(ctx, version, correlation_id, answers),
+            Finish::Merge(f) => f(ctx, version, correlation_id, answers).map(Step::Done),
+            Finish::Then(f) => f(ctx, version, correlation_id, answers),
         }
     }
 }

@@ -20,10 +20,18 @@ use crate::remap::addresses;
 /// assign physical partitions.
 const NOT_OFFERED: &[ApiKey] = &[ApiKey::SaslHandshake, ApiKey::SaslAuthenticate];
 
+/// APIs that name partitions but whose virtual ↔ physical mapping is not
+/// built: left out while any rule remaps, rather than passed through blind.
+/// Clients fall back (the Java admin describes topics through Metadata).
+const NOT_REMAPPED: &[ApiKey] = &[ApiKey::DescribeProducers, ApiKey::DescribeTopicPartitions];
+
 /// The versions of an API the proxy offers clients: what it handles,
 /// intersected with what the cluster speaks. `None`: not offered.
 pub fn offered_versions(ctx: &ProxyContext, api: ApiKey) -> Option<(i16, i16)> {
     if NOT_OFFERED.contains(&api) {
+        return None;
+    }
+    if ctx.mapper.remaps_anything() && NOT_REMAPPED.contains(&api) {
         return None;
     }
     let ours = registry().supported_versions(api as i16)?;
@@ -59,6 +67,11 @@ pub fn plan(ctx: &ProxyContext, session: &mut Session, header: &RequestHeader<'_
         finish,
     };
     let none = Duration::ZERO;
+    if ctx.mapper.remaps_anything() {
+        if let Some(plan) = remapped_plan(ctx, session, header, &req, frame) {
+            return plan;
+        }
+    }
     match api {
         ApiKey::Produce => {
             let route = first_partition(&req, "topic_data", "name", "partition_data", "index");
@@ -95,7 +108,9 @@ pub fn plan(ctx: &ProxyContext, session: &mut Session, header: &RequestHeader<'_
             none,
             Finish::Rewrite(Box::new(|ctx, _v, body| {
                 ctx.cluster.apply_metadata(body);
-                Ok(addresses::rewrite_brokers(body, &ctx.settings.advertised))
+                let virtualized = ctx.mapper.remaps_anything()
+                    && crate::remap::metadata::virtualize(body, &ctx.mapper, &ctx.cluster.read());
+                Ok(addresses::rewrite_brokers(body, &ctx.settings.advertised) | virtualized)
             })),
         ),
         ApiKey::DescribeCluster => forward(
@@ -154,6 +169,11 @@ pub fn plan(ctx: &ProxyContext, session: &mut Session, header: &RequestHeader<'_
             forward(Route::Controller, wait, Finish::AsIs)
         }
         ApiKey::DescribeConfigs | ApiKey::IncrementalAlterConfigs => forward(config_route(&req), none, Finish::AsIs),
+        ApiKey::ListGroups if ctx.mapper.remaps_anything() => forward(
+            Route::Any,
+            none,
+            Finish::Rewrite(Box::new(|_ctx, _v, body| Ok(super::groups::hide_derived_groups(body)))),
+        ),
         ApiKey::ListGroups | ApiKey::DescribeTopicPartitions => forward(Route::Any, none, Finish::AsIs),
         ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate => {
             unreachable!("handled above or never offered")
@@ -258,4 +278,37 @@ pub fn api_versions_response(ctx: &ProxyContext, requested: i16, correlation_id:
         .collect();
     body.set("api_keys", Value::Array(Some(keys)));
     encode_response(ApiKey::ApiVersions as i16, version, correlation_id, &[], &body).expect("well-formed ApiVersions response")
+}
+
+/// The plan for a request naming remapped topics, if it names any.
+fn remapped_plan(
+    ctx: &ProxyContext,
+    session: &mut Session,
+    header: &RequestHeader<'_>,
+    req: &Struct<'_>,
+    frame: &[u8],
+) -> Option<Plan> {
+    use super::{groups, remapped};
+    use crate::remap::split;
+    let api = header.api()?;
+    match api {
+        ApiKey::ListOffsets => remapped::split_plan(
+            ctx, session, header, req, api, split::LIST_OFFSETS, split::LIST_OFFSETS, Duration::ZERO, true,
+            &mut |_, _, _, _, _, _| Ok(()),
+        ),
+        ApiKey::OffsetForLeaderEpoch => remapped::split_plan(
+            ctx, session, header, req, api, split::LEADER_EPOCH, split::LEADER_EPOCH, Duration::ZERO, true,
+            &mut |_, _, _, _, _, _| Ok(()),
+        ),
+        ApiKey::OffsetCommit => groups::offset_commit(ctx, session, header, req),
+        ApiKey::OffsetFetch => groups::offset_fetch(ctx, session, header, req),
+        ApiKey::OffsetDelete => groups::offset_delete(ctx, session, header, req),
+        ApiKey::TxnOffsetCommit => groups::txn_offset_commit(ctx, header, req),
+        ApiKey::DeleteGroups => groups::delete_groups(ctx, session, header, frame),
+        ApiKey::CreateTopics => remapped::create_topics(ctx, session, header, req),
+        ApiKey::CreatePartitions => remapped::refuse_remapped_topics(ctx, session, header, req, api, Route::Controller),
+        ApiKey::DeleteRecords => remapped::refuse_remapped_topics(ctx, session, header, req, api, Route::Any),
+        ApiKey::AddPartitionsToTxn => remapped::add_partitions_to_txn(ctx, session, header, req),
+        _ => None,
+    }
 }

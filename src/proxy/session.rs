@@ -15,8 +15,10 @@ use std::time::{Duration, Instant};
 use log::{debug, warn};
 use mio::Token;
 
-use super::plan::{Finish, Part};
+use super::plan::{Finish, Part, Step};
+use super::route::resolve;
 use super::ProxyContext;
+use crate::upstream::control::ControlClient;
 use crate::frame::with_size_prefix;
 use crate::kafka::api::api_name;
 use crate::kafka::header::peek_correlation_id;
@@ -71,6 +73,10 @@ pub struct Session {
     pub last_fetch_addr: Option<String>,
     /// A close was asked for; events still queued for it are ignored.
     pub closing: bool,
+    /// Correlation ids of requests the proxy builds itself. Answers are
+    /// matched by order on each upstream connection, so these only need to
+    /// differ from their neighbours to catch a confused broker.
+    next_correlation: i32,
 }
 
 impl Session {
@@ -84,11 +90,17 @@ impl Session {
             by_token: HashMap::new(),
             last_fetch_addr: None,
             closing: false,
+            next_correlation: 0x4b50_0000,
         }
     }
 
     pub fn peer(&self) -> std::net::SocketAddr {
         self.client.peer
+    }
+
+    pub fn next_correlation_id(&mut self) -> i32 {
+        self.next_correlation = self.next_correlation.wrapping_add(1);
+        self.next_correlation
     }
 
     /// Any upstream address this session already has a connection to.
@@ -125,37 +137,22 @@ impl Session {
     }
 
     /// Send the parts of a request upstream and remember what to do with
-    /// the answers. `addrs[i]` is where `parts[i]` goes.
+    /// the answers.
+    #[allow(clippy::too_many_arguments)]
     pub fn forward(
         &mut self,
         ctx: &ProxyContext,
+        control: &mut ControlClient,
         api_key: i16,
         api_version: i16,
         correlation_id: i32,
-        parts: Vec<(Part, String)>,
+        parts: Vec<Part>,
         expect_response: bool,
         finish: Finish,
     ) -> Verdict {
         let seq = self.take_seq();
-        let count = parts.len();
-        for (i, (part, addr)) in parts.into_iter().enumerate() {
-            let upstream = match self.upstream(ctx, &addr) {
-                Ok(u) => u,
-                Err(reason) => return Verdict::Close(reason),
-            };
-            if let Err(e) = upstream.socket.send(&with_size_prefix(&part.frame)) {
-                return Verdict::Close(format!("cannot send {} to Kafka broker {addr}: {e}", api_name(api_key)));
-            }
-            if expect_response {
-                let wait = ctx.settings.request_timeout + part.broker_wait;
-                upstream.in_flight.push_back(InFlight {
-                    seq,
-                    part: i,
-                    correlation_id: part.correlation_id,
-                    api_key,
-                    deadline: Instant::now() + wait,
-                });
-            }
+        if let Err(reason) = self.send_parts(ctx, control, seq, api_key, &parts, expect_response) {
+            return Verdict::Close(reason);
         }
         if !expect_response {
             self.complete_without_response(ctx);
@@ -166,12 +163,48 @@ impl Session {
             api_key,
             api_version,
             correlation_id,
-            answers: vec![None; count],
-            missing: count,
+            answers: vec![None; parts.len()],
+            missing: parts.len(),
             finish: Some(finish),
             ready: None,
         });
         Verdict::Continue
+    }
+
+    /// Resolve each part's route and write it to that broker's connection.
+    fn send_parts(
+        &mut self,
+        ctx: &ProxyContext,
+        control: &mut ControlClient,
+        seq: u64,
+        api_key: i16,
+        parts: &[Part],
+        expect_response: bool,
+    ) -> Result<(), String> {
+        for (i, part) in parts.iter().enumerate() {
+            let preferred = self.some_upstream_addr().map(str::to_string);
+            let addr = resolve(&part.route, &ctx.cluster, control, preferred.as_deref(), i)
+                .ok_or_else(|| "no Kafka broker address is known".to_string())?;
+            debug!("{} {} -> {addr} ({:?})", self.client.peer, api_name(api_key), part.route);
+            if api_key == crate::kafka::api::ApiKey::Fetch as i16 {
+                self.last_fetch_addr = Some(addr.clone());
+            }
+            let upstream = self.upstream(ctx, &addr)?;
+            upstream
+                .socket
+                .send(&with_size_prefix(&part.frame))
+                .map_err(|e| format!("cannot send {} to Kafka broker {addr}: {e}", api_name(api_key)))?;
+            if expect_response {
+                upstream.in_flight.push_back(InFlight {
+                    seq,
+                    part: i,
+                    correlation_id: part.correlation_id,
+                    api_key,
+                    deadline: Instant::now() + ctx.settings.request_timeout + part.broker_wait,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// The upstream connection to `addr`, opened if needed.
@@ -195,7 +228,13 @@ impl Session {
     }
 
     /// An answer arrived from upstream.
-    pub fn on_upstream_frame(&mut self, ctx: &ProxyContext, upstream: Token, frame: Vec<u8>) -> Verdict {
+    pub fn on_upstream_frame(
+        &mut self,
+        ctx: &ProxyContext,
+        control: &mut ControlClient,
+        upstream: Token,
+        frame: Vec<u8>,
+    ) -> Verdict {
         let Some(addr) = self.by_token.get(&upstream) else { return Verdict::Continue };
         let up = self.upstreams.get_mut(addr).expect("by_token and upstreams agree");
         let Some(sent) = up.in_flight.pop_front() else {
@@ -216,21 +255,26 @@ impl Session {
         let Some(p) = self.pending.iter_mut().find(|p| p.seq == sent.seq) else { return Verdict::Continue };
         p.answers[sent.part] = Some(frame);
         p.missing -= 1;
-        if p.missing == 0 {
-            let answers: Vec<Vec<u8>> = p.answers.drain(..).map(|a| a.expect("all answered")).collect();
-            let finish = p.finish.take().expect("finished once");
-            match finish.complete(ctx, p.api_key, p.api_version, p.correlation_id, answers) {
-                Ok(response) => p.ready = Some(response),
-                Err(e) => {
-                    return Verdict::Close(format!(
-                        "cannot build the {} v{} response: {e}",
-                        api_name(p.api_key),
-                        p.api_version
-                    ))
-                }
-            }
-            self.write_ready(ctx);
+        if p.missing > 0 {
+            return Verdict::Continue;
         }
+        let answers: Vec<Vec<u8>> = p.answers.drain(..).map(|a| a.expect("all answered")).collect();
+        let finish = p.finish.take().expect("finished once");
+        let (seq, api_key, version) = (p.seq, p.api_key, p.api_version);
+        match finish.complete(ctx, api_key, version, p.correlation_id, answers) {
+            Ok(Step::Done(response)) => p.ready = Some(response),
+            Ok(Step::More { parts, finish }) => {
+                p.answers = vec![None; parts.len()];
+                p.missing = parts.len();
+                p.finish = Some(finish);
+                if let Err(reason) = self.send_parts(ctx, control, seq, api_key, &parts, true) {
+                    return Verdict::Close(reason);
+                }
+                return Verdict::Continue;
+            }
+            Err(e) => return Verdict::Close(format!("cannot build the {} v{version} response: {e}", api_name(api_key))),
+        }
+        self.write_ready(ctx);
         Verdict::Continue
     }
 

@@ -8,11 +8,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use log::{debug, trace, warn};
+use log::{trace, warn};
 use mio::Token;
 
 use super::plan::Plan;
-use super::route::resolve;
 use super::session::{Session, Verdict};
 use super::{requests, ProxyContext};
 use crate::kafka::api::api_name;
@@ -65,7 +64,7 @@ impl Worker {
             ToWorker::UpstreamFrame { conn, upstream, frame } => {
                 let ctx = self.ctx.clone();
                 let verdict = match self.sessions.get_mut(&conn) {
-                    Some(s) if !s.closing => s.on_upstream_frame(&ctx, upstream, frame),
+                    Some(s) if !s.closing => s.on_upstream_frame(&ctx, &mut self.control, upstream, frame),
                     _ => Verdict::Continue,
                 };
                 self.apply(conn, verdict);
@@ -111,22 +110,16 @@ impl Worker {
                 Verdict::Continue
             }
             Plan::Close(reason) => Verdict::Close(reason),
-            Plan::Forward { parts, expect_response, finish } => {
-                let mut routed = Vec::with_capacity(parts.len());
-                for (attempt, part) in parts.into_iter().enumerate() {
-                    let preferred = session.some_upstream_addr().map(str::to_string);
-                    let Some(addr) = resolve(&part.route, &ctx.cluster, &mut self.control, preferred.as_deref(), attempt)
-                    else {
-                        return Verdict::Close("no Kafka broker address is known".into());
-                    };
-                    debug!("{} {} v{} -> {addr} ({:?})", session.peer(), api_name(header.api_key), header.api_version, part.route);
-                    if header.api_key == crate::kafka::api::ApiKey::Fetch as i16 {
-                        session.last_fetch_addr = Some(addr.clone());
-                    }
-                    routed.push((part, addr));
-                }
-                session.forward(&ctx, header.api_key, header.api_version, header.correlation_id, routed, expect_response, finish)
-            }
+            Plan::Forward { parts, expect_response, finish } => session.forward(
+                &ctx,
+                &mut self.control,
+                header.api_key,
+                header.api_version,
+                header.correlation_id,
+                parts,
+                expect_response,
+                finish,
+            ),
         }
     }
 

@@ -2,3 +2,7 @@
 //! proxy module decides when to apply them.
 
 pub mod addresses;
+pub mod groups;
+pub mod mapping;
+pub mod metadata;
+pub mod split;

@@ -1,0 +1,403 @@
+//! Plans for requests that name remapped topics. Each function returns
+//! `None` when the request names none, so it is forwarded as it came.
+
+use std::time::Duration;
+
+use log::warn;
+
+use super::plan::{Finish, Part, Plan};
+use super::route::Route;
+use super::session::Session;
+use super::ProxyContext;
+use crate::kafka::api::{error, ApiKey};
+use crate::kafka::codec::{self, Struct, Value};
+use crate::kafka::header::{parse_response_header, RequestHeader};
+use crate::kafka::message::{encode_request, encode_response, response_schema};
+use crate::remap::mapping::{Decision, PhysicalPartition, TopicMapping, VirtualPartition};
+use crate::remap::split::{self, Dest, Refusal, Shape};
+
+/// Rewrites an entry of a remapped topic after its index became physical.
+pub type EntryRewrite<'r, 'a> =
+    &'r mut dyn FnMut(&str, &mut Struct<'a>, TopicMapping, VirtualPartition, PhysicalPartition, i32) -> Result<(), Refusal>;
+
+/// Split a topics → partitions request into rounds, send them to the leader
+/// of each round's first partition, merge the answers.
+#[allow(clippy::too_many_arguments)]
+pub fn split_plan<'a>(
+    ctx: &ProxyContext,
+    session: &mut Session,
+    header: &RequestHeader<'_>,
+    req: &Struct<'a>,
+    api: ApiKey,
+    request_shape: Shape,
+    response_shape: Shape,
+    broker_wait: Duration,
+    expect_response: bool,
+    rewrite: EntryRewrite<'_, 'a>,
+) -> Option<Plan> {
+    let version = header.api_version;
+    let s = {
+        let view = ctx.cluster.read();
+        let decide = |name: &str| ctx.mapper.decide(name, &view);
+        split::split(req, &request_shape, &decide, rewrite)
+    };
+    if !s.remapped {
+        return None;
+    }
+    for (topic, placements) in &s.topics {
+        for p in placements {
+            if let Dest::Local { message, .. } = &p.dest {
+                warn!("{} from {}: {message} (topic {topic})", api.name(), session.peer());
+                ctx.shared.metrics.requests_refused_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+    ctx.shared.metrics.remapping_operations_total.fetch_add(
+        s.topics.iter().map(|(_, p)| p.len() as u64).sum(),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    let topics = s.topics;
+    let merge = move |advertised: &crate::cluster::BrokerAddr, version: i16, correlation_id: i32, answers: Vec<Vec<u8>>| -> Result<Vec<u8>, String> {
+        let schema = response_schema(api as i16).expect("declared");
+        let mut decoded = Vec::with_capacity(answers.len());
+        for a in &answers {
+            let (_, _, body) = parse_response_header(a, api as i16, version).map_err(|e| e.to_string())?;
+            decoded.push(codec::decode(schema, version, body).map_err(|e| format!("malformed {} answer: {e}", api.name()))?);
+        }
+        let template = decoded.first().cloned().unwrap_or_else(|| codec::with_defaults(&schema.body, version));
+        let mut merged = split::merge(template, &decoded, &response_shape, &topics, version);
+        // Leader hints (KIP-951) point at the proxy too.
+        crate::remap::addresses::rewrite_brokers(&mut merged, advertised);
+        encode_response(api as i16, version, correlation_id, &[], &merged).map_err(|e| e.to_string())
+    };
+    if s.rounds.is_empty() {
+        return Some(match merge(&ctx.settings.advertised, version, header.correlation_id, Vec::new()) {
+            Ok(bytes) if expect_response => Plan::Answer(bytes),
+            Ok(_) => Plan::Forward { parts: Vec::new(), expect_response: false, finish: Finish::AsIs },
+            Err(e) => Plan::Close(e),
+        });
+    }
+    let mut parts = Vec::with_capacity(s.rounds.len());
+    for round in &s.rounds {
+        let route = round
+            .structs(request_shape.topics)
+            .find_map(|t| {
+                let e = t.structs(request_shape.partitions).next()?;
+                Some(Route::Leader { topic: t.str(request_shape.name)?.to_string(), partition: e.i32(request_shape.index)? })
+            })
+            .unwrap_or(Route::Any);
+        let correlation_id = session.next_correlation_id();
+        match encode_request(api as i16, version, correlation_id, header.client_id.as_deref(), round) {
+            Ok(frame) => parts.push(Part { route, frame, correlation_id, broker_wait }),
+            Err(e) => return Some(Plan::Close(e.to_string())),
+        }
+    }
+    Some(Plan::Forward {
+        parts,
+        expect_response,
+        finish: Finish::Merge(Box::new(move |ctx, version, correlation_id, answers| {
+            merge(&ctx.settings.advertised, version, correlation_id, answers)
+        })),
+    })
+}
+
+/// CreateTopics: a topic under a rule with V > P is created with P
+/// physical partitions when the client asks for V (or the broker default,
+/// -1); any other count is refused, naming the rule. Under the default rule
+/// other counts pass through (such topics are not remapped), except exactly
+/// P, which would silently be remapped.
+pub fn create_topics(ctx: &ProxyContext, session: &mut Session, header: &RequestHeader<'_>, req: &Struct<'_>) -> Option<Plan> {
+    if !ctx.mapper.remaps_anything() {
+        return None;
+    }
+    let version = header.api_version;
+    let mut refused: Vec<(usize, i16, String)> = Vec::new();
+    let mut created_as: Vec<(String, i32)> = Vec::new();
+    let mut out = req.clone();
+    let mut changed = false;
+    let mut kept = Vec::new();
+    for (i, t) in req.structs("topics").enumerate() {
+        let name = t.str("name").unwrap_or_default().to_string();
+        let mut t = t.clone();
+        let rule = if name.starts_with("__") { None } else { ctx.mapper.rule_for(&name) };
+        if let Some(rule) = rule.filter(|r| !r.is_passthrough()) {
+            let (v, p) = (rule.virtual_partitions as i32, rule.physical_partitions as i32);
+            let asked = t.i32("num_partitions").unwrap_or(-1);
+            let default_rule = matches!(rule.source, crate::config::RuleSource::Default);
+            if asked == v || (asked == -1 && !default_rule) {
+                if !t.array("assignments").is_empty() {
+                    refused.push((i, error::INVALID_REQUEST, format!("Topic {name} falls under {rule}: manual replica assignments are not supported for remapped topics")));
+                    changed = true;
+                    continue;
+                }
+                t.set("num_partitions", Value::Int32(p));
+                created_as.push((name.clone(), v));
+                changed = true;
+            } else if !default_rule || asked == p {
+                refused.push((
+                    i,
+                    error::INVALID_PARTITIONS,
+                    format!(
+                        "Topic {name} falls under {rule} ({v} virtual on {p} physical partitions): create it with {v} partitions, not {asked}"
+                    ),
+                ));
+                changed = true;
+                continue;
+            }
+        }
+        kept.push(Value::Struct(t));
+    }
+    if !changed {
+        return None;
+    }
+    for (_, _, msg) in &refused {
+        warn!("CreateTopics from {}: {msg}", session.peer());
+    }
+    out.set("topics", Value::Array(Some(kept)));
+    let names: Vec<String> = req.structs("topics").map(|t| t.str("name").unwrap_or_default().to_string()).collect();
+    let finish = move |version: i16, corr: i32, answer: Option<&[u8]>| -> Result<Vec<u8>, String> {
+        let schema = response_schema(ApiKey::CreateTopics as i16).expect("declared");
+        let resp = match answer {
+            Some(a) => {
+                let (_, _, body) = parse_response_header(a, ApiKey::CreateTopics as i16, version).map_err(|e| e.to_string())?;
+                codec::decode(schema, version, body).map_err(|e| e.to_string())?
+            }
+            None => codec::with_defaults(&schema.body, version),
+        };
+        let ts = codec::element_schema(&schema.body, "topics");
+        let mut results = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            if let Some((_, code, msg)) = refused.iter().find(|(j, _, _)| *j == i) {
+                let mut t = codec::with_defaults(ts, version);
+                t.set("name", Value::str(name.clone()));
+                t.set("error_code", Value::Int16(*code));
+                if t.has_field("error_message") && ts.fields[ts.index_of("error_message").unwrap()].versions.contains(version) {
+                    t.set("error_message", Value::str(msg.clone()));
+                }
+                if ts.index_of("num_partitions").is_some_and(|j| ts.fields[j].versions.contains(version)) {
+                    t.set("num_partitions", Value::Int32(-1));
+                    t.set("replication_factor", Value::Int16(-1));
+                    t.set("configs", Value::Array(None));
+                }
+                results.push(Value::Struct(t));
+            } else if let Some(mut t) = resp.structs("topics").find(|t| t.str("name") == Some(name)).cloned() {
+                if let Some((_, v)) = created_as.iter().find(|(n, _)| n == name) {
+                    if t.i16("error_code") == Some(error::NONE) && t.i32("num_partitions").is_some() {
+                        t.set("num_partitions", Value::Int32(*v));
+                    }
+                }
+                results.push(Value::Struct(t));
+            }
+        }
+        let mut body = resp.clone();
+        body.set("topics", Value::Array(Some(results)));
+        encode_response(ApiKey::CreateTopics as i16, version, corr, &[], &body).map_err(|e| e.to_string())
+    };
+    if out.array("topics").is_empty() {
+        return Some(match finish(version, header.correlation_id, None) {
+            Ok(b) => Plan::Answer(b),
+            Err(e) => Plan::Close(e),
+        });
+    }
+    let correlation_id = session.next_correlation_id();
+    let frame = match encode_request(ApiKey::CreateTopics as i16, version, correlation_id, header.client_id.as_deref(), &out) {
+        Ok(f) => f,
+        Err(e) => return Some(Plan::Close(e.to_string())),
+    };
+    let wait = Duration::from_millis(req.i32("timeout_ms").unwrap_or(0).max(0) as u64);
+    Some(Plan::Forward {
+        parts: vec![Part { route: Route::Controller, frame, correlation_id, broker_wait: wait }],
+        expect_response: true,
+        finish: Finish::Merge(Box::new(move |_ctx, v, corr, answers| finish(v, corr, answers.first().map(Vec::as_slice)))),
+    })
+}
+
+/// Requests whose every entry on a remapped topic must be refused
+/// (CreatePartitions, DeleteRecords): the rest goes upstream, the refused
+/// entries are answered here, in the client's order.
+pub fn refuse_remapped_topics(
+    ctx: &ProxyContext,
+    session: &mut Session,
+    header: &RequestHeader<'_>,
+    req: &Struct<'_>,
+    api: ApiKey,
+    route: Route,
+) -> Option<Plan> {
+    let version = header.api_version;
+    let (topics_field, results_field) = match api {
+        ApiKey::CreatePartitions => ("topics", "results"),
+        _ => ("topics", "topics"),
+    };
+    let mut refused: Vec<String> = Vec::new();
+    let mut kept = Vec::new();
+    {
+        let view = ctx.cluster.read();
+        for t in req.structs(topics_field) {
+            let name = t.str("name").unwrap_or_default();
+            match ctx.mapper.decide(name, &view) {
+                Decision::PassThrough => kept.push(Value::Struct(t.clone())),
+                _ => refused.push(name.to_string()),
+            }
+        }
+    }
+    if refused.is_empty() {
+        return None;
+    }
+    let reason = move |name: &str| match api {
+        ApiKey::CreatePartitions => format!(
+            "CreatePartitions on {name} is refused: it is a remapped topic, and more physical partitions would move its existing virtual partitions"
+        ),
+        _ => format!("DeleteRecords on {name} is refused: it is a remapped topic, and deleting records of a physical partition would delete other virtual partitions' data"),
+    };
+    for name in &refused {
+        warn!("{} from {}: {}", api.name(), session.peer(), reason(name));
+    }
+    let names: Vec<(String, Vec<i32>)> = req
+        .structs(topics_field)
+        .map(|t| {
+            let parts = t.structs("partitions").filter_map(|p| p.i32("partition_index")).collect();
+            (t.str("name").unwrap_or_default().to_string(), parts)
+        })
+        .collect();
+    let finish = move |version: i16, corr: i32, answer: Option<&[u8]>| -> Result<Vec<u8>, String> {
+        let schema = response_schema(api as i16).expect("declared");
+        let resp = match answer {
+            Some(a) => {
+                let (_, _, body) = parse_response_header(a, api as i16, version).map_err(|e| e.to_string())?;
+                codec::decode(schema, version, body).map_err(|e| e.to_string())?
+            }
+            None => codec::with_defaults(&schema.body, version),
+        };
+        let ts = codec::element_schema(&schema.body, results_field);
+        let mut out = Vec::new();
+        for (name, parts) in &names {
+            if refused.contains(name) {
+                let mut t = codec::with_defaults(ts, version);
+                t.set("name", Value::str(name.clone()));
+                if api == ApiKey::CreatePartitions {
+                    t.set("error_code", Value::Int16(error::INVALID_PARTITIONS));
+                    t.set("error_message", Value::str(reason(name)));
+                } else {
+                    let ps = codec::element_schema(ts, "partitions");
+                    let shape = Shape { topics: "topics", name: "name", partitions: "partitions", index: "partition_index" };
+                    let entries = parts
+                        .iter()
+                        .map(|&p| Value::Struct(split::error_entry(ps, &shape, version, p, error::POLICY_VIOLATION, "")))
+                        .collect();
+                    t.set("partitions", Value::Array(Some(entries)));
+                }
+                out.push(Value::Struct(t));
+            } else if let Some(t) = resp.structs(results_field).find(|t| t.str("name") == Some(name)) {
+                out.push(Value::Struct(t.clone()));
+            }
+        }
+        let mut body = resp.clone();
+        body.set(results_field, Value::Array(Some(out)));
+        encode_response(api as i16, version, corr, &[], &body).map_err(|e| e.to_string())
+    };
+    if kept.is_empty() {
+        return Some(match finish(version, header.correlation_id, None) {
+            Ok(b) => Plan::Answer(b),
+            Err(e) => Plan::Close(e),
+        });
+    }
+    let mut out = req.clone();
+    // DeleteRecords goes to the leader of what is left.
+    let route = if api == ApiKey::DeleteRecords {
+        kept.iter()
+            .filter_map(Value::as_struct)
+            .find_map(|t| {
+                let p = t.structs("partitions").next()?.i32("partition_index")?;
+                Some(Route::Leader { topic: t.str("name")?.to_string(), partition: p })
+            })
+            .unwrap_or(route)
+    } else {
+        route
+    };
+    out.set(topics_field, Value::Array(Some(kept)));
+    let correlation_id = session.next_correlation_id();
+    let frame = match encode_request(api as i16, version, correlation_id, header.client_id.as_deref(), &out) {
+        Ok(f) => f,
+        Err(e) => return Some(Plan::Close(e.to_string())),
+    };
+    Some(Plan::Forward {
+        parts: vec![Part { route, frame, correlation_id, broker_wait: Duration::from_secs(30) }],
+        expect_response: true,
+        finish: Finish::Merge(Box::new(move |_c, v, corr, answers| finish(v, corr, answers.first().map(Vec::as_slice)))),
+    })
+}
+
+/// AddPartitionsToTxn (v0-3, the clients' form): k = 0 virtual partitions
+/// are their physical partitions and pass; any k ≥ 1 partition refuses the
+/// request, as Kafka refuses a request with one bad partition: that one
+/// gets the error, the others OPERATION_NOT_ATTEMPTED.
+pub fn add_partitions_to_txn(ctx: &ProxyContext, session: &Session, header: &RequestHeader<'_>, req: &Struct<'_>) -> Option<Plan> {
+    const OPERATION_NOT_ATTEMPTED: i16 = 55;
+    let version = header.api_version;
+    if version > 3 {
+        return None;
+    }
+    let view = ctx.cluster.read();
+    let mut results: Vec<(String, Vec<(i32, i16)>)> = Vec::new();
+    let mut any_bad = false;
+    for t in req.structs("v3_and_below_topics") {
+        let name = t.str("name").unwrap_or_default().to_string();
+        let decision = ctx.mapper.decide(&name, &view);
+        let parts = t
+            .array("partitions")
+            .iter()
+            .filter_map(|v| if let Value::Int32(i) = v { Some(*i) } else { None })
+            .map(|v| {
+                let code = match &decision {
+                    Decision::PassThrough => error::NONE,
+                    Decision::Mismatch { .. } => error::INVALID_PARTITIONS,
+                    Decision::Remap(m) => match m.locate(VirtualPartition(v)) {
+                        None => error::UNKNOWN_TOPIC_OR_PARTITION,
+                        Some((_, 0)) => error::NONE,
+                        Some((_, _)) => error::INVALID_TXN_STATE,
+                    },
+                };
+                if code != error::NONE {
+                    any_bad = true;
+                    warn!(
+                        "Refusing AddPartitionsToTxn from {}: partition {v} of {name} is a virtual partition beyond 0..P-1; \
+                         transactions are supported on 1:1 topics and partitions 0..P-1 of remapped topics only",
+                        session.peer()
+                    );
+                }
+                (v, code)
+            })
+            .collect();
+        results.push((name, parts));
+    }
+    if !any_bad {
+        return None;
+    }
+    let schema = response_schema(ApiKey::AddPartitionsToTxn as i16).expect("declared");
+    let mut body = codec::with_defaults(&schema.body, version);
+    let ts = codec::element_schema(&schema.body, "results_by_topic_v3_and_below");
+    let ps = codec::element_schema(ts, "results_by_partition");
+    let topics = results
+        .into_iter()
+        .map(|(name, parts)| {
+            let mut t = codec::with_defaults(ts, version);
+            t.set("name", Value::str(name));
+            let entries = parts
+                .into_iter()
+                .map(|(p, code)| {
+                    let mut e = codec::with_defaults(ps, version);
+                    e.set("partition_index", Value::Int32(p));
+                    e.set("partition_error_code", Value::Int16(if code == error::NONE { OPERATION_NOT_ATTEMPTED } else { code }));
+                    Value::Struct(e)
+                })
+                .collect();
+            t.set("results_by_partition", Value::Array(Some(entries)));
+            Value::Struct(t)
+        })
+        .collect();
+    body.set("results_by_topic_v3_and_below", Value::Array(Some(topics)));
+    Some(match encode_response(ApiKey::AddPartitionsToTxn as i16, version, header.correlation_id, &[], &body) {
+        Ok(b) => Plan::Answer(b),
+        Err(e) => Plan::Close(e.to_string()),
+    })
+}

@@ -1,0 +1,213 @@
+//! Which topics are remapped, and the arithmetic between the two partition
+//! spaces. Virtual partition `v` of a topic with `P` physical partitions
+//! lives on physical partition `p = v % P` with sibling index `k = v / P`;
+//! growing V while P stays fixed keeps every existing virtual partition on
+//! the same physical one.
+
+use std::collections::{HashMap, HashSet};
+
+use log::{error, info};
+use parking_lot::{Mutex, RwLock};
+
+use crate::cluster::ClusterView;
+use crate::config::{MappingRules, Rule, RuleSource};
+
+/// A partition number as clients see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct VirtualPartition(pub i32);
+
+/// A partition number as the cluster sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PhysicalPartition(pub i32);
+
+/// V virtual partitions over P physical ones, V a multiple of P, V > P.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopicMapping {
+    pub virtual_count: i32,
+    pub physical_count: i32,
+}
+
+impl TopicMapping {
+    pub fn new(virtual_count: i32, physical_count: i32) -> TopicMapping {
+        assert!(physical_count >= 1 && virtual_count > physical_count && virtual_count % physical_count == 0);
+        TopicMapping { virtual_count, physical_count }
+    }
+
+    pub fn ratio(&self) -> i32 {
+        self.virtual_count / self.physical_count
+    }
+
+    /// The physical partition and sibling index of `v`; `None` when `v` is
+    /// not a partition of the topic.
+    pub fn locate(&self, v: VirtualPartition) -> Option<(PhysicalPartition, i32)> {
+        if v.0 < 0 || v.0 >= self.virtual_count {
+            return None;
+        }
+        Some((PhysicalPartition(v.0 % self.physical_count), v.0 / self.physical_count))
+    }
+
+    pub fn virtual_of(&self, p: PhysicalPartition, k: i32) -> VirtualPartition {
+        VirtualPartition(k * self.physical_count + p.0)
+    }
+
+    /// The troubleshooting message of the user's guide.
+    pub fn out_of_range_message(&self, v: i32) -> String {
+        format!("Virtual partition {v} out of range (max: {})", self.virtual_count - 1)
+    }
+}
+
+/// What the proxy does with a topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Untouched: no rule, a 1:1 rule, an internal topic, or a topic the
+    /// default rule does not fit.
+    PassThrough,
+    Remap(TopicMapping),
+    /// An exact or regex rule names the topic but the cluster holds a
+    /// different physical count: the proxy refuses to guess.
+    Mismatch { rule: String, expected: i32, actual: i32 },
+}
+
+pub struct Mapper {
+    rules: MappingRules,
+    /// The rule each topic name falls under (regexes are not re-run).
+    rule_cache: RwLock<HashMap<String, Option<Rule>>>,
+    /// Topics already logged as passed through by the default rule.
+    logged_passthrough: Mutex<HashSet<String>>,
+}
+
+impl Mapper {
+    pub fn new(rules: MappingRules) -> Mapper {
+        Mapper { rules, rule_cache: RwLock::new(HashMap::new()), logged_passthrough: Mutex::new(HashSet::new()) }
+    }
+
+    pub fn rules(&self) -> &MappingRules {
+        &self.rules
+    }
+
+    /// Whether any rule presents more virtual than physical partitions.
+    pub fn remaps_anything(&self) -> bool {
+        self.rules.has_virtual_partitions()
+    }
+
+    /// The largest ratio of any rule: sibling indexes run below it.
+    pub fn max_ratio(&self) -> i32 {
+        self.rules.rules().map(|r| r.ratio() as i32).max().unwrap_or(1)
+    }
+
+    pub fn rule_for(&self, topic: &str) -> Option<Rule> {
+        if let Some(r) = self.rule_cache.read().get(topic) {
+            return r.clone();
+        }
+        let rule = self.rules.rule_for(topic).cloned();
+        self.rule_cache.write().insert(topic.to_string(), rule.clone());
+        rule
+    }
+
+    /// The decision for `topic` given what the cluster holds.
+    pub fn decide(&self, topic: &str, view: &ClusterView) -> Decision {
+        let Some(info) = view.topics.get(topic) else {
+            // Unknown to the cluster: the broker answers for it.
+            return Decision::PassThrough;
+        };
+        if info.internal || topic.starts_with("__") {
+            return Decision::PassThrough;
+        }
+        self.decide_for_count(topic, info.partitions.len() as i32)
+    }
+
+    pub fn decide_for_count(&self, topic: &str, actual: i32) -> Decision {
+        let Some(rule) = self.rule_for(topic) else { return Decision::PassThrough };
+        if rule.is_passthrough() {
+            return Decision::PassThrough;
+        }
+        let (v, p) = (rule.virtual_partitions as i32, rule.physical_partitions as i32);
+        if actual == p {
+            return Decision::Remap(TopicMapping::new(v, p));
+        }
+        match rule.source {
+            RuleSource::Default => {
+                if self.logged_passthrough.lock().insert(topic.to_string()) {
+                    info!(
+                        "Topic {topic} has {actual} partitions, not the default rule's {p}: passing it through 1:1"
+                    );
+                }
+                Decision::PassThrough
+            }
+            _ => Decision::Mismatch { rule: rule.to_string(), expected: p, actual },
+        }
+    }
+
+    /// Log every topic whose physical count contradicts its rule (at start
+    /// and after each metadata refresh). Returns how many there are.
+    pub fn report_mismatches(&self, view: &ClusterView) -> usize {
+        let mut count = 0;
+        let mut names: Vec<&String> = view.topics.keys().collect();
+        names.sort();
+        for name in names {
+            if let Decision::Mismatch { rule, expected, actual } = self.decide(name, view) {
+                error!(
+                    "Topic {name} has {actual} physical partitions but {rule} expects {expected}: \
+                     the topic is not served until the cluster or the rule is fixed"
+                );
+                count += 1;
+            }
+        }
+        count
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locate_and_back() {
+        let m = TopicMapping::new(100, 10);
+        assert_eq!(m.locate(VirtualPartition(0)), Some((PhysicalPartition(0), 0)));
+        assert_eq!(m.locate(VirtualPartition(50)), Some((PhysicalPartition(0), 5)));
+        assert_eq!(m.locate(VirtualPartition(99)), Some((PhysicalPartition(9), 9)));
+        assert_eq!(m.locate(VirtualPartition(100)), None);
+        assert_eq!(m.locate(VirtualPartition(-1)), None);
+        assert_eq!(m.virtual_of(PhysicalPartition(9), 9), VirtualPartition(99));
+        assert_eq!(m.out_of_range_message(150), "Virtual partition 150 out of range (max: 99)");
+    }
+
+    fn mapper(default: Option<(u32, u32)>, topics: Vec<(&str, u32, u32)>) -> Mapper {
+        let topics = topics.into_iter().map(|(n, v, p)| (n.to_string(), v, p)).collect();
+        Mapper::new(MappingRules::new(default, topics).unwrap())
+    }
+
+    #[test]
+    fn default_rule_applies_only_to_its_physical_count() {
+        let m = mapper(Some((100, 10)), vec![]);
+        assert_eq!(m.decide_for_count("a", 10), Decision::Remap(TopicMapping::new(100, 10)));
+        assert_eq!(m.decide_for_count("b", 3), Decision::PassThrough);
+    }
+
+    #[test]
+    fn named_rules_report_mismatches() {
+        let m = mapper(Some((100, 10)), vec![("events", 500, 10), ("audit\\..*", 50, 5), ("config", 3, 3)]);
+        assert_eq!(m.decide_for_count("events", 10), Decision::Remap(TopicMapping::new(500, 10)));
+        assert!(matches!(m.decide_for_count("events", 12), Decision::Mismatch { expected: 10, actual: 12, .. }));
+        assert_eq!(m.decide_for_count("audit.log", 5), Decision::Remap(TopicMapping::new(50, 5)));
+        assert!(matches!(m.decide_for_count("audit.log", 4), Decision::Mismatch { .. }));
+        assert_eq!(m.decide_for_count("config", 3), Decision::PassThrough);
+        assert_eq!(m.max_ratio(), 50);
+    }
+
+    #[test]
+    fn internal_topics_are_never_remapped() {
+        let m = mapper(Some((100, 10)), vec![(".*", 20, 10)]);
+        let mut view = ClusterView::default();
+        let info = crate::cluster::TopicInfo {
+            internal: true,
+            partitions: vec![Default::default(); 10],
+            ..Default::default()
+        };
+        view.topics.insert("__consumer_offsets".into(), info.clone());
+        assert_eq!(m.decide("__consumer_offsets", &view), Decision::PassThrough);
+        view.topics.insert("__other".into(), crate::cluster::TopicInfo { internal: false, ..info });
+        assert_eq!(m.decide("__other", &view), Decision::PassThrough);
+    }
+}

@@ -1,0 +1,286 @@
+//! Requests that list partitions topic by topic (Produce, ListOffsets,
+//! OffsetForLeaderEpoch) are rewritten virtual → physical. Kafka takes at
+//! most one entry per partition in a request, and several virtual
+//! partitions of one physical partition are several entries, so the
+//! request is split into rounds: round `r` holds the `r`-th entry bound for
+//! each (topic, physical partition). The rounds go upstream in order and
+//! their answers are merged back into one response in the client's order.
+
+use std::collections::HashMap;
+
+use crate::kafka::api::error;
+use crate::kafka::codec::{self, Struct, Value};
+use crate::kafka::schema::{FieldType, StructSchema};
+
+use super::mapping::{Decision, PhysicalPartition, TopicMapping, VirtualPartition};
+
+/// Field names of a topics → partitions message.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    pub topics: &'static str,
+    pub name: &'static str,
+    pub partitions: &'static str,
+    pub index: &'static str,
+}
+
+pub const PRODUCE_REQUEST: Shape = Shape { topics: "topic_data", name: "name", partitions: "partition_data", index: "index" };
+pub const PRODUCE_RESPONSE: Shape = Shape { topics: "responses", name: "name", partitions: "partition_responses", index: "index" };
+pub const LIST_OFFSETS: Shape = Shape { topics: "topics", name: "name", partitions: "partitions", index: "partition_index" };
+pub const LEADER_EPOCH: Shape = Shape { topics: "topics", name: "topic", partitions: "partitions", index: "partition" };
+
+/// Where one entry of the client's request went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dest {
+    Upstream { round: usize, physical: i32 },
+    /// Answered by the proxy: refused with this error.
+    Local { error_code: i16, message: String },
+}
+
+/// One client entry: the partition the client named and where it went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    pub partition: i32,
+    pub dest: Dest,
+}
+
+pub struct Split<'a> {
+    /// Request bodies to send, in order.
+    pub rounds: Vec<Struct<'a>>,
+    /// Per client topic (name, placements in the client's order).
+    pub topics: Vec<(String, Vec<Placement>)>,
+    /// Whether any entry belonged to a remapped topic.
+    pub remapped: bool,
+}
+
+/// A refusal of one entry: error code and the message to log and return.
+pub type Refusal = (i16, String);
+
+/// Split `req`. `rewrite` is called for each entry of a remapped topic after
+/// its index is set to the physical partition (produce re-tags records
+/// there) and may refuse it.
+pub fn split<'a>(
+    req: &Struct<'a>,
+    shape: &Shape,
+    decide: &dyn Fn(&str) -> Decision,
+    rewrite: &mut dyn FnMut(&str, &mut Struct<'a>, TopicMapping, VirtualPartition, PhysicalPartition, i32) -> Result<(), Refusal>,
+) -> Split<'a> {
+    let mut rounds_entries: Vec<Vec<(usize, Struct<'a>)>> = Vec::new();
+    let mut topics = Vec::new();
+    let mut remapped = false;
+    for (ti, topic) in req.structs(shape.topics).enumerate() {
+        let name = topic.str(shape.name).unwrap_or_default().to_string();
+        let decision = decide(&name);
+        let mut occurrences: HashMap<i32, usize> = HashMap::new();
+        let mut placements = Vec::new();
+        for entry in topic.structs(shape.partitions) {
+            let partition = entry.i32(shape.index).unwrap_or(-1);
+            let mut entry = entry.clone();
+            let physical = match &decision {
+                Decision::PassThrough => Ok(partition),
+                Decision::Mismatch { rule, expected, actual } => {
+                    remapped = true;
+                    Err((
+                        error::INVALID_PARTITIONS,
+                        format!("Topic {name} has {actual} physical partitions but {rule} expects {expected}"),
+                    ))
+                }
+                Decision::Remap(m) => {
+                    remapped = true;
+                    match m.locate(VirtualPartition(partition)) {
+                        None => Err((error::UNKNOWN_TOPIC_OR_PARTITION, m.out_of_range_message(partition))),
+                        Some((p, k)) => {
+                            entry.set(shape.index, Value::Int32(p.0));
+                            rewrite(&name, &mut entry, *m, VirtualPartition(partition), p, k).map(|()| p.0)
+                        }
+                    }
+                }
+            };
+            let dest = match physical {
+                Ok(p) => {
+                    let n = occurrences.entry(p).or_insert(0);
+                    let round = *n;
+                    *n += 1;
+                    if rounds_entries.len() <= round {
+                        rounds_entries.resize_with(round + 1, Vec::new);
+                    }
+                    rounds_entries[round].push((ti, entry));
+                    Dest::Upstream { round, physical: p }
+                }
+                Err((error_code, message)) => Dest::Local { error_code, message },
+            };
+            placements.push(Placement { partition, dest });
+        }
+        topics.push((name, placements));
+    }
+    let template: Vec<&Struct<'a>> = req.structs(shape.topics).collect();
+    let rounds = rounds_entries
+        .into_iter()
+        .map(|entries| {
+            let mut body = req.clone();
+            let mut out: Vec<Struct<'a>> = Vec::new();
+            let mut out_index: HashMap<usize, usize> = HashMap::new();
+            for (ti, entry) in entries {
+                let slot = *out_index.entry(ti).or_insert_with(|| {
+                    let mut t = template[ti].clone();
+                    t.set(shape.partitions, Value::Array(Some(Vec::new())));
+                    out.push(t);
+                    out.len() - 1
+                });
+                out[slot].array_mut(shape.partitions).expect("set above").push(Value::Struct(entry));
+            }
+            body.set(shape.topics, Value::Array(Some(out.into_iter().map(Value::Struct).collect())));
+            body
+        })
+        .collect();
+    Split { rounds, topics, remapped }
+}
+
+/// Build the client's response from the decoded answers of the rounds.
+/// `template` supplies the top-level fields (the first answer, or defaults
+/// when every entry was refused locally).
+pub fn merge<'a>(
+    mut template: Struct<'a>,
+    answers: &[Struct<'a>],
+    shape: &Shape,
+    topics: &[(String, Vec<Placement>)],
+    version: i16,
+) -> Struct<'a> {
+    let topic_schema: &'a StructSchema = element_schema(template.schema, shape.topics);
+    let entry_schema: &'a StructSchema = element_schema(topic_schema, shape.partitions);
+    let find = |round: usize, name: &str, physical: i32| -> Option<Struct<'a>> {
+        answers
+            .get(round)?
+            .structs(shape.topics)
+            .filter(|t| t.str(shape.name) == Some(name))
+            .flat_map(|t| t.structs(shape.partitions))
+            .find(|e| e.i32(shape.index) == Some(physical))
+            .cloned()
+    };
+    let mut out_topics = Vec::with_capacity(topics.len());
+    for (name, placements) in topics {
+        let mut t = codec::with_defaults(topic_schema, version);
+        t.set(shape.name, Value::str(name.clone()));
+        let entries = placements
+            .iter()
+            .map(|pl| {
+                let entry = match &pl.dest {
+                    Dest::Upstream { round, physical } => match find(*round, name, *physical) {
+                        Some(mut e) => {
+                            e.set(shape.index, Value::Int32(pl.partition));
+                            e
+                        }
+                        None => error_entry(entry_schema, shape, version, pl.partition, error::UNKNOWN_SERVER_ERROR, "the broker did not answer for this partition"),
+                    },
+                    Dest::Local { error_code, message } => error_entry(entry_schema, shape, version, pl.partition, *error_code, message),
+                };
+                Value::Struct(entry)
+            })
+            .collect();
+        t.set(shape.partitions, Value::Array(Some(entries)));
+        out_topics.push(Value::Struct(t));
+    }
+    template.set(shape.topics, Value::Array(Some(out_topics)));
+    template
+}
+
+fn element_schema<'s>(schema: &'s StructSchema, field: &str) -> &'s StructSchema {
+    codec::element_schema(schema, field)
+}
+
+/// A response entry carrying only an error: offsets and epochs -1, the
+/// message where the version has a field for it.
+pub fn error_entry<'a>(schema: &'a StructSchema, shape: &Shape, version: i16, partition: i32, code: i16, message: &str) -> Struct<'a> {
+    let mut e = codec::with_defaults(schema, version);
+    e.set(shape.index, Value::Int32(partition));
+    for (i, f) in schema.fields.iter().enumerate() {
+        if !f.versions.contains(version) || f.is_tagged_in(version) {
+            continue;
+        }
+        match (f.name.as_str(), &f.ty) {
+            ("error_code" | "partition_error_code", _) => e.fields[i] = Value::Int16(code),
+            ("error_message", _) => e.fields[i] = Value::str(message),
+            (_, FieldType::Int64) => e.fields[i] = Value::Int64(-1),
+            ("leader_epoch", FieldType::Int32) => e.fields[i] = Value::Int32(-1),
+            _ => {}
+        }
+    }
+    e
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kafka::message::{request_schema, response_schema};
+
+    fn list_offsets_request(version: i16, topic: &str, partitions: &[i32]) -> Struct<'static> {
+        let schema = &request_schema(2).unwrap().body;
+        let mut req = codec::with_defaults(schema, version);
+        let ts = codec::element_schema(schema, "topics");
+        let ps = codec::element_schema(ts, "partitions");
+        let mut t = codec::with_defaults(ts, version);
+        t.set("name", Value::str(topic));
+        let entries = partitions
+            .iter()
+            .map(|&p| {
+                let mut e = codec::with_defaults(ps, version);
+                e.set("partition_index", Value::Int32(p));
+                e.set("timestamp", Value::Int64(-1));
+                Value::Struct(e)
+            })
+            .collect();
+        t.set("partitions", Value::Array(Some(entries)));
+        req.set("topics", Value::Array(Some(vec![Value::Struct(t)])));
+        req
+    }
+
+    #[test]
+    fn siblings_of_one_physical_partition_go_to_separate_rounds() {
+        let m = TopicMapping::new(20, 4);
+        let req = list_offsets_request(7, "t", &[0, 4, 8, 1, 25]);
+        let decide = |_: &str| Decision::Remap(m);
+        let s = split(&req, &LIST_OFFSETS, &decide, &mut |_, _, _, _, _, _| Ok(()));
+        assert_eq!(s.rounds.len(), 3, "0, 4 and 8 all live on physical 0");
+        let indexes = |r: &Struct<'_>| -> Vec<i32> {
+            r.structs("topics").flat_map(|t| t.structs("partitions")).map(|e| e.i32("partition_index").unwrap()).collect()
+        };
+        assert_eq!(indexes(&s.rounds[0]), vec![0, 1]);
+        assert_eq!(indexes(&s.rounds[1]), vec![0]);
+        assert_eq!(indexes(&s.rounds[2]), vec![0]);
+        assert_eq!(s.topics[0].1[4].dest, Dest::Local { error_code: error::UNKNOWN_TOPIC_OR_PARTITION, message: "Virtual partition 25 out of range (max: 19)".into() });
+
+        // Answers: physical offsets per round; merged back under virtual numbers in client order.
+        let schema = &response_schema(2).unwrap().body;
+        let answer = |entries: &[(i32, i64)]| {
+            let mut r = codec::with_defaults(schema, 7);
+            let ts = codec::element_schema(schema, "topics");
+            let ps = codec::element_schema(ts, "partitions");
+            let mut t = codec::with_defaults(ts, 7);
+            t.set("name", Value::str("t"));
+            t.set("partitions", Value::Array(Some(entries.iter().map(|&(p, o)| {
+                let mut e = codec::with_defaults(ps, 7);
+                e.set("partition_index", Value::Int32(p));
+                e.set("offset", Value::Int64(o));
+                Value::Struct(e)
+            }).collect())));
+            r.set("topics", Value::Array(Some(vec![Value::Struct(t)])));
+            r
+        };
+        let answers = vec![answer(&[(0, 100), (1, 7)]), answer(&[(0, 100)]), answer(&[(0, 100)])];
+        let merged = merge(answers[0].clone(), &answers, &LIST_OFFSETS, &s.topics, 7);
+        let got: Vec<(i32, i16, i64)> = merged
+            .structs("topics")
+            .flat_map(|t| t.structs("partitions"))
+            .map(|e| (e.i32("partition_index").unwrap(), e.i16("error_code").unwrap(), e.i64("offset").unwrap()))
+            .collect();
+        assert_eq!(got, vec![(0, 0, 100), (4, 0, 100), (8, 0, 100), (1, 0, 7), (25, error::UNKNOWN_TOPIC_OR_PARTITION, -1)]);
+    }
+
+    #[test]
+    fn pass_through_topics_keep_their_partitions() {
+        let req = list_offsets_request(1, "plain", &[0, 1, 2]);
+        let s = split(&req, &LIST_OFFSETS, &|_: &str| Decision::PassThrough, &mut |_, _, _, _, _, _| Ok(()));
+        assert!(!s.remapped);
+        assert_eq!(s.rounds.len(), 1);
+        assert_eq!(s.rounds[0], req);
+    }
+}
