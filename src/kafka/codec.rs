@@ -241,7 +241,7 @@ fn decode_struct<'a>(schema: &'a StructSchema, ctx: Ctx, r: &mut Reader<'a>) -> 
         if !field.versions.contains(ctx.version) || field.is_tagged_in(ctx.version) {
             continue;
         }
-        s.fields[i] = decode_value(field, &field.ty, ctx, r)?;
+        s.fields[i] = decode_value(field, &field.ty, field.nullable.contains(ctx.version), ctx, r)?;
     }
     if ctx.flexible {
         let at = r.position();
@@ -265,7 +265,7 @@ fn decode_struct<'a>(schema: &'a StructSchema, ctx: Ctx, r: &mut Reader<'a>) -> 
                 Some(i) => {
                     let field = &schema.fields[i];
                     let mut sub = Reader::new(data);
-                    s.fields[i] = decode_value(field, &field.ty, ctx, &mut sub)?;
+                    s.fields[i] = decode_value(field, &field.ty, field.nullable.contains(ctx.version), ctx, &mut sub)?;
                     if !sub.is_empty() {
                         return Err(DecodeError::TrailingBytes { at: at + sub.position(), left: sub.remaining() });
                     }
@@ -277,8 +277,16 @@ fn decode_struct<'a>(schema: &'a StructSchema, ctx: Ctx, r: &mut Reader<'a>) -> 
     Ok(s)
 }
 
-fn decode_value<'a>(field: &'a FieldSchema, ty: &'a FieldType, ctx: Ctx, r: &mut Reader<'a>) -> DecodeResult<Value<'a>> {
-    let nullable = field.nullable.contains(ctx.version);
+/// Decode one value of `field`: the field itself (`nullable` as the schema
+/// says for this version) or, for arrays, one element (never nullable: a
+/// field's nullability is that of the array, not of its elements).
+fn decode_value<'a>(
+    field: &'a FieldSchema,
+    ty: &'a FieldType,
+    nullable: bool,
+    ctx: Ctx,
+    r: &mut Reader<'a>,
+) -> DecodeResult<Value<'a>> {
     let at = r.position();
     let null_check = |len: Option<usize>| -> DecodeResult<Option<usize>> {
         if len.is_none() && !nullable {
@@ -327,7 +335,7 @@ fn decode_value<'a>(field: &'a FieldSchema, ty: &'a FieldType, ctx: Ctx, r: &mut
                     let n = r.checked_count(n, at)?;
                     let mut items = Vec::with_capacity(n);
                     for _ in 0..n {
-                        items.push(decode_value(field, inner, ctx, r)?);
+                        items.push(decode_value(field, inner, false, ctx, r)?);
                     }
                     Value::Array(Some(items))
                 }
@@ -357,13 +365,13 @@ fn encode_struct(s: &Struct<'_>, ctx: Ctx, out: &mut Vec<u8>) -> Result<(), Enco
             if range.contains(ctx.version) {
                 if *value != Value::Absent {
                     let mut buf = Vec::new();
-                    encode_value(field, &field.ty, value, ctx, &mut buf)?;
+                    encode_value(field, &field.ty, field.nullable.contains(ctx.version), value, ctx, &mut buf)?;
                     tagged.push((tag, buf));
                 }
                 continue;
             }
         }
-        encode_value(field, &field.ty, value, ctx, out)?;
+        encode_value(field, &field.ty, field.nullable.contains(ctx.version), value, ctx, out)?;
     }
     if ctx.flexible {
         let mut all: Vec<(u32, &[u8])> = tagged.iter().map(|(t, b)| (*t, b.as_slice())).collect();
@@ -381,8 +389,15 @@ fn encode_struct(s: &Struct<'_>, ctx: Ctx, out: &mut Vec<u8>) -> Result<(), Enco
     Ok(())
 }
 
-fn encode_value(field: &FieldSchema, ty: &FieldType, value: &Value<'_>, ctx: Ctx, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-    let nullable = field.nullable.contains(ctx.version);
+/// Encode one value of `field`; `nullable` as for [`decode_value`].
+fn encode_value(
+    field: &FieldSchema,
+    ty: &FieldType,
+    nullable: bool,
+    value: &Value<'_>,
+    ctx: Ctx,
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
     let wrong = || EncodeError(format!("field {} v{}: value {value:?} does not fit type {ty:?}", field.name, ctx.version));
     let null_ok = || if nullable { Ok(()) } else { Err(EncodeError(format!("null in non-nullable field {}", field.name))) };
     match (ty, value) {
@@ -431,7 +446,7 @@ fn encode_value(field: &FieldSchema, ty: &FieldType, value: &Value<'_>, ctx: Ctx
                 put_i32(out, items.as_ref().map_or(-1, |v| v.len() as i32));
             }
             for item in items.iter().flatten() {
-                encode_value(field, inner, item, ctx, out)?;
+                encode_value(field, inner, false, item, ctx, out)?;
             }
         }
         (FieldType::Struct(_), Value::Struct(s)) => {
@@ -496,5 +511,40 @@ pub fn element_schema<'s>(schema: &'s StructSchema, field: &str) -> &'s StructSc
         },
         FieldType::Struct(s) => s,
         other => panic!("field {field} is {other:?}, not a struct"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kafka::schema::{registry, MessageKind};
+
+    /// A nullable array's elements carry no presence byte: MetadataRequest v1
+    /// `topics` (nullable from v1) with the topics "a" and "bc" is the array
+    /// length and then the two strings, as Kafka writes it.
+    #[test]
+    fn elements_of_a_nullable_array_of_structs_have_no_presence_byte() {
+        let schema = registry().get(3, MessageKind::Request).unwrap();
+        let bytes = [0, 0, 0, 2, 0, 1, b'a', 0, 2, b'b', b'c'];
+        let decoded = decode(schema, 1, &bytes).unwrap();
+        let names: Vec<_> = decoded.structs("topics").map(|t| t.str("name").unwrap()).collect();
+        assert_eq!(names, ["a", "bc"]);
+        let mut out = Vec::new();
+        encode(schema, 1, &decoded, &mut out).unwrap();
+        assert_eq!(out, bytes);
+    }
+
+    /// A nullable struct field (not an array) does carry one.
+    #[test]
+    fn a_nullable_struct_has_a_presence_byte() {
+        let schema = registry().get(75, MessageKind::Request).unwrap();
+        let null_cursor = [1, 0, 0, 0, 10, 0xff, 0];
+        assert_eq!(*decode(schema, 0, &null_cursor).unwrap().get("cursor"), Value::NullStruct);
+        let cursor = [1, 0, 0, 0, 10, 1, 2, b'x', 0, 0, 0, 3, 0, 0];
+        let decoded = decode(schema, 0, &cursor).unwrap();
+        assert_eq!(decoded.child("cursor").unwrap().i32("partition_index"), Some(3));
+        let mut out = Vec::new();
+        encode(schema, 0, &decoded, &mut out).unwrap();
+        assert_eq!(out, cursor);
     }
 }
