@@ -196,6 +196,14 @@ impl<'a> Value<'a> {
     }
 }
 
+/// Most elements an array decode reserves room for before reading them. A
+/// count is only checked against the bytes left (one byte per element at
+/// least), and each element costs a `Value` of several tens of bytes, so
+/// reserving the announced count would let a corrupt count in a large frame
+/// allocate ~50 times the frame before its first element fails. Longer
+/// arrays grow as their elements actually decode.
+pub const MAX_PREALLOCATED_ELEMENTS: usize = 1024;
+
 /// Decode a whole message body of `version`; every byte must be consumed.
 pub fn decode<'a>(schema: &'a MessageSchema, version: i16, body: &'a [u8]) -> DecodeResult<Struct<'a>> {
     if !schema.versions.contains(version) {
@@ -333,7 +341,7 @@ fn decode_value<'a>(
                 None => Value::Array(None),
                 Some(n) => {
                     let n = r.checked_count(n, at)?;
-                    let mut items = Vec::with_capacity(n);
+                    let mut items = Vec::with_capacity(n.min(MAX_PREALLOCATED_ELEMENTS));
                     for _ in 0..n {
                         items.push(decode_value(field, inner, false, ctx, r)?);
                     }
