@@ -316,3 +316,46 @@ fn requests_of_undeclared_apis_keep_their_bytes() {
     again.extend_from_slice(body);
     assert_eq!(again, frame);
 }
+
+/// What the codec assumes of the schemas: a field is tagged only in versions
+/// it exists in (the decoder matches tags by tagged range alone, the encoder
+/// skips fields outside their versions, so a mismatch would drop data), and
+/// no two fields of a struct share a tag in a version.
+#[test]
+fn tagged_fields_are_consistent_with_their_versions() {
+    fn walk(s: &kpr_proxy::kafka::schema::StructSchema, version: i16, path: &str, bad: &mut Vec<String>) {
+        let mut tags = Vec::new();
+        for f in &s.fields {
+            if let Some((tag, range)) = f.tagged {
+                if range.contains(version) && !f.versions.contains(version) {
+                    bad.push(format!("{path}.{} v{version}: tagged but absent", f.name));
+                }
+                if f.is_tagged_in(version) && f.versions.contains(version) {
+                    if tags.contains(&tag) {
+                        bad.push(format!("{path}.{} v{version}: tag {tag} used twice", f.name));
+                    }
+                    tags.push(tag);
+                }
+            }
+            let mut ty = &f.ty;
+            while let kpr_proxy::kafka::schema::FieldType::Array(inner) = ty {
+                ty = inner;
+            }
+            if let kpr_proxy::kafka::schema::FieldType::Struct(inner) = ty {
+                walk(inner, version, &format!("{path}.{}", f.name), bad);
+            }
+        }
+    }
+    let mut bad = Vec::new();
+    for (schema, version) in all_messages() {
+        walk(&schema.body, version, &schema.name, &mut bad);
+        if !schema.flexible.contains(version) {
+            assert!(
+                !schema.body.fields.iter().any(|f| f.is_tagged_in(version)),
+                "{} v{version}: tagged field in a version without tags",
+                schema.name
+            );
+        }
+    }
+    assert!(bad.is_empty(), "{bad:#?}");
+}
