@@ -196,6 +196,14 @@ impl<'a> Value<'a> {
     }
 }
 
+/// Most elements an array decode reserves room for before reading them. A
+/// count is only checked against the bytes left (one byte per element at
+/// least), and each element costs a `Value` of several tens of bytes, so
+/// reserving the announced count would let a corrupt count in a large frame
+/// allocate ~50 times the frame before its first element fails. Longer
+/// arrays grow as their elements actually decode.
+pub const MAX_PREALLOCATED_ELEMENTS: usize = 1024;
+
 /// Decode a whole message body of `version`; every byte must be consumed.
 pub fn decode<'a>(schema: &'a MessageSchema, version: i16, body: &'a [u8]) -> DecodeResult<Struct<'a>> {
     if !schema.versions.contains(version) {
@@ -277,9 +285,16 @@ fn decode_struct<'a>(schema: &'a StructSchema, ctx: Ctx, r: &mut Reader<'a>) -> 
     Ok(s)
 }
 
-/// `nullable` applies to this value only: an array's elements are never
-/// null even when the array may be.
-fn decode_value<'a>(field: &'a FieldSchema, ty: &'a FieldType, nullable: bool, ctx: Ctx, r: &mut Reader<'a>) -> DecodeResult<Value<'a>> {
+/// Decode one value of `field`: the field itself (`nullable` as the schema
+/// says for this version) or, for arrays, one element (never nullable: a
+/// field's nullability is that of the array, not of its elements).
+fn decode_value<'a>(
+    field: &'a FieldSchema,
+    ty: &'a FieldType,
+    nullable: bool,
+    ctx: Ctx,
+    r: &mut Reader<'a>,
+) -> DecodeResult<Value<'a>> {
     let at = r.position();
     let null_check = |len: Option<usize>| -> DecodeResult<Option<usize>> {
         if len.is_none() && !nullable {
@@ -326,7 +341,7 @@ fn decode_value<'a>(field: &'a FieldSchema, ty: &'a FieldType, nullable: bool, c
                 None => Value::Array(None),
                 Some(n) => {
                     let n = r.checked_count(n, at)?;
-                    let mut items = Vec::with_capacity(n);
+                    let mut items = Vec::with_capacity(n.min(MAX_PREALLOCATED_ELEMENTS));
                     for _ in 0..n {
                         items.push(decode_value(field, inner, false, ctx, r)?);
                     }
@@ -358,13 +373,13 @@ fn encode_struct(s: &Struct<'_>, ctx: Ctx, out: &mut Vec<u8>) -> Result<(), Enco
             if range.contains(ctx.version) {
                 if *value != Value::Absent {
                     let mut buf = Vec::new();
-                    encode_value(field, &field.ty, value, field.nullable.contains(ctx.version), ctx, &mut buf)?;
+                    encode_value(field, &field.ty, field.nullable.contains(ctx.version), value, ctx, &mut buf)?;
                     tagged.push((tag, buf));
                 }
                 continue;
             }
         }
-        encode_value(field, &field.ty, value, field.nullable.contains(ctx.version), ctx, out)?;
+        encode_value(field, &field.ty, field.nullable.contains(ctx.version), value, ctx, out)?;
     }
     if ctx.flexible {
         let mut all: Vec<(u32, &[u8])> = tagged.iter().map(|(t, b)| (*t, b.as_slice())).collect();
@@ -382,7 +397,15 @@ fn encode_struct(s: &Struct<'_>, ctx: Ctx, out: &mut Vec<u8>) -> Result<(), Enco
     Ok(())
 }
 
-fn encode_value(field: &FieldSchema, ty: &FieldType, value: &Value<'_>, nullable: bool, ctx: Ctx, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+/// Encode one value of `field`; `nullable` as for [`decode_value`].
+fn encode_value(
+    field: &FieldSchema,
+    ty: &FieldType,
+    nullable: bool,
+    value: &Value<'_>,
+    ctx: Ctx,
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
     let wrong = || EncodeError(format!("field {} v{}: value {value:?} does not fit type {ty:?}", field.name, ctx.version));
     let null_ok = || if nullable { Ok(()) } else { Err(EncodeError(format!("null in non-nullable field {}", field.name))) };
     match (ty, value) {
@@ -431,7 +454,7 @@ fn encode_value(field: &FieldSchema, ty: &FieldType, value: &Value<'_>, nullable
                 put_i32(out, items.as_ref().map_or(-1, |v| v.len() as i32));
             }
             for item in items.iter().flatten() {
-                encode_value(field, inner, item, false, ctx, out)?;
+                encode_value(field, inner, false, item, ctx, out)?;
             }
         }
         (FieldType::Struct(_), Value::Struct(s)) => {
@@ -496,5 +519,40 @@ pub fn element_schema<'s>(schema: &'s StructSchema, field: &str) -> &'s StructSc
         },
         FieldType::Struct(s) => s,
         other => panic!("field {field} is {other:?}, not a struct"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kafka::schema::{registry, MessageKind};
+
+    /// A nullable array's elements carry no presence byte: MetadataRequest v1
+    /// `topics` (nullable from v1) with the topics "a" and "bc" is the array
+    /// length and then the two strings, as Kafka writes it.
+    #[test]
+    fn elements_of_a_nullable_array_of_structs_have_no_presence_byte() {
+        let schema = registry().get(3, MessageKind::Request).unwrap();
+        let bytes = [0, 0, 0, 2, 0, 1, b'a', 0, 2, b'b', b'c'];
+        let decoded = decode(schema, 1, &bytes).unwrap();
+        let names: Vec<_> = decoded.structs("topics").map(|t| t.str("name").unwrap()).collect();
+        assert_eq!(names, ["a", "bc"]);
+        let mut out = Vec::new();
+        encode(schema, 1, &decoded, &mut out).unwrap();
+        assert_eq!(out, bytes);
+    }
+
+    /// A nullable struct field (not an array) does carry one.
+    #[test]
+    fn a_nullable_struct_has_a_presence_byte() {
+        let schema = registry().get(75, MessageKind::Request).unwrap();
+        let null_cursor = [1, 0, 0, 0, 10, 0xff, 0];
+        assert_eq!(*decode(schema, 0, &null_cursor).unwrap().get("cursor"), Value::NullStruct);
+        let cursor = [1, 0, 0, 0, 10, 1, 2, b'x', 0, 0, 0, 3, 0, 0];
+        let decoded = decode(schema, 0, &cursor).unwrap();
+        assert_eq!(decoded.child("cursor").unwrap().i32("partition_index"), Some(3));
+        let mut out = Vec::new();
+        encode(schema, 0, &decoded, &mut out).unwrap();
+        assert_eq!(out, cursor);
     }
 }

@@ -10,6 +10,7 @@
 use std::borrow::Cow;
 
 use super::api::ApiKey;
+use super::codec::MAX_PREALLOCATED_ELEMENTS;
 use super::schema::{registry, MessageKind};
 use super::wire::*;
 
@@ -107,7 +108,7 @@ fn read_tags<'a>(r: &mut Reader<'a>) -> DecodeResult<Vec<(u32, Cow<'a, [u8]>)>> 
     let at = r.position();
     let n = r.uvarint()? as usize;
     r.checked_count(n, at)?;
-    let mut tags = Vec::with_capacity(n);
+    let mut tags = Vec::with_capacity(n.min(MAX_PREALLOCATED_ELEMENTS));
     for _ in 0..n {
         let tag = r.uvarint()?;
         let size = r.uvarint()? as usize;
