@@ -206,16 +206,26 @@ pub const MAX_PREALLOCATED_ELEMENTS: usize = 1024;
 
 /// Decode a whole message body of `version`; every byte must be consumed.
 pub fn decode<'a>(schema: &'a MessageSchema, version: i16, body: &'a [u8]) -> DecodeResult<Struct<'a>> {
+    let (s, trailing) = decode_prefix(schema, version, body)?;
+    if trailing > 0 {
+        return Err(DecodeError::TrailingBytes { at: body.len() - trailing, left: trailing });
+    }
+    Ok(s)
+}
+
+/// Decode a message body that may be followed by bytes it does not
+/// describe, returning how many. Kafka brokers ignore such bytes in
+/// requests, and at least one client sends them (librdkafka 2.16 adds three
+/// to an all-topics Metadata v12 request), so requests are decoded this way;
+/// the frame the client sent is still what goes upstream unless rewritten.
+pub fn decode_prefix<'a>(schema: &'a MessageSchema, version: i16, body: &'a [u8]) -> DecodeResult<(Struct<'a>, usize)> {
     if !schema.versions.contains(version) {
         return Err(DecodeError::UnsupportedVersion { api_key: schema.api_key, version });
     }
     let mut r = Reader::new(body);
     let ctx = Ctx { version, flexible: schema.flexible.contains(version) };
     let s = decode_struct(&schema.body, ctx, &mut r)?;
-    if !r.is_empty() {
-        return Err(DecodeError::TrailingBytes { at: r.position(), left: r.remaining() });
-    }
-    Ok(s)
+    Ok((s, r.remaining()))
 }
 
 /// Encode a message body of `version`, appending to `out`.

@@ -46,9 +46,10 @@ pub fn peek_correlation_id(frame: &[u8]) -> DecodeResult<i32> {
 
 impl<'a> RequestHeader<'a> {
     /// Parse the header of a request frame and return it with the body that
-    /// follows. Header flexibility is decided by the declared schema; for an
-    /// API the proxy does not declare, `None` is returned for the body offset
-    /// because where the body starts cannot be known.
+    /// follows. Header flexibility (v2) is decided by the declared schema; an
+    /// API the proxy does not declare is read with a v1 header, so any v2
+    /// tags stay at the start of the body (such requests are never decoded
+    /// further).
     pub fn parse(frame: &'a [u8]) -> DecodeResult<(RequestHeader<'a>, &'a [u8])> {
         let mut r = Reader::new(frame);
         let api_key = r.i16()?;

@@ -57,8 +57,12 @@ pub fn plan(ctx: &ProxyContext, session: &mut Session, header: &RequestHeader<'_
         _ => return Plan::Close(format!("{} v{version} is not offered by this proxy", api.name())),
     }
     let schema = request_schema(api as i16).expect("offered APIs have schemas");
-    let req = match codec::decode(schema, version, body) {
-        Ok(r) => r,
+    let req = match codec::decode_prefix(schema, version, body) {
+        Ok((r, 0)) => r,
+        Ok((r, trailing)) => {
+            log::debug!("{} v{version} request from {} has {trailing} trailing bytes (ignored, as Kafka does)", api.name(), session.peer());
+            r
+        }
         Err(e) => return Plan::Close(format!("malformed {} v{version} request: {e}", api.name())),
     };
     let forward = |route: Route, wait: Duration, finish: Finish| Plan::Forward {
