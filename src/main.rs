@@ -134,12 +134,6 @@ fn run(args: &RunArgs) -> ExitCode {
         }
         return fail(cli::EXIT_CONFIG, refused.join("; "));
     }
-    if config.mapping.has_virtual_partitions() {
-        let msg = "mapping: rules with more virtual than physical partitions are not supported yet by this \
-                   version of kpr-proxy; refusing to start rather than passing them through 1:1";
-        error!("{msg}");
-        return fail(cli::EXIT_CONFIG, msg);
-    }
     let settings = match settings(&config) {
         Ok(s) => s,
         Err(e) => return fail(cli::EXIT_CONFIG, e),

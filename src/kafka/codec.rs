@@ -55,10 +55,19 @@ impl<'a> Struct<'a> {
         self.schema.fields.iter().map(|f| f.name.as_str()).collect()
     }
 
-    /// The value of a declared field. Asking for a name the schema does not
-    /// declare is a programming error and panics.
+    /// The value of a field; `Absent` for a name the schema does not
+    /// declare. That is a programming error (debug builds assert), but a
+    /// release build must not lose a worker to it: the typed getters below
+    /// then answer `None` as for a field absent in this version.
     pub fn get(&self, name: &str) -> &Value<'a> {
-        &self.fields[self.index(name)]
+        static ABSENT: Value<'static> = Value::Absent;
+        match self.schema.index_of(name) {
+            Some(i) => &self.fields[i],
+            None => {
+                debug_assert!(false, "no field {name:?} in schema (fields: {:?})", self.field_names());
+                &ABSENT
+            }
+        }
     }
 
     pub fn get_mut(&mut self, name: &str) -> &mut Value<'a> {
@@ -66,8 +75,13 @@ impl<'a> Struct<'a> {
         &mut self.fields[i]
     }
 
+    /// Set a declared field (setting an undeclared one is a programming
+    /// error: asserted in debug builds, ignored in release).
     pub fn set(&mut self, name: &str, value: Value<'a>) {
-        *self.get_mut(name) = value;
+        match self.schema.index_of(name) {
+            Some(i) => self.fields[i] = value,
+            None => debug_assert!(false, "no field {name:?} in schema (fields: {:?})", self.field_names()),
+        }
     }
 
     pub fn i16(&self, name: &str) -> Option<i16> {

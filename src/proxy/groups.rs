@@ -116,7 +116,8 @@ fn partition_codes(api: ApiKey, version: i16, answer: &[u8]) -> Result<(i16, BTr
             }
         }
     }
-    Ok((resp.i16("error_code").unwrap_or(0), codes))
+    let top = if resp.has_field("error_code") { resp.i16("error_code").unwrap_or(0) } else { 0 };
+    Ok((top, codes))
 }
 
 /// Build an OffsetCommit/OffsetDelete response: one error code per client
@@ -131,7 +132,9 @@ fn codes_response(
 ) -> Result<Vec<u8>, String> {
     let schema = &response_schema(api as i16).expect("declared").body;
     let mut body = codec::with_defaults(schema, version);
-    set_if(&mut body, "error_code", Value::Int16(top_error), version);
+    if body.has_field("error_code") {
+        set_if(&mut body, "error_code", Value::Int16(top_error), version);
+    }
     let ts = codec::element_schema(schema, "topics");
     let ps = codec::element_schema(ts, "partitions");
     let topics = placements

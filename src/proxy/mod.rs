@@ -45,6 +45,7 @@ pub struct ProxySettings {
 pub struct ProxyContext {
     pub settings: ProxySettings,
     pub mapper: crate::remap::mapping::Mapper,
+    pub producer_ids: crate::remap::produce::ProducerIds,
     pub cluster: Arc<Cluster>,
     pub shared: Arc<Shared>,
     pub handle: LoopHandle,
@@ -106,7 +107,8 @@ impl Proxy {
         let (tx, commands) = crossbeam_channel::unbounded();
         let handle = LoopHandle::new(tx, waker);
         mapper.report_mismatches(&cluster.read());
-        let ctx = Arc::new(ProxyContext { settings, mapper, cluster, shared, handle });
+        let producer_ids = Default::default();
+        let ctx = Arc::new(ProxyContext { settings, mapper, producer_ids, cluster, shared, handle });
         Ok(Proxy { poll, listener, ctx, commands })
     }
 

@@ -401,3 +401,302 @@ pub fn add_partitions_to_txn(ctx: &ProxyContext, session: &Session, header: &Req
         Err(e) => Plan::Close(e.to_string()),
     })
 }
+
+/// Derived producer ids from the proxy's cache, or from the broker.
+struct BrokerProducerIds<'c> {
+    ctx: &'c ProxyContext,
+    control: &'c mut crate::upstream::control::ControlClient,
+}
+
+impl crate::remap::produce::ProducerIdSource for BrokerProducerIds<'_> {
+    fn derived(&mut self, client: (i64, i16), k: i32) -> Result<(i64, i16), String> {
+        if let Some(ids) = self.ctx.producer_ids.get(client, k) {
+            return Ok(ids);
+        }
+        let ids = self
+            .control
+            .call_any(
+                ApiKey::InitProducerId,
+                |b, v| {
+                    b.set("transactional_id", Value::String(None));
+                    b.set("transaction_timeout_ms", Value::Int32(60_000));
+                    if v >= 3 {
+                        b.set("producer_id", Value::Int64(-1));
+                        b.set("producer_epoch", Value::Int16(-1));
+                    }
+                },
+                |r| match (r.i16("error_code"), r.i64("producer_id"), r.i16("producer_epoch")) {
+                    (Some(0), Some(id), Some(epoch)) if id >= 0 => Ok((id, epoch)),
+                    (code, _, _) => Err(crate::upstream::control::UpstreamError::Kafka {
+                        api: ApiKey::InitProducerId,
+                        code: code.unwrap_or(-1),
+                        message: String::new(),
+                    }),
+                },
+            )
+            .map_err(|e| e.to_string())?;
+        self.ctx.producer_ids.insert(client, k, ids);
+        self.ctx.shared.metrics.derived_producer_ids_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        log::debug!("Producer {}/{} uses producer id {}/{} for sibling index {k}", client.0, client.1, ids.0, ids.1);
+        Ok(ids)
+    }
+}
+
+/// Produce naming remapped topics.
+pub fn produce(
+    ctx: &ProxyContext,
+    session: &mut Session,
+    control: &mut crate::upstream::control::ControlClient,
+    header: &RequestHeader<'_>,
+    req: &Struct<'_>,
+) -> Option<Plan> {
+    let acks = req.i16("acks").unwrap_or(-1);
+    let wait = Duration::from_millis(req.i32("timeout_ms").unwrap_or(0).max(0) as u64);
+    let mut stats = crate::remap::produce::TagStats::default();
+    let mut ids = BrokerProducerIds { ctx, control };
+    let plan = split_plan(
+        ctx,
+        session,
+        header,
+        req,
+        ApiKey::Produce,
+        split::PRODUCE_REQUEST,
+        split::PRODUCE_RESPONSE,
+        wait,
+        acks != 0,
+        &mut |_, entry, _m, v, p, k| crate::remap::produce::rewrite_entry(entry, v, p, k, &mut ids, &mut stats),
+    );
+    let m = &ctx.shared.metrics;
+    m.batches_tagged_total.fetch_add(stats.batches, std::sync::atomic::Ordering::Relaxed);
+    m.records_tagged_total.fetch_add(stats.records, std::sync::atomic::Ordering::Relaxed);
+    plan
+}
+
+/// What the client asked of one physical partition: its virtual partitions
+/// and their fetch offsets, in request order.
+struct PhysicalAsk {
+    physical: i32,
+    asks: Vec<(i32, i64)>,
+}
+
+/// Fetch naming remapped topics: one upstream fetch per physical partition
+/// (sessionless, so the proxy always sees every partition asked for), then
+/// each virtual partition's view built from it.
+pub fn fetch(ctx: &ProxyContext, session: &mut Session, header: &RequestHeader<'_>, req: &Struct<'_>) -> Option<Plan> {
+    let version = header.api_version;
+    let by_id = version >= 13;
+    // Per client topic: its key in the response, mapping, asks per physical
+    // partition, and refused partitions.
+    type TopicAsk = (Option<String>, [u8; 16], TopicMapping, Vec<PhysicalAsk>, Vec<(i32, i16)>);
+    let mut remapped: Vec<TopicAsk> = Vec::new();
+    let mut upstream = req.clone();
+    let mut topics_out = Vec::new();
+    {
+        let view = ctx.cluster.read();
+        for t in req.structs("topics") {
+            let id = t.uuid("topic_id").unwrap_or([0; 16]);
+            let name = match t.str("topic") {
+                Some(n) => Some(n.to_string()),
+                None => view.topic_names.get(&id).cloned(),
+            };
+            let decision = name.as_deref().map_or(Decision::PassThrough, |n| ctx.mapper.decide(n, &view));
+            let mapping = match decision {
+                Decision::PassThrough => {
+                    topics_out.push(Value::Struct(t.clone()));
+                    continue;
+                }
+                Decision::Remap(m) => Some(m),
+                Decision::Mismatch { .. } => None,
+            };
+            let mut physical: Vec<PhysicalAsk> = Vec::new();
+            let mut refused = Vec::new();
+            let mut entries: Vec<Struct<'_>> = Vec::new();
+            for e in t.structs("partitions") {
+                let v = e.i32("partition").unwrap_or(-1);
+                let offset = e.i64("fetch_offset").unwrap_or(0);
+                let located = mapping.and_then(|m| m.locate(VirtualPartition(v)));
+                let Some((p, _)) = located else {
+                    let (code, msg) = match mapping {
+                        Some(m) => (error::UNKNOWN_TOPIC_OR_PARTITION, m.out_of_range_message(v)),
+                        None => (error::INVALID_PARTITIONS, format!("physical partition count contradicts the rule for {name:?}")),
+                    };
+                    warn!("Fetch from {}: {msg} (topic {})", session.peer(), name.as_deref().unwrap_or("?"));
+                    refused.push((v, code));
+                    continue;
+                };
+                match physical.iter().position(|a| a.physical == p.0) {
+                    Some(i) => {
+                        physical[i].asks.push((v, offset));
+                        let entry = &mut entries[i];
+                        if offset < entry.i64("fetch_offset").unwrap_or(i64::MAX) {
+                            let max_bytes = entry.i32("partition_max_bytes");
+                            *entry = e.clone();
+                            entry.set("partition", Value::Int32(p.0));
+                            if let Some(b) = max_bytes {
+                                entry.set("partition_max_bytes", Value::Int32(b.max(e.i32("partition_max_bytes").unwrap_or(0))));
+                            }
+                        } else if let (Some(a), Some(b)) = (entry.i32("partition_max_bytes"), e.i32("partition_max_bytes")) {
+                            entry.set("partition_max_bytes", Value::Int32(a.max(b)));
+                        }
+                    }
+                    None => {
+                        physical.push(PhysicalAsk { physical: p.0, asks: vec![(v, offset)] });
+                        let mut entry = e.clone();
+                        entry.set("partition", Value::Int32(p.0));
+                        entries.push(entry);
+                    }
+                }
+            }
+            if !entries.is_empty() {
+                let mut t2 = t.clone();
+                t2.set("partitions", Value::Array(Some(entries.into_iter().map(Value::Struct).collect())));
+                topics_out.push(Value::Struct(t2));
+            }
+            let m = mapping.unwrap_or(TopicMapping { virtual_count: 0, physical_count: 1 });
+            remapped.push((if by_id { None } else { name }, id, m, physical, refused));
+        }
+    }
+    if remapped.is_empty() {
+        return None;
+    }
+    if version >= 7 {
+        upstream.set("session_id", Value::Int32(0));
+        upstream.set("session_epoch", Value::Int32(-1));
+        upstream.set("forgotten_topics_data", Value::Array(Some(Vec::new())));
+    }
+    let route = topics_out
+        .iter()
+        .filter_map(Value::as_struct)
+        .find_map(|t| {
+            let name = match t.str("topic") {
+                Some(n) => n.to_string(),
+                None => ctx.cluster.topic_name(&t.uuid("topic_id")?)?,
+            };
+            Some(Route::Leader { topic: name, partition: t.structs("partitions").next()?.i32("partition")? })
+        })
+        .unwrap_or(Route::Any);
+    let nothing_upstream = topics_out.is_empty();
+    upstream.set("topics", Value::Array(Some(topics_out)));
+    let build = move |ctx: &ProxyContext, version: i16, corr: i32, answer: Option<&[u8]>| -> Result<Vec<u8>, String> {
+        let schema = response_schema(ApiKey::Fetch as i16).expect("declared");
+        let mut resp = match answer {
+            Some(a) => {
+                let (_, _, body) = parse_response_header(a, ApiKey::Fetch as i16, version).map_err(|e| e.to_string())?;
+                codec::decode(schema, version, body).map_err(|e| format!("malformed Fetch answer: {e}"))?
+            }
+            None => codec::with_defaults(&schema.body, version),
+        };
+        set_if_present(&mut resp, "session_id", Value::Int32(0), version);
+        let topic_schema = codec::element_schema(&schema.body, "responses");
+        let part_schema = codec::element_schema(topic_schema, "partitions");
+        let mut stats = crate::remap::fetch::FilterStats::default();
+        let mut upstream_bytes = 0u64;
+        let mut out_topics: Vec<Value<'_>> = Vec::new();
+        let mut answered: Vec<bool> = vec![false; remapped.len()];
+        for t in resp.structs("responses") {
+            let which = remapped.iter().position(|(name, id, ..)| match name {
+                Some(n) => t.str("topic") == Some(n.as_str()),
+                None => t.uuid("topic_id") == Some(*id),
+            });
+            let Some(i) = which else {
+                out_topics.push(Value::Struct(t.clone()));
+                continue;
+            };
+            answered[i] = true;
+            let (_, _, m, asks, refused) = &remapped[i];
+            let mut t = t.clone();
+            let mut parts = Vec::new();
+            for pe in t.structs("partitions") {
+                let Some(ask) = asks.iter().find(|a| Some(a.physical) == pe.i32("partition_index")) else { continue };
+                let data: &[u8] = match pe.get("records") {
+                    Value::Records(Some(d)) => d,
+                    _ => &[],
+                };
+                upstream_bytes += data.len() as u64;
+                let classified = crate::remap::fetch::classify(data, ask.physical);
+                let min_offset = ask.asks.iter().map(|(_, o)| *o).min().unwrap_or(0);
+                let code = pe.i16("error_code").unwrap_or(0);
+                for &(v, offset) in &ask.asks {
+                    let mut e = pe.clone();
+                    e.set("partition_index", Value::Int32(v));
+                    if code == error::OFFSET_OUT_OF_RANGE && offset != min_offset {
+                        // The error is about the lowest offset asked; this
+                        // sibling's own offset was not checked: no data, no
+                        // error, it asks again.
+                        e.set("error_code", Value::Int16(error::NONE));
+                        e.set("records", Value::Records(None));
+                    } else if code == error::NONE {
+                        let own = crate::remap::fetch::records_for(&classified, v, offset, &mut stats);
+                        e.set("records", Value::Records(Some(std::borrow::Cow::Owned(own))));
+                    }
+                    parts.push(Value::Struct(e));
+                }
+            }
+            for (v, code) in refused {
+                let shape = Shape { topics: "responses", name: "topic", partitions: "partitions", index: "partition_index" };
+                let mut e = split::error_entry(part_schema, &shape, version, *v, *code, "");
+                e.set("records", Value::Records(None));
+                parts.push(Value::Struct(e));
+            }
+            let _ = m;
+            t.set("partitions", Value::Array(Some(parts)));
+            out_topics.push(Value::Struct(t));
+        }
+        // Topics refused entirely (every partition out of range) still answer.
+        for (i, (name, id, _, _, refused)) in remapped.iter().enumerate() {
+            if answered[i] || refused.is_empty() {
+                continue;
+            }
+            let mut t = codec::with_defaults(topic_schema, version);
+            match name {
+                Some(n) => set_if_present(&mut t, "topic", Value::str(n.clone()), version),
+                None => set_if_present(&mut t, "topic_id", Value::Uuid(*id), version),
+            }
+            let shape = Shape { topics: "responses", name: "topic", partitions: "partitions", index: "partition_index" };
+            let parts = refused
+                .iter()
+                .map(|(v, code)| {
+                    let mut e = split::error_entry(part_schema, &shape, version, *v, *code, "");
+                    e.set("records", Value::Records(None));
+                    Value::Struct(e)
+                })
+                .collect();
+            t.set("partitions", Value::Array(Some(parts)));
+            out_topics.push(Value::Struct(t));
+        }
+        resp.set("responses", Value::Array(Some(out_topics)));
+        crate::remap::addresses::rewrite_brokers(&mut resp, &ctx.settings.advertised);
+        let metrics = &ctx.shared.metrics;
+        use std::sync::atomic::Ordering::Relaxed;
+        metrics.fetch_bytes_upstream_total.fetch_add(upstream_bytes, Relaxed);
+        metrics.fetch_bytes_returned_total.fetch_add(stats.bytes_returned, Relaxed);
+        metrics.batches_filtered_total.fetch_add(stats.batches_filtered, Relaxed);
+        encode_response(ApiKey::Fetch as i16, version, corr, &[], &resp).map_err(|e| e.to_string())
+    };
+    if nothing_upstream {
+        return Some(match build(ctx, version, header.correlation_id, None) {
+            Ok(b) => Plan::Answer(b),
+            Err(e) => Plan::Close(e),
+        });
+    }
+    let correlation_id = session.next_correlation_id();
+    let frame = match encode_request(ApiKey::Fetch as i16, version, correlation_id, header.client_id.as_deref(), &upstream) {
+        Ok(f) => f,
+        Err(e) => return Some(Plan::Close(e.to_string())),
+    };
+    let wait = Duration::from_millis(req.i32("max_wait_ms").unwrap_or(0).max(0) as u64);
+    Some(Plan::Forward {
+        parts: vec![Part { route, frame, correlation_id, broker_wait: wait }],
+        expect_response: true,
+        finish: Finish::Merge(Box::new(move |ctx, v, corr, answers| build(ctx, v, corr, answers.first().map(Vec::as_slice)))),
+    })
+}
+
+fn set_if_present(s: &mut Struct<'_>, name: &str, value: Value<'static>, version: i16) {
+    if let Some(i) = s.schema.index_of(name) {
+        let f = &s.schema.fields[i];
+        if f.versions.contains(version) && !f.is_tagged_in(version) {
+            s.fields[i] = value;
+        }
+    }
+}

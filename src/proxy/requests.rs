@@ -44,7 +44,14 @@ pub fn offered_versions(ctx: &ProxyContext, api: ApiKey) -> Option<(i16, i16)> {
     (min <= max).then_some((min, max))
 }
 
-pub fn plan(ctx: &ProxyContext, session: &mut Session, header: &RequestHeader<'_>, body: &[u8], frame: &[u8]) -> Plan {
+pub fn plan(
+    ctx: &ProxyContext,
+    session: &mut Session,
+    control: &mut crate::upstream::control::ControlClient,
+    header: &RequestHeader<'_>,
+    body: &[u8],
+    frame: &[u8],
+) -> Plan {
     let Some(api) = header.api() else {
         return Plan::Close(format!("unknown API key {}", header.api_key));
     };
@@ -72,7 +79,7 @@ pub fn plan(ctx: &ProxyContext, session: &mut Session, header: &RequestHeader<'_
     };
     let none = Duration::ZERO;
     if ctx.mapper.remaps_anything() {
-        if let Some(plan) = remapped_plan(ctx, session, header, &req, frame) {
+        if let Some(plan) = remapped_plan(ctx, session, control, header, &req, frame) {
             return plan;
         }
     }
@@ -288,6 +295,7 @@ pub fn api_versions_response(ctx: &ProxyContext, requested: i16, correlation_id:
 fn remapped_plan(
     ctx: &ProxyContext,
     session: &mut Session,
+    control: &mut crate::upstream::control::ControlClient,
     header: &RequestHeader<'_>,
     req: &Struct<'_>,
     frame: &[u8],
@@ -296,6 +304,8 @@ fn remapped_plan(
     use crate::remap::split;
     let api = header.api()?;
     match api {
+        ApiKey::Produce => remapped::produce(ctx, session, control, header, req),
+        ApiKey::Fetch => remapped::fetch(ctx, session, header, req),
         ApiKey::ListOffsets => remapped::split_plan(
             ctx, session, header, req, api, split::LIST_OFFSETS, split::LIST_OFFSETS, Duration::ZERO, true,
             &mut |_, _, _, _, _, _| Ok(()),

@@ -39,7 +39,7 @@ impl Worker {
         loop {
             match self.rx.recv_timeout(DEADLINE_CHECK) {
                 Ok(ToWorker::Shutdown) | Err(RecvTimeoutError::Disconnected) => break,
-                Ok(event) => self.handle(event),
+                Ok(event) => self.handle_guarded(event),
                 Err(RecvTimeoutError::Timeout) => {}
             }
             if last_check.elapsed() >= DEADLINE_CHECK {
@@ -49,6 +49,26 @@ impl Worker {
         }
         for (_, s) in self.sessions.drain() {
             s.teardown(&self.ctx);
+        }
+    }
+
+    /// Handle an event; a bug that panics costs the connection it concerned,
+    /// not every connection of this worker.
+    fn handle_guarded(&mut self, event: ToWorker) {
+        let conn = match &event {
+            ToWorker::ClientOpened { conn, .. }
+            | ToWorker::ClientFrame { conn, .. }
+            | ToWorker::ClientClosed { conn }
+            | ToWorker::UpstreamFrame { conn, .. }
+            | ToWorker::UpstreamClosed { conn, .. } => Some(*conn),
+            ToWorker::Shutdown => None,
+        };
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.handle(event)));
+        if result.is_err() {
+            log::error!("Internal error while handling a request (see the panic message above); closing that connection");
+            if let Some(conn) = conn {
+                self.apply(conn, Verdict::Close("internal error".into()));
+            }
         }
     }
 
@@ -104,7 +124,7 @@ impl Worker {
             header.correlation_id,
             frame.len()
         );
-        match requests::plan(&ctx, session, &header, body, &frame) {
+        match requests::plan(&ctx, session, &mut self.control, &header, body, &frame) {
             Plan::Answer(response) => {
                 session.answer_now(&ctx, header.api_key, header.api_version, header.correlation_id, response);
                 Verdict::Continue

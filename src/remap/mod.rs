@@ -2,7 +2,9 @@
 //! proxy module decides when to apply them.
 
 pub mod addresses;
+pub mod fetch;
 pub mod groups;
 pub mod mapping;
 pub mod metadata;
+pub mod produce;
 pub mod split;
