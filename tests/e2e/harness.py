@@ -60,9 +60,10 @@ def port_open(port, host="127.0.0.1"):
 
 
 def tansu_path():
-    path = shutil.which("tansu") or os.path.expanduser("~/.cargo/bin/tansu")
-    if not os.access(path, os.X_OK):
-        pytest.fail(f"tansu not found on PATH or in ~/.cargo/bin: {INSTALL_HINT}")
+    cargo_bin = Path(os.environ.get("CARGO_HOME", Path.home() / ".cargo")) / "bin"
+    path = shutil.which("tansu") or shutil.which("tansu", path=str(cargo_bin))
+    if path is None:
+        pytest.fail(f"tansu not found on PATH or in {cargo_bin}: {INSTALL_HINT}")
     return path
 
 
