@@ -7,6 +7,7 @@ watermarks, read through the proxy and directly on the broker."""
 import time
 import uuid
 
+import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException
 
 import clients
@@ -78,6 +79,7 @@ def stable(members):
     return check
 
 
+@pytest.mark.timeout(240)  # four rebalance/consume phases, each bounded below
 def test_group_of_three_one_leaves(broker, proxy, topic):
     name = topic(PARTITIONS)
     group = f"g-{uuid.uuid4().hex[:8]}"
