@@ -23,6 +23,7 @@ use crate::frame::{FrameReader, MIN_REQUEST_FRAME};
 /// from allocating gigabytes.
 const MAX_RESPONSE_FRAME: usize = 1 << 30;
 const READ_CHUNK: usize = 64 * 1024;
+const PEER_CLOSED: &str = "closed by peer";
 
 pub struct LoopSettings {
     pub max_connections: usize,
@@ -263,7 +264,7 @@ impl EventLoop {
             match (&entry.socket.stream).read(space) {
                 Ok(0) => {
                     entry.reader.commit(READ_CHUNK, 0);
-                    eof = Some("closed by peer".to_string());
+                    eof = Some(PEER_CLOSED.to_string());
                     break;
                 }
                 Ok(n) => {
@@ -277,6 +278,11 @@ impl EventLoop {
                     match e.kind() {
                         io::ErrorKind::WouldBlock => break,
                         io::ErrorKind::Interrupted => continue,
+                        // A peer that resets is gone, like one that closes.
+                        io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => {
+                            eof = Some(PEER_CLOSED.to_string());
+                            break;
+                        }
                         _ => {
                             eof = Some(format!("read failed: {e}"));
                             break;
@@ -342,7 +348,7 @@ impl EventLoop {
                 self.clients -= 1;
                 self.shared.metrics.connections_active.fetch_sub(1, Ordering::Relaxed);
                 match &reason {
-                    Some(r) if r == "closed by peer" => info!("Client {peer} disconnected"),
+                    Some(r) if r == PEER_CLOSED => info!("Client {peer} disconnected"),
                     Some(r) => warn!("Closing connection from {peer}: {r}"),
                     None => debug!("Closed connection from {peer}"),
                 }

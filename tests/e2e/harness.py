@@ -26,7 +26,7 @@ import pytest
 import kafkawire
 
 ROOT = Path(__file__).resolve().parents[2]
-PROXY_BIN = ROOT / "target" / "release" / "kpr-proxy"
+PROXY_BIN = Path(os.environ.get("KPR_PROXY_BIN", ROOT / "target" / "release" / "kpr-proxy"))
 DIRECT = os.environ.get("KPR_E2E_DIRECT") == "1"
 INSTALL_HINT = "run scripts/install-deps"
 TANSU_ENV = ("CLUSTER_ID", "LISTENER_URL", "ADVERTISED_LISTENER_URL", "STORAGE_ENGINE",
