@@ -129,8 +129,10 @@ pub const FLAGS: &[Flag] = &[
         long: Some("--check-config"),
         value_name: None,
         kind: FlagKind::CheckConfig,
-        help: "Validate the configuration, print the effective partition mapping, and exit \
-               (status 0 if valid, 3 if not). Does not contact Kafka.",
+        help: "Validate the configuration and print the mapping rules; then connect to the \
+               cluster and print the rule each existing topic falls under, flagging topics whose \
+               physical partition count contradicts their rule. Exit status 0 if valid, 3 if the \
+               configuration is invalid, 4 if the cluster cannot be reached.",
     },
     Flag {
         short: Some("-V"),

@@ -83,8 +83,53 @@ fn check_config(args: &RunArgs) -> ExitCode {
     for line in config.describe_mapping() {
         println!("{line}");
     }
-    if config.mapping.is_empty() {
-        println!("Mapping: none (every topic passes through 1:1)");
+    // What the rules mean for the topics the cluster holds now.
+    let cluster = Arc::new(kpr_proxy::cluster::Cluster::new(config.kafka.bootstrap_servers.clone()));
+    let mut control = kpr_proxy::upstream::control::ControlClient::new(
+        cluster.clone(),
+        config.kafka.connection_timeout(),
+        config.kafka.request_timeout(),
+    );
+    if let Err(e) = control.bootstrap() {
+        return fail(cli::EXIT_KAFKA_UNREACHABLE, format!("cannot reach the Kafka cluster to list its topics: {e}"));
+    }
+    let mapper = kpr_proxy::remap::mapping::Mapper::new(config.mapping.clone());
+    let view = cluster.read();
+    let mut names: Vec<&String> = view.topics.keys().collect();
+    names.sort();
+    println!("Topics of the cluster ({}):", names.len());
+    let mut mismatches = 0;
+    for name in names {
+        let physical = view.topics[name].partitions.len();
+        let rule = mapper.rule_for(name);
+        let line = match mapper.decide(name, &view) {
+            kpr_proxy::remap::mapping::Decision::Remap(m) => format!(
+                "  {name}: {} virtual -> {physical} physical partitions ({}:1) by {}",
+                m.virtual_count,
+                m.ratio(),
+                rule.map_or_else(String::new, |r| r.to_string())
+            ),
+            kpr_proxy::remap::mapping::Decision::Mismatch { rule, expected, actual } => {
+                mismatches += 1;
+                format!("  {name}: MISMATCH: {actual} physical partitions, but {rule} expects {expected}; the proxy will report an error for this topic")
+            }
+            kpr_proxy::remap::mapping::Decision::PassThrough => {
+                let why = if view.topics[name].internal || name.starts_with("__") {
+                    "internal topic".to_string()
+                } else {
+                    match rule {
+                        Some(r) if r.is_passthrough() => format!("1:1 by {r}"),
+                        Some(r) => format!("{r} applies only to topics with {} partitions", r.physical_partitions),
+                        None => "no rule".to_string(),
+                    }
+                };
+                format!("  {name}: {physical} partitions, passed through ({why})")
+            }
+        };
+        println!("{line}");
+    }
+    if mismatches > 0 {
+        println!("{mismatches} topic(s) contradict their rule");
     }
     exit(cli::EXIT_OK)
 }
