@@ -1,0 +1,96 @@
+//! The real binary's command line: help, version, usage and configuration
+//! errors with their documented exit codes, and the man page documenting
+//! every flag.
+
+use std::process::Command;
+
+fn kpr() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_kpr-proxy"))
+}
+
+fn write_config(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("kpr-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("config.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn help_and_version_exit_zero() {
+    let out = kpr().arg("--help").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8(out.stdout).unwrap();
+    for flag in ["--config", "--check-config", "--version", "-vv"] {
+        assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
+    }
+    let out = kpr().arg("--version").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8(out.stdout).unwrap().starts_with("kpr-proxy 0.1.0"));
+}
+
+#[test]
+fn usage_errors_exit_two_naming_the_flag() {
+    let out = kpr().arg("--bogus").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.starts_with("kpr-proxy: ") && err.contains("--bogus"), "{err}");
+    let out = kpr().output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "no --config is a usage error");
+}
+
+#[test]
+fn invalid_configuration_exits_three_naming_the_field() {
+    let path = write_config(
+        "bad",
+        "listen: { address: \"127.0.0.1:1\", adress: x }\nkafka: { bootstrap_servers: [\"127.0.0.1:2\"] }\n",
+    );
+    for args in [vec!["-c"], vec!["--check-config", "-c"]] {
+        let out = kpr().args(&args).arg(&path).output().unwrap();
+        assert_eq!(out.status.code(), Some(3), "{args:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(err.contains("adress") && err.contains("listen"), "{err}");
+    }
+    let path = write_config(
+        "ratio",
+        "listen: { address: \"127.0.0.1:1\" }\nkafka: { bootstrap_servers: [\"127.0.0.1:2\"] }\n\
+         mapping: { virtual_partitions: 25, physical_partitions: 10 }\n",
+    );
+    let out = kpr().arg("-c").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8(out.stderr).unwrap().contains("multiple of physical_partitions"));
+}
+
+#[test]
+fn tls_or_sasl_asked_for_is_refused_not_ignored() {
+    let path = write_config(
+        "sasl",
+        "listen: { address: \"127.0.0.1:1\" }\nkafka:\n  bootstrap_servers: [\"127.0.0.1:2\"]\n  \
+         security_protocol: SASL_PLAINTEXT\n  sasl: { mechanism: PLAIN, username: u, password: p }\n",
+    );
+    let out = kpr().arg("-c").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8(out.stderr).unwrap().contains("not supported yet"));
+}
+
+#[test]
+fn unreachable_cluster_exits_four() {
+    // Port 1 on loopback: nothing listens, the connection is refused at once.
+    let path = write_config(
+        "down",
+        "listen: { address: \"127.0.0.1:19\" }\nkafka: { bootstrap_servers: [\"127.0.0.1:1\"], connection_timeout_ms: 500 }\n",
+    );
+    let out = kpr().arg("--check-config").arg("-c").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8(out.stderr).unwrap().contains("Connection refused"));
+}
+
+#[test]
+fn man_page_documents_every_flag_and_exit_code() {
+    let man = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/man/kpr-proxy.1")).unwrap();
+    let missing = kpr_proxy::cli::man_page_flags_missing(&man);
+    assert!(missing.is_empty(), "man/kpr-proxy.1 does not document {missing:?}");
+    for (code, _) in kpr_proxy::cli::EXIT_CODES {
+        assert!(man.contains(&format!(".B {code}\n")), "man page lacks exit status {code}");
+    }
+}
