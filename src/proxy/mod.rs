@@ -1,6 +1,50 @@
 //! The proxy's threads: the event loop (main thread), a fixed pool of
 //! workers, the metadata refresher, the metrics endpoint and the signal
-//! watcher. `run` starts them and returns when a shutdown has completed.
+//! watcher. [`Proxy::start`] connects, [`Proxy::serve`] runs until shutdown.
+//!
+//! # Lifetime of a request
+//!
+//! 1. **Bytes arrive.** `net::event_loop::EventLoop::read` reads from the
+//!    client socket into its `frame::FrameReader`. `dispatch_frames` cuts
+//!    whole frames (size prefix bounded by `listen.max_frame_bytes`),
+//!    counts each as in flight, and sends `net::ToWorker::ClientFrame` to
+//!    the worker that owns the connection (fixed at accept). Past
+//!    `max_in_flight_per_client` unanswered requests, the loop stops
+//!    reading that client until the worker sends `ToLoop::ResumeClient`.
+//! 2. **The worker decodes.** `worker::Worker::client_frame` parses the
+//!    header (`kafka::header::RequestHeader::parse`), and
+//!    `requests::plan` checks the version is one `offered_versions`
+//!    advertises. It decodes the body with the declared schema
+//!    (`kafka::codec::decode_prefix`).
+//! 3. **A plan is made.** ApiVersions is answered here (`Plan::Answer`).
+//!    When a rule remaps anything, `requests::remapped_plan` gives the
+//!    remap-aware handlers (`remapped`, `groups`) the first look; they use
+//!    the pure rewrites of `crate::remap` (split into rounds, tag records,
+//!    derive groups). A request naming no remapped topic is forwarded as the
+//!    bytes that came, with a `route::Route` read from its content.
+//! 4. **Upstream.** `session::Session::forward` resolves each part's route
+//!    (`route::resolve`: cluster view, or a coordinator look-up through
+//!    the worker's blocking `upstream::control::ControlClient`). It opens
+//!    the client's connection to that broker if needed
+//!    (`upstream::connect`, registered with the loop by
+//!    `ToLoop::AddUpstream`), writes the frame itself
+//!    (`net::socket::SharedSocket::send`), and records an in-flight entry
+//!    with a deadline.
+//! 5. **The answer comes back.** The loop reads the upstream frame and
+//!    sends `ToWorker::UpstreamFrame`. `Session::on_upstream_frame` matches
+//!    it to the oldest in-flight entry of that connection (Kafka answers in
+//!    order) and checks the correlation id. When every part of the request
+//!    has answered, `plan::Finish::complete` builds the client's response:
+//!    as it came, rewritten (addresses, virtual metadata), merged (rounds,
+//!    fetch filtering), or a further stage (`Step::More`, e.g. derived
+//!    commits after a membership check).
+//! 6. **In order to the client.** `Session::write_ready` writes responses
+//!    only from the front of the request queue, so answers from several
+//!    brokers still reach the client in request order.
+//!
+//! A broker that closes with requests in flight, or misses a deadline
+//! (`Session::check_deadlines`), closes that client's connection, as the
+//! broker's own would have; other clients are unaffected.
 
 pub mod groups;
 pub mod plan;
