@@ -1,10 +1,11 @@
 //! The Kafka wire protocol: primitives (`wire`), declared message schemas
 //! (`schema`), the schema-driven codec (`codec`), headers (`header`), API
-//! keys and error codes (`api`).
+//! keys and error codes (`api`), and v2 record batches (`records`).
 
 pub mod api;
 pub mod codec;
 pub mod header;
 pub mod message;
+pub mod records;
 pub mod schema;
 pub mod wire;
