@@ -10,7 +10,7 @@
 //! short write and the queueing happen under the same lock the loop takes to
 //! flush.
 
-use std::io::{self, Write};
+use std::io::{self, IoSlice, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -71,6 +71,33 @@ impl SharedSocket {
         Ok(())
     }
 
+    /// Send one Kafka frame: its 4-byte size, then `body`, written together
+    /// (vectored) so the body is not copied just to prefix it.
+    pub fn send_frame(&self, body: &[u8]) -> io::Result<()> {
+        if self.is_closed() {
+            return Err(io::Error::new(io::ErrorKind::NotConnected, "connection closed"));
+        }
+        let prefix = (body.len() as u32).to_be_bytes();
+        let mut out = self.out.lock();
+        let mut written = 0;
+        let total = prefix.len() + body.len();
+        if out.pos == out.buf.len() {
+            written = write_frame_some(&self.stream, &prefix, body)?;
+            if written == total {
+                return Ok(());
+            }
+            out.buf.clear();
+            out.pos = 0;
+        }
+        if written < prefix.len() {
+            out.buf.extend_from_slice(&prefix[written..]);
+            out.buf.extend_from_slice(body);
+        } else {
+            out.buf.extend_from_slice(&body[written - prefix.len()..]);
+        }
+        Ok(())
+    }
+
     /// Write queued bytes; called by the event loop on writable readiness.
     /// Returns whether everything queued has been written.
     pub fn flush(&self) -> io::Result<bool> {
@@ -109,6 +136,28 @@ impl SharedSocket {
         self.mark_closed();
         let _ = self.stream.shutdown(std::net::Shutdown::Both);
     }
+}
+
+/// Write prefix and body with as few system calls as the kernel allows,
+/// without blocking; returns how many bytes of the two went out.
+fn write_frame_some(mut stream: &TcpStream, prefix: &[u8], body: &[u8]) -> io::Result<usize> {
+    let total = prefix.len() + body.len();
+    let mut written = 0;
+    while written < total {
+        let result = if written < prefix.len() {
+            stream.write_vectored(&[IoSlice::new(&prefix[written..]), IoSlice::new(body)])
+        } else {
+            stream.write(&body[written - prefix.len()..])
+        };
+        match result {
+            Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "peer stopped reading")),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(written)
 }
 
 /// Write as much as the kernel takes without blocking.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use log::warn;
 
-use super::plan::{Finish, Part, Plan, Step};
+use super::plan::{Finish, Part, PartFrame, Plan, Step};
 use super::route::Route;
 use super::session::Session;
 use super::ProxyContext;
@@ -100,7 +100,7 @@ fn filtered<'a>(
 fn part(session: &mut Session, header: &RequestHeader<'_>, api: ApiKey, version: i16, body: &Struct<'_>, route: Route) -> Result<Part, String> {
     let correlation_id = session.next_correlation_id();
     let frame = encode_request(api as i16, version, correlation_id, header.client_id.as_deref(), body).map_err(|e| e.to_string())?;
-    Ok(Part { route, frame, correlation_id, broker_wait: Duration::ZERO })
+    Ok(Part { route, frame: frame.into(), correlation_id, broker_wait: Duration::ZERO })
 }
 
 /// Error code per (topic, physical partition) from an OffsetCommit or
@@ -699,7 +699,7 @@ pub fn delete_groups(ctx: &ProxyContext, session: &mut Session, header: &Request
     let client_id = header.client_id.as_deref().map(str::to_string);
     let first = Part {
         route: super::route::Route::Any,
-        frame: frame.to_vec(),
+        frame: PartFrame::Original,
         correlation_id: header.correlation_id,
         broker_wait: Duration::ZERO,
     };
@@ -736,7 +736,7 @@ pub fn delete_groups(ctx: &ProxyContext, session: &mut Session, header: &Request
                     next_correlation = next_correlation.wrapping_add(1);
                     let frame = encode_request(ApiKey::DeleteGroups as i16, version, next_correlation, client_id.as_deref(), &body)
                         .map_err(|e| e.to_string())?;
-                    parts.push(Part { route: Route::Group(name), frame, correlation_id: next_correlation, broker_wait: Duration::ZERO });
+                    parts.push(Part { route: Route::Group(name), frame: frame.into(), correlation_id: next_correlation, broker_wait: Duration::ZERO });
                 }
             }
             // The client sees the answer for its own groups; a derived group

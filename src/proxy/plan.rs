@@ -21,14 +21,37 @@ pub enum Plan {
 /// One request frame to send upstream.
 pub struct Part {
     pub route: Route,
-    /// The frame without size prefix: the client's bytes when nothing needs
-    /// rewriting.
-    pub frame: Vec<u8>,
+    pub frame: PartFrame,
     pub correlation_id: i32,
     /// How long the broker may legitimately hold the request before
     /// answering (fetch max wait, join-group rebalance), on top of the
     /// request timeout.
     pub broker_wait: Duration,
+}
+
+/// The bytes of a part (without size prefix).
+pub enum PartFrame {
+    /// The frame exactly as the client sent it; the worker moves it in once
+    /// planning no longer borrows it, so it is never copied.
+    Original,
+    Owned(Vec<u8>),
+    /// `Original`, filled in.
+    Client(Vec<u8>),
+}
+
+impl PartFrame {
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            PartFrame::Owned(b) | PartFrame::Client(b) => b,
+            PartFrame::Original => panic!("the client's frame was not moved into its part"),
+        }
+    }
+}
+
+impl From<Vec<u8>> for PartFrame {
+    fn from(v: Vec<u8>) -> PartFrame {
+        PartFrame::Owned(v)
+    }
 }
 
 /// A rewrite of a decoded response body; returns whether it changed

@@ -88,7 +88,7 @@ pub fn split_plan<'a>(
             .unwrap_or(Route::Any);
         let correlation_id = session.next_correlation_id();
         match encode_request(api as i16, version, correlation_id, header.client_id.as_deref(), round) {
-            Ok(frame) => parts.push(Part { route, frame, correlation_id, broker_wait }),
+            Ok(frame) => parts.push(Part { route, frame: frame.into(), correlation_id, broker_wait }),
             Err(e) => return Some(Plan::Close(e.to_string())),
         }
     }
@@ -206,7 +206,7 @@ pub fn create_topics(ctx: &ProxyContext, session: &mut Session, header: &Request
     };
     let wait = Duration::from_millis(req.i32("timeout_ms").unwrap_or(0).max(0) as u64);
     Some(Plan::Forward {
-        parts: vec![Part { route: Route::Controller, frame, correlation_id, broker_wait: wait }],
+        parts: vec![Part { route: Route::Controller, frame: frame.into(), correlation_id, broker_wait: wait }],
         expect_response: true,
         finish: Finish::Merge(Box::new(move |_ctx, v, corr, answers| finish(v, corr, answers.first().map(Vec::as_slice)))),
     })
@@ -321,7 +321,7 @@ pub fn refuse_remapped_topics(
         Err(e) => return Some(Plan::Close(e.to_string())),
     };
     Some(Plan::Forward {
-        parts: vec![Part { route, frame, correlation_id, broker_wait: Duration::from_secs(30) }],
+        parts: vec![Part { route, frame: frame.into(), correlation_id, broker_wait: Duration::from_secs(30) }],
         expect_response: true,
         finish: Finish::Merge(Box::new(move |_c, v, corr, answers| finish(v, corr, answers.first().map(Vec::as_slice)))),
     })
@@ -686,7 +686,7 @@ pub fn fetch(ctx: &ProxyContext, session: &mut Session, header: &RequestHeader<'
     };
     let wait = Duration::from_millis(req.i32("max_wait_ms").unwrap_or(0).max(0) as u64);
     Some(Plan::Forward {
-        parts: vec![Part { route, frame, correlation_id, broker_wait: wait }],
+        parts: vec![Part { route, frame: frame.into(), correlation_id, broker_wait: wait }],
         expect_response: true,
         finish: Finish::Merge(Box::new(move |ctx, v, corr, answers| build(ctx, v, corr, answers.first().map(Vec::as_slice)))),
     })

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::plan::{Finish, Part, Plan};
+use super::plan::{Finish, Part, PartFrame, Plan};
 use super::route::Route;
 use super::session::{extra_wait, Session};
 use super::ProxyContext;
@@ -73,7 +73,7 @@ pub fn plan(
         Err(e) => return Plan::Close(format!("malformed {} v{version} request: {e}", api.name())),
     };
     let forward = |route: Route, wait: Duration, finish: Finish| Plan::Forward {
-        parts: vec![Part { route, frame: frame.to_vec(), correlation_id: header.correlation_id, broker_wait: wait }],
+        parts: vec![Part { route, frame: PartFrame::Original, correlation_id: header.correlation_id, broker_wait: wait }],
         expect_response: true,
         finish,
     };
@@ -89,7 +89,7 @@ pub fn plan(
             let acks = req.i16("acks").unwrap_or(-1);
             let wait = extra_wait(req.i32("timeout_ms").unwrap_or(0));
             Plan::Forward {
-                parts: vec![Part { route, frame: frame.to_vec(), correlation_id: header.correlation_id, broker_wait: wait }],
+                parts: vec![Part { route, frame: PartFrame::Original, correlation_id: header.correlation_id, broker_wait: wait }],
                 expect_response: acks != 0,
                 finish: endpoints_rewrite(version >= 10),
             }

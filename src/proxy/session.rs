@@ -19,7 +19,6 @@ use super::plan::{Finish, Part, Step};
 use super::route::resolve;
 use super::ProxyContext;
 use crate::upstream::control::ControlClient;
-use crate::frame::with_size_prefix;
 use crate::kafka::api::api_name;
 use crate::kafka::header::peek_correlation_id;
 use crate::net::socket::SharedSocket;
@@ -192,7 +191,7 @@ impl Session {
             let upstream = self.upstream(ctx, &addr)?;
             upstream
                 .socket
-                .send(&with_size_prefix(&part.frame))
+                .send_frame(part.frame.bytes())
                 .map_err(|e| format!("cannot send {} to Kafka broker {addr}: {e}", api_name(api_key)))?;
             if expect_response {
                 upstream.in_flight.push_back(InFlight {
@@ -284,7 +283,7 @@ impl Session {
         while self.pending.front().is_some_and(|p| p.ready.is_some()) {
             let p = self.pending.pop_front().expect("front exists");
             let bytes = p.ready.expect("checked ready");
-            if let Err(e) = self.client.send(&with_size_prefix(&bytes)) {
+            if let Err(e) = self.client.send_frame(&bytes) {
                 debug!("Response to {} not delivered: {e}", self.client.peer);
             }
             done += 1;

@@ -11,7 +11,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use log::{trace, warn};
 use mio::Token;
 
-use super::plan::Plan;
+use super::plan::{PartFrame, Plan};
 use super::session::{Session, Verdict};
 use super::{requests, ProxyContext};
 use crate::kafka::api::api_name;
@@ -112,34 +112,42 @@ impl Worker {
             return Verdict::Continue;
         }
         ctx.shared.metrics.requests_total.fetch_add(1, Ordering::Relaxed);
-        let (header, body) = match RequestHeader::parse(&frame) {
-            Ok(h) => h,
-            Err(e) => return Verdict::Close(format!("malformed request header: {e}")),
+        // Plan while the header and body borrow the frame; afterwards the
+        // frame is free to move into a part that forwards it unchanged.
+        let (plan, api_key, api_version, correlation_id) = {
+            let (header, body) = match RequestHeader::parse(&frame) {
+                Ok(h) => h,
+                Err(e) => return Verdict::Close(format!("malformed request header: {e}")),
+            };
+            trace!(
+                "{} -> {} v{} correlation {} ({} bytes)",
+                session.peer(),
+                api_name(header.api_key),
+                header.api_version,
+                header.correlation_id,
+                frame.len()
+            );
+            let plan = requests::plan(&ctx, session, &mut self.control, &header, body, &frame);
+            (plan, header.api_key, header.api_version, header.correlation_id)
         };
-        trace!(
-            "{} -> {} v{} correlation {} ({} bytes)",
-            session.peer(),
-            api_name(header.api_key),
-            header.api_version,
-            header.correlation_id,
-            frame.len()
-        );
-        match requests::plan(&ctx, session, &mut self.control, &header, body, &frame) {
+        match plan {
             Plan::Answer(response) => {
-                session.answer_now(&ctx, header.api_key, header.api_version, header.correlation_id, response);
+                session.answer_now(&ctx, api_key, api_version, correlation_id, response);
                 Verdict::Continue
             }
             Plan::Close(reason) => Verdict::Close(reason),
-            Plan::Forward { parts, expect_response, finish } => session.forward(
-                &ctx,
-                &mut self.control,
-                header.api_key,
-                header.api_version,
-                header.correlation_id,
-                parts,
-                expect_response,
-                finish,
-            ),
+            Plan::Forward { mut parts, expect_response, finish } => {
+                let mut frame = Some(frame);
+                for part in &mut parts {
+                    if matches!(part.frame, PartFrame::Original) {
+                        match frame.take() {
+                            Some(f) => part.frame = PartFrame::Client(f),
+                            None => return Verdict::Close("internal error: two parts claim the client's frame".into()),
+                        }
+                    }
+                }
+                session.forward(&ctx, &mut self.control, api_key, api_version, correlation_id, parts, expect_response, finish)
+            }
         }
     }
 
