@@ -1,0 +1,118 @@
+//! Properties of the partition arithmetic and of fetch filtering, over any
+//! mapping and any sequence of batches.
+
+use kpr_proxy::kafka::records::{self, BuildOptions, Compression, Item, RecordData, TAG_HEADER};
+use kpr_proxy::remap::fetch::{classify, records_for, FilterStats};
+use kpr_proxy::remap::mapping::{TopicMapping, VirtualPartition};
+use proptest::prelude::*;
+
+proptest! {
+    /// Every virtual partition has exactly one (physical, k), and back.
+    #[test]
+    fn locate_is_a_bijection(p in 1i32..64, ratio in 2i32..64) {
+        let m = TopicMapping::new(p * ratio, p);
+        let mut seen = std::collections::HashSet::new();
+        for v in 0..m.virtual_count {
+            let (pp, k) = m.locate(VirtualPartition(v)).unwrap();
+            prop_assert!(pp.0 >= 0 && pp.0 < p && k >= 0 && k < ratio);
+            prop_assert_eq!(m.virtual_of(pp, k), VirtualPartition(v));
+            prop_assert!(seen.insert((pp.0, k)));
+        }
+        prop_assert_eq!(m.locate(VirtualPartition(m.virtual_count)), None);
+        prop_assert_eq!(m.locate(VirtualPartition(-1)), None);
+    }
+
+    /// Growing V while P stays keeps every existing virtual partition on
+    /// its physical partition.
+    #[test]
+    fn growing_v_keeps_placement(p in 1i32..32, r1 in 2i32..16, extra in 1i32..16) {
+        let small = TopicMapping::new(p * r1, p);
+        let big = TopicMapping::new(p * (r1 + extra), p);
+        for v in 0..small.virtual_count {
+            prop_assert_eq!(small.locate(VirtualPartition(v)), big.locate(VirtualPartition(v)));
+        }
+    }
+}
+
+/// A batch sequence: (owner tag or None for untagged, record count, codec).
+fn batch_strategy() -> impl Strategy<Value = Vec<(Option<i32>, usize, u8, bool)>> {
+    prop::collection::vec((prop::option::of(0i32..12), 1usize..5, 0u8..5, prop::bool::weighted(0.1)), 1..25)
+}
+
+fn codec(c: u8) -> Compression {
+    [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd][c as usize]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, .. ProptestConfig::default() })]
+
+    /// Physical partition 0 of a 12-over-3 topic (virtual 0, 3, 6, 9 live
+    /// there): whatever the batches, each virtual partition's view holds
+    /// exactly the records tagged for it (untagged ones: virtual 0),
+    /// control batches reach everyone, and each view's batches cover every
+    /// offset from the fetch offset to the end with no gap, so a consumer
+    /// moves to the end however little of the data is its own.
+    #[test]
+    fn every_record_lands_in_exactly_one_virtual_partition(spec in batch_strategy(), start_at in 0usize..3) {
+        let siblings = [0, 3, 6, 9];
+        let mut blob = Vec::new();
+        let mut offset = 0i64;
+        let mut expected: std::collections::BTreeMap<i32, Vec<(i64, Vec<u8>)>> = Default::default();
+        let mut batch_starts = Vec::new();
+        for (i, (owner, count, c, control)) in spec.iter().enumerate() {
+            // Owners outside this physical partition's siblings still occur
+            // (mirrored data); they belong to no one asked for here.
+            let tag = owner.map(|o| siblings[(o % 4) as usize] + if o >= 8 { 1 } else { 0 });
+            let recs: Vec<RecordData> = (0..*count)
+                .map(|j| RecordData {
+                    key: None,
+                    value: Some(format!("b{i}r{j}").into_bytes()),
+                    headers: tag.map(|t| vec![(TAG_HEADER.to_string(), Some(t.to_string().into_bytes()))]).unwrap_or_default(),
+                    timestamp_delta: j as i64,
+                    offset_delta: j as i32,
+                })
+                .collect();
+            let opts = BuildOptions {
+                base_offset: offset,
+                compression: if *control { Compression::None } else { codec(*c) },
+                control: *control,
+                transactional: *control,
+                producer_id: if *control { 7 } else { -1 },
+                ..Default::default()
+            };
+            blob.extend(records::build_batch(&recs, &opts));
+            batch_starts.push(offset);
+            if !*control {
+                let owner = tag.unwrap_or(0);
+                for (j, r) in recs.iter().enumerate() {
+                    expected.entry(owner).or_default().push((offset + j as i64, r.value.clone().unwrap()));
+                }
+            }
+            offset += *count as i64;
+        }
+        let end = offset;
+        let fetch_offset = batch_starts[start_at.min(batch_starts.len() - 1)];
+        let classified = classify(&blob, 0);
+        let mut stats = FilterStats::default();
+        for &vp in &siblings {
+            let view = records_for(&classified, vp, fetch_offset, &mut stats);
+            let mut got = Vec::new();
+            let mut next = fetch_offset;
+            for item in records::batches(&view) {
+                let Item::Batch(b) = item.unwrap() else { panic!("partial batch in a view") };
+                prop_assert!(records::verify_crc(&b));
+                prop_assert_eq!(b.header.base_offset, next, "gap or overlap in the view of {}", vp);
+                next = b.header.last_offset() + 1;
+                if b.header.is_control() {
+                    continue;
+                }
+                for (j, r) in records::records(&b).unwrap().into_iter().enumerate() {
+                    got.push((b.header.base_offset + j as i64, r.value.unwrap()));
+                }
+            }
+            prop_assert_eq!(next, end, "view of {} stops before the end", vp);
+            let want: Vec<(i64, Vec<u8>)> = expected.get(&vp).cloned().unwrap_or_default().into_iter().filter(|(o, _)| *o >= fetch_offset).collect();
+            prop_assert_eq!(got, want, "records of virtual partition {}", vp);
+        }
+    }
+}
