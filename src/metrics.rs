@@ -53,6 +53,8 @@ counters! {
     fetch_bytes_returned_total: "counter",
     /// Producer ids obtained from the broker for k >= 1 virtual partitions.
     derived_producer_ids_total: "counter",
+    /// Topics whose physical partition count contradicts their mapping rule.
+    topics_mismatched: "gauge",
 }
 
 impl Metrics {

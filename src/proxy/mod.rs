@@ -95,6 +95,15 @@ pub struct ProxyContext {
     pub handle: LoopHandle,
 }
 
+impl ProxyContext {
+    /// Log every topic whose physical count contradicts its rule, and
+    /// publish how many there are (at start and after each refresh).
+    pub fn report_mismatches(&self) {
+        let n = self.mapper.report_mismatches(&self.cluster.read());
+        self.shared.metrics.topics_mismatched.store(n as u64, Ordering::Relaxed);
+    }
+}
+
 /// A proxy that is listening and connected, ready to `serve`.
 pub struct Proxy {
     poll: Poll,
@@ -150,9 +159,9 @@ impl Proxy {
         let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(StartError::Io)?);
         let (tx, commands) = crossbeam_channel::unbounded();
         let handle = LoopHandle::new(tx, waker);
-        mapper.report_mismatches(&cluster.read());
         let producer_ids = Default::default();
         let ctx = Arc::new(ProxyContext { settings, mapper, producer_ids, cluster, shared, handle });
+        ctx.report_mismatches();
         Ok(Proxy { poll, listener, ctx, commands })
     }
 
@@ -180,9 +189,10 @@ impl Proxy {
             let control = ControlClient::new(ctx.cluster.clone(), ctx.settings.connect_timeout, ctx.settings.request_timeout);
             let interval = ctx.settings.metadata_refresh;
             let shared = ctx.shared.clone();
-            std::thread::Builder::new()
-                .name("metadata-refresh".into())
-                .spawn(move || crate::upstream::refresh::run(control, interval, shared))?
+            let rctx = ctx.clone();
+            std::thread::Builder::new().name("metadata-refresh".into()).spawn(move || {
+                crate::upstream::refresh::run(control, interval, shared, || rctx.report_mismatches())
+            })?
         };
         let loop_settings = LoopSettings {
             max_connections: ctx.settings.max_connections,

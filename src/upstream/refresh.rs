@@ -10,7 +10,9 @@ use log::{info, warn};
 use super::control::ControlClient;
 use crate::net::Shared;
 
-pub fn run(mut client: ControlClient, interval: Duration, shared: Arc<Shared>) {
+/// Refresh every `interval`; `after_refresh` runs after each success (the
+/// proxy reports topics that contradict their rule there).
+pub fn run(mut client: ControlClient, interval: Duration, shared: Arc<Shared>, after_refresh: impl Fn()) {
     let mut healthy = true;
     let mut next = Instant::now() + interval;
     while !shared.shutdown.load(Ordering::SeqCst) {
@@ -20,11 +22,13 @@ pub fn run(mut client: ControlClient, interval: Duration, shared: Arc<Shared>) {
         }
         next = Instant::now() + interval;
         match client.bootstrap() {
-            Ok(()) if !healthy => {
-                info!("Kafka cluster reachable again");
-                healthy = true;
+            Ok(()) => {
+                if !healthy {
+                    info!("Kafka cluster reachable again");
+                    healthy = true;
+                }
+                after_refresh();
             }
-            Ok(()) => {}
             Err(e) => {
                 if healthy {
                     warn!("Metadata refresh failed: {e}");
