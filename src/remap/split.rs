@@ -283,4 +283,72 @@ mod tests {
         assert_eq!(s.rounds.len(), 1);
         assert_eq!(s.rounds[0], req);
     }
+
+    /// Tansu does not offer OffsetForLeaderEpoch, so its mapping is shown
+    /// here on encoded bytes of every version: virtual partitions out,
+    /// physical ones upstream, answers back under virtual numbers.
+    #[test]
+    fn offset_for_leader_epoch_maps_both_ways_in_every_version() {
+        use crate::kafka::message::{encode_request, encode_response};
+        let m = TopicMapping::new(8, 2);
+        for version in 0..=4i16 {
+            let schema = &request_schema(23).unwrap().body;
+            let ts = codec::element_schema(schema, "topics");
+            let ps = codec::element_schema(ts, "partitions");
+            let mut req = codec::with_defaults(schema, version);
+            let mut t = codec::with_defaults(ts, version);
+            t.set("topic", Value::str("t"));
+            let entries = [5, 1, 2]
+                .iter()
+                .map(|&v| {
+                    let mut e = codec::with_defaults(ps, version);
+                    e.set("partition", Value::Int32(v));
+                    e.set("leader_epoch", Value::Int32(9));
+                    Value::Struct(e)
+                })
+                .collect();
+            t.set("partitions", Value::Array(Some(entries)));
+            req.set("topics", Value::Array(Some(vec![Value::Struct(t)])));
+            // Through the wire and back, as the proxy receives it.
+            let bytes = encode_request(23, version, 1, None, &req).unwrap();
+            let (_, body) = crate::kafka::header::RequestHeader::parse(&bytes).unwrap();
+            let decoded = codec::decode(request_schema(23).unwrap(), version, body).unwrap();
+            let s = split(&decoded, &LEADER_EPOCH, &|_: &str| Decision::Remap(m), &mut |_, _, _, _, _, _| Ok(()));
+            // 5 and 1 both live on physical 1, 2 on physical 0: two rounds.
+            assert_eq!(s.rounds.len(), 2, "v{version}");
+            let physical: Vec<Vec<i32>> = s
+                .rounds
+                .iter()
+                .map(|r| r.structs("topics").flat_map(|t| t.structs("partitions")).map(|e| e.i32("partition").unwrap()).collect())
+                .collect();
+            assert_eq!(physical, vec![vec![1, 0], vec![1]], "v{version}");
+            let rs = &response_schema(23).unwrap().body;
+            let rts = codec::element_schema(rs, "topics");
+            let rps = codec::element_schema(rts, "partitions");
+            let answer = |entries: &[(i32, i64)]| {
+                let mut r = codec::with_defaults(rs, version);
+                let mut t = codec::with_defaults(rts, version);
+                t.set("topic", Value::str("t"));
+                t.set("partitions", Value::Array(Some(entries.iter().map(|&(p, end)| {
+                    let mut e = codec::with_defaults(rps, version);
+                    e.set("partition", Value::Int32(p));
+                    e.set("end_offset", Value::Int64(end));
+                    Value::Struct(e)
+                }).collect())));
+                r.set("topics", Value::Array(Some(vec![Value::Struct(t)])));
+                r
+            };
+            let answers = vec![answer(&[(1, 40), (0, 7)]), answer(&[(1, 40)])];
+            let merged = merge(answers[0].clone(), &answers, &LEADER_EPOCH, &s.topics, version);
+            let out = encode_response(23, version, 1, &[], &merged).unwrap();
+            let (_, _, body) = crate::kafka::header::parse_response_header(&out, 23, version).unwrap();
+            let back = codec::decode(response_schema(23).unwrap(), version, body).unwrap();
+            let got: Vec<(i32, i64)> = back
+                .structs("topics")
+                .flat_map(|t| t.structs("partitions"))
+                .map(|e| (e.i32("partition").unwrap(), e.i64("end_offset").unwrap()))
+                .collect();
+            assert_eq!(got, vec![(5, 40), (1, 40), (2, 7)], "v{version}");
+        }
+    }
 }
