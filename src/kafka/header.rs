@@ -85,12 +85,11 @@ pub fn response_header_is_flexible(api_key: i16, version: i16) -> bool {
     api_key != ApiKey::ApiVersions as i16 && is_flexible(api_key, version, MessageKind::Response).unwrap_or(false)
 }
 
+/// Tagged fields as read: (tag, raw bytes).
+pub type RawTags<'a> = Vec<(u32, Cow<'a, [u8]>)>;
+
 /// Split a response frame into correlation id, header tags and body.
-pub fn parse_response_header(
-    frame: &[u8],
-    api_key: i16,
-    version: i16,
-) -> DecodeResult<(i32, Vec<(u32, Cow<'_, [u8]>)>, &[u8])> {
+pub fn parse_response_header(frame: &[u8], api_key: i16, version: i16) -> DecodeResult<(i32, RawTags<'_>, &[u8])> {
     let mut r = Reader::new(frame);
     let correlation_id = r.i32()?;
     let tags = if response_header_is_flexible(api_key, version) { read_tags(&mut r)? } else { Vec::new() };

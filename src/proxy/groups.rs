@@ -32,6 +32,12 @@ enum Target {
 /// Client topics with, per partition named, where it goes.
 type Placements = Vec<(String, Vec<(i32, Target)>)>;
 
+/// Error code per (topic, physical partition).
+type PartitionCodes = BTreeMap<(String, i32), i16>;
+
+/// Topics and partitions an OffsetFetch asks about; `None` is "all".
+type TopicPartitions = Option<Vec<(String, Vec<i32>)>>;
+
 fn place(ctx: &ProxyContext, topic: &str, partition: i32, remapped: &mut bool) -> Target {
     let view = ctx.cluster.read();
     match ctx.mapper.decide(topic, &view) {
@@ -105,7 +111,7 @@ fn part(session: &mut Session, header: &RequestHeader<'_>, api: ApiKey, version:
 
 /// Error code per (topic, physical partition) from an OffsetCommit or
 /// OffsetDelete answer.
-fn partition_codes(api: ApiKey, version: i16, answer: &[u8]) -> Result<(i16, BTreeMap<(String, i32), i16>), String> {
+fn partition_codes(api: ApiKey, version: i16, answer: &[u8]) -> Result<(i16, PartitionCodes), String> {
     let (_, _, body) = parse_response_header(answer, api as i16, version).map_err(|e| e.to_string())?;
     let resp = codec::decode(response_schema(api as i16).expect("declared"), version, body).map_err(|e| e.to_string())?;
     let mut codes = BTreeMap::new();
@@ -377,7 +383,7 @@ struct GroupOffsets {
 
 /// The groups of an OffsetFetch request, whatever its version: (group,
 /// topics or None for all).
-fn offset_fetch_groups(req: &Struct<'_>) -> Vec<(String, Option<Vec<(String, Vec<i32>)>>)> {
+fn offset_fetch_groups(req: &Struct<'_>) -> Vec<(String, TopicPartitions)> {
     let topics_of = |s: &Struct<'_>| -> Option<Vec<(String, Vec<i32>)>> {
         match s.get("topics") {
             Value::Array(Some(ts)) => Some(
@@ -440,7 +446,7 @@ pub fn offset_fetch(ctx: &ProxyContext, session: &mut Session, header: &RequestH
     let max_k = ctx.mapper.max_ratio();
     // Per client group: the sub-queries (k, physical topics or None).
     let mut remapped = false;
-    let mut queries: Vec<(usize, i32, Option<Vec<(String, Vec<i32>)>>)> = Vec::new();
+    let mut queries: Vec<(usize, i32, TopicPartitions)> = Vec::new();
     for (gi, (_, topics)) in groups.iter().enumerate() {
         match topics {
             None => {
@@ -469,9 +475,8 @@ pub fn offset_fetch(ctx: &ProxyContext, session: &mut Session, header: &RequestH
                         }
                     }
                 }
-                if !by_k.contains_key(&0) {
-                    by_k.insert(0, Vec::new());
-                }
+                // The group's own query always runs: it carries the group's error.
+                by_k.entry(0).or_default();
                 for (k, ts) in by_k {
                     queries.push((gi, k, Some(ts)));
                 }
@@ -750,6 +755,6 @@ pub fn delete_groups(ctx: &ProxyContext, session: &mut Session, header: &Request
 pub fn hide_derived_groups(body: &mut Struct<'_>) -> bool {
     let Some(groups) = body.array_mut("groups") else { return false };
     let before = groups.len();
-    groups.retain(|g| g.as_struct().and_then(|g| g.str("group_id")).is_none_or(|id| parse_derived(id).is_none()));
+    groups.retain(|g| g.as_struct().and_then(|g| g.str("group_id")).map_or(true, |id| parse_derived(id).is_none()));
     groups.len() != before
 }

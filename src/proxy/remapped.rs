@@ -13,12 +13,9 @@ use crate::kafka::api::{error, ApiKey};
 use crate::kafka::codec::{self, Struct, Value};
 use crate::kafka::header::{parse_response_header, RequestHeader};
 use crate::kafka::message::{encode_request, encode_response, response_schema};
-use crate::remap::mapping::{Decision, PhysicalPartition, TopicMapping, VirtualPartition};
-use crate::remap::split::{self, Dest, Refusal, Shape};
+use crate::remap::mapping::{Decision, TopicMapping, VirtualPartition};
+use crate::remap::split::{self, Dest, EntryRewrite, Shape};
 
-/// Rewrites an entry of a remapped topic after its index became physical.
-pub type EntryRewrite<'r, 'a> =
-    &'r mut dyn FnMut(&str, &mut Struct<'a>, TopicMapping, VirtualPartition, PhysicalPartition, i32) -> Result<(), Refusal>;
 
 /// Split a topics → partitions request into rounds, send them to the leader
 /// of each round's first partition, merge the answers.

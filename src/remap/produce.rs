@@ -31,9 +31,13 @@ pub trait ProducerIdSource {
 
 /// The cache of derived producer ids. Losing it (restart) is safe: Kafka
 /// accepts any first sequence for a producer id it has no state for.
+/// A producer's (id, epoch).
+pub type ProducerIdEpoch = (i64, i16);
+
 #[derive(Default)]
 pub struct ProducerIds {
-    map: Mutex<HashMap<(i64, i16, i32), (i64, i16)>>,
+    /// (client id, client epoch, k) → derived (id, epoch).
+    map: Mutex<HashMap<(i64, i16, i32), ProducerIdEpoch>>,
 }
 
 impl ProducerIds {

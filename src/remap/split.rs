@@ -55,15 +55,15 @@ pub struct Split<'a> {
 /// A refusal of one entry: error code and the message to log and return.
 pub type Refusal = (i16, String);
 
+/// Rewrites one entry of a remapped topic after its index became physical:
+/// (topic, entry, mapping, virtual, physical, k).
+pub type EntryRewrite<'r, 'a> =
+    &'r mut dyn FnMut(&str, &mut Struct<'a>, TopicMapping, VirtualPartition, PhysicalPartition, i32) -> Result<(), Refusal>;
+
 /// Split `req`. `rewrite` is called for each entry of a remapped topic after
 /// its index is set to the physical partition (produce re-tags records
 /// there) and may refuse it.
-pub fn split<'a>(
-    req: &Struct<'a>,
-    shape: &Shape,
-    decide: &dyn Fn(&str) -> Decision,
-    rewrite: &mut dyn FnMut(&str, &mut Struct<'a>, TopicMapping, VirtualPartition, PhysicalPartition, i32) -> Result<(), Refusal>,
-) -> Split<'a> {
+pub fn split<'a>(req: &Struct<'a>, shape: &Shape, decide: &dyn Fn(&str) -> Decision, rewrite: EntryRewrite<'_, 'a>) -> Split<'a> {
     let mut rounds_entries: Vec<Vec<(usize, Struct<'a>)>> = Vec::new();
     let mut topics = Vec::new();
     let mut remapped = false;
