@@ -369,6 +369,17 @@ impl Rule {
 
 /// The rule's place in the configuration: `mapping`, `mapping.topics.events`,
 /// `mapping.topics."audit\..*"`.
+impl Rule {
+    /// The rule as a person reads it in a message: "the default rule", or
+    /// its path in the file.
+    pub fn name(&self) -> String {
+        match self.source {
+            RuleSource::Default => "the default rule (mapping.virtual_partitions/physical_partitions)".to_string(),
+            _ => self.to_string(),
+        }
+    }
+}
+
 impl fmt::Display for Rule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.source {

@@ -107,7 +107,7 @@ fn check_config(args: &RunArgs) -> ExitCode {
                 "  {name}: {} virtual -> {physical} physical partitions ({}:1) by {}",
                 m.virtual_count,
                 m.ratio(),
-                rule.map_or_else(String::new, |r| r.to_string())
+                rule.map_or_else(String::new, |r| r.name())
             ),
             kpr_proxy::remap::mapping::Decision::Mismatch { rule, expected, actual } => {
                 mismatches += 1;
@@ -118,8 +118,8 @@ fn check_config(args: &RunArgs) -> ExitCode {
                     "internal topic".to_string()
                 } else {
                     match rule {
-                        Some(r) if r.is_passthrough() => format!("1:1 by {r}"),
-                        Some(r) => format!("{r} applies only to topics with {} partitions", r.physical_partitions),
+                        Some(r) if r.is_passthrough() => format!("1:1 by {}", r.name()),
+                        Some(r) => format!("{} applies only to topics with {} partitions", r.name(), r.physical_partitions),
                         None => "no rule".to_string(),
                     }
                 };

@@ -104,9 +104,7 @@ fn filtered<'a>(
 }
 
 fn part(session: &mut Session, header: &RequestHeader<'_>, api: ApiKey, version: i16, body: &Struct<'_>, route: Route) -> Result<Part, String> {
-    let correlation_id = session.next_correlation_id();
-    let frame = encode_request(api as i16, version, correlation_id, header.client_id.as_deref(), body).map_err(|e| e.to_string())?;
-    Ok(Part { route, frame: frame.into(), correlation_id, broker_wait: Duration::ZERO })
+    Part::build(session, header.client_id.as_deref(), api as i16, version, body, route, Duration::ZERO)
 }
 
 /// Error code per (topic, physical partition) from an OffsetCommit or

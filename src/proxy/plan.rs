@@ -29,6 +29,60 @@ pub struct Part {
     pub broker_wait: Duration,
 }
 
+impl Part {
+    /// A request the proxy encodes itself, with a correlation id of the
+    /// session's own.
+    pub fn build(
+        session: &mut super::session::Session,
+        client_id: Option<&str>,
+        api_key: i16,
+        version: i16,
+        body: &Struct<'_>,
+        route: Route,
+        broker_wait: Duration,
+    ) -> Result<Part, String> {
+        let correlation_id = session.next_correlation_id();
+        let frame = crate::kafka::message::encode_request(api_key, version, correlation_id, client_id, body)
+            .map_err(|e| e.to_string())?;
+        Ok(Part { route, frame: PartFrame::Owned(frame), correlation_id, broker_wait })
+    }
+}
+
+/// Builds a response from the single answer of a request, or from none
+/// when nothing had to go upstream.
+pub type BuildFn = Box<dyn FnOnce(&ProxyContext, i16, i32, Option<&[u8]>) -> Result<Vec<u8>, String>>;
+
+/// A plan of one upstream request whose answer `build` turns into the
+/// client's response; with no `body`, `build` answers at once.
+#[allow(clippy::too_many_arguments)]
+pub fn single_request(
+    ctx: &ProxyContext,
+    session: &mut super::session::Session,
+    client_id: Option<&str>,
+    api_key: i16,
+    version: i16,
+    correlation_id: i32,
+    body: Option<&Struct<'_>>,
+    route: Route,
+    broker_wait: Duration,
+    build: BuildFn,
+) -> Plan {
+    let Some(body) = body else {
+        return match build(ctx, version, correlation_id, None) {
+            Ok(bytes) => Plan::Answer(bytes),
+            Err(e) => Plan::Close(e),
+        };
+    };
+    match Part::build(session, client_id, api_key, version, body, route, broker_wait) {
+        Ok(part) => Plan::Forward {
+            parts: vec![part],
+            expect_response: true,
+            finish: Finish::Merge(Box::new(move |ctx, v, corr, answers| build(ctx, v, corr, answers.first().map(Vec::as_slice)))),
+        },
+        Err(e) => Plan::Close(e),
+    }
+}
+
 /// The bytes of a part (without size prefix).
 pub enum PartFrame {
     /// The frame exactly as the client sent it; the worker moves it in once

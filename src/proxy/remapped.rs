@@ -5,14 +5,14 @@ use std::time::Duration;
 
 use log::warn;
 
-use super::plan::{Finish, Part, Plan};
+use super::plan::{single_request, Finish, Part, Plan};
 use super::route::Route;
 use super::session::Session;
 use super::ProxyContext;
 use crate::kafka::api::{error, ApiKey};
 use crate::kafka::codec::{self, Struct, Value};
 use crate::kafka::header::{parse_response_header, RequestHeader};
-use crate::kafka::message::{encode_request, encode_response, response_schema};
+use crate::kafka::message::{encode_response, response_schema};
 use crate::remap::mapping::{Decision, TopicMapping, VirtualPartition};
 use crate::remap::split::{self, Dest, EntryRewrite, Shape};
 
@@ -83,10 +83,9 @@ pub fn split_plan<'a>(
                 Some(Route::Leader { topic: t.str(request_shape.name)?.to_string(), partition: e.i32(request_shape.index)? })
             })
             .unwrap_or(Route::Any);
-        let correlation_id = session.next_correlation_id();
-        match encode_request(api as i16, version, correlation_id, header.client_id.as_deref(), round) {
-            Ok(frame) => parts.push(Part { route, frame: frame.into(), correlation_id, broker_wait }),
-            Err(e) => return Some(Plan::Close(e.to_string())),
+        match Part::build(session, header.client_id.as_deref(), api as i16, version, round, route, broker_wait) {
+            Ok(part) => parts.push(part),
+            Err(e) => return Some(Plan::Close(e)),
         }
     }
     Some(Plan::Forward {
@@ -123,7 +122,7 @@ pub fn create_topics(ctx: &ProxyContext, session: &mut Session, header: &Request
             let default_rule = matches!(rule.source, crate::config::RuleSource::Default);
             if asked == v || (asked == -1 && !default_rule) {
                 if !t.array("assignments").is_empty() {
-                    refused.push((i, error::INVALID_REQUEST, format!("Topic {name} falls under {rule}: manual replica assignments are not supported for remapped topics")));
+                    refused.push((i, error::INVALID_REQUEST, format!("Topic {name} falls under {}: manual replica assignments are not supported for remapped topics", rule.name())));
                     changed = true;
                     continue;
                 }
@@ -135,7 +134,8 @@ pub fn create_topics(ctx: &ProxyContext, session: &mut Session, header: &Request
                     i,
                     error::INVALID_PARTITIONS,
                     format!(
-                        "Topic {name} falls under {rule} ({v} virtual on {p} physical partitions): create it with {v} partitions, not {asked}"
+                        "Topic {name} falls under {} ({v} virtual on {p} physical partitions): create it with {v} partitions, not {asked}",
+                        rule.name()
                     ),
                 ));
                 changed = true;
@@ -152,7 +152,7 @@ pub fn create_topics(ctx: &ProxyContext, session: &mut Session, header: &Request
     }
     out.set("topics", Value::Array(Some(kept)));
     let names: Vec<String> = req.structs("topics").map(|t| t.str("name").unwrap_or_default().to_string()).collect();
-    let finish = move |version: i16, corr: i32, answer: Option<&[u8]>| -> Result<Vec<u8>, String> {
+    let finish = move |_ctx: &ProxyContext, version: i16, corr: i32, answer: Option<&[u8]>| -> Result<Vec<u8>, String> {
         let schema = response_schema(ApiKey::CreateTopics as i16).expect("declared");
         let resp = match answer {
             Some(a) => {
@@ -190,23 +190,20 @@ pub fn create_topics(ctx: &ProxyContext, session: &mut Session, header: &Request
         body.set("topics", Value::Array(Some(results)));
         encode_response(ApiKey::CreateTopics as i16, version, corr, &[], &body).map_err(|e| e.to_string())
     };
-    if out.array("topics").is_empty() {
-        return Some(match finish(version, header.correlation_id, None) {
-            Ok(b) => Plan::Answer(b),
-            Err(e) => Plan::Close(e),
-        });
-    }
-    let correlation_id = session.next_correlation_id();
-    let frame = match encode_request(ApiKey::CreateTopics as i16, version, correlation_id, header.client_id.as_deref(), &out) {
-        Ok(f) => f,
-        Err(e) => return Some(Plan::Close(e.to_string())),
-    };
     let wait = Duration::from_millis(req.i32("timeout_ms").unwrap_or(0).max(0) as u64);
-    Some(Plan::Forward {
-        parts: vec![Part { route: Route::Controller, frame: frame.into(), correlation_id, broker_wait: wait }],
-        expect_response: true,
-        finish: Finish::Merge(Box::new(move |_ctx, v, corr, answers| finish(v, corr, answers.first().map(Vec::as_slice)))),
-    })
+    let body = (!out.array("topics").is_empty()).then_some(&out);
+    Some(single_request(
+        ctx,
+        session,
+        header.client_id.as_deref(),
+        ApiKey::CreateTopics as i16,
+        version,
+        header.correlation_id,
+        body,
+        Route::Controller,
+        wait,
+        Box::new(finish),
+    ))
 }
 
 /// Requests whose every entry on a remapped topic must be refused
@@ -256,7 +253,7 @@ pub fn refuse_remapped_topics(
             (t.str("name").unwrap_or_default().to_string(), parts)
         })
         .collect();
-    let finish = move |version: i16, corr: i32, answer: Option<&[u8]>| -> Result<Vec<u8>, String> {
+    let finish = move |_ctx: &ProxyContext, version: i16, corr: i32, answer: Option<&[u8]>| -> Result<Vec<u8>, String> {
         let schema = response_schema(api as i16).expect("declared");
         let resp = match answer {
             Some(a) => {
@@ -292,12 +289,6 @@ pub fn refuse_remapped_topics(
         body.set(results_field, Value::Array(Some(out)));
         encode_response(api as i16, version, corr, &[], &body).map_err(|e| e.to_string())
     };
-    if kept.is_empty() {
-        return Some(match finish(version, header.correlation_id, None) {
-            Ok(b) => Plan::Answer(b),
-            Err(e) => Plan::Close(e),
-        });
-    }
     let mut out = req.clone();
     // DeleteRecords goes to the leader of what is left.
     let route = if api == ApiKey::DeleteRecords {
@@ -311,17 +302,21 @@ pub fn refuse_remapped_topics(
     } else {
         route
     };
+    let nothing_left = kept.is_empty();
     out.set(topics_field, Value::Array(Some(kept)));
-    let correlation_id = session.next_correlation_id();
-    let frame = match encode_request(api as i16, version, correlation_id, header.client_id.as_deref(), &out) {
-        Ok(f) => f,
-        Err(e) => return Some(Plan::Close(e.to_string())),
-    };
-    Some(Plan::Forward {
-        parts: vec![Part { route, frame: frame.into(), correlation_id, broker_wait: Duration::from_secs(30) }],
-        expect_response: true,
-        finish: Finish::Merge(Box::new(move |_c, v, corr, answers| finish(v, corr, answers.first().map(Vec::as_slice)))),
-    })
+    let wait = Duration::from_millis(req.i32("timeout_ms").unwrap_or(0).max(0) as u64);
+    Some(single_request(
+        ctx,
+        session,
+        header.client_id.as_deref(),
+        api as i16,
+        version,
+        header.correlation_id,
+        (!nothing_left).then_some(&out),
+        route,
+        wait,
+        Box::new(finish),
+    ))
 }
 
 /// AddPartitionsToTxn (v0-3, the clients' form): k = 0 virtual partitions
@@ -670,23 +665,19 @@ pub fn fetch(ctx: &ProxyContext, session: &mut Session, header: &RequestHeader<'
         metrics.batches_filtered_total.fetch_add(stats.batches_filtered, Relaxed);
         encode_response(ApiKey::Fetch as i16, version, corr, &[], &resp).map_err(|e| e.to_string())
     };
-    if nothing_upstream {
-        return Some(match build(ctx, version, header.correlation_id, None) {
-            Ok(b) => Plan::Answer(b),
-            Err(e) => Plan::Close(e),
-        });
-    }
-    let correlation_id = session.next_correlation_id();
-    let frame = match encode_request(ApiKey::Fetch as i16, version, correlation_id, header.client_id.as_deref(), &upstream) {
-        Ok(f) => f,
-        Err(e) => return Some(Plan::Close(e.to_string())),
-    };
     let wait = Duration::from_millis(req.i32("max_wait_ms").unwrap_or(0).max(0) as u64);
-    Some(Plan::Forward {
-        parts: vec![Part { route, frame: frame.into(), correlation_id, broker_wait: wait }],
-        expect_response: true,
-        finish: Finish::Merge(Box::new(move |ctx, v, corr, answers| build(ctx, v, corr, answers.first().map(Vec::as_slice)))),
-    })
+    Some(single_request(
+        ctx,
+        session,
+        header.client_id.as_deref(),
+        ApiKey::Fetch as i16,
+        version,
+        header.correlation_id,
+        (!nothing_upstream).then_some(&upstream),
+        route,
+        wait,
+        Box::new(build),
+    ))
 }
 
 fn set_if_present(s: &mut Struct<'_>, name: &str, value: Value<'static>, version: i16) {
