@@ -31,8 +31,12 @@ impl fmt::Display for FrameError {
 impl std::error::Error for FrameError {}
 
 pub struct FrameReader {
+    /// Bytes `[start, end)` are buffered; the rest is space to read into.
+    /// The vector's length is its usable size, zeroed once when it grows,
+    /// not on every read.
     buf: Vec<u8>,
     start: usize,
+    end: usize,
     max: usize,
     min: usize,
 }
@@ -41,32 +45,37 @@ impl FrameReader {
     /// `min` is the smallest acceptable frame (requests need a header;
     /// responses need at least a correlation id).
     pub fn new(max: usize, min: usize) -> Self {
-        FrameReader { buf: Vec::with_capacity(64 * 1024), start: 0, max, min }
+        FrameReader { buf: vec![0; 64 * 1024], start: 0, end: 0, max, min }
     }
 
-    /// Space to read into: at least `want` bytes at the end of the buffer.
+    /// Space to read into: at least `want` bytes after the buffered ones.
     pub fn read_space(&mut self, want: usize) -> &mut [u8] {
-        if self.start > 0 && self.start == self.buf.len() {
-            self.buf.clear();
+        if self.start == self.end {
             self.start = 0;
-        } else if self.start > self.buf.capacity() / 2 {
-            self.buf.drain(..self.start);
-            self.start = 0;
+            self.end = 0;
         }
-        let len = self.buf.len();
-        self.buf.resize(len + want, 0);
-        &mut self.buf[len..]
+        if self.buf.len() - self.end < want {
+            // Move what is buffered to the front; grow only if that is not
+            // enough room.
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+            if self.buf.len() - self.end < want {
+                let len = (self.end + want).next_power_of_two();
+                self.buf.resize(len, 0);
+            }
+        }
+        &mut self.buf[self.end..]
     }
 
     /// Keep `n` of the bytes last handed out by `read_space`.
-    pub fn commit(&mut self, want: usize, n: usize) {
-        let new_len = self.buf.len() - want + n;
-        self.buf.truncate(new_len);
+    pub fn commit(&mut self, n: usize) {
+        self.end += n;
     }
 
     /// The next complete frame (without its size prefix), if one is buffered.
     pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
-        let avail = &self.buf[self.start..];
+        let avail = &self.buf[self.start..self.end];
         if avail.len() < 4 {
             return Ok(None);
         }
@@ -83,12 +92,18 @@ impl FrameReader {
         }
         let frame = avail[4..4 + size].to_vec();
         self.start += 4 + size;
+        if self.start == self.end && self.buf.len() > 4 << 20 {
+            // Give back what one huge frame made us grow to.
+            self.buf = vec![0; 64 * 1024];
+            self.start = 0;
+            self.end = 0;
+        }
         Ok(Some(frame))
     }
 
     /// Bytes buffered but not yet returned as frames.
     pub fn buffered(&self) -> usize {
-        self.buf.len() - self.start
+        self.end - self.start
     }
 }
 
@@ -106,8 +121,8 @@ mod tests {
 
     fn feed(r: &mut FrameReader, bytes: &[u8]) {
         let space = r.read_space(bytes.len());
-        space.copy_from_slice(bytes);
-        r.commit(bytes.len(), bytes.len());
+        space[..bytes.len()].copy_from_slice(bytes);
+        r.commit(bytes.len());
     }
 
     #[test]
@@ -138,11 +153,27 @@ mod tests {
     }
 
     #[test]
+    fn a_frame_larger_than_the_buffer_grows_it_and_buffered_bytes_survive_compaction() {
+        let mut r = FrameReader::new(1 << 20, 1);
+        let big = vec![7u8; 200_000];
+        let mut wire = with_size_prefix(b"small");
+        wire.extend(with_size_prefix(&big));
+        wire.extend(with_size_prefix(b"tail"));
+        for chunk in wire.chunks(50_000) {
+            feed(&mut r, chunk);
+        }
+        assert_eq!(r.next_frame().unwrap().unwrap(), b"small");
+        assert_eq!(r.next_frame().unwrap().unwrap(), big);
+        assert_eq!(r.next_frame().unwrap().unwrap(), b"tail");
+        assert_eq!(r.buffered(), 0);
+    }
+
+    #[test]
     fn partial_reads_keep_only_what_arrived() {
         let mut r = FrameReader::new(1024, 1);
         let space = r.read_space(100);
         space[..6].copy_from_slice(&[0, 0, 0, 2, b'o', b'k']);
-        r.commit(100, 6);
+        r.commit(6);
         assert_eq!(r.next_frame().unwrap().unwrap(), b"ok");
     }
 }

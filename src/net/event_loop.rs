@@ -35,6 +35,14 @@ pub struct LoopSettings {
     pub shutdown_grace: Duration,
 }
 
+enum ReadOutcome {
+    /// The socket has nothing more for now.
+    Drained,
+    /// The buffer bound was reached with bytes still in the socket.
+    BufferFull,
+    Closed(String),
+}
+
 enum Kind {
     Client,
     Upstream { owner: Token },
@@ -250,51 +258,72 @@ impl EventLoop {
     }
 
     fn read(&mut self, token: Token) {
+        loop {
+            match self.read_some(token) {
+                ReadOutcome::Drained => return,
+                // Stopped at the buffer bound with bytes still in the socket;
+                // what was buffered has been handed over, so read on (the
+                // socket will not signal readiness again for bytes already
+                // there).
+                ReadOutcome::BufferFull => {}
+                ReadOutcome::Closed(reason) => {
+                    self.close(token, Some(reason));
+                    return;
+                }
+            }
+            let Some(entry) = self.entries.get(&token) else { return };
+            if entry.socket.read_paused.load(Ordering::SeqCst) {
+                return;
+            }
+        }
+    }
+
+    /// Read what the socket holds into the connection's buffer (up to a
+    /// bound for clients), dispatching the frames that completed.
+    fn read_some(&mut self, token: Token) -> ReadOutcome {
         let draining = self.listener.is_none();
-        let Some(entry) = self.entries.get_mut(&token) else { return };
+        let Some(entry) = self.entries.get_mut(&token) else { return ReadOutcome::Drained };
         let is_client = matches!(entry.kind, Kind::Client);
         // During shutdown clients get no new requests in; upstream answers
         // still flow so in-flight requests can finish.
         if is_client && (draining || entry.socket.read_paused.load(Ordering::SeqCst)) {
-            return;
+            return ReadOutcome::Drained;
         }
-        let mut eof = None;
+        let mut outcome = ReadOutcome::Drained;
         loop {
             let space = entry.reader.read_space(READ_CHUNK);
             match (&entry.socket.stream).read(space) {
                 Ok(0) => {
-                    entry.reader.commit(READ_CHUNK, 0);
-                    eof = Some(PEER_CLOSED.to_string());
+                    outcome = ReadOutcome::Closed(PEER_CLOSED.to_string());
                     break;
                 }
                 Ok(n) => {
-                    entry.reader.commit(READ_CHUNK, n);
+                    entry.reader.commit(n);
                     if is_client && entry.reader.buffered() > self.settings.max_frame_bytes + 4 {
+                        outcome = ReadOutcome::BufferFull;
                         break;
                     }
                 }
-                Err(e) => {
-                    entry.reader.commit(READ_CHUNK, 0);
-                    match e.kind() {
-                        io::ErrorKind::WouldBlock => break,
-                        io::ErrorKind::Interrupted => continue,
-                        // A peer that resets is gone, like one that closes.
-                        io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => {
-                            eof = Some(PEER_CLOSED.to_string());
-                            break;
-                        }
-                        _ => {
-                            eof = Some(format!("read failed: {e}"));
-                            break;
-                        }
+                Err(e) => match e.kind() {
+                    io::ErrorKind::WouldBlock => break,
+                    io::ErrorKind::Interrupted => continue,
+                    // A peer that resets is gone, like one that closes.
+                    io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => {
+                        outcome = ReadOutcome::Closed(PEER_CLOSED.to_string());
+                        break;
                     }
-                }
+                    _ => {
+                        outcome = ReadOutcome::Closed(format!("read failed: {e}"));
+                        break;
+                    }
+                },
             }
         }
-        let frame_error = self.dispatch_frames(token);
-        if let Some(reason) = frame_error.or(eof) {
-            self.close(token, Some(reason));
+        // Frames that arrived before a close still count.
+        if let Some(reason) = self.dispatch_frames(token) {
+            return ReadOutcome::Closed(reason);
         }
+        outcome
     }
 
     /// Hand every complete buffered frame to the owning worker. Returns why

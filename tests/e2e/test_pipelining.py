@@ -55,3 +55,23 @@ def test_many_pipelined_requests(proxy):
             assert payload is not None, f"connection closed after {i} of {n} responses"
             corr, error, _ = parse_api_versions_response(i % 3, payload)
             assert (corr, error) == (10_000 + i, 0)
+
+
+def test_pipelined_frames_near_the_size_limit(start_proxy):
+    """Many requests close to listen.max_frame_bytes in one burst: the proxy
+    bounds what it buffers per client, and must still read everything the
+    socket holds afterwards (it is edge-triggered: bytes already waiting are
+    not signalled again)."""
+    limit = 64 * 1024
+    proxy = start_proxy(extra={"listen": {"max_frame_bytes": limit}})
+    n = 40
+    # ApiVersions is answered by the proxy without reading its body, so
+    # padding makes a large, valid request.
+    frames = [kafkawire.request_frame(18, 0, 20_000 + i, body=b"\0" * (limit - 100)) for i in range(n)]
+    with kafkawire.connect(proxy.address, timeout=15) as sock:
+        sock.sendall(b"".join(frames))
+        for i in range(n):
+            payload = read_frame(sock)
+            assert payload is not None, f"connection closed after {i} of {n} responses"
+            corr, error, _ = parse_api_versions_response(0, payload)
+            assert (corr, error) == (20_000 + i, 0)
