@@ -4,6 +4,7 @@
 //! allocating for them.
 
 use std::fmt;
+use std::io::{self, Read};
 
 /// Smallest request body: api key, api version, correlation id, client id
 /// length.
@@ -30,13 +31,30 @@ impl fmt::Display for FrameError {
 
 impl std::error::Error for FrameError {}
 
+/// Frames at least this large are read straight into a buffer of their
+/// own, allocated once their size is known; smaller ones are cut from the
+/// shared read buffer.
+const LARGE_FRAME: usize = 32 * 1024;
+const READ_BUFFER: usize = 64 * 1024;
+
+/// What one `FrameReader::fill_from` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Filled {
+    Bytes(usize),
+    /// The source is at its end.
+    Eof,
+    /// Nothing was read: take frames with `next_frame` first.
+    FrameReady,
+}
+
 pub struct FrameReader {
-    /// Bytes `[start, end)` are buffered; the rest is space to read into.
-    /// The vector's length is its usable size, zeroed once when it grows,
-    /// not on every read.
+    /// Bytes `[start, end)` are buffered; the vector's length is fixed and
+    /// it is zeroed once, not on every read.
     buf: Vec<u8>,
     start: usize,
     end: usize,
+    /// A large frame being filled: its bytes so far and its full size.
+    large: Option<(Vec<u8>, usize)>,
     max: usize,
     min: usize,
 }
@@ -45,36 +63,54 @@ impl FrameReader {
     /// `min` is the smallest acceptable frame (requests need a header;
     /// responses need at least a correlation id).
     pub fn new(max: usize, min: usize) -> Self {
-        FrameReader { buf: vec![0; 64 * 1024], start: 0, end: 0, max, min }
+        FrameReader { buf: vec![0; READ_BUFFER], start: 0, end: 0, large: None, max, min }
     }
 
-    /// Space to read into: at least `want` bytes after the buffered ones.
-    pub fn read_space(&mut self, want: usize) -> &mut [u8] {
+    /// Read once from `src`: into the large frame being filled, else into
+    /// the read buffer. A `WouldBlock` error means the source is drained.
+    pub fn fill_from(&mut self, src: &mut impl Read) -> io::Result<Filled> {
+        if let Some((frame, size)) = &mut self.large {
+            if frame.len() == *size {
+                return Ok(Filled::FrameReady);
+            }
+            // `read_to_end` fills spare capacity without zeroing it first;
+            // `take` stops it at the frame's end.
+            let want = (*size - frame.len()) as u64;
+            let before = frame.len();
+            return match src.take(want).read_to_end(frame) {
+                Ok(_) if frame.len() == before => Ok(Filled::Eof),
+                Ok(_) => Ok(Filled::Bytes(frame.len() - before)),
+                Err(e) if frame.len() > before && e.kind() == io::ErrorKind::WouldBlock => {
+                    Ok(Filled::Bytes(frame.len() - before))
+                }
+                Err(e) => Err(e),
+            };
+        }
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
-        }
-        if self.buf.len() - self.end < want {
-            // Move what is buffered to the front; grow only if that is not
-            // enough room.
+        } else if self.end == self.buf.len() {
+            if self.start == 0 {
+                // Full of frames not yet taken.
+                return Ok(Filled::FrameReady);
+            }
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
-            if self.buf.len() - self.end < want {
-                let len = (self.end + want).next_power_of_two();
-                self.buf.resize(len, 0);
-            }
         }
-        &mut self.buf[self.end..]
-    }
-
-    /// Keep `n` of the bytes last handed out by `read_space`.
-    pub fn commit(&mut self, n: usize) {
+        let n = src.read(&mut self.buf[self.end..])?;
         self.end += n;
+        Ok(if n == 0 { Filled::Eof } else { Filled::Bytes(n) })
     }
 
-    /// The next complete frame (without its size prefix), if one is buffered.
+    /// The next complete frame (without its size prefix), if one is ready.
     pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
+        if let Some((frame, size)) = &self.large {
+            if frame.len() < *size {
+                return Ok(None);
+            }
+            return Ok(self.large.take().map(|(frame, _)| frame));
+        }
         let avail = &self.buf[self.start..self.end];
         if avail.len() < 4 {
             return Ok(None);
@@ -87,23 +123,25 @@ impl FrameReader {
         if size > self.max {
             return Err(FrameError::TooLarge { size, max: self.max });
         }
-        if avail.len() < 4 + size {
-            return Ok(None);
+        if avail.len() >= 4 + size {
+            let frame = avail[4..4 + size].to_vec();
+            self.start += 4 + size;
+            return Ok(Some(frame));
         }
-        let frame = avail[4..4 + size].to_vec();
-        self.start += 4 + size;
-        if self.start == self.end && self.buf.len() > 4 << 20 {
-            // Give back what one huge frame made us grow to.
-            self.buf = vec![0; 64 * 1024];
-            self.start = 0;
-            self.end = 0;
+        if size >= LARGE_FRAME || 4 + size > self.buf.len() {
+            // Move what has arrived into the frame's own buffer; the rest is
+            // read straight into it.
+            let mut frame = Vec::with_capacity(size);
+            frame.extend_from_slice(&avail[4..]);
+            self.start = self.end;
+            self.large = Some((frame, size));
         }
-        Ok(Some(frame))
+        Ok(None)
     }
 
-    /// Bytes buffered but not yet returned as frames.
+    /// Bytes received but not yet returned as frames.
     pub fn buffered(&self) -> usize {
-        self.end - self.start
+        self.end - self.start + self.large.as_ref().map_or(0, |(f, _)| f.len())
     }
 }
 
@@ -119,10 +157,17 @@ pub fn with_size_prefix(body: &[u8]) -> Vec<u8> {
 mod tests {
     use super::*;
 
-    fn feed(r: &mut FrameReader, bytes: &[u8]) {
-        let space = r.read_space(bytes.len());
-        space[..bytes.len()].copy_from_slice(bytes);
-        r.commit(bytes.len());
+    /// Feed bytes as the socket would: all of them, in reads as large as
+    /// the reader takes, taking frames out as they complete.
+    fn feed(r: &mut FrameReader, mut bytes: &[u8]) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        while !bytes.is_empty() {
+            assert_ne!(r.fill_from(&mut bytes).unwrap(), Filled::Eof);
+            while let Some(f) = r.next_frame().unwrap() {
+                out.push(f);
+            }
+        }
+        out
     }
 
     #[test]
@@ -130,11 +175,11 @@ mod tests {
         let mut r = FrameReader::new(1024, 1);
         let mut wire = with_size_prefix(b"hello world");
         wire.extend(with_size_prefix(b"second"));
+        let mut got = Vec::new();
         for chunk in wire.chunks(3) {
-            feed(&mut r, chunk);
+            got.extend(feed(&mut r, chunk));
         }
-        assert_eq!(r.next_frame().unwrap().unwrap(), b"hello world");
-        assert_eq!(r.next_frame().unwrap().unwrap(), b"second");
+        assert_eq!(got, vec![b"hello world".to_vec(), b"second".to_vec()]);
         assert_eq!(r.next_frame().unwrap(), None);
         assert_eq!(r.buffered(), 0);
     }
@@ -142,38 +187,53 @@ mod tests {
     #[test]
     fn oversize_and_negative_sizes_are_refused_before_allocation() {
         let mut r = FrameReader::new(100, 1);
-        feed(&mut r, &1000u32.to_be_bytes());
+        r.fill_from(&mut &1000u32.to_be_bytes()[..]).unwrap();
         assert_eq!(r.next_frame(), Err(FrameError::TooLarge { size: 1000, max: 100 }));
         let mut r = FrameReader::new(100, 1);
-        feed(&mut r, &(-5i32).to_be_bytes());
+        r.fill_from(&mut &(-5i32).to_be_bytes()[..]).unwrap();
         assert_eq!(r.next_frame(), Err(FrameError::Malformed { size: -5 }));
         let mut r = FrameReader::new(100, MIN_REQUEST_FRAME);
-        feed(&mut r, &3u32.to_be_bytes());
+        r.fill_from(&mut &3u32.to_be_bytes()[..]).unwrap();
         assert!(matches!(r.next_frame(), Err(FrameError::Malformed { size: 3 })));
     }
 
     #[test]
-    fn a_frame_larger_than_the_buffer_grows_it_and_buffered_bytes_survive_compaction() {
-        let mut r = FrameReader::new(1 << 20, 1);
+    fn large_frames_small_frames_and_a_full_buffer_in_any_chunking() {
         let big = vec![7u8; 200_000];
-        let mut wire = with_size_prefix(b"small");
-        wire.extend(with_size_prefix(&big));
-        wire.extend(with_size_prefix(b"tail"));
-        for chunk in wire.chunks(50_000) {
-            feed(&mut r, chunk);
+        let mut wire = Vec::new();
+        let mut want = Vec::new();
+        for i in 0..3000u32 {
+            // Many small frames fill the read buffer before any is taken.
+            let f = i.to_be_bytes().to_vec();
+            wire.extend(with_size_prefix(&f));
+            want.push(f);
         }
-        assert_eq!(r.next_frame().unwrap().unwrap(), b"small");
-        assert_eq!(r.next_frame().unwrap().unwrap(), big);
-        assert_eq!(r.next_frame().unwrap().unwrap(), b"tail");
-        assert_eq!(r.buffered(), 0);
+        wire.extend(with_size_prefix(&big));
+        want.push(big.clone());
+        wire.extend(with_size_prefix(b"tail"));
+        want.push(b"tail".to_vec());
+        for chunk in [1, 7, 4096, 50_000, 1 << 20] {
+            let mut r = FrameReader::new(1 << 20, 1);
+            let mut got = Vec::new();
+            for piece in wire.chunks(chunk) {
+                got.extend(feed(&mut r, piece));
+            }
+            assert_eq!(got.len(), want.len(), "chunk {chunk}");
+            assert!(got == want, "chunk {chunk}");
+            assert_eq!(r.buffered(), 0);
+        }
     }
 
     #[test]
-    fn partial_reads_keep_only_what_arrived() {
-        let mut r = FrameReader::new(1024, 1);
-        let space = r.read_space(100);
-        space[..6].copy_from_slice(&[0, 0, 0, 2, b'o', b'k']);
-        r.commit(6);
-        assert_eq!(r.next_frame().unwrap().unwrap(), b"ok");
+    fn a_full_buffer_asks_for_frames_to_be_taken_rather_than_reporting_eof() {
+        let mut r = FrameReader::new(1 << 20, 1);
+        let mut wire = Vec::new();
+        for _ in 0..20_000 {
+            wire.extend(with_size_prefix(b"x"));
+        }
+        let mut src = &wire[..];
+        assert!(matches!(r.fill_from(&mut src).unwrap(), Filled::Bytes(_)));
+        assert_eq!(r.fill_from(&mut src).unwrap(), Filled::FrameReady);
+        assert!(r.next_frame().unwrap().is_some());
     }
 }

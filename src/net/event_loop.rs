@@ -3,7 +3,7 @@
 //! frames to the worker that owns the connection.
 
 use std::collections::HashMap;
-use std::io::{self, Read};
+use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -16,13 +16,12 @@ use mio::{Events, Interest, Poll, Token};
 
 use super::socket::SharedSocket;
 use super::{LoopHandle, Shared, ToLoop, ToWorker, LISTENER, WAKER};
-use crate::frame::{FrameReader, MIN_REQUEST_FRAME};
+use crate::frame::{Filled, FrameReader, MIN_REQUEST_FRAME};
 
 /// Upstream responses are bounded by what the client asked for (fetch max
 /// bytes), not by the request limit; this only stops a corrupt size prefix
 /// from allocating gigabytes.
 const MAX_RESPONSE_FRAME: usize = 1 << 30;
-const READ_CHUNK: usize = 64 * 1024;
 const PEER_CLOSED: &str = "closed by peer";
 
 pub struct LoopSettings {
@@ -38,8 +37,8 @@ pub struct LoopSettings {
 enum ReadOutcome {
     /// The socket has nothing more for now.
     Drained,
-    /// The buffer bound was reached with bytes still in the socket.
-    BufferFull,
+    /// The reader holds complete frames to hand over before it reads on.
+    FramesWaiting,
     Closed(String),
 }
 
@@ -261,11 +260,10 @@ impl EventLoop {
         loop {
             match self.read_some(token) {
                 ReadOutcome::Drained => return,
-                // Stopped at the buffer bound with bytes still in the socket;
-                // what was buffered has been handed over, so read on (the
-                // socket will not signal readiness again for bytes already
-                // there).
-                ReadOutcome::BufferFull => {}
+                // The reader was full: its frames have been handed over, so
+                // read on (the socket will not signal readiness again for
+                // bytes already there).
+                ReadOutcome::FramesWaiting => {}
                 ReadOutcome::Closed(reason) => {
                     self.close(token, Some(reason));
                     return;
@@ -278,8 +276,8 @@ impl EventLoop {
         }
     }
 
-    /// Read what the socket holds into the connection's buffer (up to a
-    /// bound for clients), dispatching the frames that completed.
+    /// Read what the socket holds into the connection's reader (which
+    /// bounds what it buffers), dispatching the frames that completed.
     fn read_some(&mut self, token: Token) -> ReadOutcome {
         let draining = self.listener.is_none();
         let Some(entry) = self.entries.get_mut(&token) else { return ReadOutcome::Drained };
@@ -291,18 +289,15 @@ impl EventLoop {
         }
         let mut outcome = ReadOutcome::Drained;
         loop {
-            let space = entry.reader.read_space(READ_CHUNK);
-            match (&entry.socket.stream).read(space) {
-                Ok(0) => {
-                    outcome = ReadOutcome::Closed(PEER_CLOSED.to_string());
+            match entry.reader.fill_from(&mut &entry.socket.stream) {
+                Ok(Filled::Bytes(_)) => {}
+                Ok(Filled::FrameReady) => {
+                    outcome = ReadOutcome::FramesWaiting;
                     break;
                 }
-                Ok(n) => {
-                    entry.reader.commit(n);
-                    if is_client && entry.reader.buffered() > self.settings.max_frame_bytes + 4 {
-                        outcome = ReadOutcome::BufferFull;
-                        break;
-                    }
+                Ok(Filled::Eof) => {
+                    outcome = ReadOutcome::Closed(PEER_CLOSED.to_string());
+                    break;
                 }
                 Err(e) => match e.kind() {
                     io::ErrorKind::WouldBlock => break,
