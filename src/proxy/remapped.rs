@@ -17,6 +17,20 @@ use crate::remap::mapping::{Decision, TopicMapping, VirtualPartition};
 use crate::remap::split::{self, Dest, EntryRewrite, Shape};
 
 
+/// Whether a request names any topic that is not passed through (remapped
+/// or mismatched): a cheap look at the names before any rewriting, so that
+/// traffic on 1:1 topics costs nothing more when a rule exists.
+pub fn names_remapped(ctx: &ProxyContext, req: &Struct<'_>, topics: &str, name: &str) -> bool {
+    let view = ctx.cluster.read();
+    req.structs(topics).any(|t| {
+        let topic = match t.str(name) {
+            Some(n) => Some(n),
+            None => t.uuid("topic_id").and_then(|id| view.topic_names.get(&id).map(String::as_str)),
+        };
+        topic.is_some_and(|n| ctx.mapper.decide(n, &view) != Decision::PassThrough)
+    })
+}
+
 /// Split a topics → partitions request into rounds, send them to the leader
 /// of each round's first partition, merge the answers.
 #[allow(clippy::too_many_arguments)]
@@ -33,6 +47,9 @@ pub fn split_plan<'a>(
     rewrite: EntryRewrite<'_, 'a>,
 ) -> Option<Plan> {
     let version = header.api_version;
+    if !names_remapped(ctx, req, request_shape.topics, request_shape.name) {
+        return None;
+    }
     let s = {
         let view = ctx.cluster.read();
         let decide = |name: &str| ctx.mapper.decide(name, &view);
@@ -476,6 +493,9 @@ struct PhysicalAsk {
 /// each virtual partition's view built from it.
 pub fn fetch(ctx: &ProxyContext, session: &mut Session, header: &RequestHeader<'_>, req: &Struct<'_>) -> Option<Plan> {
     let version = header.api_version;
+    if !names_remapped(ctx, req, "topics", "topic") {
+        return None;
+    }
     let by_id = version >= 13;
     // Per client topic: its key in the response, mapping, asks per physical
     // partition, and refused partitions.
