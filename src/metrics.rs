@@ -47,6 +47,8 @@ counters! {
     batches_tagged_total: "counter",
     /// Record batches on fetch replaced by an empty batch (other virtual partitions' data).
     batches_filtered_total: "counter",
+    /// Record batches holding several virtual partitions' records, cut down to one's.
+    batches_split_total: "counter",
     /// Record bytes read from upstream fetch responses of remapped topics.
     fetch_bytes_upstream_total: "counter",
     /// Record bytes returned to clients for remapped topics.

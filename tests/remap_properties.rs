@@ -2,7 +2,7 @@
 //! mapping and any sequence of batches.
 
 use kpr_proxy::kafka::records::{self, BuildOptions, Compression, Item, RecordData, TAG_HEADER};
-use kpr_proxy::remap::fetch::{classify, records_for, FilterStats};
+use kpr_proxy::remap::fetch::{classify, records_for, FilterStats, OwnerCache};
 use kpr_proxy::remap::mapping::{TopicMapping, VirtualPartition};
 use proptest::prelude::*;
 
@@ -34,9 +34,13 @@ proptest! {
     }
 }
 
-/// A batch sequence: (owner tag or None for untagged, record count, codec).
-fn batch_strategy() -> impl Strategy<Value = Vec<(Option<i32>, usize, u8, bool)>> {
-    prop::collection::vec((prop::option::of(0i32..12), 1usize..5, 0u8..5, prop::bool::weighted(0.1)), 1..25)
+/// A batch sequence: per batch, the tag of each record (None: untagged;
+/// several distinct ones make a mixed batch, as a mirror writes them), the
+/// codec, and whether it is a control batch.
+fn batch_strategy() -> impl Strategy<Value = Vec<(Vec<Option<i32>>, u8, bool)>> {
+    let uniform = (prop::option::of(0i32..12), 1usize..5).prop_map(|(tag, n)| vec![tag; n]);
+    let mixed = prop::collection::vec(prop::option::of(0i32..12), 1..6);
+    prop::collection::vec((prop_oneof![3 => uniform, 1 => mixed], 0u8..5, prop::bool::weighted(0.1)), 1..25)
 }
 
 fn codec(c: u8) -> Compression {
@@ -47,8 +51,10 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 64, .. ProptestConfig::default() })]
 
     /// Physical partition 0 of a 12-over-3 topic (virtual 0, 3, 6, 9 live
-    /// there): whatever the batches, each virtual partition's view holds
-    /// exactly the records tagged for it (untagged ones: virtual 0),
+    /// there): whatever the batches, including batches mixing several
+    /// virtual partitions' records, each virtual partition's view holds
+    /// exactly the records tagged for it (untagged ones: virtual 0), at
+    /// their own offsets,
     /// control batches reach everyone, and each view's batches cover every
     /// offset from the fetch offset to the end with no gap, so a consumer
     /// moves to the end however little of the data is its own.
@@ -59,12 +65,16 @@ proptest! {
         let mut offset = 0i64;
         let mut expected: std::collections::BTreeMap<i32, Vec<(i64, Vec<u8>)>> = Default::default();
         let mut batch_starts = Vec::new();
-        for (i, (owner, count, c, control)) in spec.iter().enumerate() {
+        for (i, (owners, c, control)) in spec.iter().enumerate() {
             // Owners outside this physical partition's siblings still occur
             // (mirrored data); they belong to no one asked for here.
-            let tag = owner.map(|o| siblings[(o % 4) as usize] + if o >= 8 { 1 } else { 0 });
-            let recs: Vec<RecordData> = (0..*count)
-                .map(|j| RecordData {
+            let tags: Vec<Option<i32>> =
+                owners.iter().map(|o| o.map(|o| siblings[(o % 4) as usize] + if o >= 8 { 1 } else { 0 })).collect();
+            let count = tags.len();
+            let recs: Vec<RecordData> = tags
+                .iter()
+                .enumerate()
+                .map(|(j, tag)| RecordData {
                     key: None,
                     value: Some(format!("b{i}r{j}").into_bytes()),
                     headers: tag.map(|t| vec![(TAG_HEADER.to_string(), Some(t.to_string().into_bytes()))]).unwrap_or_default(),
@@ -83,16 +93,16 @@ proptest! {
             blob.extend(records::build_batch(&recs, &opts));
             batch_starts.push(offset);
             if !*control {
-                let owner = tag.unwrap_or(0);
-                for (j, r) in recs.iter().enumerate() {
-                    expected.entry(owner).or_default().push((offset + j as i64, r.value.clone().unwrap()));
+                for (j, (r, tag)) in recs.iter().zip(&tags).enumerate() {
+                    expected.entry(tag.unwrap_or(0)).or_default().push((offset + j as i64, r.value.clone().unwrap()));
                 }
             }
-            offset += *count as i64;
+            offset += count as i64;
         }
         let end = offset;
         let fetch_offset = batch_starts[start_at.min(batch_starts.len() - 1)];
-        let classified = classify(&blob, 0);
+        let cache = OwnerCache::default();
+        let classified = classify(&blob, "t", 0, &cache);
         let mut stats = FilterStats::default();
         for &vp in &siblings {
             let view = records_for(&classified, vp, fetch_offset, &mut stats);
@@ -106,8 +116,8 @@ proptest! {
                 if b.header.is_control() {
                     continue;
                 }
-                for (j, r) in records::records(&b).unwrap().into_iter().enumerate() {
-                    got.push((b.header.base_offset + j as i64, r.value.unwrap()));
+                for r in records::records(&b).unwrap() {
+                    got.push((b.header.base_offset + r.offset_delta as i64, r.value.unwrap()));
                 }
             }
             prop_assert_eq!(next, end, "view of {} stops before the end", vp);

@@ -90,6 +90,7 @@ pub struct ProxyContext {
     pub settings: ProxySettings,
     pub mapper: crate::remap::mapping::Mapper,
     pub producer_ids: crate::remap::produce::ProducerIds,
+    pub owner_cache: crate::remap::fetch::OwnerCache,
     pub cluster: Arc<Cluster>,
     pub shared: Arc<Shared>,
     pub handle: LoopHandle,
@@ -160,7 +161,8 @@ impl Proxy {
         let (tx, commands) = crossbeam_channel::unbounded();
         let handle = LoopHandle::new(tx, waker);
         let producer_ids = Default::default();
-        let ctx = Arc::new(ProxyContext { settings, mapper, producer_ids, cluster, shared, handle });
+        let owner_cache = Default::default();
+        let ctx = Arc::new(ProxyContext { settings, mapper, producer_ids, owner_cache, cluster, shared, handle });
         ctx.report_mismatches();
         Ok(Proxy { poll, listener, ctx, commands })
     }

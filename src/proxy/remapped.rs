@@ -13,7 +13,7 @@ use crate::kafka::api::{error, ApiKey};
 use crate::kafka::codec::{self, Struct, Value};
 use crate::kafka::header::{parse_response_header, RequestHeader};
 use crate::kafka::message::{encode_response, response_schema};
-use crate::remap::mapping::{Decision, TopicMapping, VirtualPartition};
+use crate::remap::mapping::{Decision, VirtualPartition};
 use crate::remap::split::{self, Dest, EntryRewrite, Shape};
 
 
@@ -481,6 +481,18 @@ pub fn produce(
     plan
 }
 
+/// What a client fetch asks of one remapped topic.
+struct TopicAsk {
+    /// Whether the response names the topic (v12 and older) or its id.
+    by_name: bool,
+    name: String,
+    id: [u8; 16],
+    /// Per physical partition, the virtual partitions asked for.
+    asks: Vec<PhysicalAsk>,
+    /// Virtual partitions refused here, with their error.
+    refused: Vec<(i32, i16)>,
+}
+
 /// What the client asked of one physical partition: its virtual partitions
 /// and their fetch offsets, in request order.
 struct PhysicalAsk {
@@ -497,9 +509,6 @@ pub fn fetch(ctx: &ProxyContext, session: &mut Session, header: &RequestHeader<'
         return None;
     }
     let by_id = version >= 13;
-    // Per client topic: its key in the response, mapping, asks per physical
-    // partition, and refused partitions.
-    type TopicAsk = (Option<String>, [u8; 16], TopicMapping, Vec<PhysicalAsk>, Vec<(i32, i16)>);
     let mut remapped: Vec<TopicAsk> = Vec::new();
     let mut upstream = req.clone();
     let mut topics_out = Vec::new();
@@ -564,8 +573,13 @@ pub fn fetch(ctx: &ProxyContext, session: &mut Session, header: &RequestHeader<'
                 t2.set("partitions", Value::Array(Some(entries.into_iter().map(Value::Struct).collect())));
                 topics_out.push(Value::Struct(t2));
             }
-            let m = mapping.unwrap_or(TopicMapping { virtual_count: 0, physical_count: 1 });
-            remapped.push((if by_id { None } else { name }, id, m, physical, refused));
+            remapped.push(TopicAsk {
+                by_name: !by_id,
+                name: name.unwrap_or_default(),
+                id,
+                asks: physical,
+                refused,
+            });
         }
     }
     if remapped.is_empty() {
@@ -606,16 +620,19 @@ pub fn fetch(ctx: &ProxyContext, session: &mut Session, header: &RequestHeader<'
         let mut out_topics: Vec<Value<'_>> = Vec::new();
         let mut answered: Vec<bool> = vec![false; remapped.len()];
         for t in resp.structs("responses") {
-            let which = remapped.iter().position(|(name, id, ..)| match name {
-                Some(n) => t.str("topic") == Some(n.as_str()),
-                None => t.uuid("topic_id") == Some(*id),
+            let which = remapped.iter().position(|a| {
+                if a.by_name {
+                    t.str("topic") == Some(a.name.as_str())
+                } else {
+                    t.uuid("topic_id") == Some(a.id)
+                }
             });
             let Some(i) = which else {
                 out_topics.push(Value::Struct(t.clone()));
                 continue;
             };
             answered[i] = true;
-            let (_, _, m, asks, refused) = &remapped[i];
+            let TopicAsk { name: topic_name, asks, refused, .. } = &remapped[i];
             let mut t = t.clone();
             let mut parts = Vec::new();
             for pe in t.structs("partitions") {
@@ -625,7 +642,7 @@ pub fn fetch(ctx: &ProxyContext, session: &mut Session, header: &RequestHeader<'
                     _ => &[],
                 };
                 upstream_bytes += data.len() as u64;
-                let classified = crate::remap::fetch::classify(data, ask.physical);
+                let classified = crate::remap::fetch::classify(data, topic_name, ask.physical, &ctx.owner_cache);
                 let min_offset = ask.asks.iter().map(|(_, o)| *o).min().unwrap_or(0);
                 let code = pe.i16("error_code").unwrap_or(0);
                 for &(v, offset) in &ask.asks {
@@ -650,19 +667,20 @@ pub fn fetch(ctx: &ProxyContext, session: &mut Session, header: &RequestHeader<'
                 e.set("records", Value::Records(None));
                 parts.push(Value::Struct(e));
             }
-            let _ = m;
             t.set("partitions", Value::Array(Some(parts)));
             out_topics.push(Value::Struct(t));
         }
         // Topics refused entirely (every partition out of range) still answer.
-        for (i, (name, id, _, _, refused)) in remapped.iter().enumerate() {
-            if answered[i] || refused.is_empty() {
+        for (i, a) in remapped.iter().enumerate() {
+            if answered[i] || a.refused.is_empty() {
                 continue;
             }
+            let refused = &a.refused;
             let mut t = codec::with_defaults(topic_schema, version);
-            match name {
-                Some(n) => set_if_present(&mut t, "topic", Value::str(n.clone()), version),
-                None => set_if_present(&mut t, "topic_id", Value::Uuid(*id), version),
+            if a.by_name {
+                set_if_present(&mut t, "topic", Value::str(a.name.clone()), version);
+            } else {
+                set_if_present(&mut t, "topic_id", Value::Uuid(a.id), version);
             }
             let shape = Shape { topics: "responses", name: "topic", partitions: "partitions", index: "partition_index" };
             let parts = refused
@@ -683,6 +701,7 @@ pub fn fetch(ctx: &ProxyContext, session: &mut Session, header: &RequestHeader<'
         metrics.fetch_bytes_upstream_total.fetch_add(upstream_bytes, Relaxed);
         metrics.fetch_bytes_returned_total.fetch_add(stats.bytes_returned, Relaxed);
         metrics.batches_filtered_total.fetch_add(stats.batches_filtered, Relaxed);
+        metrics.batches_split_total.fetch_add(stats.batches_split, Relaxed);
         encode_response(ApiKey::Fetch as i16, version, corr, &[], &resp).map_err(|e| e.to_string())
     };
     let wait = Duration::from_millis(req.i32("max_wait_ms").unwrap_or(0).max(0) as u64);

@@ -5,19 +5,95 @@
 //! place of each run of other virtual partitions' batches one empty batch
 //! spanning the run, so the consumer's position moves past data that is not
 //! its own without reading it.
+//!
+//! A record's virtual partition is its own `kpr.vp` tag (untagged: the
+//! physical partition's number). The proxy writes each virtual partition's
+//! records in batches of their own, but a batch can still hold several:
+//! a mirror copying a remapped topic with its headers, a producer writing
+//! tagged records directly, a broker that merges batches (Tansu with sqlite
+//! storage does). So every record of a batch is classified. A batch wholly
+//! owned by one virtual partition goes to it unchanged; a mixed batch gives
+//! each of its owners a batch of only its records, at their own offsets.
+
+use std::borrow::Cow;
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use crate::kafka::records::{self, Batch, Item, TAG_HEADER};
 
-/// Which virtual partition a data batch belongs to: the `kpr.vp` tag of
-/// its first record, or `untagged` (= the physical partition number) when
-/// there is none.
-pub fn batch_owner(batch: &Batch<'_>, untagged: i32) -> i32 {
-    match records::first_record_header(batch, TAG_HEADER) {
-        Ok(Some(value)) => std::str::from_utf8(&value).ok().and_then(|s| s.parse().ok()).unwrap_or(untagged),
-        // A batch whose first record cannot be read is left to the owner of
-        // untagged data, whose client will report it as corrupt, rather
-        // than hidden from everyone.
-        Ok(None) | Err(_) => untagged,
+/// Who a batch's records belong to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owner {
+    /// Transaction markers: every virtual partition receives them.
+    Control,
+    /// Every record belongs to this virtual partition.
+    Uniform(i32),
+    /// The owner of each record, in order.
+    Mixed(Vec<i32>),
+}
+
+/// The virtual partition named by a tag value; `untagged` when there is no
+/// tag or it is not a number (a malformed tag is left with the owner of
+/// untagged data, whose consumer sees the record, rather than hidden).
+pub fn owner_of_tag(tag: Option<&[u8]>, untagged: i32) -> i32 {
+    tag.and_then(|v| std::str::from_utf8(v).ok()).and_then(|s| s.parse().ok()).unwrap_or(untagged)
+}
+
+/// Classify every record of a data batch.
+pub fn batch_owner(batch: &Batch<'_>, untagged: i32) -> Owner {
+    if batch.header.is_control() {
+        return Owner::Control;
+    }
+    match records::record_owners(batch, TAG_HEADER, &|tag| owner_of_tag(tag, untagged)) {
+        Ok(owners) => match owners.first() {
+            Some(&first) if owners.iter().all(|&o| o == first) => Owner::Uniform(first),
+            Some(_) => Owner::Mixed(owners),
+            None => Owner::Uniform(untagged),
+        },
+        // A batch that cannot be read goes, unchanged, to the owner of
+        // untagged data, whose client reports it as corrupt.
+        Err(_) => Owner::Uniform(untagged),
+    }
+}
+
+/// Batch classifications shared by all workers: the siblings of a physical
+/// partition read the same batches, and a compressed batch is decompressed
+/// once, not once per sibling.
+#[derive(Default)]
+pub struct OwnerCache {
+    map: Mutex<HashMap<BatchKey, Arc<Owner>>>,
+}
+
+/// A batch, identified across fetches: its topic, physical partition,
+/// offset, length and CRC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct BatchKey {
+    topic: u64,
+    physical: i32,
+    base_offset: i64,
+    length: i32,
+    crc: u32,
+}
+
+/// Entries kept before the cache starts over (each about 100 bytes).
+const CACHE_ENTRIES: usize = 200_000;
+
+impl OwnerCache {
+    fn owner(&self, key: BatchKey, batch: &Batch<'_>, untagged: i32) -> Arc<Owner> {
+        if let Some(o) = self.map.lock().get(&key) {
+            return o.clone();
+        }
+        let owner = Arc::new(batch_owner(batch, untagged));
+        let mut map = self.map.lock();
+        if map.len() >= CACHE_ENTRIES {
+            map.clear();
+        }
+        map.insert(key, owner.clone());
+        owner
     }
 }
 
@@ -25,19 +101,24 @@ pub fn batch_owner(batch: &Batch<'_>, untagged: i32) -> i32 {
 /// all the virtual partitions asked for.
 pub struct Classified<'a> {
     pub batch: Batch<'a>,
-    /// `None` for control batches, which every virtual partition receives.
-    pub owner: Option<i32>,
+    pub owner: Arc<Owner>,
 }
 
-/// Classify the batches of a fetched `records` blob. A partial batch at the
-/// end (brokers cut responses at the byte limit) is dropped: the client
-/// fetches it again from its position.
-pub fn classify(data: &[u8], untagged: i32) -> Vec<Classified<'_>> {
+/// Classify the batches of a fetched `records` blob of physical partition
+/// `physical` (whose untagged records belong to virtual partition
+/// `physical`). A partial batch at the end (brokers cut responses at the
+/// byte limit) is dropped: the client fetches it again from its position.
+pub fn classify<'a>(data: &'a [u8], topic: &str, physical: i32, cache: &OwnerCache) -> Vec<Classified<'a>> {
+    let mut hasher = DefaultHasher::new();
+    topic.hash(&mut hasher);
+    let topic = hasher.finish();
     let mut out = Vec::new();
     for item in records::batches(data) {
         match item {
             Ok(Item::Batch(batch)) => {
-                let owner = if batch.header.is_control() { None } else { Some(batch_owner(&batch, untagged)) };
+                let h = &batch.header;
+                let key = BatchKey { topic, physical, base_offset: h.base_offset, length: h.batch_length, crc: h.crc };
+                let owner = cache.owner(key, &batch, physical);
                 out.push(Classified { batch, owner });
             }
             Ok(Item::Partial(_)) | Err(_) => break,
@@ -50,6 +131,8 @@ pub fn classify(data: &[u8], untagged: i32) -> Vec<Classified<'_>> {
 pub struct FilterStats {
     /// Foreign batches replaced by empty batches.
     pub batches_filtered: u64,
+    /// Mixed batches cut down to one virtual partition's records.
+    pub batches_split: u64,
     pub bytes_returned: u64,
 }
 
@@ -71,8 +154,22 @@ pub fn records_for(batches: &[Classified<'_>], vp: i32, fetch_offset: i64, stats
         if h.last_offset() < fetch_offset {
             continue;
         }
-        match c.owner {
-            Some(owner) if owner != vp => {
+        let own: Option<Cow<'_, [u8]>> = match &*c.owner {
+            Owner::Control => Some(Cow::Borrowed(c.batch.bytes)),
+            Owner::Uniform(o) if *o == vp => Some(Cow::Borrowed(c.batch.bytes)),
+            Owner::Uniform(_) => None,
+            Owner::Mixed(owners) if owners.contains(&vp) => {
+                stats.batches_split += 1;
+                records::subset_batch(&c.batch, &|i| owners[i] == vp).ok().map(Cow::Owned)
+            }
+            Owner::Mixed(_) => None,
+        };
+        match own {
+            Some(bytes) => {
+                flush(&mut run, &mut out);
+                out.extend_from_slice(&bytes);
+            }
+            None => {
                 stats.batches_filtered += 1;
                 run = Some(match run {
                     None => (h.base_offset, h.last_offset(), h.partition_leader_epoch, h.base_timestamp, h.max_timestamp),
@@ -80,10 +177,6 @@ pub fn records_for(batches: &[Classified<'_>], vp: i32, fetch_offset: i64, stats
                         (first, h.last_offset(), h.partition_leader_epoch, ts0, ts1.max(h.max_timestamp))
                     }
                 });
-            }
-            _ => {
-                flush(&mut run, &mut out);
-                out.extend_from_slice(c.batch.bytes);
             }
         }
     }
