@@ -64,7 +64,13 @@ pub struct Cluster {
     /// Addresses whose last connection attempt failed, and until when new
     /// attempts fail fast instead of stalling a worker again.
     unreachable: Mutex<HashMap<String, Instant>>,
+    /// Topics the cluster said do not exist, and until when not to ask
+    /// again.
+    missing: Mutex<HashMap<String, Instant>>,
 }
+
+/// How long a topic the cluster does not have is not asked about again.
+pub const MISSING_TOPIC_TTL: Duration = Duration::from_secs(1);
 
 /// After a failed connection, how long further attempts fail at once.
 pub const RECONNECT_BACKOFF: Duration = Duration::from_millis(500);
@@ -78,7 +84,12 @@ pub enum CoordinatorKind {
 
 impl Cluster {
     pub fn new(bootstrap: Vec<String>) -> Cluster {
-        Cluster { view: RwLock::new(ClusterView::default()), bootstrap, unreachable: Mutex::new(HashMap::new()) }
+        Cluster {
+            view: RwLock::new(ClusterView::default()),
+            bootstrap,
+            unreachable: Mutex::new(HashMap::new()),
+            missing: Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn read(&self) -> parking_lot::RwLockReadGuard<'_, ClusterView> {
@@ -152,6 +163,29 @@ impl Cluster {
             return None;
         }
         Some((None, self.bootstrap[attempt % self.bootstrap.len()].clone()))
+    }
+
+    pub fn note_missing(&self, topic: &str) {
+        let mut missing = self.missing.lock();
+        if missing.len() > 10_000 {
+            missing.clear();
+        }
+        missing.insert(topic.to_string(), Instant::now() + MISSING_TOPIC_TTL);
+    }
+
+    /// The names among `topics` the view does not know and that were not
+    /// just found missing: worth a metadata request.
+    pub fn unknown_topics<'t>(&self, topics: impl Iterator<Item = &'t str>) -> Vec<String> {
+        let view = self.view.read();
+        let now = Instant::now();
+        let missing = self.missing.lock();
+        let mut out: Vec<String> = Vec::new();
+        for t in topics {
+            if !view.topics.contains_key(t) && missing.get(t).map_or(true, |until| now >= *until) && !out.iter().any(|o| o == t) {
+                out.push(t.to_string());
+            }
+        }
+        out
     }
 
     pub fn mark_unreachable(&self, addr: &str) {

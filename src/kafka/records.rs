@@ -454,6 +454,17 @@ fn seal(batch: &mut [u8]) {
     batch[CRC_OFFSET..CRC_START].copy_from_slice(&crc.to_be_bytes());
 }
 
+/// Byte offset of `baseSequence` in a v2 batch.
+const BASE_SEQUENCE_OFFSET: usize = 53;
+
+/// Set the base sequence of an encoded batch, resealing its CRC.
+pub fn set_base_sequence(batch: &mut [u8], sequence: i32) {
+    if batch.len() >= BATCH_OVERHEAD {
+        batch[BASE_SEQUENCE_OFFSET..BASE_SEQUENCE_OFFSET + 4].copy_from_slice(&sequence.to_be_bytes());
+        seal(batch);
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Codecs
 

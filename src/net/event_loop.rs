@@ -52,7 +52,14 @@ struct Entry {
     reader: FrameReader,
     worker: usize,
     kind: Kind,
+    /// An upstream connection being closed gracefully: since when, and
+    /// whether its write side is shut yet.
+    closing: Option<(Instant, bool)>,
 }
+
+/// How long a gracefully closing upstream connection may take to deliver
+/// what was written to it and see the broker close.
+const GRACEFUL_CLOSE: Duration = Duration::from_secs(10);
 
 pub struct EventLoop {
     poll: Poll,
@@ -120,6 +127,7 @@ impl EventLoop {
             while let Ok(cmd) = self.commands.try_recv() {
                 self.command(cmd);
             }
+            self.expire_closing();
             if drain_deadline.is_none() && self.shared.shutdown.load(Ordering::SeqCst) {
                 info!("Shutting down: no longer accepting connections, finishing in-flight requests");
                 if let Some(mut l) = self.listener.take() {
@@ -193,6 +201,7 @@ impl EventLoop {
                 reader: FrameReader::new(self.settings.max_frame_bytes, MIN_REQUEST_FRAME),
                 worker,
                 kind: Kind::Client,
+                closing: None,
             },
         );
         self.clients += 1;
@@ -204,19 +213,14 @@ impl EventLoop {
 
     fn command(&mut self, cmd: ToLoop) {
         match cmd {
-            ToLoop::AddUpstream { owner, socket } => {
-                let Some(owner_entry) = self.entries.get(&owner) else {
-                    // The client went away while its worker was connecting.
-                    socket.shutdown();
-                    return;
-                };
-                let worker = owner_entry.worker;
+            ToLoop::AddUpstream { owner, worker, socket } => {
                 let token = socket.token;
                 // The socket is shared with the worker that writes to it, so
                 // it is registered by file descriptor rather than by `&mut`.
                 let mut source = mio::unix::SourceFd(&std::os::fd::AsRawFd::as_raw_fd(&socket.stream));
                 if let Err(e) = self.poll.registry().register(&mut source, token, Interest::READABLE | Interest::WRITABLE) {
                     warn!("Cannot register upstream connection to {}: {e}", socket.peer);
+                    socket.shutdown();
                     let _ = self.workers[worker].send(ToWorker::UpstreamClosed {
                         conn: owner,
                         upstream: token,
@@ -231,14 +235,20 @@ impl EventLoop {
                         reader: FrameReader::new(MAX_RESPONSE_FRAME, 4),
                         worker,
                         kind: Kind::Upstream { owner },
+                        closing: None,
                     },
                 );
+                // Even if the client has left, its worker may still be
+                // writing requests it received whole; its CloseUpstream,
+                // sent after them on this same channel, closes the
+                // connection once they are delivered.
                 // Bytes may already be waiting: read them now, since the
                 // edge that announced them came before registration.
                 self.read(token);
                 self.flush(token);
             }
-            ToLoop::CloseUpstream(token) | ToLoop::CloseClient(token) => self.close(token, None),
+            ToLoop::CloseUpstream(token) => self.close_gracefully(token),
+            ToLoop::CloseClient(token) => self.close(token, None),
             ToLoop::ResumeClient(token) => {
                 if let Some(e) = self.entries.get(&token) {
                     e.socket.read_paused.store(false, Ordering::SeqCst);
@@ -249,10 +259,46 @@ impl EventLoop {
     }
 
     fn flush(&mut self, token: Token) {
-        let Some(entry) = self.entries.get(&token) else { return };
-        if let Err(e) = entry.socket.flush() {
-            let reason = format!("write failed: {e}");
-            self.close(token, Some(reason));
+        let Some(entry) = self.entries.get_mut(&token) else { return };
+        match entry.socket.flush() {
+            Err(e) => {
+                let reason = format!("write failed: {e}");
+                self.close(token, Some(reason));
+            }
+            // All written: a closing connection now tells the broker it is
+            // done, and waits for the broker to close in turn.
+            Ok(true) => {
+                if let Some((_, shut @ false)) = &mut entry.closing {
+                    *shut = true;
+                    entry.socket.mark_closed();
+                    let _ = entry.socket.stream.shutdown(std::net::Shutdown::Write);
+                }
+            }
+            Ok(false) => {}
+        }
+    }
+
+    /// Start closing an upstream connection without losing what was
+    /// written to it.
+    fn close_gracefully(&mut self, token: Token) {
+        let Some(entry) = self.entries.get_mut(&token) else { return };
+        if entry.closing.is_none() {
+            entry.closing = Some((Instant::now(), false));
+        }
+        self.flush(token);
+    }
+
+    /// Force-close upstream connections whose graceful close takes too long.
+    fn expire_closing(&mut self) {
+        let now = Instant::now();
+        let late: Vec<Token> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.closing.is_some_and(|(since, _)| now.duration_since(since) > GRACEFUL_CLOSE))
+            .map(|(t, _)| *t)
+            .collect();
+        for t in late {
+            self.close(t, None);
         }
     }
 
@@ -340,6 +386,8 @@ impl EventLoop {
                             self.shared.in_flight.fetch_add(1, Ordering::SeqCst);
                             ToWorker::ClientFrame { conn: token, frame }
                         }
+                        // Answers to a client that has left go nowhere.
+                        Kind::Upstream { .. } if entry.closing.is_some() => continue,
                         Kind::Upstream { owner } => ToWorker::UpstreamFrame { conn: owner, upstream: token, frame },
                     };
                     if self.workers[entry.worker].send(msg).is_err() {
@@ -379,7 +427,7 @@ impl EventLoop {
                 let _ = self.workers[entry.worker].send(ToWorker::ClientClosed { conn: token });
             }
             Kind::Upstream { owner } => {
-                if let Some(reason) = reason {
+                if let (Some(reason), None) = (reason, entry.closing) {
                     let _ = self.workers[entry.worker].send(ToWorker::UpstreamClosed {
                         conn: owner,
                         upstream: token,

@@ -29,8 +29,12 @@ pub enum ToWorker {
 
 /// Requests from workers to the event loop.
 pub enum ToLoop {
-    /// Start reading responses from a new upstream connection of `owner`.
-    AddUpstream { owner: Token, socket: Arc<SharedSocket> },
+    /// Start reading responses from a new upstream connection of `owner`,
+    /// a client of worker `worker`.
+    AddUpstream { owner: Token, worker: usize, socket: Arc<SharedSocket> },
+    /// Close an upstream connection once what was written to it has gone
+    /// out: requests a client sent whole are delivered even when the client
+    /// has left (Kafka processes them too).
     CloseUpstream(Token),
     CloseClient(Token),
     /// The client's in-flight count dropped: read from it again.

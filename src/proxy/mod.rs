@@ -184,7 +184,7 @@ impl Proxy {
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("worker-{i}"))
-                    .spawn(move || worker::Worker::new(wctx, rx).run())?,
+                    .spawn(move || worker::Worker::new(i, wctx, rx).run())?,
             );
         }
         let refresher = {

@@ -418,6 +418,10 @@ struct BrokerProducerIds<'c> {
 }
 
 impl crate::remap::produce::ProducerIdSource for BrokerProducerIds<'_> {
+    fn sequence_base(&mut self, derived: i64, topic: &str, physical: i32, first_seen: i32) -> i32 {
+        self.ctx.producer_ids.sequence_base(derived, topic, physical, first_seen)
+    }
+
     fn derived(&mut self, client: (i64, i16), k: i32) -> Result<(i64, i16), String> {
         if let Some(ids) = self.ctx.producer_ids.get(client, k) {
             return Ok(ids);
@@ -473,7 +477,7 @@ pub fn produce(
         split::PRODUCE_RESPONSE,
         wait,
         acks != 0,
-        &mut |_, entry, _m, v, p, k| crate::remap::produce::rewrite_entry(entry, v, p, k, &mut ids, &mut stats),
+        &mut |topic, entry, _m, v, p, k| crate::remap::produce::rewrite_entry(topic, entry, v, p, k, &mut ids, &mut stats),
     );
     let m = &ctx.shared.metrics;
     m.batches_tagged_total.fetch_add(stats.batches, std::sync::atomic::Ordering::Relaxed);

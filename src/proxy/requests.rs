@@ -61,6 +61,11 @@ pub fn plan(
     }
     match offered_versions(ctx, api) {
         Some((min, max)) if (min..=max).contains(&version) => {}
+        Some(_) if api == ApiKey::Produce && version < 3 => {
+            return Plan::Close(format!(
+                "Produce v{version} carries record formats older than v2, which kpr-proxy does not accept (use a Kafka 0.11+ client)"
+            ))
+        }
         _ => return Plan::Close(format!("{} v{version} is not offered by this proxy", api.name())),
     }
     let schema = request_schema(api as i16).expect("offered APIs have schemas");
@@ -79,6 +84,15 @@ pub fn plan(
     };
     let none = Duration::ZERO;
     if ctx.mapper.remaps_anything() {
+        // Whether a topic is remapped depends on what the cluster holds: a
+        // topic the proxy has not seen yet (created since its last refresh,
+        // or named by a client that skipped Metadata) is looked up first.
+        let unknown = ctx.cluster.unknown_topics(topic_names(&req).into_iter());
+        if !unknown.is_empty() {
+            if let Err(e) = control.refresh_topics(&unknown) {
+                log::debug!("Metadata for {unknown:?} failed: {e}");
+            }
+        }
         if let Some(plan) = remapped_plan(ctx, session, control, header, &req, frame) {
             return plan;
         }
@@ -280,6 +294,11 @@ pub fn api_versions_response(ctx: &ProxyContext, requested: i16, correlation_id:
         .iter()
         .filter_map(|&api| {
             let (min, max) = offered_versions(ctx, api)?;
+            // librdkafka before 2.10 compresses only when a broker
+            // advertises Produce v2, so Produce is advertised from v0, as
+            // Kafka 4 does (KAFKA-18659); requests older than v3 are still
+            // refused when they come.
+            let min = if api == ApiKey::Produce { 0 } else { min };
             let mut k = codec::with_defaults(key_schema, version);
             k.set("api_key", Value::Int16(api as i16));
             k.set("min_version", Value::Int16(min));
@@ -325,4 +344,33 @@ fn remapped_plan(
         ApiKey::AddPartitionsToTxn => remapped::add_partitions_to_txn(ctx, session, header, req),
         _ => None,
     }
+}
+
+/// The topic names a request names, in the places the remap-aware APIs
+/// keep them.
+fn topic_names<'r>(req: &'r Struct<'_>) -> Vec<&'r str> {
+    let mut out = Vec::new();
+    for (list, name) in [
+        ("topic_data", "name"),
+        ("topics", "name"),
+        ("topics", "topic"),
+        ("v3_and_below_topics", "name"),
+    ] {
+        if !req.has_field(list) {
+            continue;
+        }
+        for t in req.structs(list) {
+            if t.has_field(name) {
+                out.extend(t.str(name));
+            }
+        }
+    }
+    if req.has_field("groups") {
+        for g in req.structs("groups") {
+            if g.has_field("topics") {
+                out.extend(g.structs("topics").filter_map(|t| t.str("name")));
+            }
+        }
+    }
+    out
 }

@@ -62,6 +62,8 @@ pub enum Verdict {
 
 pub struct Session {
     pub conn: Token,
+    /// The worker that owns this session (and its upstream connections).
+    pub worker: usize,
     pub client: Arc<SharedSocket>,
     pending: VecDeque<Pending>,
     next_seq: u64,
@@ -79,9 +81,10 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(conn: Token, client: Arc<SharedSocket>) -> Session {
+    pub fn new(conn: Token, worker: usize, client: Arc<SharedSocket>) -> Session {
         Session {
             conn,
+            worker,
             client,
             pending: VecDeque::new(),
             next_seq: 0,
@@ -218,7 +221,7 @@ impl Session {
             let peer = stream.peer_addr().map_err(|e| e.to_string())?;
             let token = ctx.handle.next_token();
             let socket = Arc::new(SharedSocket::new(mio::net::TcpStream::from_std(stream), token, peer));
-            ctx.handle.send(ToLoop::AddUpstream { owner: self.conn, socket: socket.clone() });
+            ctx.handle.send(ToLoop::AddUpstream { owner: self.conn, worker: self.worker, socket: socket.clone() });
             debug!("Opened upstream connection to {addr} for client {}", self.client.peer);
             self.by_token.insert(token, addr.to_string());
             self.upstreams.insert(addr.to_string(), Upstream { socket, addr: addr.to_string(), in_flight: VecDeque::new() });
@@ -338,7 +341,6 @@ impl Session {
     /// returned.
     pub fn teardown(self, ctx: &ProxyContext) {
         for up in self.upstreams.values() {
-            up.socket.mark_closed();
             ctx.handle.send(ToLoop::CloseUpstream(up.socket.token));
         }
         let unanswered = self.client.in_flight.swap(0, Ordering::SeqCst);

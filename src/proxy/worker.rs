@@ -22,6 +22,7 @@ use crate::upstream::control::ControlClient;
 const DEADLINE_CHECK: Duration = Duration::from_millis(100);
 
 pub struct Worker {
+    index: usize,
     ctx: Arc<ProxyContext>,
     sessions: HashMap<Token, Session>,
     control: ControlClient,
@@ -29,9 +30,9 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub fn new(ctx: Arc<ProxyContext>, rx: Receiver<ToWorker>) -> Worker {
+    pub fn new(index: usize, ctx: Arc<ProxyContext>, rx: Receiver<ToWorker>) -> Worker {
         let control = ControlClient::new(ctx.cluster.clone(), ctx.settings.connect_timeout, ctx.settings.request_timeout);
-        Worker { ctx, sessions: HashMap::new(), control, rx }
+        Worker { index, ctx, sessions: HashMap::new(), control, rx }
     }
 
     pub fn run(mut self) {
@@ -75,7 +76,7 @@ impl Worker {
     fn handle(&mut self, event: ToWorker) {
         match event {
             ToWorker::ClientOpened { conn, socket } => {
-                self.sessions.insert(conn, Session::new(conn, socket));
+                self.sessions.insert(conn, Session::new(conn, self.index, socket));
             }
             ToWorker::ClientFrame { conn, frame } => {
                 let verdict = self.client_frame(conn, frame);

@@ -27,6 +27,16 @@ pub struct TagStats {
 /// no transactional id), asked once per (client id, epoch, k).
 pub trait ProducerIdSource {
     fn derived(&mut self, client: (i64, i16), k: i32) -> Result<(i64, i16), String>;
+
+    /// The client sequence that is sequence 0 of `derived` on (topic,
+    /// physical partition): the first one seen there, remembered.
+    fn sequence_base(&mut self, derived: i64, topic: &str, physical: i32, first_seen: i32) -> i32;
+}
+
+/// A client sequence renumbered from `base` (sequences wrap from
+/// i32::MAX to 0, as Kafka's do).
+pub fn renumber(sequence: i32, base: i32) -> i32 {
+    (sequence as i64 - base as i64).rem_euclid(i32::MAX as i64 + 1) as i32
 }
 
 /// The cache of derived producer ids. Losing it (restart) is safe: Kafka
@@ -38,11 +48,22 @@ pub type ProducerIdEpoch = (i64, i16);
 pub struct ProducerIds {
     /// (client id, client epoch, k) → derived (id, epoch).
     map: Mutex<HashMap<(i64, i16, i32), ProducerIdEpoch>>,
+    /// (derived id, topic, physical partition) → the client sequence that
+    /// became sequence 0.
+    bases: Mutex<HashMap<(i64, String, i32), i32>>,
 }
 
 impl ProducerIds {
     pub fn get(&self, client: (i64, i16), k: i32) -> Option<(i64, i16)> {
         self.map.lock().get(&(client.0, client.1, k)).copied()
+    }
+
+    pub fn sequence_base(&self, derived: i64, topic: &str, physical: i32, first_seen: i32) -> i32 {
+        let mut bases = self.bases.lock();
+        if bases.len() > 1_000_000 {
+            bases.clear();
+        }
+        *bases.entry((derived, topic.to_string(), physical)).or_insert(first_seen)
     }
 
     pub fn insert(&self, client: (i64, i16), k: i32, derived: (i64, i16)) {
@@ -55,12 +76,21 @@ impl ProducerIds {
     }
 }
 
-/// Rewrite the records of one produce entry bound for virtual partition
-/// `v` (already re-indexed to `p`).
+/// Rewrite the records of one produce entry of `topic` bound for virtual
+/// partition `v` (already re-indexed to `p`).
+///
+/// Sequences of a derived producer id are renumbered per physical
+/// partition from the first client sequence seen there. A retried batch
+/// keeps its number, so the broker's duplicate detection still works; and
+/// a derived id that is new to the broker (after a proxy restart lost the
+/// cache) starts at 0, which every broker accepts. Kafka accepts any first
+/// sequence from an id it has no state for; some compatible brokers (Tansu)
+/// want 0.
 pub fn rewrite_entry(
+    topic: &str,
     entry: &mut Struct<'_>,
     v: VirtualPartition,
-    _p: PhysicalPartition,
+    p: PhysicalPartition,
     k: i32,
     ids: &mut dyn ProducerIdSource,
     stats: &mut TagStats,
@@ -110,12 +140,31 @@ pub fn rewrite_entry(
         } else {
             None
         };
-        let tagged = records::tag_batch(&batch, TAG_HEADER, tag.as_bytes(), producer)
+        let mut tagged = records::tag_batch(&batch, TAG_HEADER, tag.as_bytes(), producer)
             .map_err(|e| (error::CORRUPT_MESSAGE, format!("cannot tag record batch: {e}")))?;
+        if let (Some((derived, _)), true) = (producer, batch.header.base_sequence >= 0) {
+            let sequence = batch.header.base_sequence;
+            let base = ids.sequence_base(derived, topic, p.0, sequence);
+            records::set_base_sequence(&mut tagged, renumber(sequence, base));
+        }
         stats.batches += 1;
         stats.records += batch.header.records_count.max(0) as u64;
         out.extend_from_slice(&tagged);
     }
     entry.set("records", Value::Records(Some(Cow::Owned(out))));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::renumber;
+
+    #[test]
+    fn renumbering_wraps_like_kafka_sequences() {
+        assert_eq!(renumber(5, 5), 0);
+        assert_eq!(renumber(12, 5), 7);
+        assert_eq!(renumber(0, 0), 0);
+        // The client wrapped from i32::MAX to 0 after the base.
+        assert_eq!(renumber(2, i32::MAX - 1), 4);
+    }
 }

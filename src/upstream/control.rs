@@ -237,6 +237,42 @@ impl ControlClient {
         )
     }
 
+    /// Metadata for these topics only, applied to the cluster view (topics
+    /// that do not exist are noted, so they are not asked about again at
+    /// once).
+    pub fn refresh_topics(&mut self, topics: &[String]) -> Result<(), UpstreamError> {
+        let cluster = self.cluster.clone();
+        let names = topics.to_vec();
+        let result = self.call_any(
+            ApiKey::Metadata,
+            |b, v| {
+                let schema = codec::element_schema(b.schema, "topics");
+                let items = names
+                    .iter()
+                    .map(|n| {
+                        let mut t = codec::with_defaults(schema, v);
+                        t.set("name", Value::str(n.clone()));
+                        Value::Struct(t.into_owned())
+                    })
+                    .collect();
+                b.set("topics", Value::Array(Some(items)));
+                if v >= 4 {
+                    b.set("allow_auto_topic_creation", Value::Bool(false));
+                }
+            },
+            |r| {
+                cluster.apply_metadata(r);
+                Ok(())
+            },
+        );
+        for t in topics {
+            if !self.cluster.read().topics.contains_key(t) {
+                self.cluster.note_missing(t);
+            }
+        }
+        result
+    }
+
     /// Ask for the coordinator of a group or transactional id and remember it.
     pub fn find_coordinator(&mut self, kind: CoordinatorKind, key: &str) -> Result<i32, UpstreamError> {
         let cluster = self.cluster.clone();
