@@ -4,7 +4,7 @@ Only what the raw-socket tests need, written from Apache Kafka's message
 schemas: request framing (header v1 and v2), ApiVersions v0-v3 and
 Metadata v1 requests and their responses; for the virtual-partition tests
 record batches (magic 2, CRC-32C) and message sets (magic 0/1), Produce v3
-and v8, Fetch v4, InitProducerId v0, AddPartitionsToTxn v0, DeleteRecords v0
+and v8, Fetch v4, InitProducerId v4, AddPartitionsToTxn v0, DeleteRecords v0
 and CreatePartitions v0. Standard library only, so
 scripts/start-broker can use it as a readiness probe before any Kafka client
 is installed:
@@ -201,8 +201,11 @@ def fetch_v4_request(correlation_id, topics, max_wait_ms=100, max_bytes=1 << 20)
 
 
 def init_producer_id_request(correlation_id, transactional_id=None, timeout_ms=60000):
-    body = _string(transactional_id) + struct.pack(">i", timeout_ms)
-    return request_frame(API_INIT_PRODUCER_ID, 0, correlation_id, body)
+    """InitProducerId v4 (flexible; Tansu 0.6 fails v0-v2, which have no
+    producer id/epoch fields, with UNKNOWN_SERVER_ERROR)."""
+    tid = _uvarint(0) if transactional_id is None else _compact_string(transactional_id)
+    body = tid + struct.pack(">iqh", timeout_ms, -1, -1) + EMPTY_TAGGED_FIELDS
+    return request_frame(API_INIT_PRODUCER_ID, 4, correlation_id, body, flexible=True)
 
 
 def add_partitions_to_txn_request(correlation_id, transactional_id, producer_id,
@@ -395,9 +398,10 @@ def parse_fetch_v4_response(payload):
 
 
 def parse_init_producer_id_response(payload):
-    """-> (correlation_id, error, producer_id, producer_epoch)."""
+    """v4 -> (correlation_id, error, producer_id, producer_epoch)."""
     r = Reader(payload)
     corr = r.int32()
+    r.skip_tagged_fields()  # response header v1
     r.int32()  # throttle_time_ms
     return corr, r.int16(), r.int64(), r.int16()
 

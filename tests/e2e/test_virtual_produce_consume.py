@@ -17,6 +17,11 @@ decompresses to tag and must compress again with the same codec).
 Data written to the physical topic directly, bypassing the proxy, appears in
 virtual partitions 0..3 (untagged records belong to k = 0), and a consumer
 of the physical topic sees every record.
+
+The VP is a property of each record (its tag), so a batch mixing VPs -- as
+a mirror of the physical topic writes, or as Tansu with sqlite storage
+returns on fetch (it merges stored batches) -- must still give every VP
+exactly its records.
 """
 
 from collections import defaultdict
@@ -294,3 +299,76 @@ def test_physical_writes_show_in_first_p_vps(broker, start_proxy, topic):
         origin, _, vp = m.value.decode().split("|")[:3]
         vp = int(vp)
         assert virtual.tag_of(m.headers) == (vp if origin == "proxy" and vp >= P else None), m
+
+
+def mixed_batch_expectations(records, physical):
+    """{vp: [values]} for records [(value, headers)] of physical partition
+    `physical`: a record belongs to its kpr.vp tag, or to VP p untagged."""
+    want = defaultdict(list)
+    for value, headers in records:
+        want[virtual.tag_of(headers) if virtual.tag_of(headers) is not None else physical].append(value)
+    return want
+
+
+def test_mirrored_batch_mixing_vps(broker, start_proxy, topic):
+    """One record batch holding records of several VPs of physical 0, as a
+    mirror (MirrorMaker copying the physical topic with its headers) or any
+    producer writing tagged records directly would write it: each record
+    belongs to the VP its own tag names (untagged: VP 0), not to the VP of
+    the batch's first record. Each VP read alone, by each client, holds
+    exactly its records."""
+    proxy = start_proxy(mapping=virtual.mapping(V, P))
+    name = topic(P, prefix="vp-mixed")
+    tagged = lambda v: [(HEADER, str(v).encode())]  # noqa: E731
+    records = [(b"mixed|4|a", tagged(4)), (b"mixed|0|a", []), (b"mixed|8|a", tagged(8)),
+               (b"mixed|4|b", tagged(4)), (b"mixed|16|a", tagged(16)), (b"mixed|0|b", [])]
+    virtual.produce_confluent_full(broker.address, name,
+                                   [(0, None, v, h) for v, h in records],
+                                   **{"linger.ms": 200})
+    batches = virtual.raw_batches(broker.address, name, 0)
+    assert [b["count"] for b in batches] == [len(records)], (
+        f"precondition: one batch of {len(records)} records on the broker, got "
+        f"{[(b['base_offset'], b['count']) for b in batches]}")
+
+    want = mixed_batch_expectations(records, 0)
+    problems = []
+    for who, reader in virtual.READERS.items():
+        for vp in (0, 4, 8, 12, 16):
+            try:
+                got = [m.value for m in reader(proxy.address, name, vp)]
+            except AssertionError as e:
+                got = f"failed: {e}"
+            if got != want.get(vp, []):
+                problems.append(f"{who} VP {vp}: expected {want.get(vp, [])}, got {got}")
+    assert not problems, "\n".join(problems)
+
+
+def test_sqlite_broker_merged_batches(broker_factory, start_proxy):
+    """Tansu with sqlite storage answers a Fetch with the records of several
+    produce batches merged into one batch (seen: the proxy's five tagged
+    single-record batches for VPs 7, 11, 15, 19 and 3 come back as one batch
+    at offset 0 with 5 records). Kafka keeps batches as produced, but a
+    proxy in front of such a broker must still give each VP its own records:
+    records are tagged one by one, so the VP is a property of the record."""
+    upstream = broker_factory("sqlite")
+    proxy = start_proxy(upstream=upstream, mapping=virtual.mapping(V, P))
+    name = f"vp-sqlite-{upstream.port}"
+    clients.create_topic(upstream.address, name, P)
+    recs = [(vp, None, f"sqlite|{vp}|{i}".encode(), []) for i in range(3) for vp in range(V)]
+    virtual.produce_confluent_full(proxy.address, name, recs)
+    merged = [(p, b["base_offset"], b["count"]) for p in range(P)
+              for b in virtual.raw_batches(upstream.address, name, p)
+              if len({virtual.tag_of(r[3]) for r in b["records"]}) > 1]
+    print(f"batches on the broker mixing VPs (partition, base offset, count): {merged}")
+
+    jobs = [(who, vp) for who in virtual.READERS for vp in range(V)]
+    results = virtual.parallel(lambda who, vp: virtual.READERS[who](proxy.address, name, vp), jobs)
+    problems = []
+    for (who, vp), (msgs, error) in zip(jobs, results):
+        want = [f"sqlite|{vp}|{i}".encode() for i in range(3)]
+        got = None if error else [m.value for m in msgs]
+        if got != want:
+            problems.append(f"{who} VP {vp}: expected {want}, "
+                            + (f"failed: {error}" if error else f"got {len(got)}: {got[:6]}"))
+    assert not problems, (f"{len(problems)} VP reads wrong; broker batches mixing VPs: "
+                          f"{merged[:8]}\n" + "\n".join(problems[:30]))

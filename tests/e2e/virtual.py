@@ -396,5 +396,6 @@ def log_lines(proxy, pattern, since=0):
     return [line for line in proxy.log_since(since).splitlines() if rx.search(line)]
 
 
-def run(argv, timeout=30.0):
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+def run(argv, input=None, timeout=30.0):
+    """A command's CompletedProcess (text), whatever its exit status."""
+    return subprocess.run(argv, input=input, capture_output=True, text=True, timeout=timeout)
