@@ -236,3 +236,36 @@ def test_group_of_five_stops_and_resumes(broker, start_proxy, topic):
     for m in direct:
         vp = int(m.value.decode().split("|")[1])
         assert m.partition == vp % P and virtual.tag_of(m.headers) == (vp if vp >= P else None), m
+
+
+def test_simple_commits_and_delete_group(broker, start_proxy, topic):
+    """A consumer that assigns VPs itself (no group membership) commits
+    offsets for k = 0 and k >= 1 VPs: they read back through the proxy and
+    sit on the broker at (group, topic, p) and (group.kpr-vp-k<k>, topic,
+    p). Deleting the group through the proxy deletes its derived groups."""
+    proxy = start_proxy(mapping=virtual.mapping(V, P))
+    name = topic(P, prefix="vp-simple")
+    group = f"vs-{uuid.uuid4().hex[:8]}"
+    wanted = {0: 3, 5: 1, 19: 2, 12: 7}
+    consumer = Consumer(clients.confluent_conf(proxy.address, **{
+        "group.id": group, "enable.auto.commit": False}))
+    try:
+        done = consumer.commit(offsets=[clients.TopicPartition(name, vp, off)
+                                        for vp, off in wanted.items()], asynchronous=False)
+        assert all(tp.error is None for tp in done), [(tp.partition, tp.error) for tp in done]
+    finally:
+        consumer.close()
+    assert clients.committed(proxy.address, group, name, list(wanted)) == wanted
+    expect = defaultdict(dict)
+    for vp, off in wanted.items():
+        expect[vp // P][(name, vp % P)] = off
+    for k, offs in expect.items():
+        g = group if k == 0 else f"{group}.kpr-vp-k{k}"
+        assert virtual.committed_on_broker(broker.address, g) == offs, g
+
+    client = clients.admin(proxy.address)  # must outlive the futures
+    futures = client.delete_consumer_groups([group], request_timeout=30)
+    futures[group].result(timeout=30)
+    left = {k: virtual.committed_on_broker(broker.address, group if k == 0 else
+                                           f"{group}.kpr-vp-k{k}") for k in range(V // P)}
+    assert all(not v for v in left.values()), f"offsets left after DeleteGroups: {left}"
