@@ -24,6 +24,7 @@ returns on fetch (it merges stored batches) -- must still give every VP
 exactly its records.
 """
 
+import time
 from collections import defaultdict
 
 import pytest
@@ -372,3 +373,54 @@ def test_sqlite_broker_merged_batches(broker_factory, start_proxy):
                             + (f"failed: {error}" if error else f"got {len(got)}: {got[:6]}"))
     assert not problems, (f"{len(problems)} VP reads wrong; broker batches mixing VPs: "
                           f"{merged[:8]}\n" + "\n".join(problems[:30]))
+
+
+def test_acks_zero_kafka_python(broker, start_proxy, topic):
+    """kafka-python, acks=0, to every VP (several VPs of one physical
+    partition per request), then flush() and close(): with acks=0 nothing is
+    awaited, so the producer closes its connection right after sending.
+    Every record must still arrive in its VP, as with Kafka (and Tansu
+    directly), which handle the requests they received before the close.
+
+    Not with confluent-kafka: Tansu answers a Produce with acks=0 (Kafka
+    sends nothing), the proxy then closes the client connection ("sent a
+    response to no request"), and librdkafka straight against Tansu loses
+    records too (seen: 40 of 80)."""
+    proxy = start_proxy(mapping=virtual.mapping(V, P), log_level="debug")
+    name = topic(P, prefix="vp-acks0")
+    mark = proxy.log_mark()
+    recs = [(vp, None, f"acks0|{vp}|{i}".encode(), []) for i in range(20) for vp in range(V)]
+    virtual.produce_kafka_python_full(proxy.address, name, recs, acks=0)
+    time.sleep(1)
+    results = virtual.parallel(lambda vp: virtual.read_vp_confluent(proxy.address, name, vp),
+                               [(vp,) for vp in range(V)])
+    problems = []
+    for vp, (msgs, error) in enumerate(results):
+        want = [f"acks0|{vp}|{i}".encode() for i in range(20)]
+        got = None if error else [m.value for m in msgs]
+        if got != want:
+            problems.append(f"VP {vp}: " + (error or f"{len(got)} records, first {got[:3]}"))
+    lines = virtual.log_lines(proxy, r"\[(WARN|ERROR)\]|disconnected|Produce ->", mark)
+    assert not problems, "\n".join(problems) + "\nproxy:\n" + "\n".join(lines[:12])
+
+
+@pytest.mark.parametrize("acks", [0, 1])
+def test_request_sent_before_client_closes(broker, start_proxy, topic, acks):
+    """A raw client sends one Produce (to a k = 0 and a k >= 1 VP of one
+    physical partition) and closes its socket at once, without reading a
+    response. Kafka handles a request it received whole before the close;
+    the proxy must forward it, not drop it with the connection."""
+    proxy = start_proxy(mapping=virtual.mapping(V, P), log_level="debug")
+    name = topic(P, prefix="vp-close")
+    mark = proxy.log_mark()
+    with kafkawire.connect(proxy.address) as s:
+        _, keys = kafkawire.api_versions(s, 0, 1)      # a client's usual first request
+        batch0 = kafkawire.record_batch([(None, b"close|1", [])])
+        batch1 = kafkawire.record_batch([(None, b"close|5", [])])
+        s.sendall(kafkawire.produce_request(9, {name: {1: batch0, 5: batch1}}, version=3,
+                                            acks=acks))
+    time.sleep(2)
+    direct = virtual.read_all_direct(broker.address, name, [1])
+    lines = virtual.log_lines(proxy, r"\[(WARN|ERROR)\]|disconnected|Produce ->|upstream", mark)
+    assert sorted(m.value for m in direct) == [b"close|1", b"close|5"], (
+        f"acks={acks}: physical 1 holds {[m.value for m in direct]}; proxy:\n" + "\n".join(lines[:10]))

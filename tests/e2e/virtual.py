@@ -325,9 +325,9 @@ def produce_confluent_full(bootstrap, topic, records, timeout=60.0, **conf):
 def produce_kafka_python_full(bootstrap, topic, records, timeout=60.0, **conf):
     """As produce_confluent_full, with kafka-python (DefaultPartitioner:
     murmur2 for keyed records)."""
-    producer = kafka.KafkaProducer(bootstrap_servers=[bootstrap], acks="all", linger_ms=5,
-                                   request_timeout_ms=30000, max_block_ms=int(timeout * 1000),
-                                   **conf)
+    producer = kafka.KafkaProducer(**{
+        "bootstrap_servers": [bootstrap], "acks": "all", "linger_ms": 5,
+        "request_timeout_ms": 30000, "max_block_ms": int(timeout * 1000), **conf})
     try:
         futures = []
         for p, k, v, h in records:
