@@ -73,13 +73,14 @@ def broker_factory(tmp_path, request):
     """
     started = []
 
-    def make(storage="memory://tansu/", name=None):
+    def make(storage="memory://tansu/", name=None, advertised_port=None):
         if storage == "sqlite":
             # Tansu reads sqlite://X relative to its cwd: an absolute path
             # needs sqlite:// + "/abs/path" (four slashes in all).
             storage = f"sqlite:///{tmp_path / f'tansu-{len(started)}.db'}"
             assert storage.startswith("sqlite:////")
-        b = Broker(tmp_path, storage=storage, name=name or f"broker{len(started)}")
+        b = Broker(tmp_path, storage=storage, name=name or f"broker{len(started)}",
+                   advertised_port=advertised_port)
         started.append(b)
         return b.start()
 
@@ -100,16 +101,22 @@ def start_proxy(broker, tmp_path, request):
 
     Starts kpr-proxy on a free port; at teardown sends SIGTERM and asserts it
     exits with status 0 within 10 s. Under KPR_E2E_DIRECT=1 returns the
-    upstream broker itself.
+    upstream broker itself. metrics=True serves /metrics on another free
+    port (proxy.metrics() reads it). upstream may also be a "host:port"
+    string (e.g. a relay in front of the broker).
     """
     started = []
 
     def start(mapping=None, max_connections=None, upstream=None, log_level="info",
-              extra=None, name=None):
+              extra=None, name=None, metrics=False):
         upstream = upstream or broker
         if harness.DIRECT:
             return DirectProxy(upstream)
-        config = proxy_config(upstream.address, harness.free_port(), mapping=mapping,
+        if metrics:
+            extra = harness._merge({"metrics": {
+                "enabled": True, "address": f"127.0.0.1:{harness.free_port()}"}}, extra or {})
+        bootstrap = upstream if isinstance(upstream, str) else upstream.address
+        config = proxy_config(bootstrap, harness.free_port(), mapping=mapping,
                               max_connections=max_connections, log_level=log_level,
                               extra=extra)
         p = Proxy(tmp_path, config, name=name or f"proxy{len(started)}")

@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -123,11 +124,15 @@ class Process:
 class Broker:
     """A Tansu broker on 127.0.0.1:port; storage memory:// or sqlite://FILE."""
 
-    def __init__(self, run_dir, port=None, storage="memory://tansu/", name="broker"):
+    def __init__(self, run_dir, port=None, storage="memory://tansu/", name="broker",
+                 advertised_port=None):
         self.run_dir = Path(run_dir)
         self.port = port or free_port()
         self.storage = storage
         self.name = name
+        # Another port to advertise in metadata (e.g. a relay's, so that
+        # every connection after bootstrap goes through it).
+        self.advertised_port = advertised_port or self.port
         self.process = None
         self.starts = 0
 
@@ -138,6 +143,10 @@ class Broker:
     @property
     def url(self):
         return f"tcp://{self.address}"
+
+    @property
+    def advertised_url(self):
+        return f"tcp://127.0.0.1:{self.advertised_port}"
 
     def start(self, timeout=30.0):
         assert self.process is None or not self.process.alive(), "broker already running"
@@ -151,7 +160,7 @@ class Broker:
             f"tansu {self.name}",
             [tansu_path(), "broker",
              "--listener-url", self.url,
-             "--advertised-listener-url", self.url,
+             "--advertised-listener-url", self.advertised_url,
              "--storage-engine", self.storage],
             log, env=env)
         self._wait_ready(timeout)
@@ -315,6 +324,28 @@ class Proxy:
             return 0, True
         return self.process.stop(timeout)
 
+    def restart(self, timeout=10.0):
+        """Stop (asserting a clean exit) and start again on the same port with
+        the same config: every client connection and in-memory state is lost.
+        The log file goes on (log marks taken before stay valid)."""
+        code, graceful = self.stop(timeout)
+        assert graceful and code == 0, f"{self.name} exited with {code} (graceful={graceful})"
+        deadline = time.monotonic() + timeout
+        while port_open(self.port) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return self.start()
+
+    @property
+    def metrics_address(self):
+        m = self.config.get("metrics") or {}
+        return m.get("address") if m.get("enabled") else None
+
+    def metrics(self, timeout=5.0):
+        """{name: value} from the Prometheus text at /metrics (metrics must
+        be enabled: start_proxy(metrics=True))."""
+        assert self.metrics_address, f"{self.name}: metrics not enabled in its config"
+        return scrape_metrics(self.metrics_address, timeout)
+
     def log_mark(self):
         """A position in the log; wait_for_log(since=mark) looks after it."""
         return len(self.process.log_text())
@@ -337,6 +368,20 @@ class Proxy:
 
     def describe(self):
         return self.process.describe() if self.process else f"{self.name}: not started"
+
+
+def scrape_metrics(address, timeout=5.0):
+    """{metric name (with labels, if any): float} from http://address/metrics."""
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=timeout) as r:
+        assert r.status == 200, f"GET /metrics: HTTP {r.status}"
+        text = r.read().decode()
+    values = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name, value = line.rsplit(" ", 1)
+        values[name] = float(value)
+    return values
 
 
 class DirectProxy:
@@ -369,6 +414,14 @@ class DirectProxy:
 
     def log_since(self, mark=0):
         return ""
+
+    def restart(self, timeout=10.0):
+        return self
+
+    metrics_address = None
+
+    def metrics(self, timeout=5.0):
+        pytest.fail("KPR_E2E_DIRECT=1: no proxy, no metrics")
 
     def wait_for_log(self, pattern, since=0, timeout=10.0):
         return f"(KPR_E2E_DIRECT: log check /{pattern}/ skipped)"

@@ -2,7 +2,10 @@
 
 Only what the raw-socket tests need, written from Apache Kafka's message
 schemas: request framing (header v1 and v2), ApiVersions v0-v3 and
-Metadata v1 requests and their responses. Standard library only, so
+Metadata v1 requests and their responses; for the virtual-partition tests
+record batches (magic 2, CRC-32C) and message sets (magic 0/1), Produce v3
+and v8, Fetch v4, InitProducerId v4, AddPartitionsToTxn v0, DeleteRecords v0
+and CreatePartitions v0. Standard library only, so
 scripts/start-broker can use it as a readiness probe before any Kafka client
 is installed:
 
@@ -13,9 +16,23 @@ import socket
 import struct
 import sys
 import time
+import zlib
 
+API_PRODUCE = 0
+API_FETCH = 1
 API_METADATA = 3
 API_API_VERSIONS = 18
+API_DELETE_RECORDS = 21
+API_INIT_PRODUCER_ID = 22
+API_ADD_PARTITIONS_TO_TXN = 24
+API_CREATE_PARTITIONS = 37
+
+# Error codes the tests name (Kafka's Errors.java).
+UNKNOWN_TOPIC_OR_PARTITION = 3
+UNSUPPORTED_FOR_MESSAGE_FORMAT = 43
+INVALID_PARTITIONS = 37
+POLICY_VIOLATION = 44
+INVALID_TXN_STATE = 48
 
 
 class WireError(Exception):
@@ -83,6 +100,145 @@ def metadata_v1_request(correlation_id, topics=None, client_id="kpr-e2e"):
     return request_frame(API_METADATA, 1, correlation_id, body, client_id)
 
 
+# ---------------------------------------------------------------- records
+
+def _crc32c_table():
+    table = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        table.append(c)
+    return table
+
+
+_CRC32C = _crc32c_table()
+
+
+def crc32c(data):
+    """CRC-32C (Castagnoli), as record batches v2 use."""
+    c = 0xFFFFFFFF
+    for b in data:
+        c = _CRC32C[(c ^ b) & 0xFF] ^ (c >> 8)
+    return c ^ 0xFFFFFFFF
+
+
+def _varint(n):
+    """Signed zig-zag varint (record fields)."""
+    return _uvarint((n << 1) ^ (n >> 63))
+
+
+def _varbytes(b):
+    return _varint(-1) if b is None else _varint(len(b)) + b
+
+
+def record_batch(records, base_offset=0, producer_id=-1, producer_epoch=-1,
+                 base_sequence=-1, transactional=False, timestamp_ms=None):
+    """An uncompressed v2 record batch (magic 2) with a valid CRC-32C.
+
+    records: [(key, value, [(header_key, header_value)])], bytes or None.
+    """
+    ts = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
+    body = b""
+    for i, (key, value, headers) in enumerate(records):
+        rec = (b"\x00" + _varint(0) + _varint(i) + _varbytes(key) + _varbytes(value)
+               + _varint(len(headers))
+               + b"".join(_varbytes(hk.encode()) + _varbytes(hv) for hk, hv in headers))
+        body += _varint(len(rec)) + rec
+    attributes = 0x10 if transactional else 0
+    after_crc = (struct.pack(">hiqqqhii", attributes, len(records) - 1, ts, ts,
+                             producer_id, producer_epoch, base_sequence, len(records))
+                 + body)
+    # length counts from the partition leader epoch to the end.
+    head = struct.pack(">qiib", base_offset, 4 + 1 + 4 + len(after_crc), 0, 2)
+    return head + struct.pack(">I", crc32c(after_crc)) + after_crc
+
+
+def message_set(messages, magic=1, timestamp_ms=None):
+    """A legacy message set (magic 0 or 1), uncompressed, CRC-32 per message.
+
+    messages: [(key, value)].
+    """
+    ts = int(time.time() * 1000) if timestamp_ms is None else timestamp_ms
+    out = b""
+    for offset, (key, value) in enumerate(messages):
+        body = struct.pack(">bb", magic, 0)
+        if magic >= 1:
+            body += struct.pack(">q", ts)
+        for b in (key, value):
+            body += struct.pack(">i", -1) if b is None else struct.pack(">i", len(b)) + b
+        msg = struct.pack(">I", zlib.crc32(body)) + body
+        out += struct.pack(">qi", offset, len(msg)) + msg
+    return out
+
+
+def _bytes(b):
+    return struct.pack(">i", -1) if b is None else struct.pack(">i", len(b)) + b
+
+
+# ---------------------------------------------------------------- requests
+
+def produce_request(correlation_id, topics, version=3, transactional_id=None,
+                    acks=-1, timeout_ms=10000):
+    """Produce v3-v8. topics: {name: {partition: record bytes}}."""
+    assert 3 <= version <= 8
+    body = _string(transactional_id) + struct.pack(">hii", acks, timeout_ms, len(topics))
+    for name, parts in topics.items():
+        body += _string(name) + struct.pack(">i", len(parts))
+        for p, records in parts.items():
+            body += struct.pack(">i", p) + _bytes(records)
+    return request_frame(API_PRODUCE, version, correlation_id, body)
+
+
+def fetch_v4_request(correlation_id, topics, max_wait_ms=100, max_bytes=1 << 20):
+    """Fetch v4. topics: {name: {partition: fetch offset}}."""
+    body = struct.pack(">iiiib", -1, max_wait_ms, 1, max_bytes, 0) + struct.pack(">i", len(topics))
+    for name, parts in topics.items():
+        body += _string(name) + struct.pack(">i", len(parts))
+        for p, offset in parts.items():
+            body += struct.pack(">iqi", p, offset, max_bytes)
+    return request_frame(API_FETCH, 4, correlation_id, body)
+
+
+def init_producer_id_request(correlation_id, transactional_id=None, timeout_ms=60000):
+    """InitProducerId v4 (flexible; Tansu 0.6 fails v0-v2, which have no
+    producer id/epoch fields, with UNKNOWN_SERVER_ERROR)."""
+    tid = _uvarint(0) if transactional_id is None else _compact_string(transactional_id)
+    body = tid + struct.pack(">iqh", timeout_ms, -1, -1) + EMPTY_TAGGED_FIELDS
+    return request_frame(API_INIT_PRODUCER_ID, 4, correlation_id, body, flexible=True)
+
+
+def add_partitions_to_txn_request(correlation_id, transactional_id, producer_id,
+                                  producer_epoch, topics):
+    """AddPartitionsToTxn v0. topics: {name: [partition, ...]}."""
+    body = (_string(transactional_id) + struct.pack(">qh", producer_id, producer_epoch)
+            + struct.pack(">i", len(topics)))
+    for name, parts in topics.items():
+        body += _string(name) + struct.pack(">i", len(parts)) + b"".join(
+            struct.pack(">i", p) for p in parts)
+    return request_frame(API_ADD_PARTITIONS_TO_TXN, 0, correlation_id, body)
+
+
+def delete_records_request(correlation_id, topics, timeout_ms=10000):
+    """DeleteRecords v0. topics: {name: {partition: offset}}."""
+    body = struct.pack(">i", len(topics))
+    for name, parts in topics.items():
+        body += _string(name) + struct.pack(">i", len(parts))
+        for p, offset in parts.items():
+            body += struct.pack(">iq", p, offset)
+    body += struct.pack(">i", timeout_ms)
+    return request_frame(API_DELETE_RECORDS, 0, correlation_id, body)
+
+
+def create_partitions_request(correlation_id, topics, timeout_ms=10000, validate_only=False):
+    """CreatePartitions v0. topics: {name: new total count}."""
+    body = struct.pack(">i", len(topics))
+    for name, count in topics.items():
+        body += _string(name) + struct.pack(">ii", count, -1)  # assignments: null
+    body += struct.pack(">ib", timeout_ms, 1 if validate_only else 0)
+    return request_frame(API_CREATE_PARTITIONS, 0, correlation_id, body)
+
+
 # ---------------------------------------------------------------- decoding
 
 class Reader:
@@ -105,6 +261,9 @@ class Reader:
 
     def int32(self):
         return struct.unpack(">i", self.take(4))[0]
+
+    def int64(self):
+        return struct.unpack(">q", self.take(8))[0]
 
     def uvarint(self):
         shift = value = 0
@@ -191,6 +350,122 @@ def parse_metadata_v1_response(payload):
     return corr, brokers, controller, topics
 
 
+def parse_produce_response(version, payload):
+    """Produce v3-v8 -> (correlation_id, {(topic, partition): dict}).
+
+    Each dict: error, base_offset, and from v8 error_message and record_errors.
+    """
+    r = Reader(payload)
+    corr = r.int32()
+
+    def partition(r):
+        out = {"partition": r.int32(), "error": r.int16(), "base_offset": r.int64()}
+        r.int64()  # log_append_time
+        if version >= 5:
+            r.int64()  # log_start_offset
+        if version >= 8:
+            out["record_errors"] = r.array(lambda r: (r.int32(), r.string()))
+            out["error_message"] = r.string()
+        return out
+
+    result = {}
+    for name, parts in r.array(lambda r: (r.string(), r.array(partition))):
+        for part in parts:
+            result[(name, part["partition"])] = part
+    r.int32()  # throttle_time_ms
+    return corr, result
+
+
+def parse_fetch_v4_response(payload):
+    """-> (correlation_id, {(topic, partition): dict(error, high_watermark, records)})."""
+    r = Reader(payload)
+    corr = r.int32()
+    r.int32()  # throttle_time_ms
+
+    def partition(r):
+        out = {"partition": r.int32(), "error": r.int16(), "high_watermark": r.int64(),
+               "last_stable_offset": r.int64()}
+        r.array(lambda r: (r.int64(), r.int64()))  # aborted transactions
+        n = r.int32()
+        out["records"] = b"" if n < 0 else r.take(n)
+        return out
+
+    result = {}
+    for name, parts in r.array(lambda r: (r.string(), r.array(partition))):
+        for part in parts:
+            result[(name, part["partition"])] = part
+    return corr, result
+
+
+def parse_init_producer_id_response(payload):
+    """v4 -> (correlation_id, error, producer_id, producer_epoch)."""
+    r = Reader(payload)
+    corr = r.int32()
+    r.skip_tagged_fields()  # response header v1
+    r.int32()  # throttle_time_ms
+    return corr, r.int16(), r.int64(), r.int16()
+
+
+def parse_add_partitions_to_txn_response(payload):
+    """v0 -> (correlation_id, {(topic, partition): error})."""
+    r = Reader(payload)
+    corr = r.int32()
+    r.int32()  # throttle_time_ms
+    result = {}
+    for name, parts in r.array(lambda r: (r.string(), r.array(lambda r: (r.int32(), r.int16())))):
+        for p, err in parts:
+            result[(name, p)] = err
+    return corr, result
+
+
+def parse_delete_records_response(payload):
+    """v0 -> (correlation_id, {(topic, partition): (low_watermark, error)})."""
+    r = Reader(payload)
+    corr = r.int32()
+    r.int32()  # throttle_time_ms
+    result = {}
+    for name, parts in r.array(lambda r: (r.string(), r.array(
+            lambda r: (r.int32(), r.int64(), r.int16())))):
+        for p, low, err in parts:
+            result[(name, p)] = (low, err)
+    return corr, result
+
+
+def parse_create_partitions_response(payload):
+    """v0 -> (correlation_id, {topic: (error, message)})."""
+    r = Reader(payload)
+    corr = r.int32()
+    r.int32()  # throttle_time_ms
+    results = r.array(lambda r: (r.string(), (r.int16(), r.string())))
+    return corr, dict(results)
+
+
+def parse_batches(records):
+    """Record batches (magic 2) in a Fetch response's records: a list of
+    dicts with base_offset, last_offset_delta, attributes, codec, producer_id,
+    base_sequence, count and raw (the whole batch). A trailing partial batch
+    is left out, as clients do."""
+    out = []
+    pos = 0
+    while pos + 17 <= len(records):
+        base_offset, length, _epoch, magic = struct.unpack(">qiib", records[pos:pos + 17])
+        end = pos + 12 + length
+        if end > len(records):
+            break
+        batch = records[pos:end]
+        if magic == 2:
+            (crc, attributes, last_delta, _first_ts, _max_ts, pid, _pe, base_seq,
+             count) = struct.unpack(">Ihiqqqhii", batch[17:61])
+            out.append({"base_offset": base_offset, "last_offset_delta": last_delta,
+                        "attributes": attributes, "codec": attributes & 7,
+                        "producer_id": pid, "base_sequence": base_seq, "count": count,
+                        "crc_ok": crc == crc32c(batch[21:]), "magic": magic, "raw": batch})
+        else:
+            out.append({"base_offset": base_offset, "magic": magic, "raw": batch})
+        pos = end
+    return out
+
+
 # ---------------------------------------------------------------- sockets
 
 def connect(address, timeout=5.0):
@@ -271,6 +546,19 @@ def metadata_v1(sock, topics=None, correlation_id=2):
     if corr != correlation_id:
         raise WireError(f"correlation id {corr}, expected {correlation_id}")
     return brokers, controller, tps
+
+
+def round_trip(sock, frame):
+    """Send one request frame and return the response payload (the
+    correlation id is checked against the frame's)."""
+    want = struct.unpack(">i", frame[8:12])[0]
+    sock.sendall(frame)
+    payload = read_frame(sock)
+    if payload is None:
+        raise WireError("connection closed before the response")
+    if response_correlation_id(payload) != want:
+        raise WireError(f"correlation id {response_correlation_id(payload)}, expected {want}")
+    return payload
 
 
 def probe(address, timeout=5.0):
