@@ -132,10 +132,18 @@ def delete_topic(bootstrap, name, timeout=CLIENT_TIMEOUT):
 
 
 def produce_confluent(bootstrap, topic, records, timeout=60.0, **conf):
-    """Produce all records; returns [(partition, offset)] in records order.
+    """Produce all records [(partition, key, value)]; returns [(partition,
+    offset)] in records order.
 
     Fails on any delivery error or when not everything is delivered in time.
     """
+    return produce_confluent_headers(bootstrap, topic, [(p, k, v, None) for p, k, v in records],
+                                     timeout=timeout, **conf)
+
+
+def produce_confluent_headers(bootstrap, topic, records, timeout=60.0, **conf):
+    """Like produce_confluent, with records [(partition or None, key, value,
+    headers)]: partition None lets the client's partitioner pick."""
     reports = [None] * len(records)
     errors = []
 
@@ -150,10 +158,15 @@ def produce_confluent(bootstrap, topic, records, timeout=60.0, **conf):
     producer = Producer(confluent_conf(bootstrap, **{
         "linger.ms": 5, "message.timeout.ms": int(timeout * 1000), **conf}))
     deadline = time.monotonic() + timeout
-    for i, (p, k, v) in enumerate(records):
+    for i, (p, k, v, h) in enumerate(records):
+        kwargs = {"value": v, "key": k, "on_delivery": on_delivery(i)}
+        if p is not None:
+            kwargs["partition"] = p
+        if h:
+            kwargs["headers"] = h
         while True:
             try:
-                producer.produce(topic, value=v, key=k, partition=p, on_delivery=on_delivery(i))
+                producer.produce(topic, **kwargs)
                 break
             except BufferError:
                 producer.poll(0.1)

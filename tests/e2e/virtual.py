@@ -287,39 +287,8 @@ def produce_confluent_full(bootstrap, topic, records, timeout=60.0, **conf):
     """records: [(partition or None, key, value, headers)]; None: the
     client's partitioner (murmur2_random, the Java client's) picks.
     Returns [(partition, offset)] per record, in records order."""
-    reports = [None] * len(records)
-    errors = []
-
-    def on_delivery(i):
-        def cb(err, msg):
-            if err is not None:
-                errors.append((i, err))
-            else:
-                reports[i] = (msg.partition(), msg.offset())
-        return cb
-
-    producer = Producer(clients.confluent_conf(bootstrap, **{
-        "linger.ms": 5, "message.timeout.ms": int(timeout * 1000),
-        "partitioner": "murmur2_random", **conf}))
-    deadline = time.monotonic() + timeout
-    for i, (p, k, v, h) in enumerate(records):
-        kwargs = {"value": v, "key": k, "on_delivery": on_delivery(i)}
-        if p is not None:
-            kwargs["partition"] = p
-        if h:
-            kwargs["headers"] = h
-        while True:
-            try:
-                producer.produce(topic, **kwargs)
-                break
-            except BufferError:
-                producer.poll(0.1)
-                assert time.monotonic() < deadline, "producer queue stayed full"
-        producer.poll(0)
-    left = producer.flush(max(1.0, deadline - time.monotonic()))
-    assert not errors, f"{len(errors)} delivery errors, first: {errors[:3]}"
-    assert left == 0, f"{left} records not delivered within {timeout}s"
-    return reports
+    return clients.produce_confluent_headers(bootstrap, topic, records, timeout=timeout,
+                                             **{"partitioner": "murmur2_random", **conf})
 
 
 def produce_kafka_python_full(bootstrap, topic, records, timeout=60.0, **conf):
