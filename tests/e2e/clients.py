@@ -179,6 +179,22 @@ def produce_confluent_headers(bootstrap, topic, records, timeout=60.0, **conf):
     return reports
 
 
+def _read_expected(poll, expected, timeout):
+    """Call poll() (which returns a list of records) until `expected`
+    records arrived, then one second more to catch extras; bounded by
+    `timeout`."""
+    out = []
+    deadline = time.monotonic() + timeout
+    extra_until = None
+    while True:
+        now = time.monotonic()
+        if len(out) >= expected and extra_until is None:
+            extra_until = now + 1.0
+        if (extra_until is not None and now > extra_until) or now > deadline:
+            return out
+        out.extend(poll())
+
+
 def consume_confluent(bootstrap, topic, partitions, expected, timeout=60.0, **conf):
     """Read `expected` records from the beginning of the given partitions
     (assigned, no group); then keep polling 1 s for anything extra.
@@ -190,15 +206,8 @@ def consume_confluent(bootstrap, topic, partitions, expected, timeout=60.0, **co
         "auto.offset.reset": "earliest", **conf}))
     try:
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-        out = []
-        deadline = time.monotonic() + timeout
-        extra_until = None
-        while True:
-            now = time.monotonic()
-            if len(out) >= expected and extra_until is None:
-                extra_until = now + 1.0
-            if (extra_until is not None and now > extra_until) or now > deadline:
-                break
+        def poll():
+            out = []
             for msg in consumer.consume(num_messages=1000, timeout=0.5):
                 err = msg.error()
                 if err is not None:
@@ -206,7 +215,8 @@ def consume_confluent(bootstrap, topic, partitions, expected, timeout=60.0, **co
                         continue
                     raise KafkaException(err)
                 out.append((msg.partition(), msg.offset(), msg.key(), msg.value()))
-        return out
+            return out
+        return _read_expected(poll, expected, timeout)
     finally:
         consumer.close()
 
@@ -265,11 +275,21 @@ def kp_bootstrap(bootstrap):
 
 
 def produce_kafka_python(bootstrap, topic, records, timeout=60.0):
-    producer = kafka.KafkaProducer(bootstrap_servers=kp_bootstrap(bootstrap), acks="all",
-                                   linger_ms=5, request_timeout_ms=30000,
-                                   max_block_ms=int(timeout * 1000))
+    """Produce all records [(partition, key, value)] with kafka-python;
+    returns [(partition, offset)] in records order."""
+    return produce_kafka_python_headers(bootstrap, topic, [(p, k, v, None) for p, k, v in records],
+                                        timeout=timeout)
+
+
+def produce_kafka_python_headers(bootstrap, topic, records, timeout=60.0, **conf):
+    """Like produce_kafka_python, with records [(partition or None, key,
+    value, headers)] and extra producer settings."""
+    producer = kafka.KafkaProducer(**{
+        "bootstrap_servers": kp_bootstrap(bootstrap), "acks": "all", "linger_ms": 5,
+        "request_timeout_ms": 30000, "max_block_ms": int(timeout * 1000), **conf})
     try:
-        futures = [producer.send(topic, value=v, key=k, partition=p) for p, k, v in records]
+        futures = [producer.send(topic, value=v, key=k, partition=p, headers=list(h or []))
+                   for p, k, v, h in records]
         producer.flush(timeout=timeout)
         out = []
         for f in futures:
@@ -279,7 +299,6 @@ def produce_kafka_python(bootstrap, topic, records, timeout=60.0):
     finally:
         producer.close(timeout=10)
 
-
 def consume_kafka_python(bootstrap, topic, partitions, expected, timeout=60.0):
     consumer = kafka.KafkaConsumer(bootstrap_servers=kp_bootstrap(bootstrap), group_id=None,
                                    enable_auto_commit=False, auto_offset_reset="earliest",
@@ -288,20 +307,11 @@ def consume_kafka_python(bootstrap, topic, partitions, expected, timeout=60.0):
         tps = [kafka.structs.TopicPartition(topic, p) for p in partitions]
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
-        out = []
-        deadline = time.monotonic() + timeout
-        extra_until = None
-        while True:
-            now = time.monotonic()
-            if len(out) >= expected and extra_until is None:
-                extra_until = now + 1.0
-            if (extra_until is not None and now > extra_until) or now > deadline:
-                break
+        def poll():
             batches = consumer.poll(timeout_ms=500, max_records=1000)
-            for tp in sorted(batches, key=lambda tp: tp.partition):
-                for m in batches[tp]:
-                    out.append((m.partition, m.offset, m.key, m.value))
-        return out
+            return [(m.partition, m.offset, m.key, m.value)
+                    for tp in sorted(batches, key=lambda tp: tp.partition) for m in batches[tp]]
+        return _read_expected(poll, expected, timeout)
     finally:
         consumer.close()
 

@@ -294,23 +294,7 @@ def produce_confluent_full(bootstrap, topic, records, timeout=60.0, **conf):
 def produce_kafka_python_full(bootstrap, topic, records, timeout=60.0, **conf):
     """As produce_confluent_full, with kafka-python (DefaultPartitioner:
     murmur2 for keyed records)."""
-    producer = kafka.KafkaProducer(**{
-        "bootstrap_servers": [bootstrap], "acks": "all", "linger_ms": 5,
-        "request_timeout_ms": 30000, "max_block_ms": int(timeout * 1000), **conf})
-    try:
-        futures = []
-        for p, k, v, h in records:
-            futures.append(producer.send(topic, value=v, key=k, partition=p,
-                                         headers=list(h or [])))
-        producer.flush(timeout=timeout)
-        out = []
-        for f in futures:
-            md = f.get(timeout=1)
-            out.append((md.partition, md.offset))
-        return out
-    finally:
-        producer.close(timeout=10)
-
+    return clients.produce_kafka_python_headers(bootstrap, topic, records, timeout=timeout, **conf)
 
 def kcat_produce(bootstrap, topic, lines, partition=None, codec="none", headers=(),
                  keyed=False, timeout=60.0):
