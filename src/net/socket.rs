@@ -74,26 +74,34 @@ impl SharedSocket {
     /// Send one Kafka frame: its 4-byte size, then `body`, written together
     /// (vectored) so the body is not copied just to prefix it.
     pub fn send_frame(&self, body: &[u8]) -> io::Result<()> {
+        self.send_frames(&[body])
+    }
+
+    /// Send several Kafka frames, in order, with as few system calls as the
+    /// kernel allows: a request split into rounds goes out in one write
+    /// rather than one per round.
+    pub fn send_frames(&self, bodies: &[&[u8]]) -> io::Result<()> {
         if self.is_closed() {
             return Err(io::Error::new(io::ErrorKind::NotConnected, "connection closed"));
         }
-        let prefix = (body.len() as u32).to_be_bytes();
+        let prefixes: Vec<[u8; 4]> = bodies.iter().map(|b| (b.len() as u32).to_be_bytes()).collect();
+        let slices: Vec<&[u8]> = prefixes.iter().zip(bodies).flat_map(|(p, b)| [&p[..], *b]).collect();
         let mut out = self.out.lock();
         let mut written = 0;
-        let total = prefix.len() + body.len();
         if out.pos == out.buf.len() {
-            written = write_frame_some(&self.stream, &prefix, body)?;
-            if written == total {
-                return Ok(());
-            }
+            written = write_slices_some(&self.stream, &slices)?;
             out.buf.clear();
             out.pos = 0;
         }
-        if written < prefix.len() {
-            out.buf.extend_from_slice(&prefix[written..]);
-            out.buf.extend_from_slice(body);
-        } else {
-            out.buf.extend_from_slice(&body[written - prefix.len()..]);
+        // Queue whatever the kernel did not take.
+        let mut skip = written;
+        for slice in slices {
+            if skip >= slice.len() {
+                skip -= slice.len();
+                continue;
+            }
+            out.buf.extend_from_slice(&slice[skip..]);
+            skip = 0;
         }
         Ok(())
     }
@@ -138,20 +146,30 @@ impl SharedSocket {
     }
 }
 
-/// Write prefix and body with as few system calls as the kernel allows,
-/// without blocking; returns how many bytes of the two went out.
-fn write_frame_some(mut stream: &TcpStream, prefix: &[u8], body: &[u8]) -> io::Result<usize> {
-    let total = prefix.len() + body.len();
+/// Write `slices` one after another with as few system calls as the
+/// kernel allows, without blocking; returns how many bytes went out.
+fn write_slices_some(mut stream: &TcpStream, slices: &[&[u8]]) -> io::Result<usize> {
+    // Linux takes at most IOV_MAX (1024) buffers per call.
+    const MAX_IOVECS: usize = 1024;
+    let total: usize = slices.iter().map(|s| s.len()).sum();
     let mut written = 0;
+    // Where `written` falls: slice index and offset inside it.
+    let (mut first, mut offset) = (0, 0);
     while written < total {
-        let result = if written < prefix.len() {
-            stream.write_vectored(&[IoSlice::new(&prefix[written..]), IoSlice::new(body)])
-        } else {
-            stream.write(&body[written - prefix.len()..])
-        };
-        match result {
+        while offset >= slices[first].len() {
+            offset -= slices[first].len();
+            first += 1;
+        }
+        let end = slices.len().min(first + MAX_IOVECS);
+        let iov: Vec<IoSlice> = std::iter::once(IoSlice::new(&slices[first][offset..]))
+            .chain(slices[first + 1..end].iter().map(|s| IoSlice::new(s)))
+            .collect();
+        match stream.write_vectored(&iov) {
             Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "peer stopped reading")),
-            Ok(n) => written += n,
+            Ok(n) => {
+                written += n;
+                offset += n;
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
@@ -173,4 +191,67 @@ fn write_some(mut stream: &TcpStream, bytes: &[u8]) -> io::Result<usize> {
         }
     }
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    /// Frames larger than the kernel's socket buffers: the part the kernel
+    /// does not take is queued, and flushing delivers every byte in order.
+    #[test]
+    fn send_frames_queues_what_the_kernel_does_not_take() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let std_stream = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut reader, _) = listener.accept().unwrap();
+        std_stream.set_nonblocking(true).unwrap();
+        let peer = std_stream.peer_addr().unwrap();
+        let socket = SharedSocket::new(TcpStream::from_std(std_stream), Token(7), peer);
+
+        let bodies: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 3_000_000 + i as usize]).collect();
+        let refs: Vec<&[u8]> = bodies.iter().map(Vec::as_slice).collect();
+        socket.send_frames(&refs[..2]).unwrap();
+        socket.send_frame(refs[2]).unwrap();
+        socket.send_frames(&refs[3..]).unwrap();
+        assert!(socket.queued_bytes() > 0, "15 MB should not fit in the socket buffers");
+
+        let expected_len: usize = bodies.iter().map(|b| 4 + b.len()).sum();
+        let reading = std::thread::spawn(move || {
+            let mut got = vec![0u8; expected_len];
+            reader.read_exact(&mut got).unwrap();
+            got
+        });
+        while !socket.flush().unwrap() {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let got = reading.join().unwrap();
+        let mut at = 0;
+        for body in &bodies {
+            assert_eq!(&got[at..at + 4], &(body.len() as u32).to_be_bytes());
+            assert!(got[at + 4..at + 4 + body.len()] == body[..]);
+            at += 4 + body.len();
+        }
+    }
+
+    #[test]
+    fn many_small_frames_exceed_one_system_calls_buffer_limit() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let std_stream = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut reader, _) = listener.accept().unwrap();
+        std_stream.set_nonblocking(true).unwrap();
+        let peer = std_stream.peer_addr().unwrap();
+        let socket = SharedSocket::new(TcpStream::from_std(std_stream), Token(8), peer);
+        // 1500 frames = 3000 slices, more than IOV_MAX in one call.
+        let bodies: Vec<Vec<u8>> = (0..1500u32).map(|i| i.to_be_bytes().to_vec()).collect();
+        let refs: Vec<&[u8]> = bodies.iter().map(Vec::as_slice).collect();
+        socket.send_frames(&refs).unwrap();
+        while !socket.flush().unwrap() {}
+        let mut got = vec![0u8; 1500 * 8];
+        reader.read_exact(&mut got).unwrap();
+        for (i, frame) in got.chunks(8).enumerate() {
+            assert_eq!(frame[..4], 4u32.to_be_bytes());
+            assert_eq!(frame[4..], (i as u32).to_be_bytes());
+        }
+    }
 }

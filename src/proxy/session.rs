@@ -174,6 +174,7 @@ impl Session {
     }
 
     /// Resolve each part's route and write it to that broker's connection.
+    /// The parts bound for one broker go out in one write, in order.
     fn send_parts(
         &mut self,
         ctx: &ProxyContext,
@@ -183,6 +184,7 @@ impl Session {
         parts: &[Part],
         expect_response: bool,
     ) -> Result<(), String> {
+        let mut by_addr: Vec<(String, Vec<usize>)> = Vec::new();
         for (i, part) in parts.iter().enumerate() {
             let preferred = self.some_upstream_addr().map(str::to_string);
             let addr = resolve(&part.route, &ctx.cluster, control, preferred.as_deref(), i)
@@ -191,19 +193,28 @@ impl Session {
             if api_key == crate::kafka::api::ApiKey::Fetch as i16 {
                 self.last_fetch_addr = Some(addr.clone());
             }
+            match by_addr.iter_mut().find(|(a, _)| *a == addr) {
+                Some((_, indexes)) => indexes.push(i),
+                None => by_addr.push((addr, vec![i])),
+            }
+        }
+        for (addr, indexes) in by_addr {
             let upstream = self.upstream(ctx, &addr)?;
+            let bodies: Vec<&[u8]> = indexes.iter().map(|&i| parts[i].frame.bytes()).collect();
             upstream
                 .socket
-                .send_frame(part.frame.bytes())
+                .send_frames(&bodies)
                 .map_err(|e| format!("cannot send {} to Kafka broker {addr}: {e}", api_name(api_key)))?;
             if expect_response {
-                upstream.in_flight.push_back(InFlight {
-                    seq,
-                    part: i,
-                    correlation_id: part.correlation_id,
-                    api_key,
-                    deadline: Instant::now() + ctx.settings.request_timeout + part.broker_wait,
-                });
+                for i in indexes {
+                    upstream.in_flight.push_back(InFlight {
+                        seq,
+                        part: i,
+                        correlation_id: parts[i].correlation_id,
+                        api_key,
+                        deadline: Instant::now() + ctx.settings.request_timeout + parts[i].broker_wait,
+                    });
+                }
             }
         }
         Ok(())
