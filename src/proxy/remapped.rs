@@ -13,7 +13,7 @@ use crate::kafka::api::{error, ApiKey};
 use crate::kafka::codec::{self, Struct, Value};
 use crate::kafka::header::{parse_response_header, RequestHeader};
 use crate::kafka::message::{encode_response, response_schema};
-use crate::remap::mapping::{Decision, VirtualPartition};
+use crate::remap::mapping::{Decision, PhysicalPartition, TopicMapping, VirtualPartition};
 use crate::remap::split::{self, Dest, EntryRewrite, Shape};
 
 
@@ -491,6 +491,9 @@ struct TopicAsk {
     by_name: bool,
     name: String,
     id: [u8; 16],
+    /// `None` for a topic whose physical count contradicts its rule: every
+    /// partition asked of it is refused.
+    mapping: Option<TopicMapping>,
     /// Per physical partition, the virtual partitions asked for.
     asks: Vec<PhysicalAsk>,
     /// Virtual partitions refused here, with their error.
@@ -581,6 +584,7 @@ pub fn fetch(ctx: &ProxyContext, session: &mut Session, header: &RequestHeader<'
                 by_name: !by_id,
                 name: name.unwrap_or_default(),
                 id,
+                mapping,
                 asks: physical,
                 refused,
             });
@@ -636,17 +640,24 @@ pub fn fetch(ctx: &ProxyContext, session: &mut Session, header: &RequestHeader<'
                 continue;
             };
             answered[i] = true;
-            let TopicAsk { name: topic_name, asks, refused, .. } = &remapped[i];
+            let TopicAsk { name: topic_name, mapping, asks, refused, .. } = &remapped[i];
             let mut t = t.clone();
             let mut parts = Vec::new();
             for pe in t.structs("partitions") {
                 let Some(ask) = asks.iter().find(|a| Some(a.physical) == pe.i32("partition_index")) else { continue };
+                let Some(mapping) = mapping else { continue };
                 let data: &[u8] = match pe.get("records") {
                     Value::Records(Some(d)) => d,
                     _ => &[],
                 };
                 upstream_bytes += data.len() as u64;
-                let classified = crate::remap::fetch::classify(data, topic_name, ask.physical, &ctx.owner_cache);
+                let classified = crate::remap::fetch::classify(
+                    data,
+                    topic_name,
+                    PhysicalPartition(ask.physical),
+                    mapping,
+                    &ctx.owner_cache,
+                );
                 let min_offset = ask.asks.iter().map(|(_, o)| *o).min().unwrap_or(0);
                 let code = pe.i16("error_code").unwrap_or(0);
                 for &(v, offset) in &ask.asks {

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use crate::kafka::records::{self, Batch, Item, TAG_HEADER};
+use crate::remap::mapping::{PhysicalPartition, TopicMapping, VirtualPartition};
 
 /// Who a batch's records belong to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,19 +37,27 @@ pub enum Owner {
     Mixed(Vec<i32>),
 }
 
-/// The virtual partition named by a tag value; `untagged` when there is no
-/// tag or it is not a number (a malformed tag is left with the owner of
-/// untagged data, whose consumer sees the record, rather than hidden).
-pub fn owner_of_tag(tag: Option<&[u8]>, untagged: i32) -> i32 {
-    tag.and_then(|v| std::str::from_utf8(v).ok()).and_then(|s| s.parse().ok()).unwrap_or(untagged)
+/// The virtual partition named by a tag value, for a record stored in
+/// `physical`. Untagged records belong to virtual partition `physical`, and
+/// so do records whose tag names no virtual partition of `physical`: not a
+/// number, out of range, or one living on another physical partition (data
+/// mirrored from a topic with another ratio, or written directly with a
+/// hand-made tag). Such a record is shown where untagged data is, rather
+/// than hidden from every consumer.
+pub fn owner_of_tag(tag: Option<&[u8]>, physical: PhysicalPartition, mapping: &TopicMapping) -> i32 {
+    tag.and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|s| s.parse().ok())
+        .filter(|&v| mapping.locate(VirtualPartition(v)).is_some_and(|(p, _)| p == physical))
+        .unwrap_or(physical.0)
 }
 
-/// Classify every record of a data batch.
-pub fn batch_owner(batch: &Batch<'_>, untagged: i32) -> Owner {
+/// Classify every record of a data batch stored in `physical`.
+pub fn batch_owner(batch: &Batch<'_>, physical: PhysicalPartition, mapping: &TopicMapping) -> Owner {
+    let untagged = physical.0;
     if batch.header.is_control() {
         return Owner::Control;
     }
-    match records::record_owners(batch, TAG_HEADER, &|tag| owner_of_tag(tag, untagged)) {
+    match records::record_owners(batch, TAG_HEADER, &|tag| owner_of_tag(tag, physical, mapping)) {
         Ok(owners) => match owners.first() {
             Some(&first) if owners.iter().all(|&o| o == first) => Owner::Uniform(first),
             Some(_) => Owner::Mixed(owners),
@@ -73,6 +82,7 @@ pub struct OwnerCache {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct BatchKey {
     topic: u64,
+    virtual_count: i32,
     physical: i32,
     base_offset: i64,
     length: i32,
@@ -83,11 +93,11 @@ struct BatchKey {
 const CACHE_ENTRIES: usize = 200_000;
 
 impl OwnerCache {
-    fn owner(&self, key: BatchKey, batch: &Batch<'_>, untagged: i32) -> Arc<Owner> {
+    fn owner(&self, key: BatchKey, batch: &Batch<'_>, physical: PhysicalPartition, mapping: &TopicMapping) -> Arc<Owner> {
         if let Some(o) = self.map.lock().get(&key) {
             return o.clone();
         }
-        let owner = Arc::new(batch_owner(batch, untagged));
+        let owner = Arc::new(batch_owner(batch, physical, mapping));
         let mut map = self.map.lock();
         if map.len() >= CACHE_ENTRIES {
             map.clear();
@@ -105,10 +115,17 @@ pub struct Classified<'a> {
 }
 
 /// Classify the batches of a fetched `records` blob of physical partition
-/// `physical` (whose untagged records belong to virtual partition
-/// `physical`). A partial batch at the end (brokers cut responses at the
-/// byte limit) is dropped: the client fetches it again from its position.
-pub fn classify<'a>(data: &'a [u8], topic: &str, physical: i32, cache: &OwnerCache) -> Vec<Classified<'a>> {
+/// `physical` of a topic mapped by `mapping` (untagged records belong to
+/// virtual partition `physical`). A partial batch at the end (brokers cut
+/// responses at the byte limit) is dropped: the client fetches it again
+/// from its position.
+pub fn classify<'a>(
+    data: &'a [u8],
+    topic: &str,
+    physical: PhysicalPartition,
+    mapping: &TopicMapping,
+    cache: &OwnerCache,
+) -> Vec<Classified<'a>> {
     let mut hasher = DefaultHasher::new();
     topic.hash(&mut hasher);
     let topic = hasher.finish();
@@ -117,8 +134,15 @@ pub fn classify<'a>(data: &'a [u8], topic: &str, physical: i32, cache: &OwnerCac
         match item {
             Ok(Item::Batch(batch)) => {
                 let h = &batch.header;
-                let key = BatchKey { topic, physical, base_offset: h.base_offset, length: h.batch_length, crc: h.crc };
-                let owner = cache.owner(key, &batch, physical);
+                let key = BatchKey {
+                    topic,
+                    virtual_count: mapping.virtual_count,
+                    physical: physical.0,
+                    base_offset: h.base_offset,
+                    length: h.batch_length,
+                    crc: h.crc,
+                };
+                let owner = cache.owner(key, &batch, physical, mapping);
                 out.push(Classified { batch, owner });
             }
             Ok(Item::Partial(_)) | Err(_) => break,
