@@ -64,9 +64,16 @@ pub struct Cluster {
     /// Addresses whose last connection attempt failed, and until when new
     /// attempts fail fast instead of stalling a worker again.
     unreachable: Mutex<HashMap<String, Instant>>,
-    /// Topics the cluster said do not exist, and until when not to ask
-    /// again.
-    missing: Mutex<HashMap<String, Instant>>,
+    /// Topics (by name or id) the cluster said do not exist, and until when
+    /// not to ask again.
+    missing: Mutex<HashMap<TopicRef, Instant>>,
+}
+
+/// A topic as a request names it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum TopicRef {
+    Name(String),
+    Id([u8; 16]),
 }
 
 /// How long a topic the cluster does not have is not asked about again.
@@ -166,11 +173,23 @@ impl Cluster {
     }
 
     pub fn note_missing(&self, topic: &str) {
+        self.note_missing_ref(TopicRef::Name(topic.to_string()));
+    }
+
+    pub fn note_missing_id(&self, id: [u8; 16]) {
+        self.note_missing_ref(TopicRef::Id(id));
+    }
+
+    fn note_missing_ref(&self, topic: TopicRef) {
         let mut missing = self.missing.lock();
         if missing.len() > 10_000 {
             missing.clear();
         }
-        missing.insert(topic.to_string(), Instant::now() + MISSING_TOPIC_TTL);
+        missing.insert(topic, Instant::now() + MISSING_TOPIC_TTL);
+    }
+
+    fn recently_missing(&self, topic: &TopicRef, now: Instant) -> bool {
+        self.missing.lock().get(topic).is_some_and(|until| now < *until)
     }
 
     /// The names among `topics` the view does not know and that were not
@@ -178,11 +197,31 @@ impl Cluster {
     pub fn unknown_topics<'t>(&self, topics: impl Iterator<Item = &'t str>) -> Vec<String> {
         let view = self.view.read();
         let now = Instant::now();
-        let missing = self.missing.lock();
         let mut out: Vec<String> = Vec::new();
         for t in topics {
-            if !view.topics.contains_key(t) && missing.get(t).map_or(true, |until| now >= *until) && !out.iter().any(|o| o == t) {
+            if !view.topics.contains_key(t)
+                && !self.recently_missing(&TopicRef::Name(t.to_string()), now)
+                && !out.iter().any(|o| o == t)
+            {
                 out.push(t.to_string());
+            }
+        }
+        out
+    }
+
+    /// The topic ids among `ids` the view does not know and that were not
+    /// just found missing: worth a metadata request for all topics.
+    pub fn unknown_topic_ids(&self, ids: impl Iterator<Item = [u8; 16]>) -> Vec<[u8; 16]> {
+        let view = self.view.read();
+        let now = Instant::now();
+        let mut out: Vec<[u8; 16]> = Vec::new();
+        for id in ids {
+            if id != [0; 16]
+                && !view.topic_names.contains_key(&id)
+                && !self.recently_missing(&TopicRef::Id(id), now)
+                && !out.contains(&id)
+            {
+                out.push(id);
             }
         }
         out

@@ -93,6 +93,23 @@ pub fn plan(
                 log::debug!("Metadata for {unknown:?} failed: {e}");
             }
         }
+        // Fetch v13+ names topics by id. An id learnt elsewhere (another
+        // proxy instance, or before this one started) would otherwise pass
+        // through with virtual partition numbers: the broker would answer
+        // with a physical partition's whole data, siblings' records included.
+        // Metadata requests by id are not possible before v10 and not worth
+        // the version dance: ask for all topics.
+        let unknown_ids = ctx.cluster.unknown_topic_ids(topic_ids(&req).into_iter());
+        if !unknown_ids.is_empty() {
+            if let Err(e) = control.refresh_metadata() {
+                log::debug!("Metadata for all topics (looking up topic ids) failed: {e}");
+            }
+            for id in unknown_ids {
+                if ctx.cluster.topic_name(&id).is_none() {
+                    ctx.cluster.note_missing_id(id);
+                }
+            }
+        }
         if let Some(plan) = remapped_plan(ctx, session, control, header, &req, frame) {
             return plan;
         }
@@ -348,6 +365,14 @@ fn remapped_plan(
 
 /// The topic names a request names, in the places the remap-aware APIs
 /// keep them.
+/// The topic ids a Fetch (v13+) names.
+fn topic_ids(req: &Struct<'_>) -> Vec<[u8; 16]> {
+    if !req.has_field("topics") {
+        return Vec::new();
+    }
+    req.structs("topics").filter(|t| t.has_field("topic_id")).filter_map(|t| t.uuid("topic_id")).collect()
+}
+
 fn topic_names<'r>(req: &'r Struct<'_>) -> Vec<&'r str> {
     let mut out = Vec::new();
     for (list, name) in [

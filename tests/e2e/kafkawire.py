@@ -200,6 +200,29 @@ def fetch_v4_request(correlation_id, topics, max_wait_ms=100, max_bytes=1 << 20)
     return request_frame(API_FETCH, 4, correlation_id, body)
 
 
+def fetch_by_id_request(correlation_id, version, topics, max_wait_ms=100, max_bytes=1 << 20):
+    """Fetch v13-v15 (flexible, topics named by id).
+    topics: {topic id (16 bytes): {partition: fetch offset}}."""
+    assert 13 <= version <= 15
+    body = b""
+    if version <= 14:
+        body += struct.pack(">i", -1)  # replica_id
+    body += struct.pack(">iiib", max_wait_ms, 1, max_bytes, 0)  # wait, min/max bytes, isolation
+    body += struct.pack(">ii", 0, -1)  # no fetch session
+    body += _uvarint(len(topics) + 1)
+    for topic_id, parts in topics.items():
+        body += topic_id + _uvarint(len(parts) + 1)
+        for p, offset in parts.items():
+            # partition, current leader epoch, offset, last fetched epoch,
+            # log start offset, partition max bytes, no tagged fields
+            body += struct.pack(">iiqiqi", p, -1, offset, -1, -1, max_bytes) + EMPTY_TAGGED_FIELDS
+        body += EMPTY_TAGGED_FIELDS
+    body += _uvarint(1)        # forgotten_topics_data: empty
+    body += _compact_string("")  # rack_id
+    body += EMPTY_TAGGED_FIELDS
+    return request_frame(API_FETCH, version, correlation_id, body, flexible=True)
+
+
 def init_producer_id_request(correlation_id, transactional_id=None, timeout_ms=60000):
     """InitProducerId v4 (flexible; Tansu 0.6 fails v0-v2, which have no
     producer id/epoch fields, with UNKNOWN_SERVER_ERROR)."""
@@ -395,6 +418,40 @@ def parse_fetch_v4_response(payload):
         for part in parts:
             result[(name, part["partition"])] = part
     return corr, result
+
+
+def parse_fetch_by_id_response(payload):
+    """Fetch v13-v15 -> (correlation_id, top-level error,
+    {(topic id, partition): dict(error, high_watermark, records)})."""
+    r = Reader(payload)
+    corr = r.int32()
+    r.skip_tagged_fields()  # response header v1
+    r.int32()  # throttle_time_ms
+    error = r.int16()
+    r.int32()  # session_id
+
+    def partition(r):
+        out = {"partition": r.int32(), "error": r.int16(), "high_watermark": r.int64(),
+               "last_stable_offset": r.int64(), "log_start_offset": r.int64()}
+        r.compact_array(lambda r: (r.int64(), r.int64(), r.skip_tagged_fields()))
+        r.int32()  # preferred_read_replica
+        n = r.uvarint() - 1
+        out["records"] = b"" if n < 0 else r.take(n)
+        r.skip_tagged_fields()
+        return out
+
+    def topic(r):
+        topic_id = r.take(16)
+        parts = r.compact_array(partition)
+        r.skip_tagged_fields()
+        return topic_id, parts
+
+    result = {}
+    for topic_id, parts in r.compact_array(topic):
+        for part in parts:
+            result[(topic_id, part["partition"])] = part
+    r.skip_tagged_fields()
+    return corr, error, result
 
 
 def parse_init_producer_id_response(payload):
