@@ -198,16 +198,21 @@ mod tests {
     use super::*;
     use std::io::Read;
 
+    /// A shared (non-blocking) socket and the blocking peer that reads it.
+    fn connected_pair() -> (SharedSocket, std::net::TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let stream = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (reader, _) = listener.accept().unwrap();
+        stream.set_nonblocking(true).unwrap();
+        let peer = stream.peer_addr().unwrap();
+        (SharedSocket::new(TcpStream::from_std(stream), Token(7), peer), reader)
+    }
+
     /// Frames larger than the kernel's socket buffers: the part the kernel
     /// does not take is queued, and flushing delivers every byte in order.
     #[test]
     fn send_frames_queues_what_the_kernel_does_not_take() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let std_stream = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (mut reader, _) = listener.accept().unwrap();
-        std_stream.set_nonblocking(true).unwrap();
-        let peer = std_stream.peer_addr().unwrap();
-        let socket = SharedSocket::new(TcpStream::from_std(std_stream), Token(7), peer);
+        let (socket, mut reader) = connected_pair();
 
         let bodies: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 3_000_000 + i as usize]).collect();
         let refs: Vec<&[u8]> = bodies.iter().map(Vec::as_slice).collect();
@@ -236,12 +241,7 @@ mod tests {
 
     #[test]
     fn many_small_frames_exceed_one_system_calls_buffer_limit() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let std_stream = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (mut reader, _) = listener.accept().unwrap();
-        std_stream.set_nonblocking(true).unwrap();
-        let peer = std_stream.peer_addr().unwrap();
-        let socket = SharedSocket::new(TcpStream::from_std(std_stream), Token(8), peer);
+        let (socket, mut reader) = connected_pair();
         // 1500 frames = 3000 slices, more than IOV_MAX in one call.
         let bodies: Vec<Vec<u8>> = (0..1500u32).map(|i| i.to_be_bytes().to_vec()).collect();
         let refs: Vec<&[u8]> = bodies.iter().map(Vec::as_slice).collect();
