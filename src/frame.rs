@@ -73,8 +73,10 @@ impl FrameReader {
             if frame.len() == *size {
                 return Ok(Filled::FrameReady);
             }
-            // `read_to_end` fills spare capacity without zeroing it first;
-            // `take` stops it at the frame's end.
+            // `take` stops `read_to_end` at the frame's end. It reads into
+            // the capacity reserved up front, zeroing each chunk just before
+            // reading into it (mio sockets offer no uninitialised reads), so
+            // memory is touched only as bytes arrive.
             let want = (*size - frame.len()) as u64;
             let before = frame.len();
             return match src.take(want).read_to_end(frame) {
