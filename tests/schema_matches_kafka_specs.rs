@@ -4,10 +4,13 @@
 //! it decodes, the fields present, in order, with their names, types,
 //! nullability and tagged-field numbers, recursively through structs.
 //!
-//! The specs are looked up in `$KPR_KAFKA_SPECS`, else in
-//! `$CARGO_MANIFEST_DIR/../shared/kafka-protocol/message`. They are reference
-//! material kept outside the crate; when they cannot be found the tests fail
-//! (they do not skip), saying where they looked.
+//! The specs are looked up in `$KPR_KAFKA_SPECS`, else in a
+//! `shared/kafka-protocol/message` directory beside the checkout or beside
+//! any of its parents, else beside the repository it was cloned from (a
+//! local path: a clone in /tmp of a checkout that sits next to `shared/`
+//! finds it too). They are reference material kept outside the crate; when
+//! they cannot be found the tests fail (they do not skip), saying where they
+//! looked.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -103,19 +106,38 @@ struct SpecField {
 }
 
 fn specs_dir() -> PathBuf {
-    let (dir, how) = match std::env::var_os("KPR_KAFKA_SPECS") {
-        Some(d) => (PathBuf::from(d), "$KPR_KAFKA_SPECS"),
-        None => (
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/kafka-protocol/message"),
-            "$CARGO_MANIFEST_DIR/../shared/kafka-protocol/message (set KPR_KAFKA_SPECS to look elsewhere)",
+    if let Some(d) = std::env::var_os("KPR_KAFKA_SPECS") {
+        let dir = PathBuf::from(d);
+        assert!(dir.is_dir(), "Kafka's message specs (*.json) not found in {} ($KPR_KAFKA_SPECS)", dir.display());
+        return dir;
+    }
+    let checkout = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let mut roots = vec![checkout.clone()];
+    roots.extend(cloned_from(&checkout));
+    let candidates: Vec<PathBuf> = roots
+        .iter()
+        .flat_map(|root| root.ancestors().skip(1).map(|a| a.join("shared/kafka-protocol/message")))
+        .collect();
+    match candidates.iter().find(|c| c.is_dir()) {
+        Some(dir) => dir.clone(),
+        None => panic!(
+            "Kafka's message specs (*.json) not found; looked in:\n  {}\n(set KPR_KAFKA_SPECS to the directory)",
+            candidates.iter().map(|c| c.display().to_string()).collect::<Vec<_>>().join("\n  ")
         ),
-    };
-    assert!(
-        dir.is_dir(),
-        "Kafka's message specs (*.json) not found: looked in {} ({how})",
-        dir.display()
-    );
-    dir
+    }
+}
+
+/// The local repository `checkout` was cloned from, if its origin is a path.
+fn cloned_from(checkout: &std::path::Path) -> Option<PathBuf> {
+    let out = std::process::Command::new("git")
+        .args(["config", "--get", "remote.origin.url"])
+        .current_dir(checkout)
+        .output()
+        .ok()?;
+    let url = String::from_utf8(out.stdout).ok()?;
+    let path = PathBuf::from(url.trim().strip_prefix("file://").unwrap_or(url.trim()));
+    let path = if path.is_absolute() { path } else { checkout.join(path) };
+    path.is_dir().then(|| path.canonicalize().unwrap_or(path))
 }
 
 /// Kafka's spec files are JSON preceded and interspersed with `//` comment
