@@ -363,8 +363,6 @@ fn remapped_plan(
     }
 }
 
-/// The topic names a request names, in the places the remap-aware APIs
-/// keep them.
 /// The topic ids a Fetch (v13+) names.
 fn topic_ids(req: &Struct<'_>) -> Vec<[u8; 16]> {
     if !req.has_field("topics") {
@@ -373,6 +371,8 @@ fn topic_ids(req: &Struct<'_>) -> Vec<[u8; 16]> {
     req.structs("topics").filter(|t| t.has_field("topic_id")).filter_map(|t| t.uuid("topic_id")).collect()
 }
 
+/// The topic names a request names, in the places the remap-aware APIs
+/// keep them.
 fn topic_names<'r>(req: &'r Struct<'_>) -> Vec<&'r str> {
     let mut out = Vec::new();
     for (list, name) in [
