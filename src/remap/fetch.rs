@@ -6,8 +6,9 @@
 //! spanning the run, so the consumer's position moves past data that is not
 //! its own without reading it.
 //!
-//! A record's virtual partition is its own `kpr.vp` tag (untagged: the
-//! physical partition's number). The proxy writes each virtual partition's
+//! A record's virtual partition is its own `kpr.vp` tag (untagged, or
+//! tagged with a number no virtual partition of this physical partition
+//! has: the physical partition's number). The proxy writes each virtual partition's
 //! records in batches of their own, but a batch can still hold several:
 //! a mirror copying a remapped topic with its headers, a producer writing
 //! tagged records directly, a broker that merges batches (Tansu with sqlite
