@@ -36,30 +36,12 @@ import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "e2e"))
+from kafkawire import crc32c  # noqa: E402  (one CRC-32C for every test script)
+
 OUT = os.path.join(HERE, "batches")
 TANSU = os.path.expanduser("~/.cargo/bin/tansu")
 CODECS = ["none", "gzip", "snappy", "lz4", "zstd"]
-
-
-# --- CRC-32C, bitwise (Castagnoli, reflected polynomial 0x82F63B78) --------
-def _table():
-    t = []
-    for i in range(256):
-        c = i
-        for _ in range(8):
-            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-        t.append(c)
-    return t
-
-
-_T = _table()
-
-
-def crc32c(data):
-    c = 0xFFFFFFFF
-    for b in data:
-        c = _T[(c ^ b) & 0xFF] ^ (c >> 8)
-    return c ^ 0xFFFFFFFF
 
 
 def find_batches(blob):
