@@ -5,9 +5,9 @@
 //! every record in exactly one virtual partition.
 
 use kpr_proxy::kafka::records::{
-    batches, build_batch, check_crc, empty_batch, first_magic, first_record_header, records, snappy_framing, tag_batch,
-    tag_batch_into, verify_crc, Batch, BatchHeader, BuildOptions, Compression, Item, RecordData, RecordError,
-    SnappyFraming, BATCH_OVERHEAD, TAG_HEADER,
+    batches, build_batch, check_crc, empty_batch, first_magic, first_record_header, may_carry_header, record_owners,
+    records, snappy_framing, tag_batch, tag_batch_into, verify_crc, Batch, BatchHeader, BuildOptions, Compression, Item,
+    RecordData, RecordError, SnappyFraming, BATCH_OVERHEAD, TAG_HEADER,
 };
 use proptest::prelude::*;
 use std::collections::BTreeMap;
@@ -342,6 +342,35 @@ fn existing_tag_is_overridden_by_the_appended_one() {
         let t = parse_one(&tagged);
         assert_eq!(first_record_header(&t, TAG_HEADER).unwrap(), Some(b"11".to_vec()));
         assert_eq!(records(&t).unwrap()[0].headers.len(), 3, "existing headers kept");
+    }
+}
+
+#[test]
+fn may_carry_header_finds_a_tag_in_any_record_and_any_codec() {
+    for (codec, framing) in all_codecs() {
+        let untagged = sample_records(40, 300);
+        let bytes = build_batch(&untagged, &opts(codec, framing));
+        assert!(!may_carry_header(&parse_one(&bytes), TAG_HEADER).unwrap(), "{codec}: no record is tagged");
+
+        // Only the last record carries the tag: found past the first record
+        // and, compressed, past the first block or chunk.
+        let mut last_tagged = sample_records(40, 3000);
+        last_tagged[39].headers.push((TAG_HEADER.into(), Some(b"4".to_vec())));
+        let bytes = build_batch(&last_tagged, &opts(codec, framing));
+        assert!(may_carry_header(&parse_one(&bytes), TAG_HEADER).unwrap(), "{codec}: the last record is tagged");
+
+        // The name alone in a value is not the header as records encode it
+        // (its length varint precedes it); with that varint it is a
+        // candidate, which record_owners then settles.
+        let mut in_value = sample_records(3, 10);
+        in_value[1].value = Some(b"xxkpr.vpxx".to_vec());
+        let bytes = build_batch(&in_value, &opts(codec, framing));
+        assert!(!may_carry_header(&parse_one(&bytes), TAG_HEADER).unwrap(), "{codec}: bare name in a value");
+        in_value[1].value = Some(b"x\x0ckpr.vpx".to_vec());
+        let bytes = build_batch(&in_value, &opts(codec, framing));
+        let b = parse_one(&bytes);
+        assert!(may_carry_header(&b, TAG_HEADER).unwrap(), "{codec}: encoded name in a value");
+        assert_eq!(record_owners(&b, TAG_HEADER, &|t| t.map_or(-1, |_| 1)).unwrap(), vec![-1, -1, -1]);
     }
 }
 

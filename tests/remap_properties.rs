@@ -1,9 +1,14 @@
 //! Properties of the partition arithmetic and of fetch filtering, over any
 //! mapping and any sequence of batches.
 
+use std::borrow::Cow;
+
+use kpr_proxy::kafka::codec::{self, Value};
 use kpr_proxy::kafka::records::{self, BuildOptions, Compression, Item, RecordData, TAG_HEADER};
+use kpr_proxy::kafka::schema::{registry, FieldType, MessageKind, StructSchema};
 use kpr_proxy::remap::fetch::{classify, records_for, FilterStats, OwnerCache};
 use kpr_proxy::remap::mapping::{PhysicalPartition, TopicMapping, VirtualPartition};
+use kpr_proxy::remap::produce::{rewrite_entry, ProducerIdSource, TagStats};
 use proptest::prelude::*;
 
 proptest! {
@@ -51,6 +56,47 @@ fn batch_strategy() -> impl Strategy<Value = Vec<(Vec<Option<i32>>, u8, bool)>> 
     prop::collection::vec((prop_oneof![3 => uniform, 1 => mixed], 0u8..5, prop::bool::weighted(0.1)), 1..25)
 }
 
+/// Records of batch `i`, one per tag (None: untagged), valued "b<i>r<j>".
+fn records_tagged(i: usize, tags: &[Option<i32>]) -> Vec<RecordData> {
+    tags.iter()
+        .enumerate()
+        .map(|(j, tag)| RecordData {
+            key: None,
+            value: Some(format!("b{i}r{j}").into_bytes()),
+            headers: tag.map(|t| vec![(TAG_HEADER.to_string(), Some(t.to_string().into_bytes()))]).unwrap_or_default(),
+            timestamp_delta: j as i64,
+            offset_delta: j as i32,
+        })
+        .collect()
+}
+
+/// The schema of one partition's entry in a Produce request.
+fn produce_partition_schema() -> &'static StructSchema {
+    let body = &registry().get(0, MessageKind::Request).expect("Produce is declared").body;
+    let field = |s: &'static StructSchema, name: &str| -> &'static StructSchema {
+        match &s.fields[s.index_of(name).expect("declared")].ty {
+            FieldType::Array(inner) => match &**inner {
+                FieldType::Struct(st) => st,
+                other => panic!("{name}: {other:?}"),
+            },
+            other => panic!("{name}: {other:?}"),
+        }
+    };
+    field(field(body, "topic_data"), "partition_data")
+}
+
+/// Producer ids are never asked for: the batches carry none.
+struct NoProducerIds;
+
+impl ProducerIdSource for NoProducerIds {
+    fn derived(&mut self, _: (i64, i16), _: i32) -> Result<(i64, i16), String> {
+        unreachable!("no idempotent batches here")
+    }
+    fn sequence_base(&mut self, _: i64, _: &str, _: i32, _: i32) -> i32 {
+        unreachable!("no idempotent batches here")
+    }
+}
+
 fn codec(c: u8) -> Compression {
     [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd][c as usize]
 }
@@ -76,17 +122,7 @@ proptest! {
         let mut batch_starts = Vec::new();
         for (i, (tags, c, control)) in spec.iter().enumerate() {
             let count = tags.len();
-            let recs: Vec<RecordData> = tags
-                .iter()
-                .enumerate()
-                .map(|(j, tag)| RecordData {
-                    key: None,
-                    value: Some(format!("b{i}r{j}").into_bytes()),
-                    headers: tag.map(|t| vec![(TAG_HEADER.to_string(), Some(t.to_string().into_bytes()))]).unwrap_or_default(),
-                    timestamp_delta: j as i64,
-                    offset_delta: j as i32,
-                })
-                .collect();
+            let recs = records_tagged(i, tags);
             let opts = BuildOptions {
                 base_offset: offset,
                 compression: if *control { Compression::None } else { codec(*c) },
@@ -129,6 +165,52 @@ proptest! {
             prop_assert_eq!(next, end, "view of {} stops before the end", vp);
             let want: Vec<(i64, Vec<u8>)> = expected.get(&vp).cloned().unwrap_or_default().into_iter().filter(|(o, _)| *o >= fetch_offset).collect();
             prop_assert_eq!(got, want, "records of virtual partition {}", vp);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, .. ProptestConfig::default() })]
+
+    /// Whatever `kpr.vp` tags the records already carry (records read
+    /// through the proxy and produced again with their headers, tags of
+    /// siblings and of other physical partitions, garbage), what a client
+    /// produces to a virtual partition is read back from that one alone:
+    /// physical partition 0 of a 12-over-3 topic, produced to virtual 0
+    /// (k = 0), 3, 6 or 9, then fetched as every sibling.
+    #[test]
+    fn records_are_read_from_the_virtual_partition_they_were_produced_to(
+        spec in batch_strategy(),
+        k in 0i32..4,
+    ) {
+        let mapping = TopicMapping::new(12, 3);
+        let target = VirtualPartition(3 * k);
+        let mut blob = Vec::new();
+        let mut want = Vec::new();
+        let mut offset = 0i64;
+        for (i, (tags, c, _)) in spec.iter().enumerate() {
+            let recs = records_tagged(i, tags);
+            want.extend(recs.iter().map(|r| r.value.clone().unwrap()));
+            let opts = BuildOptions { base_offset: offset, compression: codec(*c), ..Default::default() };
+            blob.extend(records::build_batch(&recs, &opts));
+            offset += recs.len() as i64;
+        }
+        let mut entry = codec::with_defaults(produce_partition_schema(), 7);
+        entry.set("records", Value::Records(Some(Cow::Borrowed(&blob))));
+        let mut stats = TagStats::default();
+        rewrite_entry("t", &mut entry, &mapping, target, PhysicalPartition(0), k, &mut NoProducerIds, &mut stats)
+            .unwrap();
+        let Value::Records(Some(stored)) = entry.get("records") else { panic!("records kept") };
+        let classified = classify(stored, "t", PhysicalPartition(0), &mapping, &OwnerCache::default());
+        for vp in [0, 3, 6, 9] {
+            let view = records_for(&classified, vp, 0, &mut FilterStats::default());
+            let mut got = Vec::new();
+            for item in records::batches(&view) {
+                let Item::Batch(b) = item.unwrap() else { panic!("partial batch in a view") };
+                got.extend(records::records(&b).unwrap().into_iter().map(|r| r.value.unwrap()));
+            }
+            let expected = if vp == target.0 { want.clone() } else { Vec::new() };
+            prop_assert_eq!(got, expected, "view of {} after producing to {}", vp, target.0);
         }
     }
 }

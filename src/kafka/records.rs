@@ -870,6 +870,38 @@ pub fn record_owners(batch: &Batch, key: &str, owner_of: &dyn Fn(Option<&[u8]>) 
     Ok(owners)
 }
 
+/// Whether a record of the batch may carry header `key`: a search for the
+/// key as records encode it (length varint, then the name) in the records,
+/// decompressed first if need be. `false` is certain; `true` asks for a
+/// closer look with [`record_owners`], since the same bytes can occur in a
+/// record's key or value. Cheap next to walking every record.
+pub fn may_carry_header(batch: &Batch, key: &str) -> Result<bool, RecordError> {
+    let Ok(len) = i32::try_from(key.len()) else { return Ok(false) };
+    let mut needle = Vec::with_capacity(key.len() + 5);
+    put_varint(&mut needle, len);
+    needle.extend_from_slice(key.as_bytes());
+    let (data, _) = decompressed(batch)?;
+    Ok(contains(&data, &needle))
+}
+
+/// Whether `needle` (not empty) occurs in `hay`: find each occurrence of
+/// its first byte, compare the rest.
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    let Some((&first, rest)) = needle.split_first() else { return true };
+    let mut from = 0;
+    while let Some(at) = hay[from..].iter().position(|&b| b == first) {
+        let start = from + at + 1;
+        if hay.len() - start < rest.len() {
+            return false;
+        }
+        if &hay[start..start + rest.len()] == rest {
+            return true;
+        }
+        from = start;
+    }
+    false
+}
+
 /// A batch with `batch`'s header (offsets, timestamps, producer, flags)
 /// holding only the records `keep` selects by index, uncompressed, with
 /// its own length, count and CRC. The records keep their offset and

@@ -477,7 +477,7 @@ pub fn produce(
         split::PRODUCE_RESPONSE,
         wait,
         acks != 0,
-        &mut |topic, entry, _m, v, p, k| crate::remap::produce::rewrite_entry(topic, entry, v, p, k, &mut ids, &mut stats),
+        &mut |topic, entry, m, v, p, k| crate::remap::produce::rewrite_entry(topic, entry, &m, v, p, k, &mut ids, &mut stats),
     );
     let m = &ctx.shared.metrics;
     m.batches_tagged_total.fetch_add(stats.batches, std::sync::atomic::Ordering::Relaxed);
