@@ -179,7 +179,7 @@ fn retag_foreign(
     stats: &mut TagStats,
 ) -> Result<Option<Vec<u8>>, Refusal> {
     let mut out: Option<Vec<u8>> = None;
-    let mut done = 0; // bytes of `data` already in `out`, or known to need no tag
+    let mut done = 0; // bytes of `data` walked so far
     let mut copied = 0; // bytes of `data` copied into `out`
     for item in records::batches(data) {
         let Ok(Item::Batch(batch)) = item else { break };
