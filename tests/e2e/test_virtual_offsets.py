@@ -98,6 +98,19 @@ def sibling_offset(own, vp, near_round):
     raise AssertionError(f"VP {vp}: no sibling's record between its own at {own[vp]}")
 
 
+def check_seeks(read, own, vp, own_round, near_round):
+    """read(offset) gives VP vp's records from offset (None: the beginning).
+    From the beginning: every round; from its own record of own_round: that
+    round on; from a sibling's record near near_round: the VP's next round
+    on."""
+    assert rounds_of(read(None), vp) == list(range(ROUNDS)), f"VP {vp} from the beginning"
+    got = read(own[vp][own_round])
+    assert rounds_of(got, vp) == list(range(own_round, ROUNDS)), f"VP {vp} from its round {own_round}"
+    next_round, sibling = sibling_offset(own, vp, near_round)
+    assert rounds_of(read(sibling), vp) == list(range(next_round, ROUNDS)), (
+        f"VP {vp} from {sibling} (a sibling's record before its round {next_round})")
+
+
 def rounds_of(msgs, vp):
     """Rounds of the records read from VP vp; a record of another VP shows
     as "VP<v>:<round>" so that the comparison fails and says what leaked."""
@@ -120,14 +133,9 @@ def test_confluent_list_offsets_and_seek(layout):
         consumer.close()
 
     for vp in CHECK_VPS:
-        got = virtual.read_vp_confluent(proxy.address, name, vp, offset=OFFSET_BEGINNING)
-        assert rounds_of(got, vp) == list(range(ROUNDS))
-        got = virtual.read_vp_confluent(proxy.address, name, vp, offset=own[vp][3])
-        assert rounds_of(got, vp) == list(range(3, ROUNDS)), f"VP {vp} from its round 3"
-        next_round, sibling = sibling_offset(own, vp, 3)
-        got = virtual.read_vp_confluent(proxy.address, name, vp, offset=sibling)
-        assert rounds_of(got, vp) == list(range(next_round, ROUNDS)), (
-            f"VP {vp} from {sibling} (a sibling's record before its round {next_round})")
+        check_seeks(lambda offset: virtual.read_vp_confluent(
+            proxy.address, name, vp, offset=OFFSET_BEGINNING if offset is None else offset),
+            own, vp, own_round=3, near_round=3)
 
 
 def by_timestamp(address, name, vps, ts):
@@ -224,24 +232,14 @@ def test_kafka_python_offsets_and_seek(layout):
         consumer.close()
     for tp in tps:
         vp = tp.partition
-        got = virtual.read_vp_kafka_python(proxy.address, name, vp)
-        assert rounds_of(got, vp) == list(range(ROUNDS)), f"VP {vp} from the beginning"
-        got = virtual.read_vp_kafka_python(proxy.address, name, vp, offset=own[vp][5])
-        assert rounds_of(got, vp) == list(range(5, ROUNDS)), f"VP {vp} from its round 5"
-        next_round, sibling = sibling_offset(own, vp, 3)
-        got = virtual.read_vp_kafka_python(proxy.address, name, vp, offset=sibling)
-        assert rounds_of(got, vp) == list(range(next_round, ROUNDS)), (
-            f"VP {vp} from {sibling} (a sibling's record before its round {next_round})")
+        check_seeks(lambda offset: virtual.read_vp_kafka_python(proxy.address, name, vp, offset=offset),
+                    own, vp, own_round=5, near_round=3)
 
 
 def test_kcat_offsets(layout):
     proxy, name, t0, own, high = layout
     for vp in CHECK_VPS:
-        assert rounds_of(virtual.read_vp_kcat(proxy.address, name, vp), vp) == list(range(ROUNDS))
         assert virtual.read_vp_kcat(proxy.address, name, vp, offset="end") == []
-        got = virtual.read_vp_kcat(proxy.address, name, vp, offset=str(own[vp][6]))
-        assert rounds_of(got, vp) == list(range(6, ROUNDS)), f"VP {vp} -o {own[vp][6]}"
-        next_round, sibling = sibling_offset(own, vp, 5)
-        got = virtual.read_vp_kcat(proxy.address, name, vp, offset=str(sibling))
-        assert rounds_of(got, vp) == list(range(next_round, ROUNDS)), (
-            f"VP {vp} -o {sibling} (a sibling's record before its round {next_round})")
+        check_seeks(lambda offset: virtual.read_vp_kcat(
+            proxy.address, name, vp, offset="beginning" if offset is None else str(offset)),
+            own, vp, own_round=6, near_round=5)
