@@ -53,6 +53,10 @@ counters! {
     fetch_bytes_upstream_total: "counter",
     /// Record bytes returned to clients for remapped topics.
     fetch_bytes_returned_total: "counter",
+    /// Produce requests for remapped topics sent upstream merged with others of the same client burst.
+    produce_requests_merged_total: "counter",
+    /// Upstream produce requests those were merged into.
+    produce_requests_merged_into_total: "counter",
     /// Producer ids obtained from the broker for k >= 1 virtual partitions.
     derived_producer_ids_total: "counter",
     /// Topics whose physical partition count contradicts their mapping rule.

@@ -367,42 +367,53 @@ impl EventLoop {
         outcome
     }
 
-    /// Hand every complete buffered frame to the owning worker. Returns why
-    /// the connection must close, if it must.
+    /// Hand every complete buffered frame to the owning worker, all of them
+    /// in one message: a worker that sees a burst whole can answer it with
+    /// one write and send its produce requests upstream together. Returns
+    /// why the connection must close, if it must.
     fn dispatch_frames(&mut self, token: Token) -> Option<String> {
         let entry = self.entries.get_mut(&token)?;
+        let mut frames = Vec::new();
+        let mut failure = None;
         loop {
             if let Kind::Client = entry.kind {
                 if entry.socket.in_flight.load(Ordering::SeqCst) >= self.settings.max_in_flight_per_client {
                     entry.socket.read_paused.store(true, Ordering::SeqCst);
-                    return None;
+                    break;
                 }
             }
             match entry.reader.next_frame() {
                 Ok(Some(frame)) => {
-                    let msg = match entry.kind {
-                        Kind::Client => {
-                            entry.socket.in_flight.fetch_add(1, Ordering::SeqCst);
-                            self.shared.in_flight.fetch_add(1, Ordering::SeqCst);
-                            ToWorker::ClientFrame { conn: token, frame }
-                        }
-                        // Answers to a client that has left go nowhere.
-                        Kind::Upstream { .. } if entry.closing.is_some() => continue,
-                        Kind::Upstream { owner } => ToWorker::UpstreamFrame { conn: owner, upstream: token, frame },
-                    };
-                    if self.workers[entry.worker].send(msg).is_err() {
-                        return Some("worker stopped".into());
+                    if let Kind::Client = entry.kind {
+                        entry.socket.in_flight.fetch_add(1, Ordering::SeqCst);
+                        self.shared.in_flight.fetch_add(1, Ordering::SeqCst);
                     }
+                    frames.push(frame);
                 }
-                Ok(None) => return None,
+                Ok(None) => break,
                 Err(e) => {
                     if let Kind::Client = entry.kind {
                         self.shared.metrics.frames_rejected.fetch_add(1, Ordering::Relaxed);
                     }
-                    return Some(e.to_string());
+                    // Frames that arrived before the bad one still count.
+                    failure = Some(e.to_string());
+                    break;
                 }
             }
         }
+        if frames.is_empty() {
+            return failure;
+        }
+        let msg = match entry.kind {
+            Kind::Client => ToWorker::ClientFrames { conn: token, frames },
+            // Answers to a client that has left go nowhere.
+            Kind::Upstream { .. } if entry.closing.is_some() => return failure,
+            Kind::Upstream { owner } => ToWorker::UpstreamFrames { conn: owner, upstream: token, frames },
+        };
+        if self.workers[entry.worker].send(msg).is_err() {
+            return Some("worker stopped".into());
+        }
+        failure
     }
 
     /// Close a connection and tell its worker. `reason` is None when the

@@ -20,9 +20,11 @@ const FIRST_CONNECTION_TOKEN: usize = 2;
 /// Events for a worker, all about connections it owns.
 pub enum ToWorker {
     ClientOpened { conn: Token, socket: Arc<SharedSocket> },
-    ClientFrame { conn: Token, frame: Vec<u8> },
+    /// Requests read from a client, in the order it sent them.
+    ClientFrames { conn: Token, frames: Vec<Vec<u8>> },
     ClientClosed { conn: Token },
-    UpstreamFrame { conn: Token, upstream: Token, frame: Vec<u8> },
+    /// Answers read from an upstream connection, in the order they came.
+    UpstreamFrames { conn: Token, upstream: Token, frames: Vec<Vec<u8>> },
     UpstreamClosed { conn: Token, upstream: Token, reason: String },
     Shutdown,
 }

@@ -7,8 +7,9 @@
 //! 1. **Bytes arrive.** `net::event_loop::EventLoop::read` reads from the
 //!    client socket into its `frame::FrameReader`. `dispatch_frames` cuts
 //!    whole frames (size prefix bounded by `listen.max_frame_bytes`),
-//!    counts each as in flight, and sends `net::ToWorker::ClientFrame` to
-//!    the worker that owns the connection (fixed at accept). Past
+//!    counts each as in flight, and sends them, all the frames of one read
+//!    together, as `net::ToWorker::ClientFrames` to the worker that owns
+//!    the connection (fixed at accept). Past
 //!    `max_in_flight_per_client` unanswered requests, the loop stops
 //!    reading that client until the worker sends `ToLoop::ResumeClient`.
 //! 2. **The worker decodes.** `worker::Worker::client_frame` parses the
@@ -28,24 +29,31 @@
 //!    the client's connection to that broker if needed
 //!    (`upstream::connect`, registered with the loop by
 //!    `ToLoop::AddUpstream`), writes the frame itself
-//!    (`net::socket::SharedSocket::send`), and records an in-flight entry
-//!    with a deadline.
-//! 5. **The answer comes back.** The loop reads the upstream frame and
-//!    sends `ToWorker::UpstreamFrame`. `Session::on_upstream_frame` matches
-//!    it to the oldest in-flight entry of that connection (Kafka answers in
-//!    order) and checks the correlation id. When every part of the request
-//!    has answered, `plan::Finish::complete` builds the client's response:
-//!    as it came, rewritten (addresses, virtual metadata), merged (rounds,
-//!    fetch filtering), or a further stage (`Step::More`, e.g. derived
-//!    commits after a membership check).
+//!    (`net::socket::SharedSocket::send_frames`), and records an in-flight
+//!    entry with a deadline. Produce requests the proxy re-encoded for
+//!    remapped topics are held to the end of the burst instead
+//!    (`Session::flush_held`), and longer while that broker is still
+//!    answering the client's earlier ones; then they go upstream merged
+//!    into as few requests as Kafka allows (`coalesce`).
+//! 5. **The answer comes back.** The loop reads the upstream frames and
+//!    sends `ToWorker::UpstreamFrames`. `Session::on_upstream_frame` matches
+//!    each to the oldest in-flight entry of that connection (Kafka answers
+//!    in order) and checks the correlation id; the answer to a merged
+//!    request is cut back into one per original request. When every part of
+//!    a request has answered, `plan::Finish::complete` builds the client's
+//!    response: as it came, rewritten (addresses, virtual metadata), merged
+//!    (rounds, fetch filtering), or a further stage (`Step::More`, e.g.
+//!    derived commits after a membership check).
 //! 6. **In order to the client.** `Session::write_ready` writes responses
 //!    only from the front of the request queue, so answers from several
-//!    brokers still reach the client in request order.
+//!    brokers still reach the client in request order; those a burst
+//!    completed go out in one write.
 //!
 //! A broker that closes with requests in flight, or misses a deadline
 //! (`Session::check_deadlines`), closes that client's connection, as the
 //! broker's own would have; other clients are unaffected.
 
+pub mod coalesce;
 pub mod groups;
 pub mod plan;
 pub mod remapped;

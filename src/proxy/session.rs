@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use log::{debug, warn};
 use mio::Token;
 
-use super::plan::{Finish, Part, Step};
+use super::coalesce::{self, Held, Member, Outgoing};
+use super::plan::{Finish, Part, PartFrame, Step};
 use super::route::resolve;
 use super::ProxyContext;
 use crate::upstream::control::ControlClient;
@@ -23,6 +24,10 @@ use crate::kafka::api::api_name;
 use crate::kafka::header::peek_correlation_id;
 use crate::net::socket::SharedSocket;
 use crate::net::ToLoop;
+
+/// Produce requests of one client a broker may be working on before the
+/// proxy holds the next ones back to merge them (`Session::flush_held`).
+const PRODUCE_REQUESTS_IN_FLIGHT: usize = 1;
 
 /// A client request waiting for its answers.
 struct Pending {
@@ -44,6 +49,9 @@ struct InFlight {
     correlation_id: i32,
     api_key: i16,
     deadline: Instant,
+    /// For produce parts sent merged: the version and the parts inside,
+    /// whose answers are cut from this one.
+    merged: Option<(i16, Vec<Member>)>,
 }
 
 pub struct Upstream {
@@ -69,6 +77,9 @@ pub struct Session {
     next_seq: u64,
     upstreams: HashMap<String, Upstream>,
     by_token: HashMap<Token, String>,
+    /// Produce parts of the client burst being handled, per broker address
+    /// in the order they were made: sent together by `flush_held`.
+    held: Vec<(String, Held)>,
     /// Where this connection's last fetch went: an incremental fetch that
     /// names no partition belongs to the fetch session on that broker.
     pub last_fetch_addr: Option<String>,
@@ -90,6 +101,7 @@ impl Session {
             next_seq: 0,
             upstreams: HashMap::new(),
             by_token: HashMap::new(),
+            held: Vec::new(),
             last_fetch_addr: None,
             closing: false,
             next_correlation: 0x4b50_0000,
@@ -110,8 +122,9 @@ impl Session {
         self.upstreams.keys().next().map(String::as_str)
     }
 
-    /// Queue a response the proxy answers itself.
-    pub fn answer_now(&mut self, ctx: &ProxyContext, api_key: i16, api_version: i16, correlation_id: i32, response: Vec<u8>) {
+    /// Queue a response the proxy answers itself; `write_ready` writes it
+    /// with the rest of the burst's answers.
+    pub fn answer_now(&mut self, api_key: i16, api_version: i16, correlation_id: i32, response: Vec<u8>) {
         let seq = self.take_seq();
         self.pending.push_back(Pending {
             seq,
@@ -123,7 +136,6 @@ impl Session {
             finish: None,
             ready: Some(response),
         });
-        self.write_ready(ctx);
     }
 
     /// A request that gets no response (produce with acks=0): it is done
@@ -153,7 +165,8 @@ impl Session {
         finish: Finish,
     ) -> Verdict {
         let seq = self.take_seq();
-        if let Err(reason) = self.send_parts(ctx, control, seq, api_key, &parts, expect_response) {
+        let n = parts.len();
+        if let Err(reason) = self.send_parts(ctx, control, seq, api_key, parts, expect_response) {
             return Verdict::Close(reason);
         }
         if !expect_response {
@@ -165,8 +178,8 @@ impl Session {
             api_key,
             api_version,
             correlation_id,
-            answers: vec![None; parts.len()],
-            missing: parts.len(),
+            answers: vec![None; n],
+            missing: n,
             finish: Some(finish),
             ready: None,
         });
@@ -175,17 +188,20 @@ impl Session {
 
     /// Resolve each part's route and write it to that broker's connection.
     /// The parts bound for one broker go out in one write, in order.
+    /// Produce parts the proxy built are held instead, to go upstream with
+    /// the rest of the client's burst (`flush_held`); anything else first
+    /// sends what is held, so nothing overtakes it.
     fn send_parts(
         &mut self,
         ctx: &ProxyContext,
         control: &mut ControlClient,
         seq: u64,
         api_key: i16,
-        parts: &[Part],
+        parts: Vec<Part>,
         expect_response: bool,
     ) -> Result<(), String> {
-        let mut by_addr: Vec<(String, Vec<usize>)> = Vec::new();
-        for (i, part) in parts.iter().enumerate() {
+        let mut by_addr: Vec<(String, Vec<Part>, Vec<usize>)> = Vec::new();
+        for (i, part) in parts.into_iter().enumerate() {
             let preferred = self.some_upstream_addr().map(str::to_string);
             let addr = resolve(&part.route, &ctx.cluster, control, preferred.as_deref(), i)
                 .ok_or_else(|| "no Kafka broker address is known".to_string())?;
@@ -193,30 +209,105 @@ impl Session {
             if api_key == crate::kafka::api::ApiKey::Fetch as i16 {
                 self.last_fetch_addr = Some(addr.clone());
             }
-            match by_addr.iter_mut().find(|(a, _)| *a == addr) {
-                Some((_, indexes)) => indexes.push(i),
-                None => by_addr.push((addr, vec![i])),
+            match by_addr.iter_mut().find(|(a, _, _)| *a == addr) {
+                Some((_, ps, indexes)) => {
+                    ps.push(part);
+                    indexes.push(i);
+                }
+                None => by_addr.push((addr, vec![part], vec![i])),
             }
         }
-        for (addr, indexes) in by_addr {
+        let holdable = api_key == crate::kafka::api::ApiKey::Produce as i16 && expect_response;
+        for (addr, parts, indexes) in by_addr {
+            // Open the connection now: a broker that cannot be reached fails
+            // the request that needed it.
+            self.upstream(ctx, &addr)?;
+            let mut direct = Vec::new();
+            for (part, i) in parts.into_iter().zip(indexes) {
+                let deadline = Instant::now() + ctx.settings.request_timeout + part.broker_wait;
+                match part.frame {
+                    PartFrame::Owned(frame) if holdable => {
+                        let held = Held { seq, part: i, correlation_id: part.correlation_id, frame, deadline };
+                        self.held.push((addr.clone(), held));
+                    }
+                    frame => direct.push((i, part.correlation_id, frame, deadline)),
+                }
+            }
+            if direct.is_empty() {
+                continue;
+            }
+            self.flush_held(ctx, true)?;
             let upstream = self.upstream(ctx, &addr)?;
-            let bodies: Vec<&[u8]> = indexes.iter().map(|&i| parts[i].frame.bytes()).collect();
+            let bodies: Vec<&[u8]> = direct.iter().map(|(_, _, f, _)| f.bytes()).collect();
             upstream
                 .socket
                 .send_frames(&bodies)
                 .map_err(|e| format!("cannot send {} to Kafka broker {addr}: {e}", api_name(api_key)))?;
             if expect_response {
-                for i in indexes {
-                    upstream.in_flight.push_back(InFlight {
-                        seq,
-                        part: i,
-                        correlation_id: parts[i].correlation_id,
-                        api_key,
-                        deadline: Instant::now() + ctx.settings.request_timeout + parts[i].broker_wait,
-                    });
+                for (part, correlation_id, _, deadline) in direct {
+                    upstream.in_flight.push_back(InFlight { seq, part, correlation_id, api_key, deadline, merged: None });
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Send the held produce parts, merged where Kafka allows
+    /// (`coalesce`), one write per broker. Unless `force`d, parts for a
+    /// broker still answering this client's earlier produce requests wait
+    /// for that answer: a broker works through one connection's requests
+    /// one at a time, so they would wait there anyway, and meanwhile more
+    /// of the client's requests join them. An idle broker gets a request at
+    /// once; a busy one gets fewer, bigger requests.
+    pub fn flush_held(&mut self, ctx: &ProxyContext, force: bool) -> Result<(), String> {
+        let mut waiting = Vec::new();
+        while !self.held.is_empty() {
+            let addr = self.held[0].0.clone();
+            let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held).into_iter().partition(|(a, _)| *a == addr);
+            self.held = rest;
+            let busy = self.upstreams.get(&addr).map_or(0, |up| {
+                up.in_flight.iter().filter(|f| f.api_key == crate::kafka::api::ApiKey::Produce as i16).count()
+            });
+            if !force && busy >= PRODUCE_REQUESTS_IN_FLIGHT {
+                waiting.extend(mine);
+                continue;
+            }
+            let held: Vec<Held> = mine.into_iter().map(|(_, h)| h).collect();
+            let mut next = self.next_correlation;
+            let outgoing = coalesce::coalesce(held, || {
+                next = next.wrapping_add(1);
+                next
+            });
+            self.next_correlation = next;
+            for o in &outgoing {
+                if let Outgoing::Merged { members, .. } = o {
+                    let m = &ctx.shared.metrics;
+                    m.produce_requests_merged_total.fetch_add(members.len() as u64, Ordering::Relaxed);
+                    m.produce_requests_merged_into_total.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            let upstream = self.upstream(ctx, &addr)?;
+            let bodies: Vec<&[u8]> = outgoing
+                .iter()
+                .map(|o| match o {
+                    Outgoing::Single(h) => h.frame.as_slice(),
+                    Outgoing::Merged { frame, .. } => frame.as_slice(),
+                })
+                .collect();
+            upstream.socket.send_frames(&bodies).map_err(|e| format!("cannot send Produce to Kafka broker {addr}: {e}"))?;
+            let api_key = crate::kafka::api::ApiKey::Produce as i16;
+            for o in outgoing {
+                upstream.in_flight.push_back(match o {
+                    Outgoing::Single(h) => {
+                        InFlight { seq: h.seq, part: h.part, correlation_id: h.correlation_id, api_key, deadline: h.deadline, merged: None }
+                    }
+                    Outgoing::Merged { correlation_id, version, members, deadline, .. } => {
+                        InFlight { seq: 0, part: 0, correlation_id, api_key, deadline, merged: Some((version, members)) }
+                    }
+                });
+            }
+        }
+        self.held = waiting;
         Ok(())
     }
 
@@ -240,7 +331,8 @@ impl Session {
         Ok(self.upstreams.get_mut(addr).expect("inserted above"))
     }
 
-    /// An answer arrived from upstream.
+    /// An answer arrived from upstream. Responses it completes are written
+    /// by the caller's `write_ready`, once for all answers of a burst.
     pub fn on_upstream_frame(
         &mut self,
         ctx: &ProxyContext,
@@ -265,8 +357,26 @@ impl Session {
                 ))
             }
         }
-        let Some(p) = self.pending.iter_mut().find(|p| p.seq == sent.seq) else { return Verdict::Continue };
-        p.answers[sent.part] = Some(frame);
+        let Some((version, members)) = sent.merged else {
+            return self.deliver(ctx, control, sent.seq, sent.part, frame);
+        };
+        let answers = match coalesce::split_response(&frame, version, &members) {
+            Ok(a) => a,
+            Err(e) => return Verdict::Close(format!("cannot read the answer to merged produce requests: {e}")),
+        };
+        for (m, answer) in members.iter().zip(answers) {
+            if let Verdict::Close(reason) = self.deliver(ctx, control, m.seq, m.part, answer) {
+                return Verdict::Close(reason);
+            }
+        }
+        Verdict::Continue
+    }
+
+    /// The answer to part `part` of request `seq`: when it is the last one
+    /// missing, build the client's response (or send the next stage).
+    fn deliver(&mut self, ctx: &ProxyContext, control: &mut ControlClient, seq: u64, part: usize, frame: Vec<u8>) -> Verdict {
+        let Some(p) = self.pending.iter_mut().find(|p| p.seq == seq) else { return Verdict::Continue };
+        p.answers[part] = Some(frame);
         p.missing -= 1;
         if p.missing > 0 {
             return Verdict::Continue;
@@ -280,31 +390,27 @@ impl Session {
                 p.answers = vec![None; parts.len()];
                 p.missing = parts.len();
                 p.finish = Some(finish);
-                if let Err(reason) = self.send_parts(ctx, control, seq, api_key, &parts, true) {
+                if let Err(reason) = self.send_parts(ctx, control, seq, api_key, parts, true) {
                     return Verdict::Close(reason);
                 }
-                return Verdict::Continue;
             }
             Err(e) => return Verdict::Close(format!("cannot build the {} v{version} response: {e}", api_name(api_key))),
         }
-        self.write_ready(ctx);
         Verdict::Continue
     }
 
-    /// Write every finished response at the front of the queue.
-    fn write_ready(&mut self, ctx: &ProxyContext) {
-        let mut done = 0;
-        while self.pending.front().is_some_and(|p| p.ready.is_some()) {
-            let p = self.pending.pop_front().expect("front exists");
-            let bytes = p.ready.expect("checked ready");
-            if let Err(e) = self.client.send_frame(&bytes) {
-                debug!("Response to {} not delivered: {e}", self.client.peer);
-            }
-            done += 1;
+    /// Write every finished response at the front of the queue, together.
+    pub fn write_ready(&mut self, ctx: &ProxyContext) {
+        let ready = self.pending.iter().take_while(|p| p.ready.is_some()).count();
+        if ready == 0 {
+            return;
         }
-        if done > 0 {
-            self.request_done(ctx, done);
+        let responses: Vec<Vec<u8>> = self.pending.drain(..ready).map(|p| p.ready.expect("checked ready")).collect();
+        let bodies: Vec<&[u8]> = responses.iter().map(Vec::as_slice).collect();
+        if let Err(e) = self.client.send_frames(&bodies) {
+            debug!("Responses to {} not delivered: {e}", self.client.peer);
         }
+        self.request_done(ctx, ready);
     }
 
     fn request_done(&self, ctx: &ProxyContext, n: usize) {
@@ -326,6 +432,10 @@ impl Session {
             debug!("Idle upstream connection to {addr} closed: {reason}");
             return Verdict::Continue;
         }
+        // Produce requests held for that broker are not sent elsewhere: the
+        // client sees the connection close and retries them, as it would if
+        // the broker had dropped them with the rest.
+        self.held.retain(|(a, _)| *a != addr);
         Verdict::Close(format!(
             "lost connection to Kafka broker {addr} with {} requests in flight ({reason})",
             up.in_flight.len()
@@ -350,7 +460,11 @@ impl Session {
 
     /// Release everything: upstream connections closed, in-flight counts
     /// returned.
-    pub fn teardown(self, ctx: &ProxyContext) {
+    pub fn teardown(mut self, ctx: &ProxyContext) {
+        // Requests the client sent whole go upstream even though it left.
+        if let Err(e) = self.flush_held(ctx, true) {
+            debug!("Produce requests of {} not delivered: {e}", self.client.peer);
+        }
         for up in self.upstreams.values() {
             ctx.handle.send(ToLoop::CloseUpstream(up.socket.token));
         }

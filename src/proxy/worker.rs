@@ -58,9 +58,9 @@ impl Worker {
     fn handle_guarded(&mut self, event: ToWorker) {
         let conn = match &event {
             ToWorker::ClientOpened { conn, .. }
-            | ToWorker::ClientFrame { conn, .. }
+            | ToWorker::ClientFrames { conn, .. }
             | ToWorker::ClientClosed { conn }
-            | ToWorker::UpstreamFrame { conn, .. }
+            | ToWorker::UpstreamFrames { conn, .. }
             | ToWorker::UpstreamClosed { conn, .. } => Some(*conn),
             ToWorker::Shutdown => None,
         };
@@ -78,17 +78,23 @@ impl Worker {
             ToWorker::ClientOpened { conn, socket } => {
                 self.sessions.insert(conn, Session::new(conn, self.index, socket));
             }
-            ToWorker::ClientFrame { conn, frame } => {
-                let verdict = self.client_frame(conn, frame);
-                self.apply(conn, verdict);
+            ToWorker::ClientFrames { conn, frames } => {
+                for frame in frames {
+                    let verdict = self.client_frame(conn, frame);
+                    self.apply(conn, verdict);
+                }
+                self.finish_burst(conn);
             }
-            ToWorker::UpstreamFrame { conn, upstream, frame } => {
+            ToWorker::UpstreamFrames { conn, upstream, frames } => {
                 let ctx = self.ctx.clone();
-                let verdict = match self.sessions.get_mut(&conn) {
-                    Some(s) if !s.closing => s.on_upstream_frame(&ctx, &mut self.control, upstream, frame),
-                    _ => Verdict::Continue,
-                };
-                self.apply(conn, verdict);
+                for frame in frames {
+                    let verdict = match self.sessions.get_mut(&conn) {
+                        Some(s) if !s.closing => s.on_upstream_frame(&ctx, &mut self.control, upstream, frame),
+                        _ => Verdict::Continue,
+                    };
+                    self.apply(conn, verdict);
+                }
+                self.finish_burst(conn);
             }
             ToWorker::UpstreamClosed { conn, upstream, reason } => {
                 let verdict = match self.sessions.get_mut(&conn) {
@@ -133,7 +139,7 @@ impl Worker {
         };
         match plan {
             Plan::Answer(response) => {
-                session.answer_now(&ctx, api_key, api_version, correlation_id, response);
+                session.answer_now(api_key, api_version, correlation_id, response);
                 Verdict::Continue
             }
             Plan::Close(reason) => Verdict::Close(reason),
@@ -150,6 +156,21 @@ impl Worker {
                 session.forward(&ctx, &mut self.control, api_key, api_version, correlation_id, parts, expect_response, finish)
             }
         }
+    }
+
+    /// After a burst of frames: send the produce requests it held upstream
+    /// (merged where they can be), and write the responses it completed in
+    /// one go.
+    fn finish_burst(&mut self, conn: Token) {
+        let Some(session) = self.sessions.get_mut(&conn) else { return };
+        // Requests of the burst read before a close still go upstream, as
+        // they would have one by one.
+        let verdict = match session.flush_held(&self.ctx, false) {
+            Ok(()) => Verdict::Continue,
+            Err(reason) => Verdict::Close(reason),
+        };
+        session.write_ready(&self.ctx);
+        self.apply(conn, verdict);
     }
 
     fn apply(&mut self, conn: Token, verdict: Verdict) {
