@@ -203,13 +203,19 @@ pub fn split_response(frame: &[u8], version: i16, members: &[Member]) -> Result<
     let api = ApiKey::Produce as i16;
     let schema = response_schema(api).ok_or("no Produce response schema")?;
     let (_, header_tags, body) = parse_response_header(frame, api, version).map_err(|e| e.to_string())?;
-    let decoded = codec::decode(schema, version, body).map_err(|e| format!("malformed Produce answer: {e}"))?;
+    let mut shared = codec::decode(schema, version, body).map_err(|e| format!("malformed Produce answer: {e}"))?;
+    // The partition answers are handed out; the rest is copied to each.
+    let responses = std::mem::replace(shared.get_mut("responses"), Value::Array(Some(Vec::new())));
+    let responses: Vec<&Struct<'_>> = match &responses {
+        Value::Array(Some(items)) => items.iter().filter_map(Value::as_struct).collect(),
+        _ => Vec::new(),
+    };
     members
         .iter()
         .map(|m| {
-            let mut own = decoded.clone();
-            let topics: Vec<Value<'_>> = decoded
-                .structs("responses")
+            let mut own = shared.clone();
+            let topics: Vec<Value<'_>> = responses
+                .iter()
                 .filter_map(|t| {
                     let name = t.str("name")?;
                     let entries: Vec<Value<'_>> = t
@@ -221,7 +227,7 @@ pub fn split_response(frame: &[u8], version: i16, members: &[Member]) -> Result<
                     if entries.is_empty() {
                         return None;
                     }
-                    let mut t = t.clone();
+                    let mut t = (*t).clone();
                     t.set("partition_responses", Value::Array(Some(entries)));
                     Some(Value::Struct(t))
                 })
