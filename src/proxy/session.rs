@@ -167,6 +167,9 @@ impl Session {
         let seq = self.take_seq();
         let n = parts.len();
         if let Err(reason) = self.send_parts(ctx, control, seq, api_key, parts, expect_response) {
+            // Not half of it: the client sees the connection close and
+            // sends the whole request again.
+            self.held.retain(|(_, h)| h.seq != seq);
             return Verdict::Close(reason);
         }
         if !expect_response {
@@ -261,6 +264,7 @@ impl Session {
     /// once; a busy one gets fewer, bigger requests.
     pub fn flush_held(&mut self, ctx: &ProxyContext, force: bool) -> Result<(), String> {
         let mut waiting = Vec::new();
+        let mut failure = None;
         while !self.held.is_empty() {
             let addr = self.held[0].0.clone();
             let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held).into_iter().partition(|(a, _)| *a == addr);
@@ -272,42 +276,47 @@ impl Session {
                 waiting.extend(mine);
                 continue;
             }
-            let held: Vec<Held> = mine.into_iter().map(|(_, h)| h).collect();
-            let mut next = self.next_correlation;
-            let outgoing = coalesce::coalesce(held, || {
-                next = next.wrapping_add(1);
-                next
-            });
-            self.next_correlation = next;
-            for o in &outgoing {
-                if let Outgoing::Merged { members, .. } = o {
-                    let m = &ctx.shared.metrics;
-                    m.produce_requests_merged_total.fetch_add(members.len() as u64, Ordering::Relaxed);
-                    m.produce_requests_merged_into_total.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            let upstream = self.upstream(ctx, &addr)?;
-            let bodies: Vec<&[u8]> = outgoing
-                .iter()
-                .map(|o| match o {
-                    Outgoing::Single(h) => h.frame.as_slice(),
-                    Outgoing::Merged { frame, .. } => frame.as_slice(),
-                })
-                .collect();
-            upstream.socket.send_frames(&bodies).map_err(|e| format!("cannot send Produce to Kafka broker {addr}: {e}"))?;
-            let api_key = crate::kafka::api::ApiKey::Produce as i16;
-            for o in outgoing {
-                upstream.in_flight.push_back(match o {
-                    Outgoing::Single(h) => {
-                        InFlight { seq: h.seq, part: h.part, correlation_id: h.correlation_id, api_key, deadline: h.deadline, merged: None }
-                    }
-                    Outgoing::Merged { correlation_id, version, members, deadline, .. } => {
-                        InFlight { seq: 0, part: 0, correlation_id, api_key, deadline, merged: Some((version, members)) }
-                    }
-                });
+            // A broker that cannot take its parts loses only those: the
+            // others still go (or wait) as they would have.
+            if let Err(e) = self.send_held(ctx, &addr, mine.into_iter().map(|(_, h)| h).collect()) {
+                failure.get_or_insert(e);
             }
         }
         self.held = waiting;
+        failure.map_or(Ok(()), Err)
+    }
+
+    /// Send one broker's held parts, merged (`coalesce`), in one write.
+    fn send_held(&mut self, ctx: &ProxyContext, addr: &str, held: Vec<Held>) -> Result<(), String> {
+        let mut next = self.next_correlation;
+        let outgoing = coalesce::coalesce(held, || {
+            next = next.wrapping_add(1);
+            next
+        });
+        self.next_correlation = next;
+        let upstream = self.upstream(ctx, addr)?;
+        let bodies: Vec<&[u8]> = outgoing
+            .iter()
+            .map(|o| match o {
+                Outgoing::Single(h) => h.frame.as_slice(),
+                Outgoing::Merged { frame, .. } => frame.as_slice(),
+            })
+            .collect();
+        upstream.socket.send_frames(&bodies).map_err(|e| format!("cannot send Produce to Kafka broker {addr}: {e}"))?;
+        let api_key = crate::kafka::api::ApiKey::Produce as i16;
+        let metrics = &ctx.shared.metrics;
+        for o in outgoing {
+            upstream.in_flight.push_back(match o {
+                Outgoing::Single(h) => {
+                    InFlight { seq: h.seq, part: h.part, correlation_id: h.correlation_id, api_key, deadline: h.deadline, merged: None }
+                }
+                Outgoing::Merged { correlation_id, version, members, deadline, .. } => {
+                    metrics.produce_requests_merged_total.fetch_add(members.len() as u64, Ordering::Relaxed);
+                    metrics.produce_requests_merged_into_total.fetch_add(1, Ordering::Relaxed);
+                    InFlight { seq: 0, part: 0, correlation_id, api_key, deadline, merged: Some((version, members)) }
+                }
+            });
+        }
         Ok(())
     }
 
