@@ -31,8 +31,10 @@
 //!    `ToLoop::AddUpstream`), writes the frame itself
 //!    (`net::socket::SharedSocket::send_frames`), and records an in-flight
 //!    entry with a deadline. Produce requests the proxy re-encoded for
-//!    remapped topics are held to the end of the burst instead
-//!    (`Session::flush_held`), and longer while that broker is still
+//!    remapped topics are held instead until the worker's queue is empty
+//!    (the client's burst, and whatever else arrived meanwhile:
+//!    `Worker::finish_bursts`, `Session::flush_held`), and longer while
+//!    that broker is still
 //!    answering the client's earlier ones; then they go upstream merged
 //!    into as few requests as Kafka allows (`coalesce`).
 //! 5. **The answer comes back.** The loop reads the upstream frames and

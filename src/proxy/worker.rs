@@ -21,10 +21,19 @@ use crate::upstream::control::ControlClient;
 
 const DEADLINE_CHECK: Duration = Duration::from_millis(100);
 
+/// Events handled at most before the bursts they brought are finished,
+/// even when more are queued: bounds how long an answer or a held request
+/// waits behind a busy worker's queue.
+const EVENTS_PER_ROUND: usize = 64;
+
 pub struct Worker {
     index: usize,
     ctx: Arc<ProxyContext>,
     sessions: HashMap<Token, Session>,
+    /// Connections whose frames were handled but whose burst is not
+    /// finished (`finish_burst`): finished once the queue is empty, so
+    /// frames already queued behind a burst join it.
+    unfinished: Vec<Token>,
     control: ControlClient,
     rx: Receiver<ToWorker>,
 }
@@ -32,24 +41,43 @@ pub struct Worker {
 impl Worker {
     pub fn new(index: usize, ctx: Arc<ProxyContext>, rx: Receiver<ToWorker>) -> Worker {
         let control = ControlClient::new(ctx.cluster.clone(), ctx.settings.connect_timeout, ctx.settings.request_timeout);
-        Worker { index, ctx, sessions: HashMap::new(), control, rx }
+        Worker { index, ctx, sessions: HashMap::new(), unfinished: Vec::new(), control, rx }
     }
 
     pub fn run(mut self) {
         let mut last_check = Instant::now();
+        let mut handled = 0;
         loop {
             match self.rx.recv_timeout(DEADLINE_CHECK) {
                 Ok(ToWorker::Shutdown) | Err(RecvTimeoutError::Disconnected) => break,
-                Ok(event) => self.handle_guarded(event),
+                Ok(event) => {
+                    self.handle_guarded(event);
+                    handled += 1;
+                }
                 Err(RecvTimeoutError::Timeout) => {}
+            }
+            if self.rx.is_empty() || handled >= EVENTS_PER_ROUND {
+                self.finish_bursts();
+                handled = 0;
             }
             if last_check.elapsed() >= DEADLINE_CHECK {
                 last_check = Instant::now();
                 self.check_deadlines(last_check);
             }
         }
+        self.finish_bursts();
         for (_, s) in self.sessions.drain() {
             s.teardown(&self.ctx);
+        }
+    }
+
+    fn finish_bursts(&mut self) {
+        for conn in std::mem::take(&mut self.unfinished) {
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.finish_burst(conn)));
+            if result.is_err() {
+                log::error!("Internal error while sending a burst upstream (see the panic message above); closing that connection");
+                self.apply(conn, Verdict::Close("internal error".into()));
+            }
         }
     }
 
@@ -83,7 +111,7 @@ impl Worker {
                     let verdict = self.client_frame(conn, frame);
                     self.apply(conn, verdict);
                 }
-                self.finish_burst(conn);
+                self.burst_unfinished(conn);
             }
             ToWorker::UpstreamFrames { conn, upstream, frames } => {
                 let ctx = self.ctx.clone();
@@ -94,7 +122,7 @@ impl Worker {
                     };
                     self.apply(conn, verdict);
                 }
-                self.finish_burst(conn);
+                self.burst_unfinished(conn);
             }
             ToWorker::UpstreamClosed { conn, upstream, reason } => {
                 let verdict = match self.sessions.get_mut(&conn) {
@@ -155,6 +183,12 @@ impl Worker {
                 }
                 session.forward(&ctx, &mut self.control, api_key, api_version, correlation_id, parts, expect_response, finish)
             }
+        }
+    }
+
+    fn burst_unfinished(&mut self, conn: Token) {
+        if !self.unfinished.contains(&conn) {
+            self.unfinished.push(conn);
         }
     }
 
