@@ -34,9 +34,9 @@
 //!    remapped topics are held instead until the worker's queue is empty
 //!    (the client's burst, and whatever else arrived meanwhile:
 //!    `Worker::finish_bursts`, `Session::flush_held`), and longer while
-//!    that broker is still
-//!    answering the client's earlier ones; then they go upstream merged
-//!    into as few requests as Kafka allows (`coalesce`).
+//!    that broker is still answering the client's earlier ones; then they
+//!    go upstream merged into as few requests as Kafka allows
+//!    (`coalesce`).
 //! 5. **The answer comes back.** The loop reads the upstream frames and
 //!    sends `ToWorker::UpstreamFrames`. `Session::on_upstream_frame` matches
 //!    each to the oldest in-flight entry of that connection (Kafka answers
