@@ -99,9 +99,10 @@ fn decode(frame: &[u8]) -> Option<Decoded<'_>> {
     Some(Decoded { key, body, entries })
 }
 
-/// A merged request being put together.
+/// A merged request being put together; `key` is `None` for a part that
+/// goes alone, which no other part joins.
 struct Group {
-    key: Key,
+    key: Option<Key>,
     members: Vec<usize>,
     bytes: usize,
 }
@@ -122,16 +123,16 @@ pub fn coalesce(held: Vec<Held>, mut next_correlation_id: impl FnMut() -> i32) -
         let size = held[i].frame.len();
         let Some(d) = d else {
             // Nothing after it may move before it.
-            groups.push(Group { key: Key { version: -1, client_id: None, acks: 0, timeout_ms: 0 }, members: vec![i], bytes: size });
+            groups.push(Group { key: None, members: vec![i], bytes: size });
             barrier = groups.len();
             continue;
         };
         let after = d.entries.iter().filter_map(|(t, p)| last_group_of.get(&(t.as_str(), *p))).map(|g| g + 1).max();
         let from = after.unwrap_or(0).max(barrier);
         let target = (from..groups.len())
-            .find(|&g| groups[g].key == d.key && groups[g].bytes + size <= MAX_MERGED_BYTES)
+            .find(|&g| groups[g].key.as_ref() == Some(&d.key) && groups[g].bytes + size <= MAX_MERGED_BYTES)
             .unwrap_or_else(|| {
-                groups.push(Group { key: d.key.clone(), members: Vec::new(), bytes: 0 });
+                groups.push(Group { key: Some(d.key.clone()), members: Vec::new(), bytes: 0 });
                 groups.len() - 1
             });
         groups[target].members.push(i);
@@ -148,6 +149,7 @@ pub fn coalesce(held: Vec<Held>, mut next_correlation_id: impl FnMut() -> i32) -
             if g.members.len() < 2 {
                 return None;
             }
+            let version = g.key.as_ref()?.version;
             let parts: Vec<&Decoded<'_>> = g.members.iter().map(|&i| decoded[i].as_ref().expect("merged parts decoded")).collect();
             let correlation_id = next_correlation_id();
             let frame = merged_request(&parts, correlation_id)?;
@@ -158,7 +160,7 @@ pub fn coalesce(held: Vec<Held>, mut next_correlation_id: impl FnMut() -> i32) -
                 .map(|(&i, d)| Member { seq: held[i].seq, part: held[i].part, correlation_id: held[i].correlation_id, entries: d.entries.clone() })
                 .collect();
             let deadline = g.members.iter().map(|&i| held[i].deadline).max().expect("two or more members");
-            Some(Outgoing::Merged { frame, correlation_id, version: g.key.version, members, deadline })
+            Some(Outgoing::Merged { frame, correlation_id, version, members, deadline })
         })
         .collect();
     drop(decoded);
@@ -206,33 +208,42 @@ pub fn split_response(frame: &[u8], version: i16, members: &[Member]) -> Result<
     let mut shared = codec::decode(schema, version, body).map_err(|e| format!("malformed Produce answer: {e}"))?;
     // The partition answers are handed out; the rest is copied to each.
     let responses = std::mem::replace(shared.get_mut("responses"), Value::Array(Some(Vec::new())));
-    let responses: Vec<&Struct<'_>> = match &responses {
-        Value::Array(Some(items)) => items.iter().filter_map(Value::as_struct).collect(),
+    // Each topic once without its partition answers (copied per member
+    // that has some), and its partition answers.
+    let topics: Vec<(Struct<'_>, Vec<&Struct<'_>>)> = match &responses {
+        Value::Array(Some(items)) => items
+            .iter()
+            .filter_map(Value::as_struct)
+            .map(|t| {
+                let mut shell = t.clone();
+                shell.set("partition_responses", Value::Array(Some(Vec::new())));
+                (shell, t.structs("partition_responses").collect())
+            })
+            .collect(),
         _ => Vec::new(),
     };
     members
         .iter()
         .map(|m| {
             let mut own = shared.clone();
-            let topics: Vec<Value<'_>> = responses
+            let own_topics: Vec<Value<'_>> = topics
                 .iter()
-                .filter_map(|t| {
-                    let name = t.str("name")?;
-                    let entries: Vec<Value<'_>> = t
-                        .structs("partition_responses")
+                .filter_map(|(shell, entries)| {
+                    let name = shell.str("name")?;
+                    let entries: Vec<Value<'_>> = entries
+                        .iter()
                         .filter(|e| e.i32("index").is_some_and(|p| m.entries.iter().any(|(n, q)| n == name && *q == p)))
-                        .cloned()
-                        .map(Value::Struct)
+                        .map(|e| Value::Struct((*e).clone()))
                         .collect();
                     if entries.is_empty() {
                         return None;
                     }
-                    let mut t = (*t).clone();
+                    let mut t = shell.clone();
                     t.set("partition_responses", Value::Array(Some(entries)));
                     Some(Value::Struct(t))
                 })
                 .collect();
-            own.set("responses", Value::Array(Some(topics)));
+            own.set("responses", Value::Array(Some(own_topics)));
             encode_response(api, version, m.correlation_id, &header_tags, &own).map_err(|e| e.to_string())
         })
         .collect()

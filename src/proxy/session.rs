@@ -203,7 +203,7 @@ impl Session {
         parts: Vec<Part>,
         expect_response: bool,
     ) -> Result<(), String> {
-        let mut by_addr: Vec<(String, Vec<Part>, Vec<usize>)> = Vec::new();
+        let mut by_addr: Vec<(String, Vec<(usize, Part)>)> = Vec::new();
         for (i, part) in parts.into_iter().enumerate() {
             let preferred = self.some_upstream_addr().map(str::to_string);
             let addr = resolve(&part.route, &ctx.cluster, control, preferred.as_deref(), i)
@@ -212,21 +212,18 @@ impl Session {
             if api_key == crate::kafka::api::ApiKey::Fetch as i16 {
                 self.last_fetch_addr = Some(addr.clone());
             }
-            match by_addr.iter_mut().find(|(a, _, _)| *a == addr) {
-                Some((_, ps, indexes)) => {
-                    ps.push(part);
-                    indexes.push(i);
-                }
-                None => by_addr.push((addr, vec![part], vec![i])),
+            match by_addr.iter_mut().find(|(a, _)| *a == addr) {
+                Some((_, ps)) => ps.push((i, part)),
+                None => by_addr.push((addr, vec![(i, part)])),
             }
         }
         let holdable = api_key == crate::kafka::api::ApiKey::Produce as i16 && expect_response;
-        for (addr, parts, indexes) in by_addr {
+        for (addr, parts) in by_addr {
             // Open the connection now: a broker that cannot be reached fails
             // the request that needed it.
             self.upstream(ctx, &addr)?;
             let mut direct = Vec::new();
-            for (part, i) in parts.into_iter().zip(indexes) {
+            for (i, part) in parts {
                 let deadline = Instant::now() + ctx.settings.request_timeout + part.broker_wait;
                 match part.frame {
                     PartFrame::Owned(frame) if holdable => {

@@ -73,16 +73,22 @@ impl Worker {
 
     fn finish_bursts(&mut self) {
         for conn in std::mem::take(&mut self.unfinished) {
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.finish_burst(conn)));
-            if result.is_err() {
-                log::error!("Internal error while sending a burst upstream (see the panic message above); closing that connection");
+            self.guarded(Some(conn), |w| w.finish_burst(conn));
+        }
+    }
+
+    /// Run `f`; a bug that panics costs the connection it concerned, not
+    /// every connection of this worker.
+    fn guarded(&mut self, conn: Option<Token>, f: impl FnOnce(&mut Self)) {
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self)));
+        if result.is_err() {
+            log::error!("Internal error while handling a request (see the panic message above); closing that connection");
+            if let Some(conn) = conn {
                 self.apply(conn, Verdict::Close("internal error".into()));
             }
         }
     }
 
-    /// Handle an event; a bug that panics costs the connection it concerned,
-    /// not every connection of this worker.
     fn handle_guarded(&mut self, event: ToWorker) {
         let conn = match &event {
             ToWorker::ClientOpened { conn, .. }
@@ -92,13 +98,7 @@ impl Worker {
             | ToWorker::UpstreamClosed { conn, .. } => Some(*conn),
             ToWorker::Shutdown => None,
         };
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.handle(event)));
-        if result.is_err() {
-            log::error!("Internal error while handling a request (see the panic message above); closing that connection");
-            if let Some(conn) = conn {
-                self.apply(conn, Verdict::Close("internal error".into()));
-            }
-        }
+        self.guarded(conn, |w| w.handle(event));
     }
 
     fn handle(&mut self, event: ToWorker) {
