@@ -184,6 +184,15 @@ fn run(args: &RunArgs) -> ExitCode {
         Err(e) => return fail(cli::EXIT_CONFIG, e),
     };
     let shared = Arc::new(Shared::new());
+    // Metrics first: once `Listening on` is logged, a health check may
+    // scrape, and the endpoint must already answer.
+    if config.metrics.enabled {
+        if let Err(e) = kpr_proxy::metrics::serve(&config.metrics.address, shared.clone()) {
+            error!("cannot serve metrics on {}: {e}", config.metrics.address);
+            return fail(cli::EXIT_FAILURE, format!("cannot serve metrics on {}: {e}", config.metrics.address));
+        }
+        info!("Metrics on http://{}/metrics", config.metrics.address);
+    }
     let mapper = kpr_proxy::remap::mapping::Mapper::new(config.mapping.clone());
     let proxy = match Proxy::start(settings, mapper, shared.clone()) {
         Ok(p) => p,
@@ -198,13 +207,6 @@ fn run(args: &RunArgs) -> ExitCode {
     };
     for line in config.describe_mapping() {
         info!("{line}");
-    }
-    if config.metrics.enabled {
-        if let Err(e) = kpr_proxy::metrics::serve(&config.metrics.address, shared.clone()) {
-            error!("cannot serve metrics on {}: {e}", config.metrics.address);
-            return fail(cli::EXIT_FAILURE, format!("cannot serve metrics on {}: {e}", config.metrics.address));
-        }
-        info!("Metrics on http://{}/metrics", config.metrics.address);
     }
     if let Err(e) = proxy::watch_signals(shared.clone(), proxy.context().handle.clone()) {
         return fail(cli::EXIT_FAILURE, format!("cannot watch signals: {e}"));
