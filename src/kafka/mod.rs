@@ -1,10 +1,12 @@
 //! The Kafka wire protocol: primitives (`wire`), declared message schemas
 //! (`schema`), the schema-driven codec (`codec`), headers (`header`), API
-//! keys and error codes (`api`), and v2 record batches (`records`).
+//! keys and error codes (`api`), v2 record batches (`records`) and the LZ4
+//! frames Kafka clients write (`lz4`).
 
 pub mod api;
 pub mod codec;
 pub mod header;
+pub mod lz4;
 pub mod message;
 pub mod records;
 pub mod schema;

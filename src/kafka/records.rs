@@ -33,6 +33,7 @@
 //! bytes that are really there, decompression is bounded by
 //! [`MAX_UNCOMPRESSED_BYTES`], and arithmetic on declared sizes is checked.
 
+use crate::kafka::lz4;
 use crate::kafka::wire::{
     put_i16, put_i32, put_i64, put_u32, put_varint, put_varlong, varint_len, DecodeError, Reader,
 };
@@ -626,7 +627,11 @@ fn decompress_into(codec: Compression, data: &[u8], out: &mut Vec<u8>) -> Result
             snappy_raw_into(data, out, MAX_UNCOMPRESSED_BYTES.saturating_sub(out.len()))?;
             return Ok(SnappyFraming::Raw);
         }
-        Compression::Lz4 => read_bounded(codec, lz4_flex::frame::FrameDecoder::new(data), out)?,
+        Compression::Lz4 => {
+            if !lz4::decompress_into(data, out, MAX_UNCOMPRESSED_BYTES.saturating_sub(out.len())) {
+                read_bounded(codec, lz4_flex::frame::FrameDecoder::new(data), out)?
+            }
+        }
         Compression::Zstd => {
             with_zstd_dctx(|dctx| read_bounded(codec, zstd::stream::read::Decoder::with_context(data, dctx), out))?
         }
@@ -680,13 +685,7 @@ fn compress_into(
                 }
             }
         }
-        Compression::Lz4 => {
-            use lz4_flex::frame::{BlockMode, BlockSize, FrameEncoder, FrameInfo};
-            let info = FrameInfo::new().block_size(BlockSize::Max64KB).block_mode(BlockMode::Independent);
-            let mut enc = FrameEncoder::with_frame_info(info, out);
-            enc.write_all(data).map_err(&err)?;
-            enc.finish().map_err(|e| RecordError::Compression(format!("lz4: {e}")))?;
-        }
+        Compression::Lz4 => lz4::compress_into(data, out).map_err(RecordError::Compression)?,
         Compression::Zstd => {
             ZSTD.with(|cell| -> Result<(), RecordError> {
                 let mut slot = cell.borrow_mut();
