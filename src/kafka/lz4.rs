@@ -63,46 +63,69 @@ pub fn compress_into(data: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
     Ok(())
 }
 
-/// Append the contents of a Kafka LZ4 frame to `out`, at most `room`
-/// bytes. `false` (and `out` as it was) when `data` is not exactly one such
-/// frame, or is damaged, or holds more than `room`: the caller then reads
-/// it with a general decoder, which also names what is wrong.
-pub fn decompress_into(data: &[u8], out: &mut Vec<u8>, room: usize) -> bool {
-    let start = out.len();
-    let done = SCRATCH.with(|cell| blocks_into(data, out, room, &mut cell.borrow_mut().block));
-    if done.is_none() {
-        out.truncate(start);
-    }
-    done.is_some()
+/// What [`decompress_into`] made of a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decoded {
+    /// The contents were appended to `out`.
+    Read,
+    /// The contents exceed `room`; `out` is as it was. Refused here rather
+    /// than handed on, so that a bomb is not decompressed twice.
+    TooLarge,
+    /// Not exactly one Kafka LZ4 frame, or damaged; `out` is as it was.
+    /// The caller reads it with a general decoder, which also names what
+    /// is wrong.
+    NotKafkaFrame,
 }
 
-fn blocks_into(data: &[u8], out: &mut Vec<u8>, room: usize, scratch: &mut [u8]) -> Option<()> {
-    let header = MAGIC.len() + KAFKA_DESCRIPTOR.len();
-    if data.get(..MAGIC.len())? != MAGIC || data.get(MAGIC.len()..header)? != KAFKA_DESCRIPTOR {
-        return None;
+/// Append the contents of a Kafka LZ4 frame to `out`, at most `room`
+/// bytes.
+pub fn decompress_into(data: &[u8], out: &mut Vec<u8>, room: usize) -> Decoded {
+    let start = out.len();
+    let decoded = SCRATCH.with(|cell| blocks_into(data, out, room, &mut cell.borrow_mut().block));
+    if decoded != Decoded::Read {
+        out.truncate(start);
     }
-    let limit = out.len().checked_add(room)?;
+    decoded
+}
+
+fn blocks_into(data: &[u8], out: &mut Vec<u8>, room: usize, scratch: &mut [u8]) -> Decoded {
+    use Decoded::*;
+    let header = MAGIC.len() + KAFKA_DESCRIPTOR.len();
+    if data.get(..MAGIC.len()) != Some(&MAGIC[..]) || data.get(MAGIC.len()..header) != Some(&KAFKA_DESCRIPTOR[..]) {
+        return NotKafkaFrame;
+    }
+    let limit = out.len().saturating_add(room);
     let mut rest = &data[header..];
     loop {
-        let (size, tail) = rest.split_first_chunk::<4>()?;
+        let Some((size, tail)) = rest.split_first_chunk::<4>() else { return NotKafkaFrame };
         let size = u32::from_le_bytes(*size);
         if size == 0 {
             // One frame, nothing after it: anything else goes the long way.
-            return tail.is_empty().then_some(());
+            return if tail.is_empty() { Read } else { NotKafkaFrame };
         }
         let len = (size & !STORED) as usize;
         if len > BLOCK || len > tail.len() {
-            return None;
+            return NotKafkaFrame;
         }
         let (bytes, tail) = tail.split_at(len);
         let plain = if size & STORED != 0 {
             bytes
         } else {
-            let n = block::decompress_into(bytes, &mut scratch[..BLOCK]).ok()?;
-            &scratch[..n]
+            match block::decompress_into(bytes, &mut scratch[..BLOCK]) {
+                Ok(n) => &scratch[..n],
+                Err(_) => return NotKafkaFrame,
+            }
         };
+        // An empty block ends the stream for lz4_flex's reader (and Java's
+        // reads a stored size of 0 as the end mark): let the general
+        // decoder decide what such a frame holds.
+        if plain.is_empty() {
+            return NotKafkaFrame;
+        }
+        // The general decoder reads the same blocks in the same order, so
+        // it would stop at this same block.
         if out.len() + plain.len() > limit {
-            return None;
+            return TooLarge;
         }
         out.extend_from_slice(plain);
         rest = tail;
@@ -187,7 +210,7 @@ mod tests {
         assert_eq!(first, BLOCK as u32 | STORED);
         assert_eq!(reference_read(&frame), noise);
         let mut back = Vec::new();
-        assert!(decompress_into(&frame, &mut back, usize::MAX));
+        assert_eq!(decompress_into(&frame, &mut back, usize::MAX), Decoded::Read);
         assert_eq!(back, noise);
     }
 
@@ -217,13 +240,28 @@ mod tests {
             ("not lz4", &data),
         ] {
             let mut out = b"kept".to_vec();
-            assert!(!decompress_into(frame, &mut out, usize::MAX), "{what}");
+            assert_eq!(decompress_into(frame, &mut out, usize::MAX), Decoded::NotKafkaFrame, "{what}");
             assert_eq!(out, b"kept", "{what}: out restored");
         }
         // A damaged block either fails or decodes to something else; it is
         // never taken as the original.
         let mut out = Vec::new();
-        assert!(!decompress_into(&damaged, &mut out, usize::MAX) || out != data);
+        assert!(decompress_into(&damaged, &mut out, usize::MAX) != Decoded::Read || out != data);
+    }
+
+    /// An empty block (stored size 0, or a compressed block decoding to
+    /// nothing) ends what lz4_flex's reader returns; such frames take the
+    /// general decoder, so the proxy reads what clients read.
+    #[test]
+    fn empty_blocks_are_left_to_the_general_decoder() {
+        let head = [&MAGIC[..], &KAFKA_DESCRIPTOR[..]].concat();
+        let abc = [&(3 | STORED).to_le_bytes()[..], b"abc"].concat();
+        for empty in [&STORED.to_le_bytes()[..], &[1, 0, 0, 0, 0][..]] {
+            let frame = [&head[..], empty, &abc, &END_MARK].concat();
+            let mut out = Vec::new();
+            assert_eq!(decompress_into(&frame, &mut out, usize::MAX), Decoded::NotKafkaFrame, "{empty:?}");
+            assert!(out.is_empty());
+        }
     }
 
     #[test]
@@ -231,13 +269,71 @@ mod tests {
         let data = texty(3 * BLOCK, 3);
         let frame = ours(&data);
         let mut out = b"ab".to_vec();
-        assert!(!decompress_into(&frame, &mut out, data.len() - 1));
+        assert_eq!(decompress_into(&frame, &mut out, data.len() - 1), Decoded::TooLarge);
         assert_eq!(out, b"ab");
-        assert!(decompress_into(&frame, &mut out, data.len()));
+        assert_eq!(decompress_into(&frame, &mut out, data.len()), Decoded::Read);
         assert_eq!(&out[2..], &data[..]);
     }
 
+    /// What lz4_flex's reader makes of `frame`, as `decompress_into` in
+    /// records.rs reads it; `None` on an error.
+    fn general_read(frame: &[u8]) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        FrameDecoder::new(frame).read_to_end(&mut out).ok().map(|_| out)
+    }
+
     proptest! {
+        /// Any damage to a valid frame: whenever the fast path accepts the
+        /// result, the general decoder reads exactly the same bytes.
+        #[test]
+        fn accepted_frames_read_as_the_general_decoder_reads_them(
+            len in 0usize..140_000,
+            seed in any::<u64>(),
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+            cut in proptest::option::of(any::<prop::sample::Index>()),
+        ) {
+            let mut frame = ours(&texty(len, seed));
+            for (at, byte) in edits {
+                let i = at.index(frame.len());
+                frame[i] = byte;
+            }
+            if let Some(at) = cut {
+                frame.truncate(at.index(frame.len() + 1));
+            }
+            let mut fast = Vec::new();
+            if decompress_into(&frame, &mut fast, usize::MAX) == Decoded::Read {
+                prop_assert_eq!(Some(fast), general_read(&frame));
+            }
+        }
+
+        /// Frames built block by block, with empty, stored and tiny blocks
+        /// anywhere: the same rule.
+        #[test]
+        fn built_frames_read_as_the_general_decoder_reads_them(
+            blocks in proptest::collection::vec((prop_oneof![Just(0usize), 1usize..300], any::<bool>(), any::<u64>()), 0..6),
+            end_mark in any::<bool>(),
+        ) {
+            let mut frame = [&MAGIC[..], &KAFKA_DESCRIPTOR[..]].concat();
+            for (len, stored, seed) in blocks {
+                let plain = texty(len, seed);
+                if stored {
+                    frame.extend_from_slice(&(len as u32 | STORED).to_le_bytes());
+                    frame.extend_from_slice(&plain);
+                } else {
+                    let packed = block::compress(&plain);
+                    frame.extend_from_slice(&(packed.len() as u32).to_le_bytes());
+                    frame.extend_from_slice(&packed);
+                }
+            }
+            if end_mark {
+                frame.extend_from_slice(&END_MARK);
+            }
+            let mut fast = Vec::new();
+            if decompress_into(&frame, &mut fast, usize::MAX) == Decoded::Read {
+                prop_assert_eq!(Some(fast), general_read(&frame));
+            }
+        }
+
         /// Any input: our frame decodes with lz4_flex's decoder, and the
         /// reference frame decodes with ours, both to the input.
         #[test]
@@ -251,7 +347,7 @@ mod tests {
             let frame = ours(&data);
             prop_assert_eq!(reference_read(&frame), data.clone());
             let mut back = Vec::new();
-            prop_assert!(decompress_into(&reference_frame(&data), &mut back, usize::MAX));
+            prop_assert_eq!(decompress_into(&reference_frame(&data), &mut back, usize::MAX), Decoded::Read);
             prop_assert_eq!(back, data);
         }
     }

@@ -627,11 +627,11 @@ fn decompress_into(codec: Compression, data: &[u8], out: &mut Vec<u8>) -> Result
             snappy_raw_into(data, out, MAX_UNCOMPRESSED_BYTES.saturating_sub(out.len()))?;
             return Ok(SnappyFraming::Raw);
         }
-        Compression::Lz4 => {
-            if !lz4::decompress_into(data, out, MAX_UNCOMPRESSED_BYTES.saturating_sub(out.len())) {
-                read_bounded(codec, lz4_flex::frame::FrameDecoder::new(data), out)?
-            }
-        }
+        Compression::Lz4 => match lz4::decompress_into(data, out, MAX_UNCOMPRESSED_BYTES.saturating_sub(out.len())) {
+            lz4::Decoded::Read => {}
+            lz4::Decoded::TooLarge => return Err(RecordError::TooLarge { codec, limit: MAX_UNCOMPRESSED_BYTES }),
+            lz4::Decoded::NotKafkaFrame => read_bounded(codec, lz4_flex::frame::FrameDecoder::new(data), out)?,
+        },
         Compression::Zstd => {
             with_zstd_dctx(|dctx| read_bounded(codec, zstd::stream::read::Decoder::with_context(data, dctx), out))?
         }
@@ -1483,6 +1483,27 @@ mod tests {
         let mut all = Vec::new();
         x.read_to_end(&mut all).unwrap();
         assert_eq!(all, data);
+    }
+
+    #[test]
+    fn lz4_bomb_is_refused_as_too_large() {
+        // One compressed 64 KiB block of zeros, repeated past the limit, in
+        // the frame Kafka clients write.
+        let mut block = Vec::new();
+        compress_into(Compression::Lz4, SnappyFraming::Xerial, &vec![0; 64 << 10], &mut block).unwrap();
+        let (head, body) = block.split_at(7);
+        let one = &body[..body.len() - 4]; // without the end mark
+        let mut frame = head.to_vec();
+        for _ in 0..=(MAX_UNCOMPRESSED_BYTES >> 16) {
+            frame.extend_from_slice(one);
+        }
+        frame.extend_from_slice(&[0; 4]);
+        let mut out = Vec::new();
+        match decompress_into(Compression::Lz4, &frame, &mut out) {
+            Err(RecordError::TooLarge { codec: Compression::Lz4, limit }) => assert_eq!(limit, MAX_UNCOMPRESSED_BYTES),
+            other => panic!("expected TooLarge, got {:?}", other.map(|_| out.len())),
+        }
+        assert!(out.is_empty());
     }
 
     #[test]
