@@ -29,6 +29,8 @@ use crate::net::ToLoop;
 /// proxy holds the next ones back to merge them (`Session::flush_held`).
 const PRODUCE_REQUESTS_IN_FLIGHT: usize = 1;
 
+const PRODUCE: i16 = crate::kafka::api::ApiKey::Produce as i16;
+
 /// A client request waiting for its answers.
 struct Pending {
     seq: u64,
@@ -217,7 +219,7 @@ impl Session {
                 None => by_addr.push((addr, vec![(i, part)])),
             }
         }
-        let holdable = api_key == crate::kafka::api::ApiKey::Produce as i16 && expect_response;
+        let holdable = api_key == PRODUCE && expect_response;
         for (addr, parts) in by_addr {
             // Open the connection now: a broker that cannot be reached fails
             // the request that needed it.
@@ -267,7 +269,7 @@ impl Session {
             let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held).into_iter().partition(|(a, _)| *a == addr);
             self.held = rest;
             let busy = self.upstreams.get(&addr).map_or(0, |up| {
-                up.in_flight.iter().filter(|f| f.api_key == crate::kafka::api::ApiKey::Produce as i16).count()
+                up.in_flight.iter().filter(|f| f.api_key == PRODUCE).count()
             });
             if !force && busy >= PRODUCE_REQUESTS_IN_FLIGHT {
                 waiting.extend(mine);
@@ -285,12 +287,7 @@ impl Session {
 
     /// Send one broker's held parts, merged (`coalesce`), in one write.
     fn send_held(&mut self, ctx: &ProxyContext, addr: &str, held: Vec<Held>) -> Result<(), String> {
-        let mut next = self.next_correlation;
-        let outgoing = coalesce::coalesce(held, || {
-            next = next.wrapping_add(1);
-            next
-        });
-        self.next_correlation = next;
+        let outgoing = coalesce::coalesce(held, || self.next_correlation_id());
         let upstream = self.upstream(ctx, addr)?;
         let bodies: Vec<&[u8]> = outgoing
             .iter()
@@ -300,7 +297,7 @@ impl Session {
             })
             .collect();
         upstream.socket.send_frames(&bodies).map_err(|e| format!("cannot send Produce to Kafka broker {addr}: {e}"))?;
-        let api_key = crate::kafka::api::ApiKey::Produce as i16;
+        let api_key = PRODUCE;
         let metrics = &ctx.shared.metrics;
         for o in outgoing {
             upstream.in_flight.push_back(match o {
