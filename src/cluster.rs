@@ -117,6 +117,16 @@ impl Cluster {
         (p.leader >= 0).then_some(p.leader)
     }
 
+    /// Forget a topic's leaders after a broker said it leads no longer, so
+    /// the next call asks the cluster.
+    pub fn forget_leader(&self, topic: &str) {
+        if let Some(t) = self.view.write().topics.get_mut(topic) {
+            for p in &mut t.partitions {
+                p.leader = -1;
+            }
+        }
+    }
+
     pub fn topic_name(&self, id: &[u8; 16]) -> Option<String> {
         self.view.read().topic_names.get(id).cloned()
     }

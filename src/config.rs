@@ -39,6 +39,11 @@ pub const DEFAULT_CONNECTION_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 30_000;
 /// `kafka.metadata_refresh_interval_ms` when not set.
 pub const DEFAULT_METADATA_REFRESH_INTERVAL_MS: u64 = 30_000;
+/// `kafka.producer_id_topic` when not set.
+pub const DEFAULT_PRODUCER_ID_TOPIC: &str = "__kpr_producer_ids";
+/// `kafka.producer_id_idle_ms` when not set: seven days, as long as Kafka
+/// keeps an idle transactional id (`transactional.id.expiration.ms`).
+pub const DEFAULT_PRODUCER_ID_IDLE_MS: u64 = 7 * 24 * 3600 * 1000;
 /// `metrics.address` when not set.
 pub const DEFAULT_METRICS_ADDRESS: &str = "0.0.0.0:9090";
 /// The warning returned when a configuration sets `mapping.offset_range`.
@@ -132,6 +137,10 @@ pub struct KafkaConfig {
     pub connection_timeout_ms: u64,
     pub request_timeout_ms: u64,
     pub metadata_refresh_interval_ms: u64,
+    /// The compacted topic where derived producer ids are kept.
+    pub producer_id_topic: String,
+    /// Derived producer ids unused this long by every instance are removed.
+    pub producer_id_idle_ms: u64,
     pub security_protocol: SecurityProtocol,
     pub tls: Option<KafkaTls>,
     pub sasl: Option<KafkaSasl>,
@@ -146,6 +155,9 @@ impl KafkaConfig {
     }
     pub fn metadata_refresh_interval(&self) -> Duration {
         Duration::from_millis(self.metadata_refresh_interval_ms)
+    }
+    pub fn producer_id_idle(&self) -> Duration {
+        Duration::from_millis(self.producer_id_idle_ms)
     }
 }
 
@@ -806,6 +818,8 @@ const KAFKA_KEYS: &[&str] = &[
     "connection_timeout_ms",
     "request_timeout_ms",
     "metadata_refresh_interval_ms",
+    "producer_id_topic",
+    "producer_id_idle_ms",
     "security_protocol",
     "tls",
     "sasl",
@@ -1364,6 +1378,18 @@ impl Decoder<'_> {
             ms_max,
             DEFAULT_METADATA_REFRESH_INTERVAL_MS,
         );
+        let producer_id_topic = match get(m, "producer_id_topic") {
+            Some(v) => self.non_empty(v, "kafka.producer_id_topic").unwrap_or_default(),
+            None => DEFAULT_PRODUCER_ID_TOPIC.to_string(),
+        };
+        if !producer_id_topic.is_empty()
+            && !producer_id_topic.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        {
+            self.err(format!(
+                "kafka.producer_id_topic: {producer_id_topic:?} is not a Kafka topic name (letters, digits, '.', '_', '-')"
+            ));
+        }
+        let producer_id_idle_ms = self.opt_uint(m, path, "producer_id_idle_ms", 1000, ms_max * 1000, DEFAULT_PRODUCER_ID_IDLE_MS);
         let protocol = match get(m, "security_protocol") {
             Some(v) => self.choice(v, "kafka.security_protocol", SecurityProtocol::ALL)?,
             None => SecurityProtocol::Plaintext,
@@ -1436,6 +1462,8 @@ impl Decoder<'_> {
             connection_timeout_ms,
             request_timeout_ms,
             metadata_refresh_interval_ms,
+            producer_id_topic,
+            producer_id_idle_ms,
             security_protocol: protocol,
             tls,
             sasl,

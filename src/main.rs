@@ -131,6 +131,16 @@ fn check_config(args: &RunArgs) -> ExitCode {
     if mismatches > 0 {
         println!("{mismatches} topic(s) contradict their rule");
     }
+    if mapper.remaps_anything() {
+        let topic = &config.kafka.producer_id_topic;
+        match view.topics.get(topic) {
+            Some(t) => println!("Producer-id topic {topic}: present ({} partition(s))", t.partitions.len()),
+            None => println!(
+                "Producer-id topic {topic}: missing; the proxy creates it at start (1 partition, compacted), so its \
+                 identity needs Create, Read and Write on it"
+            ),
+        }
+    }
     exit(cli::EXIT_OK)
 }
 
@@ -151,6 +161,11 @@ fn settings(config: &Config) -> Result<ProxySettings, String> {
         connect_timeout: config.kafka.connection_timeout(),
         request_timeout: config.kafka.request_timeout(),
         metadata_refresh: config.kafka.metadata_refresh_interval(),
+        producer_log: kpr_proxy::upstream::producer_log::LogSettings {
+            topic: config.kafka.producer_id_topic.clone(),
+            idle: config.kafka.producer_id_idle(),
+            timeout: config.kafka.request_timeout(),
+        },
         max_connections: config.listen.max_connections,
         max_frame_bytes: config.listen.max_frame_bytes,
         max_in_flight_per_client: MAX_IN_FLIGHT_PER_CLIENT,

@@ -92,7 +92,7 @@ impl ProducerIdSource for NoProducerIds {
     fn derived(&mut self, _: (i64, i16), _: i32) -> Result<(i64, i16), String> {
         unreachable!("no idempotent batches here")
     }
-    fn sequence_base(&mut self, _: i64, _: &str, _: i32, _: i32) -> i32 {
+    fn sequence_base(&mut self, _: i64, _: &str, _: i32, _: i32) -> Result<i32, String> {
         unreachable!("no idempotent batches here")
     }
 }

@@ -77,6 +77,7 @@ use crate::cluster::{BrokerAddr, Cluster};
 use crate::net::event_loop::{EventLoop, LoopSettings};
 use crate::net::{LoopHandle, Shared, WAKER};
 use crate::upstream::control::ControlClient;
+use crate::upstream::producer_log::ProducerLog;
 
 /// Everything the proxy needs from the configuration, in the types it
 /// runs with.
@@ -88,6 +89,7 @@ pub struct ProxySettings {
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
     pub metadata_refresh: Duration,
+    pub producer_log: crate::upstream::producer_log::LogSettings,
     pub max_connections: usize,
     pub max_frame_bytes: usize,
     pub max_in_flight_per_client: usize,
@@ -99,7 +101,9 @@ pub struct ProxySettings {
 pub struct ProxyContext {
     pub settings: ProxySettings,
     pub mapper: crate::remap::mapping::Mapper,
-    pub producer_ids: crate::remap::produce::ProducerIds,
+    /// Derived producer ids, shared with every instance through the
+    /// cluster; `None` when no rule remaps (nothing derives ids then).
+    pub producer_log: Option<Arc<ProducerLog>>,
     pub owner_cache: crate::remap::fetch::OwnerCache,
     pub cluster: Arc<Cluster>,
     pub shared: Arc<Shared>,
@@ -170,9 +174,16 @@ impl Proxy {
         let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(StartError::Io)?);
         let (tx, commands) = crossbeam_channel::unbounded();
         let handle = LoopHandle::new(tx, waker);
-        let producer_ids = Default::default();
+        let producer_log = if mapper.remaps_anything() {
+            let log = ProducerLog::new(settings.producer_log.clone());
+            log.ensure_topic(&mut control).map_err(StartError::Upstream)?;
+            log.load(&mut control).map_err(StartError::Upstream)?;
+            Some(Arc::new(log))
+        } else {
+            None
+        };
         let owner_cache = Default::default();
-        let ctx = Arc::new(ProxyContext { settings, mapper, producer_ids, owner_cache, cluster, shared, handle });
+        let ctx = Arc::new(ProxyContext { settings, mapper, producer_log, owner_cache, cluster, shared, handle });
         ctx.report_mismatches();
         Ok(Proxy { poll, listener, ctx, commands })
     }
@@ -206,6 +217,14 @@ impl Proxy {
                 crate::upstream::refresh::run(control, interval, shared, || rctx.report_mismatches())
             })?
         };
+        let follower = match ctx.producer_log.clone() {
+            Some(log) => {
+                let control = ControlClient::new(ctx.cluster.clone(), ctx.settings.connect_timeout, ctx.settings.request_timeout);
+                let shared = ctx.shared.clone();
+                Some(std::thread::Builder::new().name("producer-ids".into()).spawn(move || log.follow(control, shared))?)
+            }
+            None => None,
+        };
         let loop_settings = LoopSettings {
             max_connections: ctx.settings.max_connections,
             max_frame_bytes: ctx.settings.max_frame_bytes,
@@ -230,6 +249,9 @@ impl Proxy {
         }
         if refresher.join().is_err() {
             warn!("The metadata refresher panicked");
+        }
+        if follower.is_some_and(|f| f.join().is_err()) {
+            warn!("The producer-id topic reader panicked");
         }
         result
     }

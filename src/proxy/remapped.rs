@@ -411,47 +411,21 @@ pub fn add_partitions_to_txn(ctx: &ProxyContext, session: &Session, header: &Req
     })
 }
 
-/// Derived producer ids from the proxy's cache, or from the broker.
+/// Derived producer ids through the producer-id topic the instances share.
 struct BrokerProducerIds<'c> {
     ctx: &'c ProxyContext,
     control: &'c mut crate::upstream::control::ControlClient,
 }
 
 impl crate::remap::produce::ProducerIdSource for BrokerProducerIds<'_> {
-    fn sequence_base(&mut self, derived: i64, topic: &str, physical: i32, first_seen: i32) -> i32 {
-        self.ctx.producer_ids.sequence_base(derived, topic, physical, first_seen)
+    fn sequence_base(&mut self, derived: i64, topic: &str, physical: i32, first_seen: i32) -> Result<i32, String> {
+        let log = self.ctx.producer_log.as_ref().ok_or("no producer-id topic (no rule remaps)")?;
+        log.sequence_base(self.control, derived, topic, physical, first_seen).map_err(|e| e.to_string())
     }
 
     fn derived(&mut self, client: (i64, i16), k: i32) -> Result<(i64, i16), String> {
-        if let Some(ids) = self.ctx.producer_ids.get(client, k) {
-            return Ok(ids);
-        }
-        let ids = self
-            .control
-            .call_any(
-                ApiKey::InitProducerId,
-                |b, v| {
-                    b.set("transactional_id", Value::String(None));
-                    b.set("transaction_timeout_ms", Value::Int32(60_000));
-                    if v >= 3 {
-                        b.set("producer_id", Value::Int64(-1));
-                        b.set("producer_epoch", Value::Int16(-1));
-                    }
-                },
-                |r| match (r.i16("error_code"), r.i64("producer_id"), r.i16("producer_epoch")) {
-                    (Some(0), Some(id), Some(epoch)) if id >= 0 => Ok((id, epoch)),
-                    (code, _, _) => Err(crate::upstream::control::UpstreamError::Kafka {
-                        api: ApiKey::InitProducerId,
-                        code: code.unwrap_or(-1),
-                        message: String::new(),
-                    }),
-                },
-            )
-            .map_err(|e| e.to_string())?;
-        self.ctx.producer_ids.insert(client, k, ids);
-        self.ctx.shared.metrics.derived_producer_ids_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        log::debug!("Producer {}/{} uses producer id {}/{} for sibling index {k}", client.0, client.1, ids.0, ids.1);
-        Ok(ids)
+        let log = self.ctx.producer_log.as_ref().ok_or("no producer-id topic (no rule remaps)")?;
+        log.derived(self.control, &self.ctx.shared, client, k).map_err(|e| e.to_string())
     }
 }
 

@@ -7,4 +7,5 @@ pub mod groups;
 pub mod mapping;
 pub mod metadata;
 pub mod produce;
+pub mod producer_ids;
 pub mod split;

@@ -6,9 +6,7 @@
 //! records carry a tag naming a sibling (see `retag_foreign`).
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 
-use parking_lot::Mutex;
 
 use crate::kafka::api::error;
 use crate::kafka::codec::{Struct, Value};
@@ -26,13 +24,14 @@ pub struct TagStats {
 }
 
 /// Where producer ids for k ≥ 1 come from: the broker (InitProducerId with
-/// no transactional id), asked once per (client id, epoch, k).
+/// no transactional id), once per (client id, epoch, k) for every proxy
+/// instance, through the producer-id topic (`remap::producer_ids`).
 pub trait ProducerIdSource {
     fn derived(&mut self, client: (i64, i16), k: i32) -> Result<(i64, i16), String>;
 
     /// The client sequence that is sequence 0 of `derived` on (topic,
-    /// physical partition): the first one seen there, remembered.
-    fn sequence_base(&mut self, derived: i64, topic: &str, physical: i32, first_seen: i32) -> i32;
+    /// physical partition): the first one seen there, by any instance.
+    fn sequence_base(&mut self, derived: i64, topic: &str, physical: i32, first_seen: i32) -> Result<i32, String>;
 }
 
 /// A client sequence renumbered from `base` (sequences wrap from
@@ -41,53 +40,19 @@ pub fn renumber(sequence: i32, base: i32) -> i32 {
     (sequence as i64 - base as i64).rem_euclid(i32::MAX as i64 + 1) as i32
 }
 
-/// The cache of derived producer ids. Losing it (restart) is safe: Kafka
-/// accepts any first sequence for a producer id it has no state for.
 /// A producer's (id, epoch).
 pub type ProducerIdEpoch = (i64, i16);
-
-#[derive(Default)]
-pub struct ProducerIds {
-    /// (client id, client epoch, k) → derived (id, epoch).
-    map: Mutex<HashMap<(i64, i16, i32), ProducerIdEpoch>>,
-    /// (derived id, topic, physical partition) → the client sequence that
-    /// became sequence 0.
-    bases: Mutex<HashMap<(i64, String, i32), i32>>,
-}
-
-impl ProducerIds {
-    pub fn get(&self, client: (i64, i16), k: i32) -> Option<(i64, i16)> {
-        self.map.lock().get(&(client.0, client.1, k)).copied()
-    }
-
-    pub fn sequence_base(&self, derived: i64, topic: &str, physical: i32, first_seen: i32) -> i32 {
-        let mut bases = self.bases.lock();
-        if bases.len() > 1_000_000 {
-            bases.clear();
-        }
-        *bases.entry((derived, topic.to_string(), physical)).or_insert(first_seen)
-    }
-
-    pub fn insert(&self, client: (i64, i16), k: i32, derived: (i64, i16)) {
-        let mut map = self.map.lock();
-        // Bounded: a client that bumps its epoch leaves old entries behind.
-        if map.len() > 100_000 {
-            map.clear();
-        }
-        map.insert((client.0, client.1, k), derived);
-    }
-}
 
 /// Rewrite the records of one produce entry of `topic` bound for virtual
 /// partition `v` (already re-indexed to `p`).
 ///
 /// Sequences of a derived producer id are renumbered per physical
-/// partition from the first client sequence seen there. A retried batch
-/// keeps its number, so the broker's duplicate detection still works; and
-/// a derived id that is new to the broker (after a proxy restart lost the
-/// cache) starts at 0, which every broker accepts. Kafka accepts any first
-/// sequence from an id it has no state for; some compatible brokers (Tansu)
-/// want 0.
+/// partition from the first client sequence any instance saw there (0 for
+/// a producer that starts with its mapping, so sequences pass through). A
+/// retried batch keeps its number wherever it is retried, so the broker's
+/// duplicate detection still works; and a derived id new to the broker
+/// starts at 0, which every broker accepts (Kafka accepts any first
+/// sequence from an id it has no state for; Tansu wants 0).
 #[allow(clippy::too_many_arguments)]
 pub fn rewrite_entry(
     topic: &str,
@@ -151,7 +116,9 @@ pub fn rewrite_entry(
             .map_err(|e| (error::CORRUPT_MESSAGE, format!("cannot tag record batch: {e}")))?;
         if let (Some((derived, _)), true) = (producer, batch.header.base_sequence >= 0) {
             let sequence = batch.header.base_sequence;
-            let base = ids.sequence_base(derived, topic, p.0, sequence);
+            let base = ids.sequence_base(derived, topic, p.0, sequence).map_err(|e| {
+                (error::KAFKA_STORAGE_ERROR, format!("cannot obtain a sequence base for virtual partition {}: {e}", v.0))
+            })?;
             records::set_base_sequence(&mut tagged, renumber(sequence, base));
         }
         stats.batches += 1;

@@ -67,6 +67,10 @@ impl ControlClient {
         ControlClient { cluster, conns: HashMap::new(), next_correlation: 1, connect_timeout, request_timeout }
     }
 
+    pub fn cluster(&self) -> &Arc<Cluster> {
+        &self.cluster
+    }
+
     /// The version of `api` to use: the highest both the proxy and the
     /// cluster speak (the proxy's own when the cluster's is not known yet).
     pub fn pick_version(&self, api: ApiKey) -> Result<i16, UpstreamError> {

@@ -11,6 +11,10 @@ correlation id, and can:
   connection dies after the broker wrote a batch and before the client heard
   of it. The client (through the proxy) must retry; the broker's idempotence
   must drop the duplicate.
+- hold_responses() / stop_holding(): keep the broker's
+  answers from the proxy for a while (the broker acted on the requests),
+  then drop them: a window in which the test kills the proxy or moves the
+  client to another instance, so that the client retries elsewhere.
 - offer_apis({api_key: (min, max)}): add APIs to the broker's ApiVersions
   answers, e.g. CreatePartitions, which Tansu 0.6 lacks, so that the proxy
   offers it and its own refusal for remapped topics can be seen by a real
@@ -55,6 +59,8 @@ class Relay:
         self.lose = {}           # api_key -> responses still to lose
         self.lost = []           # (api_key, api_version, correlation_id) of lost responses
         self.extra_apis = {}
+        self.holding = False     # every response held back while True
+        self.held = []           # (api_key, api_version, correlation_id) held
         self.requests = {}       # api_key -> count forwarded
         self.sockets = []
         self.closed = False
@@ -67,6 +73,25 @@ class Relay:
     def lose_next_response(self, api_key, count=1):
         with self.lock:
             self.lose[api_key] = self.lose.get(api_key, 0) + count
+
+    def hold_responses(self):
+        """Keep every broker response from the proxy (the broker has acted
+        on the requests) until stop_holding(): a window in which to kill the
+        proxy or move the client, as when a proxy dies after forwarding a
+        batch and before its answer got back. All APIs, so that no later
+        answer overtakes a held one on its connection."""
+        with self.lock:
+            self.holding = True
+
+    def stop_holding(self):
+        """Held responses are dropped, never delivered: their proxy or its
+        client is gone by then."""
+        with self.lock:
+            self.holding = False
+
+    def held_count(self):
+        with self.lock:
+            return len(self.held)
 
     def offer_apis(self, apis):
         self.extra_apis.update(apis)
@@ -156,6 +181,9 @@ class Relay:
                         self.lose[api_key] -= 1
                         self.lost.append((api_key, api_version, corr))
                         break
+                    if self.holding:
+                        self.held.append((api_key, api_version, corr))
+                        continue
                 if api_key == kafkawire.API_API_VERSIONS and self.extra_apis:
                     _, error, keys = kafkawire.parse_api_versions_response(api_version, frame)
                     if error == 0:
@@ -165,3 +193,72 @@ class Relay:
         except (OSError, kafkawire.WireError):
             pass
         self._shut(client, upstream)
+
+
+class Switch:
+    """One address in front of several kpr-proxy instances, as a load
+    balancer would be: each new client connection goes to the current
+    target; switch_to(port) moves new connections to another instance and
+    cuts the ones open now, requests in flight included, so that the
+    client reconnects and retries through the other instance."""
+
+    def __init__(self, target_port):
+        self.target_port = target_port
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.port = self.listener.getsockname()[1]
+        self.lock = threading.Lock()
+        self.pairs = []
+        self.connections = 0   # client connections accepted
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True, name="switch-accept").start()
+
+    @property
+    def address(self):
+        return f"127.0.0.1:{self.port}"
+
+    def switch_to(self, port):
+        with self.lock:
+            self.target_port = port
+            pairs, self.pairs = self.pairs, []
+        for pair in pairs:
+            Relay._shut(*pair)
+
+    def close(self):
+        self.closed = True
+        Relay._shut(self.listener)
+        self.switch_to(None)
+
+    def _accept(self):
+        while not self.closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            with self.lock:
+                port = self.target_port
+            try:
+                upstream = socket.create_connection(("127.0.0.1", port), timeout=10)
+                upstream.settimeout(None)
+            except (OSError, TypeError):
+                client.close()
+                continue
+            with self.lock:
+                self.pairs.append((client, upstream))
+                self.connections += 1
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src, dst):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        Relay._shut(src, dst)

@@ -16,9 +16,9 @@ Checked here:
   drops the connection after the broker wrote a Produce and before its
   response got back; the client retries the same batches, and still every
   record is there exactly once, with no sequence error;
-- the proxy restarted between two batches of one producer (its cache of
-  derived ids is lost; the client's sequences go on from where they were):
-  no error, nothing lost, nothing twice.
+- the proxy restarted between two batches of one producer: it reads the
+  derived ids back from its producer-id topic, so the client's sequences
+  go on under the same ids; no error, nothing lost, nothing twice.
 """
 
 from collections import Counter, defaultdict
@@ -208,16 +208,13 @@ def test_idempotent_retry_after_lost_response(broker_factory, start_proxy):
 
 
 def test_idempotent_producer_across_proxy_restart(broker, start_proxy, topic):
-    """The restarted proxy has no derived ids cached: it asks the broker for
-    new ones, and the client's next batch to VP 4 arrives under a new
-    producer id with base sequence 5. Kafka accepts any first sequence from
-    a producer id it holds no state for (ProducerAppendInfo.checkSequence:
-    a new epoch from NO_PRODUCER_EPOCH), which the design relies on.
-    Tansu 0.6 does not: it answers OUT_OF_ORDER_SEQUENCE_NUMBER unless the
-    first sequence is 0 (seen with a raw InitProducerId + Produce, no proxy
-    involved). Kafka is the reference, so this test expects Kafka's
-    behaviour: against Tansu it fails until the proxy stops depending on it
-    (e.g. by numbering a fresh derived id's sequences from 0 itself)."""
+    """The restarted proxy reads its derived ids back from the producer-id
+    topic: the client's next batches to k >= 1 VPs go on under the same
+    derived ids and sequences, so the broker sees one producer per k from
+    the first batch to the last, and no new id is allocated. (Before the
+    ids were kept in the cluster, the restart allocated new ids, and a
+    batch retried across it was stored twice: see
+    test_virtual_idempotence_shared.py.)"""
     proxy = start_proxy(mapping=virtual.mapping(V, P), metrics=True)
     name = topic(P, prefix="vp-idem-restart")
     tags = ["first", "second", "third"]
@@ -231,10 +228,9 @@ def test_idempotent_producer_across_proxy_restart(broker, start_proxy, topic):
     produce_phases(proxy.address, name, tags, between=restart)
     assert restarts
     assert_exactly_once(proxy.address, name, tags, 5)
-    # After the restart the proxy obtained new derived ids for k >= 1; the
-    # client's id (k = 0) and its sequences went on.
+    check_producer_ids(producer_ids_on_broker(broker.address, name))
     derived = proxy.metrics()["kafka_proxy_derived_producer_ids_total"]
-    assert derived == V // P - 1, f"derived_producer_ids_total {derived} since the restart"
+    assert derived == 0, f"derived_producer_ids_total {derived} since the restart: the ids should be read back"
 
 
 def test_idempotent_producer_across_broker_restart(broker_factory, start_proxy):
