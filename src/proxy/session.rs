@@ -54,7 +54,16 @@ struct InFlight {
     /// For produce parts sent merged: the version and the parts inside,
     /// whose answers are cut from this one.
     merged: Option<(i16, Vec<Member>)>,
+    /// False for a request that gets no answer (produce with acks=0). It is
+    /// remembered only to recognise a stray answer some Kafka-compatible
+    /// brokers send anyway, which is dropped.
+    expects_answer: bool,
 }
+
+/// Requests expecting no answer remembered per upstream connection, at
+/// most: past that the oldest are forgotten (a broker that answers them
+/// answers long before).
+const UNANSWERED_REMEMBERED: usize = 1024;
 
 pub struct Upstream {
     socket: Arc<SharedSocket>,
@@ -245,10 +254,26 @@ impl Session {
                 .socket
                 .send_frames(&bodies)
                 .map_err(|e| format!("cannot send {} to Kafka broker {addr}: {e}", api_name(api_key)))?;
-            if expect_response {
-                for (part, correlation_id, _, deadline) in direct {
-                    upstream.in_flight.push_back(InFlight { seq, part, correlation_id, api_key, deadline, merged: None });
+            if !expect_response {
+                // Kafka never answers these (KafkaApis.handleProduceRequest
+                // with acks=0); forget those whose answer is overdue.
+                let now = Instant::now();
+                while upstream.in_flight.front().is_some_and(|f| {
+                    !f.expects_answer && (f.deadline <= now || upstream.in_flight.len() >= UNANSWERED_REMEMBERED)
+                }) {
+                    upstream.in_flight.pop_front();
                 }
+            }
+            for (part, correlation_id, _, deadline) in direct {
+                upstream.in_flight.push_back(InFlight {
+                    seq,
+                    part,
+                    correlation_id,
+                    api_key,
+                    deadline,
+                    merged: None,
+                    expects_answer: expect_response,
+                });
             }
         }
         Ok(())
@@ -269,7 +294,7 @@ impl Session {
             let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held).into_iter().partition(|(a, _)| *a == addr);
             self.held = rest;
             let busy = self.upstreams.get(&addr).map_or(0, |up| {
-                up.in_flight.iter().filter(|f| f.api_key == PRODUCE).count()
+                up.in_flight.iter().filter(|f| f.api_key == PRODUCE && f.expects_answer).count()
             });
             if !force && busy >= PRODUCE_REQUESTS_IN_FLIGHT {
                 waiting.extend(mine);
@@ -302,12 +327,28 @@ impl Session {
         for o in outgoing {
             upstream.in_flight.push_back(match o {
                 Outgoing::Single(h) => {
-                    InFlight { seq: h.seq, part: h.part, correlation_id: h.correlation_id, api_key, deadline: h.deadline, merged: None }
+                    InFlight {
+                        seq: h.seq,
+                        part: h.part,
+                        correlation_id: h.correlation_id,
+                        api_key,
+                        deadline: h.deadline,
+                        merged: None,
+                        expects_answer: true,
+                    }
                 }
                 Outgoing::Merged { correlation_id, version, members, deadline, .. } => {
                     metrics.produce_requests_merged_total.fetch_add(members.len() as u64, Ordering::Relaxed);
                     metrics.produce_requests_merged_into_total.fetch_add(1, Ordering::Relaxed);
-                    InFlight { seq: 0, part: 0, correlation_id, api_key, deadline, merged: Some((version, members)) }
+                    InFlight {
+                        seq: 0,
+                        part: 0,
+                        correlation_id,
+                        api_key,
+                        deadline,
+                        merged: Some((version, members)),
+                        expects_answer: true,
+                    }
                 }
             });
         }
@@ -345,10 +386,26 @@ impl Session {
     ) -> Verdict {
         let Some(addr) = self.by_token.get(&upstream) else { return Verdict::Continue };
         let up = self.upstreams.get_mut(addr).expect("by_token and upstreams agree");
+        let answered = peek_correlation_id(&frame);
+        // Requests that expect no answer (acks=0) before the one answered:
+        // Kafka answers none of them, some compatible brokers (Tansu) answer
+        // each anyway, in order. Such an answer is dropped here; the ones
+        // passed over were not answered and will not be.
+        while up.in_flight.front().is_some_and(|f| !f.expects_answer) {
+            let unanswered = up.in_flight.pop_front().expect("checked");
+            if answered.as_ref().ok() == Some(&unanswered.correlation_id) {
+                debug!(
+                    "Dropped the answer of Kafka broker {} to a {} that expects none (acks=0)",
+                    up.addr,
+                    api_name(unanswered.api_key)
+                );
+                return Verdict::Continue;
+            }
+        }
         let Some(sent) = up.in_flight.pop_front() else {
             return Verdict::Close(format!("Kafka broker {} sent a response to no request", up.addr));
         };
-        match peek_correlation_id(&frame) {
+        match answered {
             Ok(id) if id == sent.correlation_id => {}
             other => {
                 return Verdict::Close(format!(
@@ -431,7 +488,7 @@ impl Session {
     pub fn on_upstream_closed(&mut self, upstream: Token, reason: &str) -> Verdict {
         let Some(addr) = self.by_token.remove(&upstream) else { return Verdict::Continue };
         let Some(up) = self.upstreams.remove(&addr) else { return Verdict::Continue };
-        if up.in_flight.is_empty() {
+        if up.in_flight.iter().all(|f| !f.expects_answer) {
             debug!("Idle upstream connection to {addr} closed: {reason}");
             return Verdict::Continue;
         }
@@ -441,14 +498,14 @@ impl Session {
         self.held.retain(|(a, _)| *a != addr);
         Verdict::Close(format!(
             "lost connection to Kafka broker {addr} with {} requests in flight ({reason})",
-            up.in_flight.len()
+            up.in_flight.iter().filter(|f| f.expects_answer).count()
         ))
     }
 
     /// Close the client if an upstream answer is overdue.
     pub fn check_deadlines(&self, now: Instant) -> Verdict {
         for up in self.upstreams.values() {
-            if let Some(f) = up.in_flight.front() {
+            if let Some(f) = up.in_flight.iter().find(|f| f.expects_answer) {
                 if now >= f.deadline {
                     return Verdict::Close(format!(
                         "Kafka broker {} did not answer {} in time",
