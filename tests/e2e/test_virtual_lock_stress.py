@@ -54,7 +54,7 @@ def produce_one_of_each(bootstrap, name, tag, outcome):
 @pytest.mark.timeout(300)
 def test_new_idempotent_producers_during_constant_metadata_refreshes_never_hang(start_proxy, topic):
     name = topic(P, prefix="vp-lock")
-    proxy = start_proxy(mapping=virtual.mapping(V, P), log_level="warn",
+    proxy = start_proxy(mapping=virtual.mapping(V, P), log_level="info",
                         extra={"kafka": {"metadata_refresh_interval_ms": 1}})
     outcome = {}
     started = time.monotonic()
