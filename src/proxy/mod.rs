@@ -53,7 +53,10 @@
 //!
 //! A broker that closes with requests in flight, or misses a deadline
 //! (`Session::check_deadlines`), closes that client's connection, as the
-//! broker's own would have; other clients are unaffected.
+//! broker's own would have; other clients are unaffected. The proxy's own
+//! requests to derived groups are the exception: no client would retry
+//! them, so when their coordinator moved or its connection failed they are
+//! sent again after a short wait (`Session::resend_due`).
 
 pub mod coalesce;
 pub mod groups;

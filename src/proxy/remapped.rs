@@ -50,11 +50,21 @@ pub fn split_plan<'a>(
     if !names_remapped(ctx, req, request_shape.topics, request_shape.name) {
         return None;
     }
-    let s = {
+    // Decided before the rewrite runs, and the view released: the rewrite
+    // may ask the cluster for derived producer ids, which reads the view
+    // again and waits on the network. Holding the (fair) lock over that
+    // would leave a waiting writer, and then every thread, stuck behind it.
+    let decisions: std::collections::HashMap<String, Decision> = {
         let view = ctx.cluster.read();
-        let decide = |name: &str| ctx.mapper.decide(name, &view);
-        split::split(req, &request_shape, &decide, rewrite)
+        req.structs(request_shape.topics)
+            .filter_map(|t| t.str(request_shape.name))
+            .map(|name| (name.to_string(), ctx.mapper.decide(name, &view)))
+            .collect()
     };
+    let decide = |name: &str| {
+        decisions.get(name).cloned().unwrap_or(Decision::PassThrough)
+    };
+    let s = split::split(req, &request_shape, &decide, rewrite);
     if !s.remapped {
         return None;
     }

@@ -3,6 +3,10 @@
 //! the request and sends it where Kafka needs it.
 
 use crate::cluster::{Cluster, CoordinatorKind};
+use crate::kafka::api::{api_name, error};
+use crate::kafka::codec::{self, Struct, Value};
+use crate::kafka::header::parse_response_header;
+use crate::kafka::message::response_schema;
 use crate::upstream::control::ControlClient;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,5 +70,158 @@ fn coordinator(cluster: &Cluster, control: &mut ControlClient, kind: Coordinator
             log::debug!("Coordinator look-up for {key:?} failed: {e}");
             None
         }
+    }
+}
+
+/// The coordinator a route goes to: (kind, group or transactional id).
+pub fn coordinator_key(route: &Route) -> Option<(CoordinatorKind, &str)> {
+    match route {
+        Route::Group(g) => Some((CoordinatorKind::Group, g)),
+        Route::Transaction(t) => Some((CoordinatorKind::Transaction, t)),
+        _ => None,
+    }
+}
+
+/// Whether an answer's error says the coordinator is elsewhere or gone, so
+/// that it must be looked up again: Kafka's clients mark the coordinator
+/// unknown on these (AbstractCoordinator and ConsumerCoordinator for
+/// groups, TransactionManager for transactions), and also when the
+/// connection to it fails.
+pub fn coordinator_moved(code: i16) -> bool {
+    matches!(code, error::NOT_COORDINATOR | error::COORDINATOR_NOT_AVAILABLE)
+}
+
+/// Whether an answer's error is worth retrying at a coordinator: moved, or
+/// still loading its state (COORDINATOR_LOAD_IN_PROGRESS: same node, later).
+pub fn coordinator_retriable(code: i16) -> bool {
+    coordinator_moved(code) || code == error::COORDINATOR_LOAD_IN_PROGRESS
+}
+
+/// The first coordinator error (`coordinator_retriable`) anywhere in an
+/// answer: top level, per group, per partition. `None` when there is none,
+/// or the answer cannot be read (then it goes to the client as it is).
+pub fn coordinator_error(api_key: i16, version: i16, answer: &[u8]) -> Option<i16> {
+    let (_, _, body) = parse_response_header(answer, api_key, version).ok()?;
+    let decoded = codec::decode(response_schema(api_key)?, version, body).ok()?;
+    first_coordinator_error(&decoded)
+}
+
+fn first_coordinator_error(s: &Struct<'_>) -> Option<i16> {
+    s.schema.fields.iter().zip(&s.fields).find_map(|(f, v)| match v {
+        Value::Int16(code) if f.name.ends_with("error_code") && coordinator_retriable(*code) => Some(*code),
+        Value::Struct(inner) => first_coordinator_error(inner),
+        Value::Array(Some(items)) => items.iter().find_map(|i| i.as_struct().and_then(first_coordinator_error)),
+        _ => None,
+    })
+}
+
+/// Take in the answer of a request sent to a coordinator: one that says
+/// the coordinator moved makes the proxy forget it, so the next request
+/// for that key looks it up again instead of going to the old node
+/// forever. Returns the answer's coordinator error, if any.
+pub fn note_coordinator_answer(
+    cluster: &Cluster,
+    coordinator: (CoordinatorKind, &str),
+    api_key: i16,
+    version: i16,
+    answer: &[u8],
+) -> Option<i16> {
+    let code = coordinator_error(api_key, version, answer)?;
+    if coordinator_moved(code) {
+        log::debug!("Coordinator of {:?} moved (error {code} from {}): looking it up again", coordinator.1, api_name(api_key));
+        cluster.forget_coordinator(coordinator.0, coordinator.1);
+    }
+    Some(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kafka::api::ApiKey;
+    use crate::kafka::message::encode_response;
+
+    /// An OffsetCommit v8 answer (flexible) for one partition.
+    fn offset_commit_answer(code: i16) -> Vec<u8> {
+        let (api, version) = (ApiKey::OffsetCommit as i16, 8);
+        let schema = &response_schema(api).unwrap().body;
+        let ts = codec::element_schema(schema, "topics");
+        let ps = codec::element_schema(ts, "partitions");
+        let mut p = codec::with_defaults(ps, version);
+        p.set("partition_index", Value::Int32(3));
+        p.set("error_code", Value::Int16(code));
+        let mut t = codec::with_defaults(ts, version);
+        t.set("name", Value::str("events"));
+        t.set("partitions", Value::Array(Some(vec![Value::Struct(p)])));
+        let mut body = codec::with_defaults(schema, version);
+        body.set("topics", Value::Array(Some(vec![Value::Struct(t)])));
+        encode_response(api, version, 7, &[], &body).unwrap()
+    }
+
+    /// An EndTxn v3 answer (top-level error code).
+    fn end_txn_answer(code: i16) -> Vec<u8> {
+        let (api, version) = (ApiKey::EndTxn as i16, 3);
+        let mut body = codec::with_defaults(&response_schema(api).unwrap().body, version);
+        body.set("error_code", Value::Int16(code));
+        encode_response(api, version, 7, &[], &body).unwrap()
+    }
+
+    #[test]
+    fn coordinator_errors_are_found_at_any_depth() {
+        let api = ApiKey::OffsetCommit as i16;
+        assert_eq!(coordinator_error(api, 8, &offset_commit_answer(error::NOT_COORDINATOR)), Some(error::NOT_COORDINATOR));
+        assert_eq!(
+            coordinator_error(api, 8, &offset_commit_answer(error::COORDINATOR_LOAD_IN_PROGRESS)),
+            Some(error::COORDINATOR_LOAD_IN_PROGRESS)
+        );
+        assert_eq!(coordinator_error(api, 8, &offset_commit_answer(error::NONE)), None);
+        // Other errors are the client's business.
+        assert_eq!(coordinator_error(api, 8, &offset_commit_answer(error::ILLEGAL_GENERATION)), None);
+        // An answer that cannot be read is not taken for a coordinator error.
+        assert_eq!(coordinator_error(api, 8, &[0, 0, 0, 7, 9]), None);
+    }
+
+    #[test]
+    fn a_group_coordinator_that_moved_is_forgotten() {
+        let cluster = Cluster::new(Vec::new());
+        let key = "orders.kpr-vp-k2";
+        cluster.set_coordinator(CoordinatorKind::Group, key, 1);
+        let api = ApiKey::OffsetCommit as i16;
+        let answer = offset_commit_answer(error::NONE);
+        assert_eq!(note_coordinator_answer(&cluster, (CoordinatorKind::Group, key), api, 8, &answer), None);
+        assert_eq!(cluster.coordinator(CoordinatorKind::Group, key), Some(1), "kept after a good answer");
+        let answer = offset_commit_answer(error::NOT_COORDINATOR);
+        assert_eq!(note_coordinator_answer(&cluster, (CoordinatorKind::Group, key), api, 8, &answer), Some(error::NOT_COORDINATOR));
+        assert_eq!(cluster.coordinator(CoordinatorKind::Group, key), None, "forgotten after NOT_COORDINATOR");
+    }
+
+    /// Kafka's TransactionManager looks the transaction coordinator up again
+    /// on NOT_COORDINATOR and COORDINATOR_NOT_AVAILABLE, and retries on
+    /// COORDINATOR_LOAD_IN_PROGRESS without doing so.
+    #[test]
+    fn a_transaction_coordinator_is_forgotten_by_the_same_rule() {
+        let cluster = Cluster::new(Vec::new());
+        let txn = (CoordinatorKind::Transaction, "txn-1");
+        let api = ApiKey::EndTxn as i16;
+        for (code, forgotten) in [
+            (error::NONE, false),
+            (error::COORDINATOR_LOAD_IN_PROGRESS, false),
+            (error::NOT_COORDINATOR, true),
+            (error::COORDINATOR_NOT_AVAILABLE, true),
+        ] {
+            cluster.set_coordinator(txn.0, txn.1, 2);
+            note_coordinator_answer(&cluster, txn, api, 3, &end_txn_answer(code));
+            let left = cluster.coordinator(txn.0, txn.1);
+            assert_eq!(left.is_none(), forgotten, "error {code}: coordinator left {left:?}");
+            // A group of the same name is another key space.
+            assert_eq!(cluster.coordinator(CoordinatorKind::Group, txn.1), None);
+        }
+    }
+
+    #[test]
+    fn only_coordinator_routes_name_a_coordinator() {
+        assert_eq!(coordinator_key(&Route::Group("g".into())), Some((CoordinatorKind::Group, "g")));
+        assert_eq!(coordinator_key(&Route::Transaction("t".into())), Some((CoordinatorKind::Transaction, "t")));
+        assert_eq!(coordinator_key(&Route::Any), None);
+        assert_eq!(coordinator_key(&Route::Leader { topic: "t".into(), partition: 0 }), None);
     }
 }

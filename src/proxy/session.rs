@@ -17,8 +17,9 @@ use mio::Token;
 
 use super::coalesce::{self, Held, Member, Outgoing};
 use super::plan::{Finish, Part, PartFrame, Step};
-use super::route::resolve;
+use super::route::{coordinator_key, note_coordinator_answer, resolve, Route};
 use super::ProxyContext;
+use crate::cluster::CoordinatorKind;
 use crate::upstream::control::ControlClient;
 use crate::kafka::api::api_name;
 use crate::kafka::header::peek_correlation_id;
@@ -54,7 +55,56 @@ struct InFlight {
     /// For produce parts sent merged: the version and the parts inside,
     /// whose answers are cut from this one.
     merged: Option<(i16, Vec<Member>)>,
+    /// False for a request that gets no answer (produce with acks=0). It is
+    /// remembered only to recognise a stray answer some Kafka-compatible
+    /// brokers send anyway, which is dropped.
+    expects_answer: bool,
+    /// Set for requests to a coordinator, whose answer may say it moved.
+    coordinator: Option<Coordinated>,
 }
+
+/// A request sent to a coordinator.
+struct Coordinated {
+    kind: CoordinatorKind,
+    key: String,
+    /// The request's version, to read the answer's error codes.
+    version: i16,
+    /// For the proxy's own requests to derived groups, which no client
+    /// retries: what it takes to send it again.
+    redo: Option<Redo>,
+}
+
+/// A request to a derived group's coordinator, kept to be sent again when
+/// the coordinator moved, is loading, or its connection failed: the proxy
+/// does for derived groups what Kafka's clients do for their own groups.
+struct Redo {
+    route: Route,
+    frame: Vec<u8>,
+    broker_wait: Duration,
+    /// How many times it was sent before this one (0: first).
+    attempt: u32,
+}
+
+/// A `Redo` waiting for its backoff.
+struct DueRedo {
+    due: Instant,
+    seq: u64,
+    part: usize,
+    api_key: i16,
+    redo: Redo,
+}
+
+/// Times a request to a derived group is sent again before its error goes
+/// to the client as Kafka gave it; the waits before double from
+/// `COORDINATOR_BACKOFF` (50, 100, 200, 400 ms), about as long as a
+/// coordinator needs to move or load.
+const COORDINATOR_RETRIES: u32 = 4;
+const COORDINATOR_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Requests expecting no answer remembered per upstream connection, at
+/// most: past that the oldest are forgotten (a broker that answers them
+/// answers long before).
+const UNANSWERED_REMEMBERED: usize = 1024;
 
 pub struct Upstream {
     socket: Arc<SharedSocket>,
@@ -91,6 +141,8 @@ pub struct Session {
     /// matched by order on each upstream connection, so these only need to
     /// differ from their neighbours to catch a confused broker.
     next_correlation: i32,
+    /// Requests to derived groups waiting to be sent again (`resend_due`).
+    redos: Vec<DueRedo>,
 }
 
 impl Session {
@@ -107,6 +159,7 @@ impl Session {
             last_fetch_addr: None,
             closing: false,
             next_correlation: 0x4b50_0000,
+            redos: Vec::new(),
         }
     }
 
@@ -205,8 +258,24 @@ impl Session {
         parts: Vec<Part>,
         expect_response: bool,
     ) -> Result<(), String> {
+        self.send_indexed(ctx, control, seq, api_key, parts.into_iter().enumerate().collect(), expect_response, 0)
+    }
+
+    /// `send_parts` for parts given with their index in the request; sent
+    /// for the `attempt`-th time (a `Redo` is sent again with its own).
+    #[allow(clippy::too_many_arguments)]
+    fn send_indexed(
+        &mut self,
+        ctx: &ProxyContext,
+        control: &mut ControlClient,
+        seq: u64,
+        api_key: i16,
+        parts: Vec<(usize, Part)>,
+        expect_response: bool,
+        attempt: u32,
+    ) -> Result<(), String> {
         let mut by_addr: Vec<(String, Vec<(usize, Part)>)> = Vec::new();
-        for (i, part) in parts.into_iter().enumerate() {
+        for (i, part) in parts {
             let preferred = self.some_upstream_addr().map(str::to_string);
             let addr = resolve(&part.route, &ctx.cluster, control, preferred.as_deref(), i)
                 .ok_or_else(|| "no Kafka broker address is known".to_string())?;
@@ -223,16 +292,34 @@ impl Session {
         for (addr, parts) in by_addr {
             // Open the connection now: a broker that cannot be reached fails
             // the request that needed it.
-            self.upstream(ctx, &addr)?;
+            if let Err(reason) = self.upstream(ctx, &addr) {
+                // A coordinator that cannot be reached is looked up again
+                // next time, as Kafka's clients do after a disconnect.
+                for (_, part) in &parts {
+                    if let Some((kind, key)) = coordinator_key(&part.route) {
+                        ctx.cluster.forget_coordinator(kind, key);
+                    }
+                }
+                let all_redo = parts.iter().all(|(_, p)| derived_group_part(p));
+                if !(expect_response && all_redo && attempt < COORDINATOR_RETRIES) {
+                    return Err(reason);
+                }
+                for (i, part) in parts {
+                    let redo = Redo { route: part.route, frame: part.frame.bytes().to_vec(), broker_wait: part.broker_wait, attempt };
+                    self.schedule_redo(seq, i, api_key, redo, &reason);
+                }
+                continue;
+            }
             let mut direct = Vec::new();
             for (i, part) in parts {
                 let deadline = Instant::now() + ctx.settings.request_timeout + part.broker_wait;
+                let coordinator = expect_response.then(|| coordinated(&part, attempt)).flatten();
                 match part.frame {
                     PartFrame::Owned(frame) if holdable => {
                         let held = Held { seq, part: i, correlation_id: part.correlation_id, frame, deadline };
                         self.held.push((addr.clone(), held));
                     }
-                    frame => direct.push((i, part.correlation_id, frame, deadline)),
+                    frame => direct.push((i, part.correlation_id, frame, deadline, coordinator)),
                 }
             }
             if direct.is_empty() {
@@ -240,15 +327,32 @@ impl Session {
             }
             self.flush_held(ctx, true)?;
             let upstream = self.upstream(ctx, &addr)?;
-            let bodies: Vec<&[u8]> = direct.iter().map(|(_, _, f, _)| f.bytes()).collect();
+            let bodies: Vec<&[u8]> = direct.iter().map(|(_, _, f, _, _)| f.bytes()).collect();
             upstream
                 .socket
                 .send_frames(&bodies)
                 .map_err(|e| format!("cannot send {} to Kafka broker {addr}: {e}", api_name(api_key)))?;
-            if expect_response {
-                for (part, correlation_id, _, deadline) in direct {
-                    upstream.in_flight.push_back(InFlight { seq, part, correlation_id, api_key, deadline, merged: None });
+            if !expect_response {
+                // Kafka never answers these (KafkaApis.handleProduceRequest
+                // with acks=0); forget those whose answer is overdue.
+                let now = Instant::now();
+                while upstream.in_flight.front().is_some_and(|f| {
+                    !f.expects_answer && (f.deadline <= now || upstream.in_flight.len() >= UNANSWERED_REMEMBERED)
+                }) {
+                    upstream.in_flight.pop_front();
                 }
+            }
+            for (part, correlation_id, _, deadline, coordinator) in direct {
+                upstream.in_flight.push_back(InFlight {
+                    seq,
+                    part,
+                    correlation_id,
+                    api_key,
+                    deadline,
+                    merged: None,
+                    expects_answer: expect_response,
+                    coordinator,
+                });
             }
         }
         Ok(())
@@ -269,7 +373,7 @@ impl Session {
             let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held).into_iter().partition(|(a, _)| *a == addr);
             self.held = rest;
             let busy = self.upstreams.get(&addr).map_or(0, |up| {
-                up.in_flight.iter().filter(|f| f.api_key == PRODUCE).count()
+                up.in_flight.iter().filter(|f| f.api_key == PRODUCE && f.expects_answer).count()
             });
             if !force && busy >= PRODUCE_REQUESTS_IN_FLIGHT {
                 waiting.extend(mine);
@@ -302,12 +406,30 @@ impl Session {
         for o in outgoing {
             upstream.in_flight.push_back(match o {
                 Outgoing::Single(h) => {
-                    InFlight { seq: h.seq, part: h.part, correlation_id: h.correlation_id, api_key, deadline: h.deadline, merged: None }
+                    InFlight {
+                        seq: h.seq,
+                        part: h.part,
+                        correlation_id: h.correlation_id,
+                        api_key,
+                        deadline: h.deadline,
+                        merged: None,
+                        expects_answer: true,
+                        coordinator: None,
+                    }
                 }
                 Outgoing::Merged { correlation_id, version, members, deadline, .. } => {
                     metrics.produce_requests_merged_total.fetch_add(members.len() as u64, Ordering::Relaxed);
                     metrics.produce_requests_merged_into_total.fetch_add(1, Ordering::Relaxed);
-                    InFlight { seq: 0, part: 0, correlation_id, api_key, deadline, merged: Some((version, members)) }
+                    InFlight {
+                        seq: 0,
+                        part: 0,
+                        correlation_id,
+                        api_key,
+                        deadline,
+                        merged: Some((version, members)),
+                        expects_answer: true,
+                        coordinator: None,
+                    }
                 }
             });
         }
@@ -345,10 +467,26 @@ impl Session {
     ) -> Verdict {
         let Some(addr) = self.by_token.get(&upstream) else { return Verdict::Continue };
         let up = self.upstreams.get_mut(addr).expect("by_token and upstreams agree");
+        let answered = peek_correlation_id(&frame);
+        // Requests that expect no answer (acks=0) before the one answered:
+        // Kafka answers none of them, some compatible brokers (Tansu) answer
+        // each anyway, in order. Such an answer is dropped here; the ones
+        // passed over were not answered and will not be.
+        while up.in_flight.front().is_some_and(|f| !f.expects_answer) {
+            let unanswered = up.in_flight.pop_front().expect("checked");
+            if answered.as_ref().ok() == Some(&unanswered.correlation_id) {
+                debug!(
+                    "Dropped the answer of Kafka broker {} to a {} that expects none (acks=0)",
+                    up.addr,
+                    api_name(unanswered.api_key)
+                );
+                return Verdict::Continue;
+            }
+        }
         let Some(sent) = up.in_flight.pop_front() else {
             return Verdict::Close(format!("Kafka broker {} sent a response to no request", up.addr));
         };
-        match peek_correlation_id(&frame) {
+        match answered {
             Ok(id) if id == sent.correlation_id => {}
             other => {
                 return Verdict::Close(format!(
@@ -361,6 +499,21 @@ impl Session {
             }
         }
         let Some((version, members)) = sent.merged else {
+            if let Some(c) = sent.coordinator {
+                let code = note_coordinator_answer(&ctx.cluster, (c.kind, &c.key), sent.api_key, c.version, &frame);
+                if let (Some(code), Some(redo)) = (code, c.redo) {
+                    if redo.attempt < COORDINATOR_RETRIES {
+                        let why = format!("error {code}");
+                        self.schedule_redo(sent.seq, sent.part, sent.api_key, redo, &why);
+                        return Verdict::Continue;
+                    }
+                    warn!(
+                        "{} to {} still answered error {code} after {COORDINATOR_RETRIES} retries; the client gets it",
+                        api_name(sent.api_key),
+                        c.key
+                    );
+                }
+            }
             return self.deliver(ctx, control, sent.seq, sent.part, frame);
         };
         let answers = match coalesce::split_response(&frame, version, &members) {
@@ -427,12 +580,30 @@ impl Session {
     /// An upstream connection closed. Idle connections may close (brokers
     /// close idle connections); one with unanswered requests means those
     /// answers are lost, so the client connection is closed as a broker that
-    /// went away would close it, and the client retries.
-    pub fn on_upstream_closed(&mut self, upstream: Token, reason: &str) -> Verdict {
+    /// went away would close it, and the client retries. Coordinators it
+    /// was waiting for are looked up again next time; when all it was
+    /// waiting for are the proxy's own requests to derived groups, those
+    /// are sent again instead.
+    pub fn on_upstream_closed(&mut self, ctx: &ProxyContext, upstream: Token, reason: &str) -> Verdict {
         let Some(addr) = self.by_token.remove(&upstream) else { return Verdict::Continue };
         let Some(up) = self.upstreams.remove(&addr) else { return Verdict::Continue };
-        if up.in_flight.is_empty() {
+        if up.in_flight.iter().all(|f| !f.expects_answer) {
             debug!("Idle upstream connection to {addr} closed: {reason}");
+            return Verdict::Continue;
+        }
+        for c in up.in_flight.iter().filter_map(|f| f.coordinator.as_ref()) {
+            ctx.cluster.forget_coordinator(c.kind, &c.key);
+        }
+        let waiting: Vec<&InFlight> = up.in_flight.iter().filter(|f| f.expects_answer).collect();
+        let all_redo = waiting.iter().all(|f| {
+            f.coordinator.as_ref().and_then(|c| c.redo.as_ref()).is_some_and(|r| r.attempt < COORDINATOR_RETRIES)
+        });
+        if all_redo {
+            let why = format!("connection closed: {reason}");
+            for f in up.in_flight.into_iter().filter(|f| f.expects_answer) {
+                let redo = f.coordinator.and_then(|c| c.redo).expect("checked above");
+                self.schedule_redo(f.seq, f.part, f.api_key, redo, &why);
+            }
             return Verdict::Continue;
         }
         // Produce requests held for that broker are not sent elsewhere: the
@@ -441,14 +612,42 @@ impl Session {
         self.held.retain(|(a, _)| *a != addr);
         Verdict::Close(format!(
             "lost connection to Kafka broker {addr} with {} requests in flight ({reason})",
-            up.in_flight.len()
+            up.in_flight.iter().filter(|f| f.expects_answer).count()
         ))
+    }
+
+    /// Wait before sending a request to a derived group again; its
+    /// coordinator is looked up again when it is sent (`resend_due`).
+    fn schedule_redo(&mut self, seq: u64, part: usize, api_key: i16, mut redo: Redo, why: &str) {
+        let wait = COORDINATOR_BACKOFF * 2u32.pow(redo.attempt);
+        debug!("{} for {} of {} again in {wait:?} ({why})", api_name(api_key), self.client.peer, route_name(&redo.route));
+        redo.attempt += 1;
+        self.redos.push(DueRedo { due: Instant::now() + wait, seq, part, api_key, redo });
+    }
+
+    /// Send the requests to derived groups whose backoff is over.
+    pub fn resend_due(&mut self, ctx: &ProxyContext, control: &mut ControlClient, now: Instant) -> Verdict {
+        if self.redos.iter().all(|r| r.due > now) {
+            return Verdict::Continue;
+        }
+        let (due, later): (Vec<DueRedo>, Vec<DueRedo>) = std::mem::take(&mut self.redos).into_iter().partition(|r| r.due <= now);
+        self.redos = later;
+        for r in due {
+            let Some(correlation_id) = r.redo.frame.get(4..8).map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]])) else {
+                continue;
+            };
+            let part = Part { route: r.redo.route, frame: PartFrame::Owned(r.redo.frame), correlation_id, broker_wait: r.redo.broker_wait };
+            if let Err(reason) = self.send_indexed(ctx, control, r.seq, r.api_key, vec![(r.part, part)], true, r.redo.attempt) {
+                return Verdict::Close(reason);
+            }
+        }
+        Verdict::Continue
     }
 
     /// Close the client if an upstream answer is overdue.
     pub fn check_deadlines(&self, now: Instant) -> Verdict {
         for up in self.upstreams.values() {
-            if let Some(f) = up.in_flight.front() {
+            if let Some(f) = up.in_flight.iter().find(|f| f.expects_answer) {
                 if now >= f.deadline {
                     return Verdict::Close(format!(
                         "Kafka broker {} did not answer {} in time",
@@ -480,4 +679,32 @@ impl Session {
 /// requests that ask the broker to wait (fetch max wait, join rebalance).
 pub fn extra_wait(ms: i32) -> Duration {
     Duration::from_millis(ms.max(0) as u64)
+}
+
+/// Whether a part is one of the proxy's own requests to a derived group.
+fn derived_group_part(part: &Part) -> bool {
+    matches!(&part.route, Route::Group(g) if crate::remap::groups::parse_derived(g).is_some())
+        && matches!(part.frame, PartFrame::Owned(_))
+}
+
+/// What to remember of a part sent to a coordinator (sent for the
+/// `attempt`-th time).
+fn coordinated(part: &Part, attempt: u32) -> Option<Coordinated> {
+    let (kind, key) = coordinator_key(&part.route)?;
+    let bytes = match &part.frame {
+        PartFrame::Original => return None,
+        frame => frame.bytes(),
+    };
+    let version = i16::from_be_bytes([*bytes.get(2)?, *bytes.get(3)?]);
+    let redo = derived_group_part(part).then(|| Redo {
+        route: part.route.clone(),
+        frame: bytes.to_vec(),
+        broker_wait: part.broker_wait,
+        attempt,
+    });
+    Some(Coordinated { kind, key: key.to_string(), version, redo })
+}
+
+fn route_name(route: &Route) -> &str {
+    coordinator_key(route).map_or("?", |(_, key)| key)
 }

@@ -126,7 +126,7 @@ impl Worker {
             }
             ToWorker::UpstreamClosed { conn, upstream, reason } => {
                 let verdict = match self.sessions.get_mut(&conn) {
-                    Some(s) => s.on_upstream_closed(upstream, &reason),
+                    Some(s) => s.on_upstream_closed(&self.ctx, upstream, &reason),
                     None => Verdict::Continue,
                 };
                 self.apply(conn, verdict);
@@ -230,6 +230,17 @@ impl Worker {
             .collect();
         for (conn, verdict) in overdue {
             self.ctx.shared.metrics.upstream_errors_total.fetch_add(1, Ordering::Relaxed);
+            self.apply(conn, verdict);
+        }
+        let ctx = self.ctx.clone();
+        let mut failed = Vec::new();
+        for (conn, session) in self.sessions.iter_mut().filter(|(_, s)| !s.closing) {
+            let verdict = session.resend_due(&ctx, &mut self.control, now);
+            if verdict != Verdict::Continue {
+                failed.push((*conn, verdict));
+            }
+        }
+        for (conn, verdict) in failed {
             self.apply(conn, verdict);
         }
     }

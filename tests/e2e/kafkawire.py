@@ -24,6 +24,9 @@ API_METADATA = 3
 API_API_VERSIONS = 18
 API_DELETE_RECORDS = 21
 API_INIT_PRODUCER_ID = 22
+API_OFFSET_COMMIT = 8
+API_OFFSET_FETCH = 9
+API_FIND_COORDINATOR = 10
 API_ADD_PARTITIONS_TO_TXN = 24
 API_CREATE_PARTITIONS = 37
 
@@ -33,6 +36,9 @@ UNSUPPORTED_FOR_MESSAGE_FORMAT = 43
 INVALID_PARTITIONS = 37
 POLICY_VIOLATION = 44
 INVALID_TXN_STATE = 48
+COORDINATOR_LOAD_IN_PROGRESS = 14
+COORDINATOR_NOT_AVAILABLE = 15
+NOT_COORDINATOR = 16
 
 
 class WireError(Exception):
@@ -240,6 +246,26 @@ def add_partitions_to_txn_request(correlation_id, transactional_id, producer_id,
         body += _string(name) + struct.pack(">i", len(parts)) + b"".join(
             struct.pack(">i", p) for p in parts)
     return request_frame(API_ADD_PARTITIONS_TO_TXN, 0, correlation_id, body)
+
+
+def offset_commit_v2_request(correlation_id, group, topics, generation=-1, member_id=""):
+    """OffsetCommit v2 (a standalone commit by default: generation -1, no
+    member). topics: {name: {partition: offset}}."""
+    body = _string(group) + struct.pack(">i", generation) + _string(member_id) + struct.pack(">q", -1)
+    body += struct.pack(">i", len(topics))
+    for name, parts in topics.items():
+        body += _string(name) + struct.pack(">i", len(parts))
+        for p, offset in parts.items():
+            body += struct.pack(">iq", p, offset) + _string("")
+    return request_frame(API_OFFSET_COMMIT, 2, correlation_id, body)
+
+
+def offset_fetch_v3_request(correlation_id, group, topics):
+    """OffsetFetch v3. topics: {name: [partition, ...]}."""
+    body = _string(group) + struct.pack(">i", len(topics))
+    for name, parts in topics.items():
+        body += _string(name) + struct.pack(">i", len(parts)) + b"".join(struct.pack(">i", p) for p in parts)
+    return request_frame(API_OFFSET_FETCH, 3, correlation_id, body)
 
 
 def delete_records_request(correlation_id, topics, timeout_ms=10000):
@@ -461,6 +487,37 @@ def parse_init_producer_id_response(payload):
     r.skip_tagged_fields()  # response header v1
     r.int32()  # throttle_time_ms
     return corr, r.int16(), r.int64(), r.int16()
+
+
+def parse_offset_commit_v2_response(payload):
+    """v2 -> (correlation_id, {(topic, partition): error})."""
+    r = Reader(payload)
+    corr = r.int32()
+    out = {}
+
+    def topic(r):
+        name = r.string()
+        for p, e in r.array(lambda r: (r.int32(), r.int16())):
+            out[(name, p)] = e
+
+    r.array(topic)
+    return corr, out
+
+
+def parse_offset_fetch_v3_response(payload):
+    """v3 -> (correlation_id, group error, {(topic, partition): (offset, error)})."""
+    r = Reader(payload)
+    corr = r.int32()
+    r.int32()  # throttle_time_ms
+    out = {}
+
+    def topic(r):
+        name = r.string()
+        for p, offset, _meta, e in r.array(lambda r: (r.int32(), r.int64(), r.string(), r.int16())):
+            out[(name, p)] = (offset, e)
+
+    r.array(topic)
+    return corr, r.int16(), out
 
 
 def parse_add_partitions_to_txn_response(payload):

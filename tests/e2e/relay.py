@@ -15,6 +15,19 @@ correlation id, and can:
   answers from the proxy for a while (the broker acted on the requests),
   then drop them: a window in which the test kills the proxy or moves the
   client to another instance, so that the client retries elsewhere.
+- lose_next_matching(api_keys, containing): the same, for the next request
+  of those APIs whose bytes contain `containing` (e.g. a derived group's
+  name).
+- answer_error(api_keys, code, containing, count): the next `count`
+  requests of those APIs whose bytes contain `containing` reach the broker
+  with that name changed in its last byte (so the broker acts on a decoy,
+  not the real group), and their answer comes back with every error code
+  set to `code` (OffsetCommit, OffsetFetch), as from a coordinator that is
+  loading or has moved.
+- stale_coordinator(api_keys, containing): like answer_error with
+  NOT_COORDINATOR, for every such request until a FindCoordinator request
+  naming `containing` passes: a coordinator that moved, as the node that
+  lost it answers until the client asks where it went.
 - offer_apis({api_key: (min, max)}): add APIs to the broker's ApiVersions
   answers, e.g. CreatePartitions, which Tansu 0.6 lacks, so that the proxy
   offers it and its own refusal for remapped topics can be seen by a real
@@ -47,6 +60,63 @@ def encode_api_versions_response(version, correlation_id, error, keys):
     return out
 
 
+NOT_COORDINATOR = 16
+
+
+def set_error_codes(api_key, version, frame, code):
+    """An OffsetCommit or OffsetFetch response (any version) with every
+    error code (partition, group, top level) set to `code`."""
+    out = bytearray(frame)
+    r = kafkawire.Reader(frame)
+    flexible = version >= (8 if api_key == kafkawire.API_OFFSET_COMMIT else 6)
+
+    def array(item):
+        n = (r.uvarint() - 1) if flexible else r.int32()
+        for _ in range(max(n, 0)):
+            item()
+            if flexible:
+                r.skip_tagged_fields()
+
+    def string():
+        n = (r.uvarint() - 1) if flexible else r.int16()
+        if n > 0:
+            r.take(n)
+
+    def error():
+        struct.pack_into(">h", out, r.pos, code)
+        r.int16()
+
+    r.int32()  # correlation id
+    if flexible:
+        r.skip_tagged_fields()
+    if version >= 3:
+        r.int32()  # throttle_time_ms
+    if api_key == kafkawire.API_OFFSET_COMMIT:
+        array(lambda: (string(), array(lambda: (r.int32(), error()))))
+        return bytes(out)
+    if api_key != kafkawire.API_OFFSET_FETCH:
+        raise ValueError(f"cannot set error codes of API {api_key}")
+
+    def partition():
+        r.int32()
+        r.int64()
+        if version >= 5:
+            r.int32()
+        string()
+        error()
+
+    def topics():
+        array(lambda: (string(), array(partition)))
+
+    if version >= 8:
+        array(lambda: (string(), topics(), error()))
+    else:
+        topics()
+        if version >= 2:
+            error()
+    return bytes(out)
+
+
 class Relay:
     def __init__(self, upstream_port, port=None):
         self.upstream_port = upstream_port
@@ -62,6 +132,9 @@ class Relay:
         self.holding = False     # every response held back while True
         self.held = []           # (api_key, api_version, correlation_id) held
         self.requests = {}       # api_key -> count forwarded
+        self.faults = []         # [dict(api_keys, containing, code, left, until_found)]
+        self.injected = []       # (api_key, api_version, code) of answers changed
+        self.found = []          # FindCoordinator requests seen, as bytes
         self.sockets = []
         self.closed = False
         threading.Thread(target=self._accept, daemon=True, name="relay-accept").start()
@@ -92,6 +165,25 @@ class Relay:
     def held_count(self):
         with self.lock:
             return len(self.held)
+
+    def lose_next_matching(self, api_keys, containing, count=1):
+        with self.lock:
+            self.faults.append({"api_keys": tuple(api_keys), "containing": containing,
+                                "code": None, "left": count, "until_found": False})
+
+    def answer_error(self, api_keys, code, containing, count=1):
+        with self.lock:
+            self.faults.append({"api_keys": tuple(api_keys), "containing": containing,
+                                "code": code, "left": count, "until_found": False})
+
+    def stale_coordinator(self, api_keys, containing):
+        with self.lock:
+            self.faults.append({"api_keys": tuple(api_keys), "containing": containing,
+                                "code": NOT_COORDINATOR, "left": None, "until_found": True})
+
+    def find_coordinator_requests(self, containing):
+        with self.lock:
+            return sum(1 for f in self.found if containing in f)
 
     def offer_apis(self, apis):
         self.extra_apis.update(apis)
@@ -153,6 +245,22 @@ class Relay:
             except OSError:
                 pass
 
+    def _take_fault(self, api_key, frame):
+        """The fault this request triggers, if any (called with the lock)."""
+        if api_key == kafkawire.API_FIND_COORDINATOR:
+            self.found.append(frame)
+            self.faults = [f for f in self.faults
+                           if not (f["until_found"] and f["containing"] in frame)]
+            return None
+        for f in self.faults:
+            if api_key in f["api_keys"] and f["containing"] in frame:
+                if f["left"] is not None:
+                    f["left"] -= 1
+                    if f["left"] <= 0:
+                        self.faults.remove(f)
+                return f
+        return None
+
     def _requests(self, client, upstream, inflight):
         try:
             while True:
@@ -160,9 +268,14 @@ class Relay:
                 if frame is None:
                     break
                 api_key, api_version, corr = struct.unpack(">hhi", frame[:8])
-                inflight[corr] = (api_key, api_version)
                 with self.lock:
                     self.requests[api_key] = self.requests.get(api_key, 0) + 1
+                    fault = self._take_fault(api_key, frame)
+                if fault is not None and fault["code"] is not None:
+                    name = fault["containing"]
+                    decoy = name[:-1] + (b"X" if name[-1:] != b"X" else b"Y")
+                    frame = frame.replace(name, decoy)
+                inflight[corr] = (api_key, api_version, fault)
                 upstream.sendall(struct.pack(">i", len(frame)) + frame)
         except (OSError, kafkawire.WireError):
             pass
@@ -175,15 +288,20 @@ class Relay:
                 if frame is None:
                     break
                 corr = struct.unpack(">i", frame[:4])[0]
-                api_key, api_version = inflight.pop(corr, (None, None))
+                api_key, api_version, fault = inflight.pop(corr, (None, None, None))
                 with self.lock:
-                    if self.lose.get(api_key):
-                        self.lose[api_key] -= 1
+                    if self.lose.get(api_key) or (fault is not None and fault["code"] is None):
+                        if fault is None:
+                            self.lose[api_key] -= 1
                         self.lost.append((api_key, api_version, corr))
                         break
                     if self.holding:
                         self.held.append((api_key, api_version, corr))
                         continue
+                if fault is not None:
+                    frame = set_error_codes(api_key, api_version, frame, fault["code"])
+                    with self.lock:
+                        self.injected.append((api_key, api_version, fault["code"]))
                 if api_key == kafkawire.API_API_VERSIONS and self.extra_apis:
                     _, error, keys = kafkawire.parse_api_versions_response(api_version, frame)
                     if error == 0:
