@@ -906,7 +906,12 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 /// its own length, count and CRC. The records keep their offset and
 /// timestamp deltas, so each keeps its offset; the batch still ends where
 /// the original ended, so a consumer moves past all of it.
+///
+/// The batch must pass its CRC-32C check first (`RecordError::Crc`
+/// otherwise): the subset gets a fresh CRC, which would make damage look
+/// sound to every reader after the proxy.
 pub fn subset_batch(batch: &Batch, keep: &dyn Fn(usize) -> bool) -> Result<Vec<u8>, RecordError> {
+    check_crc(batch)?;
     let (data, _) = decompressed(batch)?;
     let count = declared_count(&batch.header, data.len())?;
     let mut r = Reader::new(&data);
@@ -978,6 +983,12 @@ fn tag_records(src: &[u8], count: usize, extra: &[u8], out: &mut Vec<u8>) -> Res
 /// optionally replace producer id and epoch; recompute `batchLength` and the
 /// CRC. Offsets, timestamps, keys, values and existing headers are kept
 /// byte for byte. Control batches are refused: clients never produce them.
+///
+/// A batch whose stored CRC-32C does not match its bytes is refused
+/// (`RecordError::Crc`) before anything is read from it: the tagged batch
+/// gets a fresh CRC, so tagging damaged bytes would launder them into a
+/// batch the broker stores as sound. The check is one CRC-32C pass over the
+/// batch (hardware-accelerated; see `tests/benches/records.rs`).
 pub fn tag_batch(batch: &Batch, key: &str, value: &[u8], producer: Option<(i64, i16)>) -> Result<Vec<u8>, RecordError> {
     let mut out = Vec::new();
     tag_batch_into(batch, key, value, producer, &mut out)?;
@@ -1009,11 +1020,12 @@ fn tag_into(
     out: &mut Vec<u8>,
 ) -> Result<(), RecordError> {
     let h = &batch.header;
-    if h.is_control() {
-        return corrupt("control batches carry no user records and are not tagged");
-    }
     if batch.bytes.len() < BATCH_OVERHEAD {
         return Err(RecordError::Truncated { what: "batch header", need: BATCH_OVERHEAD, have: batch.bytes.len() });
+    }
+    check_crc(batch)?;
+    if h.is_control() {
+        return corrupt("control batches carry no user records and are not tagged");
     }
     let codec = h.compression()?;
     let extra = encode_header(key, value)?;

@@ -482,6 +482,9 @@ pub fn produce(
     let m = &ctx.shared.metrics;
     m.batches_tagged_total.fetch_add(stats.batches, std::sync::atomic::Ordering::Relaxed);
     m.records_tagged_total.fetch_add(stats.records, std::sync::atomic::Ordering::Relaxed);
+    // Each refused entry was logged once by `split_plan` (its message names
+    // the topic, virtual partition and both CRCs).
+    m.corrupt_batches_total.fetch_add(stats.corrupt, std::sync::atomic::Ordering::Relaxed);
     plan
 }
 
