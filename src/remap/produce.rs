@@ -136,11 +136,9 @@ pub fn rewrite_entry(
         };
         // Before anything is read from the header (the attributes and
         // producer fields are covered by the CRC too), and before a
-        // producer id is asked for. Tagging checks again; the second pass
-        // costs little next to tagging itself (benches/records.rs).
-        if let Err(e) = records::check_crc(&batch) {
-            return Err(refuse_corrupt(topic, v, &e, &data[walked.position()..], stats));
-        }
+        // producer id is asked for.
+        let checked = records::crc_checked(&batch)
+            .map_err(|e| refuse_corrupt(topic, v, &e, &data[walked.position()..], stats))?;
         if batch.header.is_transactional() {
             return Err((
                 error::INVALID_TXN_STATE,
@@ -158,10 +156,9 @@ pub fn rewrite_entry(
         } else {
             None
         };
-        let mut tagged = records::tag_batch(&batch, TAG_HEADER, tag.as_bytes(), producer).map_err(|e| match e {
-            RecordError::Crc { .. } => refuse_corrupt(topic, v, &e, &data[walked.position()..], stats),
-            e => (error::CORRUPT_MESSAGE, format!("cannot tag record batch: {e}")),
-        })?;
+        let mut tagged = Vec::new();
+        records::tag_checked_into(checked, TAG_HEADER, tag.as_bytes(), producer, &mut tagged)
+            .map_err(|e| (error::CORRUPT_MESSAGE, format!("cannot tag record batch: {e}")))?;
         if let (Some((derived, _)), true) = (producer, batch.header.base_sequence >= 0) {
             let sequence = batch.header.base_sequence;
             let base = ids.sequence_base(derived, topic, p.0, sequence);
@@ -374,14 +371,12 @@ mod tests {
         req
     }
 
+    /// Per round sent upstream: (physical partition, records) of each entry.
+    type Rounds = Vec<Vec<(i32, Vec<u8>)>>;
+
     /// Run the produce rewrite over a request as the proxy does: what goes
-    /// upstream (physical partition → records, per round) and where each
-    /// client entry went.
-    fn rewrite(
-        m: TopicMapping,
-        req: &Struct<'static>,
-        stats: &mut TagStats,
-    ) -> (Vec<Vec<(i32, Vec<u8>)>>, Vec<super::super::split::Placement>) {
+    /// upstream and where each client entry went.
+    fn rewrite(m: TopicMapping, req: &Struct<'static>, stats: &mut TagStats) -> (Rounds, Vec<super::super::split::Placement>) {
         use super::super::mapping::Decision;
         use super::super::split::{split, PRODUCE_REQUEST};
         let mut ids = FixedIds;
