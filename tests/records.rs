@@ -6,7 +6,7 @@
 
 use kpr_proxy::kafka::records::{
     batches, build_batch, check_crc, empty_batch, first_magic, first_record_header, may_carry_header, record_owners,
-    records, snappy_framing, tag_batch, tag_batch_into, verify_crc, Batch, BatchHeader, BuildOptions, Compression, Item,
+    records, snappy_framing, subset_batch, tag_batch, tag_batch_into, verify_crc, Batch, BatchHeader, BuildOptions, Compression, Item,
     RecordData, RecordError, SnappyFraming, BATCH_OVERHEAD, TAG_HEADER,
 };
 use proptest::prelude::*;
@@ -318,6 +318,34 @@ fn tag_batch_into_appends_and_leaves_the_buffer_alone_on_error() {
     let b = parse_one(&broken);
     assert!(matches!(tag_batch_into(&b, TAG_HEADER, b"8", None, &mut out), Err(RecordError::Truncated { .. })));
     assert_eq!(out, b"prefix");
+}
+
+#[test]
+fn rewrites_refuse_batches_whose_crc_fails() {
+    // Both rewrites seal their output with a fresh CRC-32C: given a damaged
+    // batch they would make it look sound to every reader after them.
+    for (codec, framing) in all_codecs() {
+        let clean = build_batch(&sample_records(4, 20), &opts(codec, framing));
+        let stored = parse_one(&clean).header.crc;
+        for at in [18, clean.len() - 1] {
+            let mut bad = clean.clone();
+            bad[at] ^= 0x10;
+            let b = parse_one(&bad);
+            let computed = kpr_proxy::kafka::records::compute_crc(&bad);
+            let want = RecordError::Crc { stored: b.header.crc, computed };
+            assert_eq!(tag_batch(&b, TAG_HEADER, b"3", None), Err(want.clone()), "{codec} byte {at}");
+            let mut out = b"kept".to_vec();
+            assert_eq!(tag_batch_into(&b, TAG_HEADER, b"3", None, &mut out), Err(want.clone()), "{codec} byte {at}");
+            assert_eq!(out, b"kept", "{codec} byte {at}: nothing appended");
+            assert_eq!(subset_batch(&b, &|i| i % 2 == 0), Err(want.clone()), "{codec} byte {at}");
+            if at == 18 {
+                assert_ne!(b.header.crc, stored);
+            }
+        }
+        let b = parse_one(&clean);
+        assert!(tag_batch(&b, TAG_HEADER, b"3", None).is_ok(), "{codec}: the sound batch is tagged");
+        assert!(subset_batch(&b, &|i| i % 2 == 0).is_ok(), "{codec}: the sound batch is split");
+    }
 }
 
 #[test]

@@ -193,8 +193,8 @@ fn refuse_corrupt(topic: &str, v: VirtualPartition, failed: &RecordError, rest: 
     (
         error::CORRUPT_MESSAGE,
         format!(
-            "record batch for topic {topic} virtual partition {} is corrupt ({detail}): damaged between the client and the \
-             proxy; nothing of this partition was written",
+            "record batch for topic {topic} virtual partition {} is corrupt ({detail}): its bytes do not match the CRC the \
+             client computed; nothing of this partition was written",
             v.0
         ),
     )
