@@ -3,7 +3,8 @@
 //! idempotent producer's id is replaced by one of its own per sibling index
 //! so that sequence numbers (per producer id and partition) never collide
 //! on the physical partition. k = 0 batches go as they came, unless their
-//! records carry a tag naming a sibling (see `retag_foreign`).
+//! records carry a tag naming a sibling (see `retag_foreign`). A batch that
+//! is rewritten must pass its CRC-32C check first (`refuse_corrupt`).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -193,8 +194,8 @@ fn refuse_corrupt(topic: &str, v: VirtualPartition, failed: &RecordError, rest: 
     (
         error::CORRUPT_MESSAGE,
         format!(
-            "record batch for topic {topic} virtual partition {} is corrupt ({detail}): its bytes do not match the CRC the \
-             client computed; nothing of this partition was written",
+            "record batch for topic {topic} virtual partition {} is corrupt ({detail}): its bytes do not match its stored \
+             CRC; nothing of this partition was written",
             v.0
         ),
     )
