@@ -677,9 +677,12 @@ pub fn fetch(ctx: &ProxyContext, session: &mut Session, header: &RequestHeader<'
                         match crate::remap::fetch::records_for(&classified, v, offset, &mut stats) {
                             Ok(own) => e.set("records", Value::Records(Some(std::borrow::Cow::Owned(own)))),
                             // Logged and counted when it was classified.
+                            // Empty records, not null, as Kafka answers an
+                            // error (librdkafka cannot parse null records
+                            // in Fetch v12+).
                             Err(_corrupt) => {
                                 e.set("error_code", Value::Int16(error::CORRUPT_MESSAGE));
-                                e.set("records", Value::Records(None));
+                                e.set("records", Value::Records(Some(std::borrow::Cow::Borrowed(&[]))));
                             }
                         }
                     }

@@ -218,9 +218,9 @@ pub struct FilterStats {
 /// a storage error silently forever, while CORRUPT_MESSAGE stops it at
 /// this offset with "Encountered corrupt message when fetching offset N"
 /// (its `FetchCollector`), as a corrupt batch read from Kafka directly
-/// stops it, and librdkafka reports it to the application ("Broker:
-/// Corrupt message") and retries. The application sees the damage, can
-/// seek past it, and no sibling's records are shown.
+/// stops it, and librdkafka reports it to the application (code 2,
+/// INVALID_MSG, "Broker: Invalid message") and retries. The application
+/// sees the damage, can seek past it, and no sibling's records are shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CorruptBatch {
     pub base_offset: i64,
