@@ -45,6 +45,8 @@ counters! {
     records_tagged_total: "counter",
     /// Record batches tagged on produce.
     batches_tagged_total: "counter",
+    /// Record batches that failed their CRC-32C check where the proxy would rewrite them: refused on produce (CORRUPT_MESSAGE), never split on fetch.
+    corrupt_batches_total: "counter",
     /// Record batches on fetch replaced by an empty batch (other virtual partitions' data).
     batches_filtered_total: "counter",
     /// Record batches holding several virtual partitions' records, cut down to one's.

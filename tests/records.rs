@@ -6,7 +6,7 @@
 
 use kpr_proxy::kafka::records::{
     batches, build_batch, check_crc, empty_batch, first_magic, first_record_header, may_carry_header, record_owners,
-    records, snappy_framing, tag_batch, tag_batch_into, verify_crc, Batch, BatchHeader, BuildOptions, Compression, Item,
+    records, snappy_framing, subset_batch, tag_batch, tag_batch_into, verify_crc, Batch, BatchHeader, BuildOptions, Compression, Item,
     RecordData, RecordError, SnappyFraming, BATCH_OVERHEAD, TAG_HEADER,
 };
 use proptest::prelude::*;
@@ -29,6 +29,15 @@ fn crc32c_bitwise(data: &[u8]) -> u32 {
 
 fn parse_one(bytes: &[u8]) -> Batch<'_> {
     Batch::parse(bytes).expect("one whole batch")
+}
+
+/// A batch edited by hand, with its CRC-32C made to match again: tagging
+/// refuses a batch whose CRC fails before it reads anything else, so tests
+/// of the checks behind it give them sound CRCs.
+fn resealed(mut bytes: Vec<u8>) -> Vec<u8> {
+    let crc = kpr_proxy::kafka::records::compute_crc(&bytes);
+    bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+    bytes
 }
 
 /// The codecs, with snappy in both framings.
@@ -303,8 +312,40 @@ fn tag_batch_into_appends_and_leaves_the_buffer_alone_on_error() {
     broken[57..61].copy_from_slice(&4i32.to_be_bytes());
     let b = parse_one(&broken);
     let mut out = b"prefix".to_vec();
+    assert!(matches!(tag_batch_into(&b, TAG_HEADER, b"8", None, &mut out), Err(RecordError::Crc { .. })));
+    assert_eq!(out, b"prefix");
+    let broken = resealed(broken);
+    let b = parse_one(&broken);
     assert!(matches!(tag_batch_into(&b, TAG_HEADER, b"8", None, &mut out), Err(RecordError::Truncated { .. })));
     assert_eq!(out, b"prefix");
+}
+
+#[test]
+fn rewrites_refuse_batches_whose_crc_fails() {
+    // Both rewrites seal their output with a fresh CRC-32C: given a damaged
+    // batch they would make it look sound to every reader after them.
+    for (codec, framing) in all_codecs() {
+        let clean = build_batch(&sample_records(4, 20), &opts(codec, framing));
+        let stored = parse_one(&clean).header.crc;
+        for at in [18, clean.len() - 1] {
+            let mut bad = clean.clone();
+            bad[at] ^= 0x10;
+            let b = parse_one(&bad);
+            let computed = kpr_proxy::kafka::records::compute_crc(&bad);
+            let want = RecordError::Crc { stored: b.header.crc, computed };
+            assert_eq!(tag_batch(&b, TAG_HEADER, b"3", None), Err(want.clone()), "{codec} byte {at}");
+            let mut out = b"kept".to_vec();
+            assert_eq!(tag_batch_into(&b, TAG_HEADER, b"3", None, &mut out), Err(want.clone()), "{codec} byte {at}");
+            assert_eq!(out, b"kept", "{codec} byte {at}: nothing appended");
+            assert_eq!(subset_batch(&b, &|i| i % 2 == 0), Err(want.clone()), "{codec} byte {at}");
+            if at == 18 {
+                assert_ne!(b.header.crc, stored);
+            }
+        }
+        let b = parse_one(&clean);
+        assert!(tag_batch(&b, TAG_HEADER, b"3", None).is_ok(), "{codec}: the sound batch is tagged");
+        assert!(subset_batch(&b, &|i| i % 2 == 0).is_ok(), "{codec}: the sound batch is split");
+    }
 }
 
 #[test]
@@ -571,11 +612,14 @@ fn corrupt_lengths_are_errors() {
     // records count larger than the bytes can hold
     let mut r = build_batch(&sample_records(3, 5), &BuildOptions::default());
     r[57..61].copy_from_slice(&1_000_000i32.to_be_bytes());
+    let r = resealed(r);
     let batch = parse_one(&r);
     assert!(matches!(records(&batch), Err(RecordError::Corrupt(_))));
     assert!(matches!(tag_batch(&batch, TAG_HEADER, b"1", None), Err(RecordError::Corrupt(_))));
     // fewer records declared than present
+    let mut r = r.clone();
     r[57..61].copy_from_slice(&2i32.to_be_bytes());
+    let r = resealed(r);
     let batch = parse_one(&r);
     assert!(matches!(records(&batch), Err(RecordError::Corrupt(_))));
     assert!(matches!(tag_batch(&batch, TAG_HEADER, b"1", None), Err(RecordError::Corrupt(_))));
@@ -601,6 +645,7 @@ fn decompression_bombs_are_refused() {
     }
     let len = (b.len() - 12) as i32;
     b[8..12].copy_from_slice(&len.to_be_bytes());
+    let b = resealed(b);
     let batch = parse_one(&b);
     assert!(matches!(records(&batch), Err(RecordError::TooLarge { .. })));
     assert!(matches!(tag_batch(&batch, TAG_HEADER, b"1", None), Err(RecordError::TooLarge { .. })));

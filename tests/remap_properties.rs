@@ -144,10 +144,10 @@ proptest! {
         let end = offset;
         let fetch_offset = batch_starts[start_at.min(batch_starts.len() - 1)];
         let cache = OwnerCache::default();
-        let classified = classify(&blob, "t", PhysicalPartition(0), &TopicMapping::new(12, 3), &cache);
+        let classified = classify(&blob, "t", PhysicalPartition(0), &TopicMapping::new(12, 3), &cache, &mut FilterStats::default());
         let mut stats = FilterStats::default();
         for &vp in &siblings {
-            let view = records_for(&classified, vp, fetch_offset, &mut stats);
+            let view = records_for(&classified, vp, fetch_offset, &mut stats).expect("sound batches");
             let mut got = Vec::new();
             let mut next = fetch_offset;
             for item in records::batches(&view) {
@@ -201,9 +201,9 @@ proptest! {
         rewrite_entry("t", &mut entry, &mapping, target, PhysicalPartition(0), k, &mut NoProducerIds, &mut stats)
             .unwrap();
         let Value::Records(Some(stored)) = entry.get("records") else { panic!("records kept") };
-        let classified = classify(stored, "t", PhysicalPartition(0), &mapping, &OwnerCache::default());
+        let classified = classify(stored, "t", PhysicalPartition(0), &mapping, &OwnerCache::default(), &mut FilterStats::default());
         for vp in [0, 3, 6, 9] {
-            let view = records_for(&classified, vp, 0, &mut FilterStats::default());
+            let view = records_for(&classified, vp, 0, &mut FilterStats::default()).expect("sound batches");
             let mut got = Vec::new();
             for item in records::batches(&view) {
                 let Item::Batch(b) = item.unwrap() else { panic!("partial batch in a view") };

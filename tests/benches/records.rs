@@ -2,14 +2,16 @@
 //! `tag_batch` (every produced batch of a remapped topic with k >= 1),
 //! `may_carry_header` (every produced batch with k = 0: does any record
 //! carry a stale tag?) and `record_owners` (every fetched batch of a
-//! remapped topic, once: fetch caches the result per batch).
+//! remapped topic, once: fetch caches the result per batch), and
+//! `check_crc`, which every batch the proxy rewrites passes first (once:
+//! `tag_batch` checks, or takes a batch checked already).
 //!
 //! `cargo bench --bench records` (release build). Prints MB/s of
 //! uncompressed record bytes (the batch's records before compression) and
 //! the time per batch; no timing is asserted.
 
 use kpr_proxy::kafka::records::{
-    build_batch, may_carry_header, record_owners, tag_batch, Batch, BuildOptions, Compression, RecordData, TAG_HEADER,
+    build_batch, check_crc, may_carry_header, record_owners, tag_batch, Batch, BuildOptions, Compression, RecordData, TAG_HEADER,
 };
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -71,8 +73,8 @@ fn run(size: usize) {
     let avg = plain as f64 / recs.len() as f64;
     println!("\nbatch: {} records, {} bytes uncompressed ({avg:.0} bytes/record)", recs.len(), plain);
     println!(
-        "{:<8} {:>10} {:>16} {:>14} {:>22} {:>20}",
-        "codec", "batch B", "tag_batch MB/s", "tag ms/batch", "may_carry_header MB/s", "record_owners MB/s"
+        "{:<8} {:>10} {:>16} {:>14} {:>22} {:>20} {:>14}",
+        "codec", "batch B", "tag_batch MB/s", "tag ms/batch", "may_carry_header MB/s", "record_owners MB/s", "crc ms/batch"
     );
     for codec in Compression::ALL {
         let opts = BuildOptions { compression: codec, producer_id: 1, producer_epoch: 0, ..Default::default() };
@@ -84,6 +86,9 @@ fn run(size: usize) {
         let t_check = time(Duration::from_secs(1), || {
             assert!(!black_box(may_carry_header(black_box(&batch), TAG_HEADER).unwrap()));
         });
+        let t_crc = time(Duration::from_millis(500), || {
+            check_crc(black_box(&batch)).unwrap();
+        });
         let tagged = tag_batch(&batch, TAG_HEADER, b"17", None).unwrap();
         let tb = Batch::parse(&tagged).unwrap();
         let owner_of = |tag: Option<&[u8]>| i32::from(tag.is_some());
@@ -91,13 +96,14 @@ fn run(size: usize) {
             black_box(record_owners(black_box(&tb), TAG_HEADER, &owner_of).unwrap());
         });
         println!(
-            "{:<8} {:>10} {:>16.0} {:>14.3} {:>22.0} {:>20.0}",
+            "{:<8} {:>10} {:>16.0} {:>14.3} {:>22.0} {:>20.0} {:>14.4}",
             codec.name(),
             bytes.len(),
             plain as f64 / t_tag / 1e6,
             t_tag * 1e3,
             plain as f64 / t_check / 1e6,
-            plain as f64 / t_owners / 1e6
+            plain as f64 / t_owners / 1e6,
+            t_crc * 1e3
         );
     }
 }
