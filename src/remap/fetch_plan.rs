@@ -354,6 +354,7 @@ pub fn answer<'a>(
         }
     }
     set_if_present(&mut resp, "session_id", Value::Int32(0), version);
+    merge_node_endpoints(&mut resp, &answers[answers.len().min(1)..]);
     let topics_out = out
         .into_iter()
         .map(|(ti, parts)| {
@@ -421,6 +422,27 @@ fn virtual_entry<'a>(
     let own_records = classified.get(&(source, ti, physical)).map(|c| records_for(c, v, offset, stats)).unwrap_or_default();
     e.set("records", Value::Records(Some(Cow::Owned(own_records))));
     e
+}
+
+/// The leader hints (KIP-951 `node_endpoints`) of later rounds join the
+/// first round's, each node once: a partition's `current_leader` may name a
+/// node only a later round's answer describes.
+fn merge_node_endpoints<'a>(resp: &mut Struct<'a>, later: &[Struct<'a>]) {
+    let Some(i) = resp.schema.index_of("node_endpoints") else { return };
+    let node_id = |v: &Value<'_>| v.as_struct().and_then(|n| n.i32("node_id"));
+    for a in later {
+        let Value::Array(Some(nodes)) = &a.fields[i] else { continue };
+        for node in nodes {
+            match &mut resp.fields[i] {
+                Value::Array(Some(known)) => {
+                    if !known.iter().any(|k| node_id(k) == node_id(node)) {
+                        known.push(node.clone());
+                    }
+                }
+                slot => *slot = Value::Array(Some(vec![node.clone()])),
+            }
+        }
+    }
 }
 
 fn set_if_present(s: &mut Struct<'_>, name: &str, value: Value<'static>, version: i16) {
@@ -772,6 +794,31 @@ mod tests {
         let bytes = run(&p.answer, &[], 4);
         let resp = decoded(&bytes, 4);
         assert_eq!(got(&resp), vec![("ta".to_string(), vec![(99, Got { error: error::UNKNOWN_TOPIC_OR_PARTITION, offsets: vec![] })])]);
+    }
+
+    /// Kafka 3.7+ (Fetch v16) describes the leaders it names in
+    /// `current_leader` in the top-level `node_endpoints`; a later round's
+    /// must not be lost.
+    #[test]
+    fn leader_hints_of_every_round_are_kept() {
+        let version = 16;
+        let schema = &response_schema(1).unwrap().body;
+        let ns = codec::element_schema(schema, "node_endpoints");
+        let node = |id: i32| {
+            let mut n = codec::with_defaults(ns, version);
+            n.set("node_id", Value::Int32(id));
+            n.set("host", Value::str(format!("b{id}")));
+            Value::Struct(n)
+        };
+        let with_nodes = |ids: &[i32]| {
+            let mut a = codec::with_defaults(schema, version);
+            a.set("node_endpoints", Value::Array(Some(ids.iter().map(|&i| node(i)).collect())));
+            a
+        };
+        let mut resp = with_nodes(&[1]);
+        merge_node_endpoints(&mut resp, &[with_nodes(&[1, 2]), with_nodes(&[3])]);
+        let ids: Vec<i32> = resp.structs("node_endpoints").map(|n| n.i32("node_id").unwrap()).collect();
+        assert_eq!(ids, vec![1, 2, 3]);
     }
 
     #[test]
