@@ -12,7 +12,7 @@ its own position and with its own errors.
   Fetch: the caught-up one gets its fresh records in the first answer while
   the lagging one reads from 0; one asked beyond the high watermark gets
   OFFSET_OUT_OF_RANGE.
-- confluent-kafka consuming 20 virtual partitions of two topics (on 2
+- confluent-kafka consuming 80 virtual partitions of 20 topics (4 on 2
   physical partitions each) reads everything about as fast as directly;
   so does kafka-python (a fetcher like the Java client's).
 """
@@ -199,15 +199,19 @@ def consume_all_kafka_python(bootstrap, assignment, expected, timeout):
         consumer.close()
 
 
-def test_clients_read_twenty_virtual_partitions_of_two_topics(broker, start_proxy):
+def test_clients_read_virtual_partitions_of_twenty_topics(broker, start_proxy):
     """librdkafka rotates its fetch list, so one fetch often names a topic
     in two entries. Before the fix, some virtual partitions were answered
-    twice and others not at all, and the consumer stalled (17 s at 4:2
-    against under 1 s directly)."""
-    vps = 10
+    twice and others not at all, and the consumer stalled (issue: 17 s at
+    4:2 against under 1 s directly). Seen here before the fix: 0.3 to
+    8.6 s against 0.6 to 0.8 s directly, after it 0.7 to 0.9 s. With 20
+    virtual partitions of two to five topics the stall was too short to
+    tell, so this reads 80 (20 topics at 4:2), as the issue's benchmark
+    did."""
+    vps = 4
     proxy = start_proxy(mapping=virtual.mapping(vps, P), log_level="info")
-    names = [f"rot{i}-{uuid.uuid4().hex[:8]}" for i in range(2)]
-    per_vp = 20
+    names = [f"rot{i:02d}-{uuid.uuid4().hex[:8]}" for i in range(20)]
+    per_vp = 200
     expected = {}
     for name in names:
         clients.create_topic(broker.address, name, P)
@@ -220,8 +224,12 @@ def test_clients_read_twenty_virtual_partitions_of_two_topics(broker, start_prox
     direct_s, direct = consume_all(broker.address, [(n, p) for n in names for p in range(P)], total, 30)
     assert len(direct) == total, f"directly: {len(direct)} of {total} in {direct_s:.1f}s"
 
-    bound = max(5.0, 5 * direct_s)
-    for client, consume in (("confluent-kafka", consume_all), ("kafka-python", consume_all_kafka_python)):
+    bound = max(3.0, 4 * direct_s)
+    # Whether librdkafka's rotation splits a topic depends on where it
+    # starts: before the fix, one read in two or three went without a
+    # stall, so confluent-kafka reads three times.
+    runs = [("confluent-kafka", consume_all)] * 3 + [("kafka-python", consume_all_kafka_python)]
+    for client, consume in runs:
         proxy_s, got = consume(proxy.address, [(n, vp) for n in names for vp in range(vps)], total, 30)
         print(f"{client}: {total} records of {len(names) * vps} virtual partitions: {proxy_s:.2f}s through "
               f"the proxy, {direct_s:.2f}s directly from {len(names) * P} physical partitions (confluent-kafka)")
