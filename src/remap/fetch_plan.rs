@@ -248,6 +248,16 @@ pub fn plan<'a>(req: &Struct<'a>, version: i16, resolve: Resolve<'_, 'a>) -> Opt
             // round 0 found would delay the client by max_wait_ms.
             body.set("max_wait_ms", Value::Int32(0));
         }
+        if round_count > 1 {
+            // The client's response must stay about max_bytes (Kafka's
+            // limit is soft: a partition's first batch always comes), or a
+            // consumer at librdkafka's receive.message.max.bytes drops the
+            // connection: the rounds share it.
+            if let Some(max_bytes) = req.i32("max_bytes") {
+                let share = (max_bytes.max(1) as i64 + round_count as i64 - 1) / round_count as i64;
+                body.set("max_bytes", Value::Int32(share as i32));
+            }
+        }
         rounds.push(body);
     }
     served.extend(refused);
@@ -483,6 +493,7 @@ mod tests {
         let ps = codec::element_schema(ts, "partitions");
         let mut req = codec::with_defaults(schema, version);
         req.set("max_wait_ms", Value::Int32(500));
+        req.set("max_bytes", Value::Int32(MB));
         let topics = entries
             .iter()
             .map(|(name, parts)| {
@@ -631,6 +642,7 @@ mod tests {
             let req = request(version, &[("ta", &[(1, 0)]), ("tb", &[(0, 0)]), ("ta", &[(0, 0), (3, 0)])]);
             let p = plan(&req, version, &resolve).unwrap();
             assert_eq!(p.rounds.len(), 1, "v{version}");
+            assert_eq!(p.rounds[0].i32("max_bytes"), Some(MB), "v{version}");
             assert_eq!(names(&asks(&p.rounds[0])), vec![("ta", vec![(1, 0), (0, 0)]), ("tb", vec![(0, 0)])], "v{version}");
             let answers = vec![answer_body(
                 version,
@@ -686,6 +698,8 @@ mod tests {
         );
         assert_eq!(p.rounds[0].i32("max_wait_ms"), Some(500));
         assert!(p.rounds[1..].iter().all(|r| r.i32("max_wait_ms") == Some(0)), "later rounds must not wait again");
+        let shares: Vec<i32> = p.rounds.iter().map(|r| r.i32("max_bytes").unwrap()).collect();
+        assert_eq!(shares, vec![MB / 4; 4], "the rounds share the client's max_bytes");
         let answers = vec![
             answer_body(4, vec![("ta", vec![part(0, 60, &[batch(0, None), batch(1, None), batch(2, Some(4))]), part(1, 0, &[])])]),
             answer_body(4, vec![("ta", vec![part(0, 60, &[batch(10, Some(2)), batch(11, Some(2)), batch(12, Some(4)), batch(13, Some(6))])])]),
