@@ -96,11 +96,11 @@ pub struct FetchPlan<'a> {
     pub refusals: Vec<(String, String)>,
 }
 
-/// One physical partition to read: its distinct fetch offsets, ascending
-/// once planned, each with the upstream entry that reads from it.
+/// One physical partition to read (of topic `topic`): its distinct fetch
+/// offsets, ascending once planned, each with the upstream entry that reads
+/// from it.
 struct PhysicalRead<'a> {
     topic: usize,
-    physical: i32,
     offsets: Vec<(i64, Struct<'a>)>,
 }
 
@@ -152,6 +152,7 @@ pub fn plan<'a>(req: &Struct<'a>, version: i16, resolve: Resolve<'_, 'a>) -> Opt
     }
 
     let mut reads: Vec<PhysicalRead<'a>> = Vec::new();
+    let mut read_of: HashMap<(usize, i32), usize> = HashMap::new();
     let mut served = Vec::new();
     let mut refused = Vec::new();
     let mut refusals = Vec::new();
@@ -170,13 +171,11 @@ pub fn plan<'a>(req: &Struct<'a>, version: i16, resolve: Resolve<'_, 'a>) -> Opt
                 None => (error::UNKNOWN_TOPIC_OR_PARTITION, m.out_of_range_message(partition)),
                 Some((p, _)) => {
                     let offset = entry.i64("fetch_offset").unwrap_or(0);
-                    let read = match reads.iter().position(|r| r.topic == ti && r.physical == p.0) {
-                        Some(i) => &mut reads[i],
-                        None => {
-                            reads.push(PhysicalRead { topic: ti, physical: p.0, offsets: Vec::new() });
-                            reads.last_mut().expect("pushed")
-                        }
-                    };
+                    let i = *read_of.entry((ti, p.0)).or_insert_with(|| {
+                        reads.push(PhysicalRead { topic: ti, offsets: Vec::new() });
+                        reads.len() - 1
+                    });
+                    let read = &mut reads[i];
                     match read.offsets.iter_mut().find(|(o, _)| *o == offset) {
                         Some((_, up)) => {
                             if let (Some(a), Some(b)) = (up.i32("partition_max_bytes"), entry.i32("partition_max_bytes")) {
@@ -202,7 +201,7 @@ pub fn plan<'a>(req: &Struct<'a>, version: i16, resolve: Resolve<'_, 'a>) -> Opt
     }
     for slot in &mut served {
         if let Source::Virtual { physical, offset, round } = &mut slot.source {
-            let read = reads.iter().find(|r| r.topic == slot.topic && r.physical == *physical).expect("planned");
+            let read = &reads[read_of[&(slot.topic, *physical)]];
             *round = read.offsets.iter().position(|(o, _)| o == offset).expect("planned");
         }
     }
@@ -325,23 +324,27 @@ pub fn answer<'a>(
         classified.get(&(round, ti, physical)).is_some_and(|c| c.iter().any(|b| b.batch.header.last_offset() >= offset))
     };
 
+    // The broker's answers for pass-through topics, first one of each.
+    let mut passed: HashMap<(usize, i32), &Struct<'a>> = HashMap::new();
+    for t in answers.iter().take(1).flat_map(|a| a.structs("responses")) {
+        let Some(ti) = topic_index(t) else { continue };
+        if plan.topics[ti].decision != Decision::PassThrough {
+            continue;
+        }
+        for pe in t.structs("partitions") {
+            passed.entry((ti, pe.i32("partition_index").unwrap_or(-1))).or_insert(pe);
+        }
+    }
+
     let mut out: Vec<(usize, Vec<Value<'a>>)> = Vec::new();
     for slot in &plan.slots {
         let v = slot.partition;
         let entry = match &slot.source {
-            Source::Upstream => {
-                let found = answers.first().and_then(|a| {
-                    a.structs("responses")
-                        .filter(|t| topic_index(t) == Some(slot.topic))
-                        .flat_map(|t| t.structs("partitions"))
-                        .find(|pe| pe.i32("partition_index") == Some(v))
-                });
-                match found {
-                    Some(pe) => pe.clone(),
-                    // The broker chose not to answer it; neither does the proxy.
-                    None => continue,
-                }
-            }
+            Source::Upstream => match passed.get(&(slot.topic, v)) {
+                Some(pe) => (*pe).clone(),
+                // The broker chose not to answer it; neither does the proxy.
+                None => continue,
+            },
             Source::Refused { code } => split::error_entry(part_schema, &SHAPE, version, v, *code, ""),
             Source::Virtual { physical, offset, round } => {
                 virtual_entry(part_schema, version, v, *physical, *offset, *round, slot.topic, &entries, &classified, &reaches, &mut stats.filter)
