@@ -13,7 +13,8 @@ use crate::kafka::api::{error, ApiKey};
 use crate::kafka::codec::{self, Struct, Value};
 use crate::kafka::header::{parse_response_header, RequestHeader};
 use crate::kafka::message::{encode_response, response_schema};
-use crate::remap::mapping::{Decision, PhysicalPartition, TopicMapping, VirtualPartition};
+use crate::remap::fetch_plan::{self, TopicKey};
+use crate::remap::mapping::{Decision, VirtualPartition};
 use crate::remap::split::{self, Dest, EntryRewrite, Shape};
 
 
@@ -472,271 +473,77 @@ pub fn produce(
     plan
 }
 
-/// What a client fetch asks of one remapped topic.
-struct TopicAsk {
-    /// Whether the response names the topic (v12 and older) or its id.
-    by_name: bool,
-    name: String,
-    id: [u8; 16],
-    /// `None` for a topic whose physical count contradicts its rule: every
-    /// partition asked of it is refused.
-    mapping: Option<TopicMapping>,
-    /// Per physical partition, the virtual partitions asked for.
-    asks: Vec<PhysicalAsk>,
-    /// Virtual partitions refused here, with their error.
-    refused: Vec<(i32, i16)>,
-}
-
-/// What the client asked of one physical partition: its virtual partitions
-/// and their fetch offsets, in request order.
-struct PhysicalAsk {
-    physical: i32,
-    asks: Vec<(i32, i64)>,
-}
-
-/// Fetch naming remapped topics: one upstream fetch per physical partition
-/// (sessionless, so the proxy always sees every partition asked for), then
-/// each virtual partition's view built from it.
+/// Fetch naming remapped topics: sessionless upstream fetches (so the proxy
+/// always sees every partition asked for), one per distinct offset a
+/// physical partition is asked at (`fetch_plan`), then each partition the
+/// client named answered once, from its own position.
 pub fn fetch(ctx: &ProxyContext, session: &mut Session, header: &RequestHeader<'_>, req: &Struct<'_>) -> Option<Plan> {
     let version = header.api_version;
     if !names_remapped(ctx, req, "topics", "topic") {
         return None;
     }
-    let by_id = version >= 13;
-    let mut remapped: Vec<TopicAsk> = Vec::new();
-    let mut upstream = req.clone();
-    let mut topics_out = Vec::new();
-    {
+    let planned = {
         let view = ctx.cluster.read();
-        for t in req.structs("topics") {
-            let id = t.uuid("topic_id").unwrap_or([0; 16]);
-            let name = match t.str("topic") {
-                Some(n) => Some(n.to_string()),
-                None => view.topic_names.get(&id).cloned(),
+        let resolve = |t: &Struct<'_>| {
+            let (key, name) = match t.str("topic") {
+                Some(n) if version < 13 => (TopicKey::Name(n.to_string()), Some(n.to_string())),
+                _ => {
+                    let id = t.uuid("topic_id").unwrap_or([0; 16]);
+                    (TopicKey::Id(id), view.topic_names.get(&id).cloned())
+                }
             };
             let decision = name.as_deref().map_or(Decision::PassThrough, |n| ctx.mapper.decide(n, &view));
-            let mapping = match decision {
-                Decision::PassThrough => {
-                    topics_out.push(Value::Struct(t.clone()));
-                    continue;
-                }
-                Decision::Remap(m) => Some(m),
-                Decision::Mismatch { .. } => None,
-            };
-            let mut physical: Vec<PhysicalAsk> = Vec::new();
-            let mut refused = Vec::new();
-            let mut entries: Vec<Struct<'_>> = Vec::new();
-            for e in t.structs("partitions") {
-                let v = e.i32("partition").unwrap_or(-1);
-                let offset = e.i64("fetch_offset").unwrap_or(0);
-                let located = mapping.and_then(|m| m.locate(VirtualPartition(v)));
-                let Some((p, _)) = located else {
-                    let (code, msg) = match mapping {
-                        Some(m) => (error::UNKNOWN_TOPIC_OR_PARTITION, m.out_of_range_message(v)),
-                        None => (error::INVALID_PARTITIONS, format!("physical partition count contradicts the rule for {name:?}")),
-                    };
-                    warn!("Fetch from {}: {msg} (topic {})", session.peer(), name.as_deref().unwrap_or("?"));
-                    refused.push((v, code));
-                    continue;
-                };
-                match physical.iter().position(|a| a.physical == p.0) {
-                    Some(i) => {
-                        physical[i].asks.push((v, offset));
-                        let entry = &mut entries[i];
-                        if offset < entry.i64("fetch_offset").unwrap_or(i64::MAX) {
-                            let max_bytes = entry.i32("partition_max_bytes");
-                            *entry = e.clone();
-                            entry.set("partition", Value::Int32(p.0));
-                            if let Some(b) = max_bytes {
-                                entry.set("partition_max_bytes", Value::Int32(b.max(e.i32("partition_max_bytes").unwrap_or(0))));
-                            }
-                        } else if let (Some(a), Some(b)) = (entry.i32("partition_max_bytes"), e.i32("partition_max_bytes")) {
-                            entry.set("partition_max_bytes", Value::Int32(a.max(b)));
-                        }
-                    }
-                    None => {
-                        physical.push(PhysicalAsk { physical: p.0, asks: vec![(v, offset)] });
-                        let mut entry = e.clone();
-                        entry.set("partition", Value::Int32(p.0));
-                        entries.push(entry);
-                    }
-                }
-            }
-            if !entries.is_empty() {
-                let mut t2 = t.clone();
-                t2.set("partitions", Value::Array(Some(entries.into_iter().map(Value::Struct).collect())));
-                topics_out.push(Value::Struct(t2));
-            }
-            remapped.push(TopicAsk {
-                by_name: !by_id,
-                name: name.unwrap_or_default(),
-                id,
-                mapping,
-                asks: physical,
-                refused,
-            });
-        }
-    }
-    if remapped.is_empty() {
-        return None;
-    }
-    if version >= 7 {
-        upstream.set("session_id", Value::Int32(0));
-        upstream.set("session_epoch", Value::Int32(-1));
-        upstream.set("forgotten_topics_data", Value::Array(Some(Vec::new())));
-    }
-    let route = topics_out
-        .iter()
-        .filter_map(Value::as_struct)
-        .find_map(|t| {
-            let name = match t.str("topic") {
-                Some(n) => n.to_string(),
-                None => ctx.cluster.topic_name(&t.uuid("topic_id")?)?,
-            };
-            Some(Route::Leader { topic: name, partition: t.structs("partitions").next()?.i32("partition")? })
-        })
-        .unwrap_or(Route::Any);
-    let nothing_upstream = topics_out.is_empty();
-    upstream.set("topics", Value::Array(Some(topics_out)));
-    let build = move |ctx: &ProxyContext, version: i16, corr: i32, answer: Option<&[u8]>| -> Result<Vec<u8>, String> {
-        let schema = response_schema(ApiKey::Fetch as i16).expect("declared");
-        let mut resp = match answer {
-            Some(a) => {
-                let (_, _, body) = parse_response_header(a, ApiKey::Fetch as i16, version).map_err(|e| e.to_string())?;
-                codec::decode(schema, version, body).map_err(|e| format!("malformed Fetch answer: {e}"))?
-            }
-            None => codec::with_defaults(&schema.body, version),
+            (key, name, decision)
         };
-        set_if_present(&mut resp, "session_id", Value::Int32(0), version);
-        let topic_schema = codec::element_schema(&schema.body, "responses");
-        let part_schema = codec::element_schema(topic_schema, "partitions");
-        let mut stats = crate::remap::fetch::FilterStats::default();
-        let mut upstream_bytes = 0u64;
-        let mut out_topics: Vec<Value<'_>> = Vec::new();
-        let mut answered: Vec<bool> = vec![false; remapped.len()];
-        for t in resp.structs("responses") {
-            let which = remapped.iter().position(|a| {
-                if a.by_name {
-                    t.str("topic") == Some(a.name.as_str())
-                } else {
-                    t.uuid("topic_id") == Some(a.id)
-                }
-            });
-            let Some(i) = which else {
-                out_topics.push(Value::Struct(t.clone()));
-                continue;
-            };
-            answered[i] = true;
-            let TopicAsk { name: topic_name, mapping, asks, refused, .. } = &remapped[i];
-            let mut t = t.clone();
-            let mut parts = Vec::new();
-            for pe in t.structs("partitions") {
-                let Some(ask) = asks.iter().find(|a| Some(a.physical) == pe.i32("partition_index")) else { continue };
-                let Some(mapping) = mapping else { continue };
-                let data: &[u8] = match pe.get("records") {
-                    Value::Records(Some(d)) => d,
-                    _ => &[],
-                };
-                upstream_bytes += data.len() as u64;
-                let classified = crate::remap::fetch::classify(
-                    data,
-                    topic_name,
-                    PhysicalPartition(ask.physical),
-                    mapping,
-                    &ctx.owner_cache,
-                    &mut stats,
-                );
-                let min_offset = ask.asks.iter().map(|(_, o)| *o).min().unwrap_or(0);
-                let code = pe.i16("error_code").unwrap_or(0);
-                for &(v, offset) in &ask.asks {
-                    let mut e = pe.clone();
-                    e.set("partition_index", Value::Int32(v));
-                    if code == error::OFFSET_OUT_OF_RANGE && offset != min_offset {
-                        // The error is about the lowest offset asked; this
-                        // sibling's own offset was not checked: no data, no
-                        // error, it asks again.
-                        e.set("error_code", Value::Int16(error::NONE));
-                        e.set("records", Value::Records(None));
-                    } else if code == error::NONE {
-                        match crate::remap::fetch::records_for(&classified, v, offset, &mut stats) {
-                            Ok(own) => e.set("records", Value::Records(Some(std::borrow::Cow::Owned(own)))),
-                            // Logged and counted when it was classified.
-                            // Empty records, not null, as Kafka answers an
-                            // error (librdkafka cannot parse null records
-                            // in Fetch v12+).
-                            Err(_corrupt) => {
-                                e.set("error_code", Value::Int16(error::CORRUPT_MESSAGE));
-                                e.set("records", Value::Records(Some(std::borrow::Cow::Borrowed(&[]))));
-                            }
-                        }
-                    }
-                    parts.push(Value::Struct(e));
-                }
-            }
-            for (v, code) in refused {
-                let shape = Shape { topics: "responses", name: "topic", partitions: "partitions", index: "partition_index" };
-                let mut e = split::error_entry(part_schema, &shape, version, *v, *code, "");
-                e.set("records", Value::Records(None));
-                parts.push(Value::Struct(e));
-            }
-            t.set("partitions", Value::Array(Some(parts)));
-            out_topics.push(Value::Struct(t));
+        fetch_plan::plan(req, version, &resolve)?
+    };
+    for (topic, message) in &planned.refusals {
+        warn!("Fetch from {}: {message} (topic {topic})", session.peer());
+    }
+    let answer_plan = planned.answer;
+    let build = move |ctx: &ProxyContext, version: i16, corr: i32, answers: Vec<Vec<u8>>| -> Result<Vec<u8>, String> {
+        let schema = response_schema(ApiKey::Fetch as i16).expect("declared");
+        let mut decoded = Vec::with_capacity(answers.len());
+        for a in &answers {
+            let (_, _, body) = parse_response_header(a, ApiKey::Fetch as i16, version).map_err(|e| e.to_string())?;
+            decoded.push(codec::decode(schema, version, body).map_err(|e| format!("malformed Fetch answer: {e}"))?);
         }
-        // Topics refused entirely (every partition out of range) still answer.
-        for (i, a) in remapped.iter().enumerate() {
-            if answered[i] || a.refused.is_empty() {
-                continue;
-            }
-            let refused = &a.refused;
-            let mut t = codec::with_defaults(topic_schema, version);
-            if a.by_name {
-                set_if_present(&mut t, "topic", Value::str(a.name.clone()), version);
-            } else {
-                set_if_present(&mut t, "topic_id", Value::Uuid(a.id), version);
-            }
-            let shape = Shape { topics: "responses", name: "topic", partitions: "partitions", index: "partition_index" };
-            let parts = refused
-                .iter()
-                .map(|(v, code)| {
-                    let mut e = split::error_entry(part_schema, &shape, version, *v, *code, "");
-                    e.set("records", Value::Records(None));
-                    Value::Struct(e)
-                })
-                .collect();
-            t.set("partitions", Value::Array(Some(parts)));
-            out_topics.push(Value::Struct(t));
-        }
-        resp.set("responses", Value::Array(Some(out_topics)));
+        let mut stats = fetch_plan::AnswerStats::default();
+        let mut resp = fetch_plan::answer(&answer_plan, &decoded, &schema.body, version, &ctx.owner_cache, &mut stats);
         crate::remap::addresses::rewrite_brokers(&mut resp, &ctx.settings.advertised);
         let metrics = &ctx.shared.metrics;
         use std::sync::atomic::Ordering::Relaxed;
-        metrics.fetch_bytes_upstream_total.fetch_add(upstream_bytes, Relaxed);
-        metrics.fetch_bytes_returned_total.fetch_add(stats.bytes_returned, Relaxed);
-        metrics.batches_filtered_total.fetch_add(stats.batches_filtered, Relaxed);
-        metrics.batches_split_total.fetch_add(stats.batches_split, Relaxed);
-        metrics.corrupt_batches_total.fetch_add(stats.corrupt_batches, Relaxed);
+        metrics.fetch_bytes_upstream_total.fetch_add(stats.upstream_bytes, Relaxed);
+        metrics.fetch_bytes_returned_total.fetch_add(stats.filter.bytes_returned, Relaxed);
+        metrics.batches_filtered_total.fetch_add(stats.filter.batches_filtered, Relaxed);
+        metrics.batches_split_total.fetch_add(stats.filter.batches_split, Relaxed);
+        metrics.corrupt_batches_total.fetch_add(stats.filter.corrupt_batches, Relaxed);
         encode_response(ApiKey::Fetch as i16, version, corr, &[], &resp).map_err(|e| e.to_string())
     };
+    if planned.rounds.is_empty() {
+        return Some(match build(ctx, version, header.correlation_id, Vec::new()) {
+            Ok(bytes) => Plan::Answer(bytes),
+            Err(e) => Plan::Close(e),
+        });
+    }
+    // Every round waits behind the first on the broker's connection.
     let wait = Duration::from_millis(req.i32("max_wait_ms").unwrap_or(0).max(0) as u64);
-    Some(single_request(
-        ctx,
-        session,
-        header.client_id.as_deref(),
-        ApiKey::Fetch as i16,
-        version,
-        header.correlation_id,
-        (!nothing_upstream).then_some(&upstream),
-        route,
-        wait,
-        Box::new(build),
-    ))
-}
-
-fn set_if_present(s: &mut Struct<'_>, name: &str, value: Value<'static>, version: i16) {
-    if let Some(i) = s.schema.index_of(name) {
-        let f = &s.schema.fields[i];
-        if f.versions.contains(version) && !f.is_tagged_in(version) {
-            s.fields[i] = value;
+    let mut parts = Vec::with_capacity(planned.rounds.len());
+    for round in &planned.rounds {
+        let route = round
+            .structs("topics")
+            .find_map(|t| {
+                let name = match t.str("topic") {
+                    Some(n) => n.to_string(),
+                    None => ctx.cluster.topic_name(&t.uuid("topic_id")?)?,
+                };
+                Some(Route::Leader { topic: name, partition: t.structs("partitions").next()?.i32("partition")? })
+            })
+            .unwrap_or(Route::Any);
+        match Part::build(session, header.client_id.as_deref(), ApiKey::Fetch as i16, version, round, route, wait) {
+            Ok(part) => parts.push(part),
+            Err(e) => return Some(Plan::Close(e)),
         }
     }
+    Some(Plan::Forward { parts, expect_response: true, finish: Finish::Merge(Box::new(build)) })
 }

@@ -3,6 +3,7 @@
 
 pub mod addresses;
 pub mod fetch;
+pub mod fetch_plan;
 pub mod groups;
 pub mod mapping;
 pub mod metadata;

@@ -187,8 +187,9 @@ fn element_schema<'s>(schema: &'s StructSchema, field: &str) -> &'s StructSchema
     codec::element_schema(schema, field)
 }
 
-/// A response entry carrying only an error: offsets and epochs -1, the
-/// message where the version has a field for it.
+/// A response entry carrying only an error: offsets, epochs and the
+/// preferred read replica -1, an empty record set, the message where the
+/// version has a field for it.
 pub fn error_entry<'a>(schema: &'a StructSchema, shape: &Shape, version: i16, partition: i32, code: i16, message: &str) -> Struct<'a> {
     let mut e = codec::with_defaults(schema, version);
     e.set(shape.index, Value::Int32(partition));
@@ -200,7 +201,11 @@ pub fn error_entry<'a>(schema: &'a StructSchema, shape: &Shape, version: i16, pa
             ("error_code" | "partition_error_code", _) => e.fields[i] = Value::Int16(code),
             ("error_message", _) => e.fields[i] = Value::str(message),
             (_, FieldType::Int64) => e.fields[i] = Value::Int64(-1),
-            ("leader_epoch", FieldType::Int32) => e.fields[i] = Value::Int32(-1),
+            ("leader_epoch" | "preferred_read_replica", FieldType::Int32) => e.fields[i] = Value::Int32(-1),
+            // Kafka answers errors with an empty record set, never null:
+            // librdkafka drops a partition whose set is null, and every
+            // later partition of the response with it.
+            (_, FieldType::Records) => e.fields[i] = Value::Records(Some(std::borrow::Cow::Borrowed(&[]))),
             _ => {}
         }
     }
@@ -273,6 +278,34 @@ mod tests {
             .map(|e| (e.i32("partition_index").unwrap(), e.i16("error_code").unwrap(), e.i64("offset").unwrap()))
             .collect();
         assert_eq!(got, vec![(0, 0, 100), (4, 0, 100), (8, 0, 100), (1, 0, 7), (25, error::UNKNOWN_TOPIC_OR_PARTITION, -1)]);
+    }
+
+    /// Kafka's FetchResponse.partitionResponse answers an error with
+    /// MemoryRecords.EMPTY and no preferred replica (-1); a null record set
+    /// makes librdkafka drop the partition and every later one.
+    #[test]
+    fn fetch_error_entries_carry_an_empty_record_set() {
+        use crate::kafka::message::encode_response;
+        let schema = &response_schema(1).unwrap().body;
+        let ts = codec::element_schema(schema, "responses");
+        let ps = codec::element_schema(ts, "partitions");
+        let shape = Shape { topics: "responses", name: "topic", partitions: "partitions", index: "partition_index" };
+        for version in [4i16, 11, 12, 16] {
+            let e = error_entry(ps, &shape, version, 7, error::UNKNOWN_TOPIC_OR_PARTITION, "");
+            assert_eq!(e.get("records"), &Value::Records(Some(std::borrow::Cow::Borrowed(&[][..]))), "v{version}");
+            if version >= 11 {
+                assert_eq!(e.i32("preferred_read_replica"), Some(-1), "v{version}");
+            }
+            let mut body = codec::with_defaults(schema, version);
+            let mut t = codec::with_defaults(ts, version);
+            t.set("partitions", Value::Array(Some(vec![Value::Struct(e)])));
+            body.set("responses", Value::Array(Some(vec![Value::Struct(t)])));
+            let bytes = encode_response(1, version, 1, &[], &body).unwrap();
+            // The record set is the partition's last field: length 0
+            // (compact: 1) then, from v12, the partition's tagged fields.
+            let tail: &[u8] = if version >= 12 { &[1, 0, 0, 0] } else { &[0, 0, 0, 0] };
+            assert!(bytes.ends_with(tail), "v{version}: {:?}", &bytes[bytes.len() - 8..]);
+        }
     }
 
     #[test]

@@ -31,6 +31,7 @@ API_ADD_PARTITIONS_TO_TXN = 24
 API_CREATE_PARTITIONS = 37
 
 # Error codes the tests name (Kafka's Errors.java).
+OFFSET_OUT_OF_RANGE = 1
 UNKNOWN_TOPIC_OR_PARTITION = 3
 UNSUPPORTED_FOR_MESSAGE_FORMAT = 43
 INVALID_PARTITIONS = 37
@@ -203,6 +204,18 @@ def fetch_v4_request(correlation_id, topics, max_wait_ms=100, max_bytes=1 << 20)
         body += _string(name) + struct.pack(">i", len(parts))
         for p, offset in parts.items():
             body += struct.pack(">iqi", p, offset, max_bytes)
+    return request_frame(API_FETCH, 4, correlation_id, body)
+
+
+def fetch_v4_entries_request(correlation_id, entries, max_wait_ms=100, max_bytes=1 << 20):
+    """Fetch v4 with the topic entries exactly as given, so one topic can be
+    named in several entries (librdkafka does when it rotates its fetch
+    list). entries: [(topic, [(partition, fetch offset, partition max bytes)])]."""
+    body = struct.pack(">iiiib", -1, max_wait_ms, 1, max_bytes, 0) + struct.pack(">i", len(entries))
+    for name, parts in entries:
+        body += _string(name) + struct.pack(">i", len(parts))
+        for p, offset, partition_max_bytes in parts:
+            body += struct.pack(">iqi", p, offset, partition_max_bytes)
     return request_frame(API_FETCH, 4, correlation_id, body)
 
 
@@ -444,6 +457,30 @@ def parse_fetch_v4_response(payload):
         for part in parts:
             result[(name, part["partition"])] = part
     return corr, result
+
+
+def parse_fetch_v4_entries(payload):
+    """Fetch v4 -> (correlation_id, [(topic, [dict(partition, error,
+    high_watermark, last_stable_offset, records_length, records)])]) in the
+    order of the response. records_length is the length on the wire: -1
+    for a null record set, which librdkafka cannot parse."""
+    r = Reader(payload)
+    corr = r.int32()
+    r.int32()  # throttle_time_ms
+
+    def partition(r):
+        out = {"partition": r.int32(), "error": r.int16(), "high_watermark": r.int64(),
+               "last_stable_offset": r.int64()}
+        r.array(lambda r: (r.int64(), r.int64()))  # aborted transactions
+        n = r.int32()
+        out["records_length"] = n
+        out["records"] = b"" if n < 0 else r.take(n)
+        return out
+
+    entries = r.array(lambda r: (r.string(), r.array(partition)))
+    if not r.done():
+        raise WireError(f"{len(r.data) - r.pos} bytes left after the Fetch v4 response")
+    return corr, entries
 
 
 def parse_fetch_by_id_response(payload):
