@@ -27,7 +27,11 @@ pub fn names_remapped(ctx: &ProxyContext, req: &Struct<'_>, topics: &str, name: 
             Some(n) => Some(n),
             None => t.uuid("topic_id").and_then(|id| view.topic_names.get(&id).map(String::as_str)),
         };
-        topic.is_some_and(|n| ctx.mapper.decide(n, &view) != Decision::PassThrough)
+        let forgotten = || t.uuid("topic_id").and_then(|id| ctx.mapper.remapped_name(&id));
+        match topic {
+            Some(n) => ctx.mapper.decide(n, &view) != Decision::PassThrough,
+            None => forgotten().is_some(),
+        }
     })
 }
 
@@ -525,7 +529,7 @@ pub fn fetch(ctx: &ProxyContext, session: &mut Session, header: &RequestHeader<'
             let id = t.uuid("topic_id").unwrap_or([0; 16]);
             let name = match t.str("topic") {
                 Some(n) => Some(n.to_string()),
-                None => view.topic_names.get(&id).cloned(),
+                None => view.topic_names.get(&id).cloned().or_else(|| ctx.mapper.remapped_name(&id)),
             };
             let decision = name.as_deref().map_or(Decision::PassThrough, |n| ctx.mapper.decide(n, &view));
             let mapping = match decision {

@@ -23,6 +23,16 @@ pub fn virtualize(body: &mut Struct<'_>, mapper: &Mapper, view: &ClusterView) ->
             Decision::Remap(m) => {
                 let physical: Vec<Struct<'_>> = topic.structs("partitions").cloned().collect();
                 let by_index = |p: PhysicalPartition| physical.iter().find(|s| s.i32("partition_index") == Some(p.0));
+                if (0..m.physical_count).any(|p| by_index(PhysicalPartition(p)).is_none()) {
+                    // A remapped topic this answer lists without (all) its
+                    // physical partitions: what Kafka answers while a topic's
+                    // metadata propagates. A client retries; shown with fewer
+                    // partitions, a consumer group would rebalance them away.
+                    topic.set("error_code", Value::Int16(error::LEADER_NOT_AVAILABLE));
+                    topic.set("partitions", Value::Array(Some(Vec::new())));
+                    changed = true;
+                    continue;
+                }
                 let mut partitions = Vec::with_capacity(m.virtual_count as usize);
                 for v in 0..m.virtual_count {
                     let (p, _) = m.locate(super::mapping::VirtualPartition(v)).expect("in range");
