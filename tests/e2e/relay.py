@@ -66,7 +66,7 @@ class Relay:
         self.extra_apis = {}
         self.requests = {}       # api_key -> count forwarded
         self.hidden = {}         # topic name -> Metadata answers rewritten
-        self.rack = None         # (rack id, node id, once) of prefer_replica
+        self.rack = None         # (rack id, node id, once, partitions) of prefer_replica
         self.preferred = []      # (topic, partition) answered with a preferred replica
         self.fetches_with_rack = 0
         self.sockets = []
@@ -96,9 +96,10 @@ class Relay:
         with self.lock:
             return self.hidden.get(name, 0)
 
-    def prefer_replica(self, rack, node_id, once):
+    def prefer_replica(self, rack, node_id, once, partitions=None):
+        """partitions: only these partition indexes (None: all)."""
         with self.lock:
-            self.rack = (rack, node_id, once)
+            self.rack = (rack, node_id, once, partitions)
 
     def pending_losses(self):
         with self.lock:
@@ -206,9 +207,9 @@ class Relay:
                                     self.hidden[n] += 1
                 if carries_rack:
                     with self.lock:
-                        _, node_id, once = self.rack
+                        _, node_id, once, only = self.rack
                         skip = set(self.preferred) if once else set()
-                    frame, rewritten = prefer_replica_answer(api_version, frame, node_id, skip)
+                    frame, rewritten = prefer_replica_answer(api_version, frame, node_id, skip, only)
                     with self.lock:
                         self.preferred += rewritten
                 client.sendall(struct.pack(">i", len(frame)) + frame)
@@ -294,8 +295,9 @@ def hide_topics(version, frame, hidden):
     return bytes(out), names
 
 
-def prefer_replica_answer(version, frame, node_id, skip):
+def prefer_replica_answer(version, frame, node_id, skip, only=None):
     """A Fetch response (v11-v16) in which every partition not in `skip`
+    (and, given `only`, whose index is in it)
     carries preferred_read_replica = node_id and no records, as a rack-aware
     leader answers a consumer in another replica's rack. -> (frame, the
     (topic, partition) rewritten); topic is a name (v11-v12) or an id."""
@@ -333,7 +335,7 @@ def prefer_replica_answer(version, frame, node_id, skip):
             tail_start = r.pos
             _skip_tags(r, flexible)
             tail = frame[tail_start:r.pos]
-            if (topic, partition) in skip:
+            if (topic, partition) in skip or (only is not None and partition not in only):
                 out += head + struct.pack(">i", preferred)
                 out += (kafkawire._uvarint(n + 1) if flexible else struct.pack(">i", n)) + records
             else:

@@ -182,7 +182,7 @@ def test_proxy_client_rack_follows_the_preferred_replica(relayed, start_proxy):
     preference (its log names the node and partition), re-fetched, and got
     the data without a loop (few fetches)."""
     relay, upstream = relayed
-    proxy = start_proxy(upstream=relay.address, mapping=virtual.mapping(V, P),
+    proxy = start_proxy(upstream=relay.address, mapping=virtual.mapping(V, P), log_level="debug",
                         extra={"kafka": {"client_rack": RACK}})
     name = f"prack-{uuid.uuid4().hex[:8]}"
     clients.create_topic(upstream.address, name, P)
@@ -197,7 +197,60 @@ def test_proxy_client_rack_follows_the_preferred_replica(relayed, start_proxy):
     assert relay.fetches_with_rack > 0, "the proxy did not send kafka.client_rack upstream"
     assert any(p == 0 for _, p in relay.preferred), relay.preferred
     proxy.wait_for_log(rf"preferred read replica {node}\b.*{name}\[0\]", since=mark)
+    proxy.wait_for_log(rf'Fetch -> .*Replica {{ node: {node}, topic: "{name}", partition: 0 }}', since=mark)
     assert relay.fetches_with_rack < 20, f"{relay.fetches_with_rack} fetches: a loop"
+
+
+def read_partitions_confluent(bootstrap, name, partitions, timeout=20.0):
+    """{partition: [value]} of every record of `partitions`, read by one
+    consumer assigned them all (so its fetches name them together)."""
+    from confluent_kafka import Consumer, KafkaError, TopicPartition, OFFSET_BEGINNING
+    consumer = Consumer(clients.confluent_conf(bootstrap, **{
+        "group.id": "kpr-e2e-routing", "enable.auto.commit": False,
+        "enable.partition.eof": True, "fetch.wait.max.ms": 100}))
+    try:
+        consumer.assign([TopicPartition(name, p, OFFSET_BEGINNING) for p in partitions])
+        out = {p: [] for p in partitions}
+        done = set()
+        deadline = time.monotonic() + timeout
+        while done != set(partitions):
+            assert time.monotonic() < deadline, f"not read to the end in {timeout}s: {out}"
+            for msg in consumer.consume(num_messages=1000, timeout=0.2):
+                if msg.error() is not None:
+                    assert msg.error().code() == KafkaError._PARTITION_EOF, msg.error()
+                    done.add(msg.partition())
+                else:
+                    out[msg.partition()].append(msg.value().decode())
+        return out
+    finally:
+        consumer.close()
+
+
+def test_fetch_split_by_preferred_replica(relayed, start_proxy):
+    """kafka.client_rack, a consumer of VP 0 (PP 0) and VP 1 (PP 1) in one
+    fetch. The relay names node 999 as PP 0's preferred replica, once; the
+    cluster has no such broker, so the proxy fetches PP 0 from the leader
+    (as the Java consumer does with a preferred replica missing from its
+    metadata), but it must split the upstream fetch: PP 0 routed by its
+    preference, PP 1 by its leader, the answers combined. Both partitions'
+    records arrive."""
+    relay, upstream = relayed
+    proxy = start_proxy(upstream=relay.address, mapping=virtual.mapping(V, P), log_level="debug",
+                        extra={"kafka": {"client_rack": RACK}})
+    name = f"split-{uuid.uuid4().hex[:8]}"
+    clients.create_topic(upstream.address, name, P)
+    assert clients.wait_partition_count(proxy.address, name, V) == V
+    values = {vp: [f"vp{vp}-{i}" for i in range(5)] for vp in (0, 1)}
+    for vp, lines in values.items():
+        virtual.kcat_produce(proxy.address, name, lines, partition=vp)
+    relay.prefer_replica(RACK, 999, once=True, partitions={0})
+    mark = proxy.log_mark()
+
+    got = read_partitions_confluent(proxy.address, name, [0, 1])
+    assert got == values, got
+    assert [p for _, p in relay.preferred] == [0], relay.preferred
+    proxy.wait_for_log(rf'Fetch -> .*Replica {{ node: 999, topic: "{name}", partition: 0 }}', since=mark)
+    proxy.wait_for_log(rf'Fetch -> .*Leader {{ topic: "{name}", partition: 1 }}', since=mark)
 
 
 def test_passthrough_fetch_follows_the_preferred_replica(relayed, start_proxy):
@@ -212,7 +265,7 @@ def test_passthrough_fetch_follows_the_preferred_replica(relayed, start_proxy):
     answer per partition. Asserted: the proxy took the preference (log) and
     the data arrives without a loop."""
     relay, upstream = relayed
-    proxy = start_proxy(upstream=relay.address, mapping=virtual.mapping(V, P))
+    proxy = start_proxy(upstream=relay.address, mapping=virtual.mapping(V, P), log_level="debug")
     name = f"prpt-{uuid.uuid4().hex[:8]}"
     clients.create_topic(upstream.address, name, 3)       # not the rule's P: 1:1
     assert clients.wait_partition_count(proxy.address, name, 3) == 3
@@ -226,4 +279,5 @@ def test_passthrough_fetch_follows_the_preferred_replica(relayed, start_proxy):
     assert [m.value.decode() for m in msgs] == lines
     assert relay.preferred, "precondition: the relay named a preferred replica"
     proxy.wait_for_log(rf"preferred read replica {node}\b.*{name}\[1\]", since=mark)
+    proxy.wait_for_log(rf'Fetch -> .*Replica {{ node: {node}, topic: "{name}", partition: 1 }}', since=mark)
     assert relay.fetches_with_rack < 20, f"{relay.fetches_with_rack} fetches: a loop"
