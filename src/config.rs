@@ -132,6 +132,9 @@ pub struct KafkaConfig {
     pub connection_timeout_ms: u64,
     pub request_timeout_ms: u64,
     pub metadata_refresh_interval_ms: u64,
+    /// The rack id the proxy sends on its own fetches of remapped topics
+    /// (KIP-392 follower fetching); `None`: no rack, fetch from leaders.
+    pub client_rack: Option<String>,
     pub security_protocol: SecurityProtocol,
     pub tls: Option<KafkaTls>,
     pub sasl: Option<KafkaSasl>,
@@ -806,6 +809,7 @@ const KAFKA_KEYS: &[&str] = &[
     "connection_timeout_ms",
     "request_timeout_ms",
     "metadata_refresh_interval_ms",
+    "client_rack",
     "security_protocol",
     "tls",
     "sasl",
@@ -1364,6 +1368,7 @@ impl Decoder<'_> {
             ms_max,
             DEFAULT_METADATA_REFRESH_INTERVAL_MS,
         );
+        let client_rack = get(m, "client_rack").and_then(|v| self.non_empty(v, "kafka.client_rack"));
         let protocol = match get(m, "security_protocol") {
             Some(v) => self.choice(v, "kafka.security_protocol", SecurityProtocol::ALL)?,
             None => SecurityProtocol::Plaintext,
@@ -1436,6 +1441,7 @@ impl Decoder<'_> {
             connection_timeout_ms,
             request_timeout_ms,
             metadata_refresh_interval_ms,
+            client_rack,
             security_protocol: protocol,
             tls,
             sasl,
@@ -1672,6 +1678,7 @@ kafka:
         assert_eq!(c.kafka.connection_timeout(), Duration::from_secs(10));
         assert_eq!(c.kafka.request_timeout(), Duration::from_secs(30));
         assert_eq!(c.kafka.metadata_refresh_interval(), Duration::from_secs(30));
+        assert_eq!(c.kafka.client_rack, None);
         assert_eq!(c.kafka.security_protocol, SecurityProtocol::Plaintext);
         assert!(c.mapping.is_empty());
         assert_eq!(c.mapping.rule_for("anything"), None);
@@ -1700,6 +1707,7 @@ kafka:
   connection_timeout_ms: 1
   request_timeout_ms: 2
   metadata_refresh_interval_ms: 3
+  client_rack: use1-az2
 metrics:
   enabled: true
   address: 127.0.0.1:9999
@@ -1717,6 +1725,7 @@ logging:
             (5, 2048)
         );
         assert_eq!(c.kafka.bootstrap_servers, vec!["a:1", "b:2"]);
+        assert_eq!(c.kafka.client_rack.as_deref(), Some("use1-az2"));
         assert_eq!(
             (
                 c.kafka.connection_timeout_ms,
@@ -2108,6 +2117,12 @@ kafka:
             c.unsupported_features(),
             vec!["kafka.security_protocol SSL is not supported yet by this version of kpr-proxy: refusing to start rather than ignoring it"]
         );
+    }
+
+    #[test]
+    fn kafka_client_rack_is_a_non_empty_string() {
+        assert_error(&kafka("  client_rack: \"\"\n"), "kafka.client_rack: must not be empty");
+        assert_error(&kafka("  client_rack: [a]\n"), "kafka.client_rack: expected a string, got a list (quote it)");
     }
 
     #[test]

@@ -602,17 +602,12 @@ pub fn fetch(ctx: &ProxyContext, session: &mut Session, header: &RequestHeader<'
         upstream.set("session_epoch", Value::Int32(-1));
         upstream.set("forgotten_topics_data", Value::Array(Some(Vec::new())));
     }
-    let route = topics_out
-        .iter()
-        .filter_map(Value::as_struct)
-        .find_map(|t| {
-            let name = match t.str("topic") {
-                Some(n) => n.to_string(),
-                None => ctx.cluster.topic_name(&t.uuid("topic_id")?)?,
-            };
-            Some(Route::Leader { topic: name, partition: t.structs("partitions").next()?.i32("partition")? })
-        })
-        .unwrap_or(Route::Any);
+    // The client's rack id is never passed on: a preferred read replica is
+    // per physical partition, which the client does not know. The proxy
+    // fetches in its own rack (kafka.client_rack), or from leaders.
+    let rack = ctx.settings.client_rack.clone();
+    set_if_present(&mut upstream, "rack_id", Value::str(rack.clone().unwrap_or_default()), version);
+    let destinations = fetch_destinations(ctx, rack.as_deref(), &topics_out);
     let nothing_upstream = topics_out.is_empty();
     upstream.set("topics", Value::Array(Some(topics_out)));
     let build = move |ctx: &ProxyContext, version: i16, corr: i32, answer: Option<&[u8]>| -> Result<Vec<u8>, String> {
@@ -625,6 +620,11 @@ pub fn fetch(ctx: &ProxyContext, session: &mut Session, header: &RequestHeader<'
             None => codec::with_defaults(&schema.body, version),
         };
         set_if_present(&mut resp, "session_id", Value::Int32(0), version);
+        if let Some(rack) = &rack {
+            for t in resp.structs("responses") {
+                super::route::note_fetch_topic(ctx, rack, t);
+            }
+        }
         let topic_schema = codec::element_schema(&schema.body, "responses");
         let part_schema = codec::element_schema(topic_schema, "partitions");
         let mut stats = crate::remap::fetch::FilterStats::default();
@@ -667,6 +667,8 @@ pub fn fetch(ctx: &ProxyContext, session: &mut Session, header: &RequestHeader<'
                 for &(v, offset) in &ask.asks {
                     let mut e = pe.clone();
                     e.set("partition_index", Value::Int32(v));
+                    // The proxy follows a preferred replica itself.
+                    set_if_present(&mut e, "preferred_read_replica", Value::Int32(-1), version);
                     if code == error::OFFSET_OUT_OF_RANGE && offset != min_offset {
                         // The error is about the lowest offset asked; this
                         // sibling's own offset was not checked: no data, no
@@ -724,18 +726,117 @@ pub fn fetch(ctx: &ProxyContext, session: &mut Session, header: &RequestHeader<'
         encode_response(ApiKey::Fetch as i16, version, corr, &[], &resp).map_err(|e| e.to_string())
     };
     let wait = Duration::from_millis(req.i32("max_wait_ms").unwrap_or(0).max(0) as u64);
-    Some(single_request(
-        ctx,
-        session,
-        header.client_id.as_deref(),
-        ApiKey::Fetch as i16,
-        version,
-        header.correlation_id,
-        (!nothing_upstream).then_some(&upstream),
-        route,
-        wait,
-        Box::new(build),
-    ))
+    if destinations.len() <= 1 {
+        let route = destinations.into_iter().next().map_or(Route::Any, |(route, _)| route);
+        return Some(single_request(
+            ctx,
+            session,
+            header.client_id.as_deref(),
+            ApiKey::Fetch as i16,
+            version,
+            header.correlation_id,
+            (!nothing_upstream).then_some(&upstream),
+            route,
+            wait,
+            Box::new(build),
+        ));
+    }
+    // Partitions led by (or preferring) different brokers: one fetch each,
+    // their answers combined into one before the per-VP view is built.
+    let mut parts = Vec::with_capacity(destinations.len());
+    for (route, topics) in destinations {
+        let mut body = upstream.clone();
+        body.set("topics", Value::Array(Some(topics)));
+        match Part::build(session, header.client_id.as_deref(), ApiKey::Fetch as i16, version, &body, route, wait) {
+            Ok(part) => parts.push(part),
+            Err(e) => return Some(Plan::Close(e)),
+        }
+    }
+    Some(Plan::Forward {
+        parts,
+        expect_response: true,
+        finish: Finish::Merge(Box::new(move |ctx, version, corr, answers| {
+            let combined = combine_fetch_answers(version, &answers)?;
+            build(ctx, version, corr, Some(&combined))
+        })),
+    })
+}
+
+/// The upstream fetch's partitions grouped by the broker each must be
+/// fetched from (its preferred read replica for `rack`, else its leader),
+/// each group with its route, in request order.
+fn fetch_destinations<'a>(ctx: &ProxyContext, rack: Option<&str>, topics: &[Value<'a>]) -> Vec<(Route, Vec<Value<'a>>)> {
+    let mut groups: Vec<(Option<i32>, Route, Vec<Value<'a>>)> = Vec::new();
+    for t in topics.iter().filter_map(Value::as_struct) {
+        let name = match t.str("topic") {
+            Some(n) => Some(n.to_string()),
+            None => t.uuid("topic_id").and_then(|id| ctx.cluster.topic_name(&id).or_else(|| ctx.mapper.remapped_name(&id))),
+        };
+        for e in t.structs("partitions") {
+            let route = match (&name, e.i32("partition")) {
+                (Some(n), Some(p)) => super::route::fetch_from(ctx, rack, n.clone(), p),
+                _ => Route::Any,
+            };
+            let node = match &route {
+                Route::Replica { node, .. } => Some(*node),
+                Route::Leader { topic, partition } => ctx.cluster.leader_of(topic, *partition),
+                _ => None,
+            };
+            let i = match groups.iter().position(|(n, _, _)| *n == node) {
+                Some(i) => i,
+                None => {
+                    groups.push((node, route, Vec::new()));
+                    groups.len() - 1
+                }
+            };
+            let entries = &mut groups[i].2;
+            let same_topic = |x: &Value<'a>| {
+                x.as_struct().is_some_and(|x| x.str("topic") == t.str("topic") && x.uuid("topic_id") == t.uuid("topic_id"))
+            };
+            match entries.iter_mut().rev().find(|x| same_topic(x)).and_then(Value::as_struct_mut) {
+                Some(topic) => topic.array_mut("partitions").expect("a fetch topic has partitions").push(Value::Struct(e.clone())),
+                None => {
+                    let mut topic = t.clone();
+                    topic.set("partitions", Value::Array(Some(vec![Value::Struct(e.clone())])));
+                    entries.push(Value::Struct(topic));
+                }
+            }
+        }
+    }
+    groups.into_iter().map(|(_, route, topics)| (route, topics)).collect()
+}
+
+/// Several Fetch answers (full frames) as one: their topics and partitions
+/// together, the largest throttle, the first top-level error.
+fn combine_fetch_answers(version: i16, answers: &[Vec<u8>]) -> Result<Vec<u8>, String> {
+    let schema = response_schema(ApiKey::Fetch as i16).expect("declared");
+    let mut decoded = Vec::with_capacity(answers.len());
+    for a in answers {
+        let (_, _, body) = parse_response_header(a, ApiKey::Fetch as i16, version).map_err(|e| e.to_string())?;
+        decoded.push(codec::decode(schema, version, body).map_err(|e| format!("malformed Fetch answer: {e}"))?);
+    }
+    let mut decoded = decoded.into_iter();
+    let mut combined = decoded.next().ok_or("no Fetch answer")?;
+    for other in decoded {
+        let throttle = combined.i32("throttle_time_ms").unwrap_or(0).max(other.i32("throttle_time_ms").unwrap_or(0));
+        set_if_present(&mut combined, "throttle_time_ms", Value::Int32(throttle), version);
+        if combined.i16("error_code") == Some(error::NONE) {
+            if let Some(code) = other.i16("error_code") {
+                set_if_present(&mut combined, "error_code", Value::Int16(code), version);
+            }
+        }
+        let topics = combined.array_mut("responses").expect("a Fetch answer has responses");
+        for t in other.structs("responses") {
+            let same = |x: &Value<'_>| {
+                x.as_struct().is_some_and(|x| x.str("topic") == t.str("topic") && x.uuid("topic_id") == t.uuid("topic_id"))
+            };
+            match topics.iter_mut().find(|x| same(x)).and_then(Value::as_struct_mut) {
+                Some(mine) => mine.array_mut("partitions").expect("a topic has partitions").extend(t.array("partitions").iter().cloned()),
+                None => topics.push(Value::Struct(t.clone())),
+            }
+        }
+    }
+    encode_response(ApiKey::Fetch as i16, version, 0, &[], &combined).map_err(|e| e.to_string())
 }
 
 fn set_if_present(s: &mut Struct<'_>, name: &str, value: Value<'static>, version: i16) {
