@@ -847,3 +847,65 @@ fn set_if_present(s: &mut Struct<'_>, name: &str, value: Value<'static>, version
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VERSION: i16 = 12;
+
+    /// A Fetch answer of `partitions` (topic, index, error), with a throttle.
+    fn answer(throttle: i32, partitions: &[(&str, i32, i16)]) -> Vec<u8> {
+        let schema = response_schema(ApiKey::Fetch as i16).unwrap();
+        let ts = codec::element_schema(&schema.body, "responses");
+        let ps = codec::element_schema(ts, "partitions");
+        let mut body = codec::with_defaults(&schema.body, VERSION);
+        body.set("throttle_time_ms", Value::Int32(throttle));
+        let mut topics: Vec<Value<'_>> = Vec::new();
+        for &(topic, index, code) in partitions {
+            let mut p = codec::with_defaults(ps, VERSION);
+            p.set("partition_index", Value::Int32(index));
+            p.set("error_code", Value::Int16(code));
+            let found = topics.iter_mut().filter_map(Value::as_struct_mut).find(|t| t.str("topic") == Some(topic));
+            match found {
+                Some(t) => t.array_mut("partitions").unwrap().push(Value::Struct(p)),
+                None => {
+                    let mut t = codec::with_defaults(ts, VERSION);
+                    t.set("topic", Value::str(topic));
+                    t.set("partitions", Value::Array(Some(vec![Value::Struct(p)])));
+                    topics.push(Value::Struct(t));
+                }
+            }
+        }
+        body.set("responses", Value::Array(Some(topics)));
+        encode_response(ApiKey::Fetch as i16, VERSION, 9, &[], &body).unwrap()
+    }
+
+    #[test]
+    fn answers_of_a_split_fetch_combine_into_one() {
+        let a = answer(5, &[("t", 0, error::NONE), ("u", 2, error::NONE)]);
+        let b = answer(20, &[("t", 1, error::NOT_LEADER_OR_FOLLOWER), ("v", 0, error::NONE)]);
+        let combined = combine_fetch_answers(VERSION, &[a, b]).unwrap();
+        let (_, _, body) = parse_response_header(&combined, ApiKey::Fetch as i16, VERSION).unwrap();
+        let body = codec::decode(response_schema(ApiKey::Fetch as i16).unwrap(), VERSION, body).unwrap();
+        assert_eq!(body.i32("throttle_time_ms"), Some(20));
+        let seen: Vec<(String, i32, i16)> = body
+            .structs("responses")
+            .flat_map(|t| {
+                let name = t.str("topic").unwrap().to_string();
+                t.structs("partitions")
+                    .map(move |p| (name.clone(), p.i32("partition_index").unwrap(), p.i16("error_code").unwrap()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                ("t".to_string(), 0, error::NONE),
+                ("t".to_string(), 1, error::NOT_LEADER_OR_FOLLOWER),
+                ("u".to_string(), 2, error::NONE),
+                ("v".to_string(), 0, error::NONE),
+            ]
+        );
+    }
+}
