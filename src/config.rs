@@ -141,6 +141,9 @@ pub struct KafkaConfig {
     pub producer_id_topic: String,
     /// Derived producer ids unused this long by every instance are removed.
     pub producer_id_idle_ms: u64,
+    /// The rack id the proxy sends on its own fetches of remapped topics
+    /// (KIP-392 follower fetching); `None`: no rack, fetch from leaders.
+    pub client_rack: Option<String>,
     pub security_protocol: SecurityProtocol,
     pub tls: Option<KafkaTls>,
     pub sasl: Option<KafkaSasl>,
@@ -820,6 +823,7 @@ const KAFKA_KEYS: &[&str] = &[
     "metadata_refresh_interval_ms",
     "producer_id_topic",
     "producer_id_idle_ms",
+    "client_rack",
     "security_protocol",
     "tls",
     "sasl",
@@ -1390,6 +1394,7 @@ impl Decoder<'_> {
             ));
         }
         let producer_id_idle_ms = self.opt_uint(m, path, "producer_id_idle_ms", 1000, ms_max * 1000, DEFAULT_PRODUCER_ID_IDLE_MS);
+        let client_rack = get(m, "client_rack").and_then(|v| self.non_empty(v, "kafka.client_rack"));
         let protocol = match get(m, "security_protocol") {
             Some(v) => self.choice(v, "kafka.security_protocol", SecurityProtocol::ALL)?,
             None => SecurityProtocol::Plaintext,
@@ -1464,6 +1469,7 @@ impl Decoder<'_> {
             metadata_refresh_interval_ms,
             producer_id_topic,
             producer_id_idle_ms,
+            client_rack,
             security_protocol: protocol,
             tls,
             sasl,
@@ -1700,6 +1706,7 @@ kafka:
         assert_eq!(c.kafka.connection_timeout(), Duration::from_secs(10));
         assert_eq!(c.kafka.request_timeout(), Duration::from_secs(30));
         assert_eq!(c.kafka.metadata_refresh_interval(), Duration::from_secs(30));
+        assert_eq!(c.kafka.client_rack, None);
         assert_eq!(c.kafka.security_protocol, SecurityProtocol::Plaintext);
         assert!(c.mapping.is_empty());
         assert_eq!(c.mapping.rule_for("anything"), None);
@@ -1728,6 +1735,7 @@ kafka:
   connection_timeout_ms: 1
   request_timeout_ms: 2
   metadata_refresh_interval_ms: 3
+  client_rack: use1-az2
 metrics:
   enabled: true
   address: 127.0.0.1:9999
@@ -1745,6 +1753,7 @@ logging:
             (5, 2048)
         );
         assert_eq!(c.kafka.bootstrap_servers, vec!["a:1", "b:2"]);
+        assert_eq!(c.kafka.client_rack.as_deref(), Some("use1-az2"));
         assert_eq!(
             (
                 c.kafka.connection_timeout_ms,
@@ -2136,6 +2145,12 @@ kafka:
             c.unsupported_features(),
             vec!["kafka.security_protocol SSL is not supported yet by this version of kpr-proxy: refusing to start rather than ignoring it"]
         );
+    }
+
+    #[test]
+    fn kafka_client_rack_is_a_non_empty_string() {
+        assert_error(&kafka("  client_rack: \"\"\n"), "kafka.client_rack: must not be empty");
+        assert_error(&kafka("  client_rack: [a]\n"), "kafka.client_rack: expected a string, got a list (quote it)");
     }
 
     #[test]

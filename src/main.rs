@@ -171,6 +171,7 @@ fn settings(config: &Config) -> Result<ProxySettings, String> {
         max_in_flight_per_client: MAX_IN_FLIGHT_PER_CLIENT,
         workers,
         shutdown_grace: SHUTDOWN_GRACE,
+        client_rack: config.kafka.client_rack.clone(),
     })
 }
 

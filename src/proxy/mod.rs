@@ -62,6 +62,7 @@ pub mod coalesce;
 pub mod groups;
 pub mod plan;
 pub mod remapped;
+pub mod replicas;
 pub mod requests;
 pub mod route;
 pub mod session;
@@ -98,6 +99,8 @@ pub struct ProxySettings {
     pub max_in_flight_per_client: usize,
     pub workers: usize,
     pub shutdown_grace: Duration,
+    /// `kafka.client_rack`: the rack id of the proxy's own fetches.
+    pub client_rack: Option<String>,
 }
 
 /// What every worker reads.
@@ -108,6 +111,8 @@ pub struct ProxyContext {
     /// cluster; `None` when no rule remaps (nothing derives ids then).
     pub producer_log: Option<Arc<ProducerLog>>,
     pub owner_cache: crate::remap::fetch::OwnerCache,
+    /// Where fetches go while a leader prefers a replica (KIP-392).
+    pub preferred_replicas: replicas::PreferredReplicas,
     pub cluster: Arc<Cluster>,
     pub shared: Arc<Shared>,
     pub handle: LoopHandle,
@@ -186,7 +191,17 @@ impl Proxy {
             None
         };
         let owner_cache = Default::default();
-        let ctx = Arc::new(ProxyContext { settings, mapper, producer_log, owner_cache, cluster, shared, handle });
+        let preferred_replicas = replicas::PreferredReplicas::new(settings.metadata_refresh);
+        let ctx = Arc::new(ProxyContext {
+            settings,
+            mapper,
+            producer_log,
+            owner_cache,
+            preferred_replicas,
+            cluster,
+            shared,
+            handle,
+        });
         ctx.report_mismatches();
         Ok(Proxy { poll, listener, ctx, commands })
     }

@@ -28,7 +28,11 @@ pub fn names_remapped(ctx: &ProxyContext, req: &Struct<'_>, topics: &str, name: 
             Some(n) => Some(n),
             None => t.uuid("topic_id").and_then(|id| view.topic_names.get(&id).map(String::as_str)),
         };
-        topic.is_some_and(|n| ctx.mapper.decide(n, &view) != Decision::PassThrough)
+        let forgotten = || t.uuid("topic_id").and_then(|id| ctx.mapper.remapped_name(&id));
+        match topic {
+            Some(n) => ctx.mapper.decide(n, &view) != Decision::PassThrough,
+            None => forgotten().is_some(),
+        }
     })
 }
 
@@ -489,7 +493,7 @@ pub fn fetch(ctx: &ProxyContext, session: &mut Session, header: &RequestHeader<'
                 Some(n) if version < 13 => (TopicKey::Name(n.to_string()), Some(n.to_string())),
                 _ => {
                     let id = t.uuid("topic_id").unwrap_or([0; 16]);
-                    (TopicKey::Id(id), view.topic_names.get(&id).cloned())
+                    (TopicKey::Id(id), view.topic_names.get(&id).cloned().or_else(|| ctx.mapper.remapped_name(&id)))
                 }
             };
             let decision = name.as_deref().map_or(Decision::PassThrough, |n| ctx.mapper.decide(n, &view));
@@ -506,7 +510,18 @@ pub fn fetch(ctx: &ProxyContext, session: &mut Session, header: &RequestHeader<'
         let mut decoded = Vec::with_capacity(answers.len());
         for a in &answers {
             let (_, _, body) = parse_response_header(a, ApiKey::Fetch as i16, version).map_err(|e| e.to_string())?;
-            decoded.push(codec::decode(schema, version, body).map_err(|e| format!("malformed Fetch answer: {e}"))?);
+            let mut answer = codec::decode(schema, version, body).map_err(|e| format!("malformed Fetch answer: {e}"))?;
+            for t in answer.structs_mut("responses") {
+                if let Some(rack) = &ctx.settings.client_rack {
+                    super::route::note_fetch_topic(ctx, rack, t);
+                }
+                // The proxy follows a preferred read replica itself: the
+                // client, which sees virtual partitions, must not.
+                for p in t.structs_mut("partitions") {
+                    set_if_present(p, "preferred_read_replica", Value::Int32(-1), version);
+                }
+            }
+            decoded.push(answer);
         }
         let mut stats = fetch_plan::AnswerStats::default();
         let mut resp = fetch_plan::answer(&answer_plan, &decoded, &schema.body, version, &ctx.owner_cache, &mut stats);
@@ -528,22 +543,194 @@ pub fn fetch(ctx: &ProxyContext, session: &mut Session, header: &RequestHeader<'
     }
     // Every round waits behind the first on the broker's connection.
     let wait = Duration::from_millis(req.i32("max_wait_ms").unwrap_or(0).max(0) as u64);
+    // The client's rack id is never passed on: a preferred read replica is
+    // per physical partition, which the client does not know. The proxy
+    // fetches in its own rack (kafka.client_rack), or from leaders. Each
+    // round's partitions led by (or preferring) different brokers go to
+    // each broker apart; their answers are combined into the round's.
+    let rack = ctx.settings.client_rack.clone();
     let mut parts = Vec::with_capacity(planned.rounds.len());
+    let mut parts_per_round = Vec::with_capacity(planned.rounds.len());
     for round in &planned.rounds {
-        let route = round
-            .structs("topics")
-            .find_map(|t| {
-                let name = match t.str("topic") {
-                    Some(n) => n.to_string(),
-                    None => ctx.cluster.topic_name(&t.uuid("topic_id")?)?,
-                };
-                Some(Route::Leader { topic: name, partition: t.structs("partitions").next()?.i32("partition")? })
-            })
-            .unwrap_or(Route::Any);
-        match Part::build(session, header.client_id.as_deref(), ApiKey::Fetch as i16, version, round, route, wait) {
-            Ok(part) => parts.push(part),
-            Err(e) => return Some(Plan::Close(e)),
+        let mut round = round.clone();
+        set_if_present(&mut round, "rack_id", Value::str(rack.clone().unwrap_or_default()), version);
+        let destinations = fetch_destinations(ctx, rack.as_deref(), round.array("topics"));
+        let bodies: Vec<(Route, Struct<'_>)> = if destinations.is_empty() {
+            vec![(Route::Any, round.clone())]
+        } else {
+            destinations
+                .into_iter()
+                .map(|(route, topics)| {
+                    let mut body = round.clone();
+                    body.set("topics", Value::Array(Some(topics)));
+                    (route, body)
+                })
+                .collect()
+        };
+        parts_per_round.push(bodies.len());
+        for (route, body) in &bodies {
+            match Part::build(session, header.client_id.as_deref(), ApiKey::Fetch as i16, version, body, route.clone(), wait) {
+                Ok(part) => parts.push(part),
+                Err(e) => return Some(Plan::Close(e)),
+            }
         }
     }
-    Some(Plan::Forward { parts, expect_response: true, finish: Finish::Merge(Box::new(build)) })
+    let finish = move |ctx: &ProxyContext, version: i16, corr: i32, answers: Vec<Vec<u8>>| -> Result<Vec<u8>, String> {
+        let mut answers = answers.into_iter();
+        let mut rounds = Vec::with_capacity(parts_per_round.len());
+        for &n in &parts_per_round {
+            let mut group: Vec<Vec<u8>> = answers.by_ref().take(n).collect();
+            rounds.push(if group.len() == 1 { group.pop().expect("one") } else { combine_fetch_answers(version, &group)? });
+        }
+        build(ctx, version, corr, rounds)
+    };
+    Some(Plan::Forward { parts, expect_response: true, finish: Finish::Merge(Box::new(finish)) })
+}
+
+/// The upstream fetch's partitions grouped by the broker each must be
+/// fetched from (its preferred read replica for `rack`, else its leader),
+/// each group with its route, in request order.
+fn fetch_destinations<'a>(ctx: &ProxyContext, rack: Option<&str>, topics: &[Value<'a>]) -> Vec<(Route, Vec<Value<'a>>)> {
+    let mut groups: Vec<(Option<i32>, Route, Vec<Value<'a>>)> = Vec::new();
+    for t in topics.iter().filter_map(Value::as_struct) {
+        let name = match t.str("topic") {
+            Some(n) => Some(n.to_string()),
+            None => t.uuid("topic_id").and_then(|id| ctx.cluster.topic_name(&id).or_else(|| ctx.mapper.remapped_name(&id))),
+        };
+        for e in t.structs("partitions") {
+            let route = match (&name, e.i32("partition")) {
+                (Some(n), Some(p)) => super::route::fetch_from(ctx, rack, n.clone(), p),
+                _ => Route::Any,
+            };
+            let node = match &route {
+                Route::Replica { node, .. } => Some(*node),
+                Route::Leader { topic, partition } => ctx.cluster.leader_of(topic, *partition),
+                _ => None,
+            };
+            let i = match groups.iter().position(|(n, _, _)| *n == node) {
+                Some(i) => i,
+                None => {
+                    groups.push((node, route, Vec::new()));
+                    groups.len() - 1
+                }
+            };
+            let entries = &mut groups[i].2;
+            let same_topic = |x: &Value<'a>| {
+                x.as_struct().is_some_and(|x| x.str("topic") == t.str("topic") && x.uuid("topic_id") == t.uuid("topic_id"))
+            };
+            match entries.iter_mut().rev().find(|x| same_topic(x)).and_then(Value::as_struct_mut) {
+                Some(topic) => topic.array_mut("partitions").expect("a fetch topic has partitions").push(Value::Struct(e.clone())),
+                None => {
+                    let mut topic = t.clone();
+                    topic.set("partitions", Value::Array(Some(vec![Value::Struct(e.clone())])));
+                    entries.push(Value::Struct(topic));
+                }
+            }
+        }
+    }
+    groups.into_iter().map(|(_, route, topics)| (route, topics)).collect()
+}
+
+/// Several Fetch answers (full frames) as one: their topics and partitions
+/// together, the largest throttle, the first top-level error.
+fn combine_fetch_answers(version: i16, answers: &[Vec<u8>]) -> Result<Vec<u8>, String> {
+    let schema = response_schema(ApiKey::Fetch as i16).expect("declared");
+    let mut decoded = Vec::with_capacity(answers.len());
+    for a in answers {
+        let (_, _, body) = parse_response_header(a, ApiKey::Fetch as i16, version).map_err(|e| e.to_string())?;
+        decoded.push(codec::decode(schema, version, body).map_err(|e| format!("malformed Fetch answer: {e}"))?);
+    }
+    let mut decoded = decoded.into_iter();
+    let mut combined = decoded.next().ok_or("no Fetch answer")?;
+    for other in decoded {
+        let throttle = combined.i32("throttle_time_ms").unwrap_or(0).max(other.i32("throttle_time_ms").unwrap_or(0));
+        set_if_present(&mut combined, "throttle_time_ms", Value::Int32(throttle), version);
+        if combined.i16("error_code") == Some(error::NONE) {
+            if let Some(code) = other.i16("error_code") {
+                set_if_present(&mut combined, "error_code", Value::Int16(code), version);
+            }
+        }
+        let topics = combined.array_mut("responses").expect("a Fetch answer has responses");
+        for t in other.structs("responses") {
+            let same = |x: &Value<'_>| {
+                x.as_struct().is_some_and(|x| x.str("topic") == t.str("topic") && x.uuid("topic_id") == t.uuid("topic_id"))
+            };
+            match topics.iter_mut().find(|x| same(x)).and_then(Value::as_struct_mut) {
+                Some(mine) => mine.array_mut("partitions").expect("a topic has partitions").extend(t.array("partitions").iter().cloned()),
+                None => topics.push(Value::Struct(t.clone())),
+            }
+        }
+    }
+    encode_response(ApiKey::Fetch as i16, version, 0, &[], &combined).map_err(|e| e.to_string())
+}
+
+fn set_if_present(s: &mut Struct<'_>, name: &str, value: Value<'static>, version: i16) {
+    if let Some(i) = s.schema.index_of(name) {
+        let f = &s.schema.fields[i];
+        if f.versions.contains(version) && !f.is_tagged_in(version) {
+            s.fields[i] = value;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VERSION: i16 = 12;
+
+    /// A Fetch answer of `partitions` (topic, index, error), with a throttle.
+    fn answer(throttle: i32, partitions: &[(&str, i32, i16)]) -> Vec<u8> {
+        let schema = response_schema(ApiKey::Fetch as i16).unwrap();
+        let ts = codec::element_schema(&schema.body, "responses");
+        let ps = codec::element_schema(ts, "partitions");
+        let mut body = codec::with_defaults(&schema.body, VERSION);
+        body.set("throttle_time_ms", Value::Int32(throttle));
+        let mut topics: Vec<Value<'_>> = Vec::new();
+        for &(topic, index, code) in partitions {
+            let mut p = codec::with_defaults(ps, VERSION);
+            p.set("partition_index", Value::Int32(index));
+            p.set("error_code", Value::Int16(code));
+            let found = topics.iter_mut().filter_map(Value::as_struct_mut).find(|t| t.str("topic") == Some(topic));
+            match found {
+                Some(t) => t.array_mut("partitions").unwrap().push(Value::Struct(p)),
+                None => {
+                    let mut t = codec::with_defaults(ts, VERSION);
+                    t.set("topic", Value::str(topic));
+                    t.set("partitions", Value::Array(Some(vec![Value::Struct(p)])));
+                    topics.push(Value::Struct(t));
+                }
+            }
+        }
+        body.set("responses", Value::Array(Some(topics)));
+        encode_response(ApiKey::Fetch as i16, VERSION, 9, &[], &body).unwrap()
+    }
+
+    #[test]
+    fn answers_of_a_split_fetch_combine_into_one() {
+        let a = answer(5, &[("t", 0, error::NONE), ("u", 2, error::NONE)]);
+        let b = answer(20, &[("t", 1, error::NOT_LEADER_OR_FOLLOWER), ("v", 0, error::NONE)]);
+        let combined = combine_fetch_answers(VERSION, &[a, b]).unwrap();
+        let (_, _, body) = parse_response_header(&combined, ApiKey::Fetch as i16, VERSION).unwrap();
+        let body = codec::decode(response_schema(ApiKey::Fetch as i16).unwrap(), VERSION, body).unwrap();
+        assert_eq!(body.i32("throttle_time_ms"), Some(20));
+        let seen: Vec<(String, i32, i16)> = body
+            .structs("responses")
+            .flat_map(|t| {
+                let name = t.str("topic").unwrap().to_string();
+                t.structs("partitions")
+                    .map(move |p| (name.clone(), p.i32("partition_index").unwrap(), p.i16("error_code").unwrap()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                ("t".to_string(), 0, error::NONE),
+                ("t".to_string(), 1, error::NOT_LEADER_OR_FOLLOWER),
+                ("u".to_string(), 2, error::NONE),
+                ("v".to_string(), 0, error::NONE),
+            ]
+        );
+    }
 }

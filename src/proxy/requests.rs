@@ -126,13 +126,21 @@ pub fn plan(
             }
         }
         ApiKey::Fetch => {
-            let route = fetch_route(ctx, &req);
+            // A client with a rack id (v11+) may be told by a rack-aware
+            // leader to read from a replica; following it means reaching the
+            // proxy again, so the proxy itself routes the partition there.
+            let rack = req.str("rack_id").filter(|r| !r.is_empty()).map(str::to_string);
+            let route = fetch_route(ctx, &req, rack.as_deref());
             let wait = extra_wait(req.i32("max_wait_ms").unwrap_or(0));
             let route = match (&route, &session.last_fetch_addr) {
                 (Route::Any, Some(addr)) => Route::Address(addr.clone()),
                 _ => route,
             };
-            forward(route, wait, endpoints_rewrite(version >= 16))
+            let finish = match rack {
+                Some(rack) => follow_preferred_replicas(rack, version >= 16),
+                None => endpoints_rewrite(version >= 16),
+            };
+            forward(route, wait, finish)
         }
         ApiKey::ListOffsets => forward(first_partition(&req, "topics", "name", "partitions", "partition_index"), none, Finish::AsIs),
         ApiKey::OffsetForLeaderEpoch => forward(first_partition(&req, "topics", "topic", "partitions", "partition"), none, Finish::AsIs),
@@ -232,7 +240,7 @@ fn first_partition(req: &Struct<'_>, topics: &str, name: &str, partitions: &str,
         .unwrap_or(Route::Any)
 }
 
-fn fetch_route(ctx: &ProxyContext, req: &Struct<'_>) -> Route {
+fn fetch_route(ctx: &ProxyContext, req: &Struct<'_>, rack: Option<&str>) -> Route {
     req.structs("topics")
         .find_map(|t| {
             let topic = match t.str("topic") {
@@ -240,9 +248,21 @@ fn fetch_route(ctx: &ProxyContext, req: &Struct<'_>) -> Route {
                 None => ctx.cluster.topic_name(&t.uuid("topic_id")?)?,
             };
             let p = t.structs("partitions").next()?;
-            Some(Route::Leader { topic, partition: p.i32("partition")? })
+            Some(super::route::fetch_from(ctx, rack, topic, p.i32("partition")?))
         })
         .unwrap_or(Route::Any)
+}
+
+/// The answer to a pass-through fetch from a client in `rack`: forwarded as
+/// it came (addresses rewritten from v16), its preferred read replicas and
+/// errors noted for routing that rack's next fetches.
+fn follow_preferred_replicas(rack: String, has_endpoints: bool) -> Finish {
+    Finish::Rewrite(Box::new(move |ctx, _v, body| {
+        for t in body.structs("responses") {
+            super::route::note_fetch_topic(ctx, &rack, t);
+        }
+        Ok(has_endpoints && addresses::rewrite_brokers(body, &ctx.settings.advertised))
+    }))
 }
 
 fn group_route(group: Option<&str>) -> Route {

@@ -70,6 +70,13 @@ pub enum Decision {
 
 pub struct Mapper {
     rules: MappingRules,
+    /// Every topic remapped since the proxy started, with its mapping: a
+    /// topic once remapped stays remapped while the proxy runs, whatever a
+    /// later metadata answer says (see `decide`).
+    remapped: RwLock<HashMap<String, TopicMapping>>,
+    /// The ids of those topics, so a fetch by id still finds the name when
+    /// the cluster view has dropped the topic.
+    remapped_ids: RwLock<HashMap<[u8; 16], String>>,
     /// The rule each topic name falls under (regexes are not re-run).
     rule_cache: RwLock<HashMap<String, Option<Rule>>>,
     /// Topics already logged as passed through by the default rule.
@@ -78,7 +85,13 @@ pub struct Mapper {
 
 impl Mapper {
     pub fn new(rules: MappingRules) -> Mapper {
-        Mapper { rules, rule_cache: RwLock::new(HashMap::new()), logged_passthrough: Mutex::new(HashSet::new()) }
+        Mapper {
+            rules,
+            remapped: RwLock::new(HashMap::new()),
+            remapped_ids: RwLock::new(HashMap::new()),
+            rule_cache: RwLock::new(HashMap::new()),
+            logged_passthrough: Mutex::new(HashSet::new()),
+        }
     }
 
     pub fn rules(&self) -> &MappingRules {
@@ -105,15 +118,64 @@ impl Mapper {
     }
 
     /// The decision for `topic` given what the cluster holds.
+    ///
+    /// A topic remapped once is never passed through again while the proxy
+    /// runs: passed through, a k = 0 consumer would get every sibling's
+    /// records of its physical partition. So when a later view lacks the
+    /// topic (a refresh that failed for it, a broker that does not know it
+    /// yet or any more) or lists no partitions for it, the remembered
+    /// mapping still applies: requests go upstream remapped and the broker's
+    /// own (retriable) errors come back per virtual partition. When the view
+    /// shows another physical count (the topic was deleted and created
+    /// again, or grown outside the proxy), the topic is a mismatch until the
+    /// proxy restarts: its virtual partitions cannot be placed any more.
     pub fn decide(&self, topic: &str, view: &ClusterView) -> Decision {
-        let Some(info) = view.topics.get(topic) else {
-            // Unknown to the cluster: the broker answers for it.
-            return Decision::PassThrough;
-        };
-        if info.internal || topic.starts_with("__") {
+        let info = view.topics.get(topic);
+        if topic.starts_with("__") || info.is_some_and(|i| i.internal) {
             return Decision::PassThrough;
         }
-        self.decide_for_count(topic, info.partitions.len() as i32)
+        let remembered = self.remapped.read().get(topic).copied();
+        match (info, remembered) {
+            // Unknown to the cluster and never remapped: the broker answers for it.
+            (None, None) => Decision::PassThrough,
+            (None, Some(m)) => Decision::Remap(m),
+            (Some(info), Some(m)) => {
+                let actual = info.partitions.len() as i32;
+                if actual == 0 || actual == m.physical_count {
+                    self.remember_id(topic, info.id);
+                    Decision::Remap(m)
+                } else {
+                    let rule = self.rule_for(topic).map_or_else(|| "its rule".to_string(), |r| r.to_string());
+                    Decision::Mismatch { rule, expected: m.physical_count, actual }
+                }
+            }
+            (Some(info), None) => {
+                let decision = self.decide_for_count(topic, info.partitions.len() as i32);
+                if let Decision::Remap(m) = decision {
+                    self.remapped.write().insert(topic.to_string(), m);
+                    self.remember_id(topic, info.id);
+                }
+                decision
+            }
+        }
+    }
+
+    fn remember_id(&self, topic: &str, id: [u8; 16]) {
+        if id == [0; 16] || self.remapped_ids.read().get(&id).is_some_and(|n| n == topic) {
+            return;
+        }
+        self.remapped_ids.write().insert(id, topic.to_string());
+    }
+
+    /// The name of a remapped topic by id, when the cluster view no longer
+    /// knows the id.
+    pub fn remapped_name(&self, id: &[u8; 16]) -> Option<String> {
+        self.remapped_ids.read().get(id).cloned()
+    }
+
+    /// Whether `topic` has been remapped since the proxy started.
+    pub fn was_remapped(&self, topic: &str) -> bool {
+        self.remapped.read().contains_key(topic)
     }
 
     pub fn decide_for_count(&self, topic: &str, actual: i32) -> Decision {
@@ -146,6 +208,15 @@ impl Mapper {
         names.sort();
         for name in names {
             if let Decision::Mismatch { rule, expected, actual } = self.decide(name, view) {
+                if self.was_remapped(name) {
+                    error!(
+                        "Topic {name} was remapped on {expected} physical partitions and now has {actual} \
+                         (deleted and created again, or grown outside the proxy): its virtual partitions \
+                         cannot be placed, so it is refused until the proxy restarts"
+                    );
+                    count += 1;
+                    continue;
+                }
                 error!(
                     "Topic {name} has {actual} physical partitions but {rule} expects {expected}: \
                      the topic is not served until the cluster or the rule is fixed"
@@ -194,6 +265,46 @@ mod tests {
         assert!(matches!(m.decide_for_count("audit.log", 4), Decision::Mismatch { .. }));
         assert_eq!(m.decide_for_count("config", 3), Decision::PassThrough);
         assert_eq!(m.max_ratio(), 50);
+    }
+
+    fn view_with(topic: &str, id: u8, partitions: usize) -> ClusterView {
+        let mut view = ClusterView::default();
+        let info = crate::cluster::TopicInfo { id: [id; 16], partitions: vec![Default::default(); partitions], ..Default::default() };
+        view.topics.insert(topic.into(), info);
+        view.topic_names.insert([id; 16], topic.into());
+        view
+    }
+
+    #[test]
+    fn a_remapped_topic_stays_remapped_when_the_view_loses_it() {
+        let m = mapper(Some((100, 10)), vec![]);
+        let remapped = Decision::Remap(TopicMapping::new(100, 10));
+        assert_eq!(m.decide("never-seen", &ClusterView::default()), Decision::PassThrough);
+        assert_eq!(m.decide("a", &view_with("a", 7, 10)), remapped);
+        // Missing (UNKNOWN_TOPIC_OR_PARTITION removed it, or a failed refresh).
+        assert_eq!(m.decide("a", &ClusterView::default()), remapped);
+        assert_eq!(m.remapped_name(&[7; 16]).as_deref(), Some("a"));
+        // Listed with no partitions while metadata propagates.
+        assert_eq!(m.decide("a", &view_with("a", 7, 0)), remapped);
+        // Created again with the same count: same mapping, the new id learnt.
+        assert_eq!(m.decide("a", &view_with("a", 8, 10)), remapped);
+        assert_eq!(m.remapped_name(&[8; 16]).as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn a_remapped_topic_with_another_count_is_a_mismatch_until_restart() {
+        let m = mapper(Some((100, 10)), vec![]);
+        assert!(matches!(m.decide("a", &view_with("a", 1, 10)), Decision::Remap(_)));
+        // Under the default rule a fresh proxy would pass a 3-partition topic
+        // through; this one knows the topic's virtual partitions.
+        assert_eq!(
+            m.decide("a", &view_with("a", 2, 3)),
+            Decision::Mismatch { rule: "mapping".to_string(), expected: 10, actual: 3 }
+        );
+        assert_eq!(m.report_mismatches(&view_with("a", 2, 3)), 1);
+        let fresh = mapper(Some((100, 10)), vec![]);
+        assert_eq!(fresh.decide("a", &view_with("a", 2, 3)), Decision::PassThrough);
+        assert_eq!(fresh.report_mismatches(&view_with("a", 2, 3)), 0);
     }
 
     #[test]

@@ -23,6 +23,16 @@ pub fn virtualize(body: &mut Struct<'_>, mapper: &Mapper, view: &ClusterView) ->
             Decision::Remap(m) => {
                 let physical: Vec<Struct<'_>> = topic.structs("partitions").cloned().collect();
                 let by_index = |p: PhysicalPartition| physical.iter().find(|s| s.i32("partition_index") == Some(p.0));
+                if (0..m.physical_count).any(|p| by_index(PhysicalPartition(p)).is_none()) {
+                    // A remapped topic this answer lists without (all) its
+                    // physical partitions: what Kafka answers while a topic's
+                    // metadata propagates. A client retries; shown with fewer
+                    // partitions, a consumer group would rebalance them away.
+                    topic.set("error_code", Value::Int16(error::LEADER_NOT_AVAILABLE));
+                    topic.set("partitions", Value::Array(Some(Vec::new())));
+                    changed = true;
+                    continue;
+                }
                 let mut partitions = Vec::with_capacity(m.virtual_count as usize);
                 for v in 0..m.virtual_count {
                     let (p, _) = m.locate(super::mapping::VirtualPartition(v)).expect("in range");
@@ -43,4 +53,61 @@ pub fn virtualize(body: &mut Struct<'_>, mapper: &Mapper, view: &ClusterView) ->
         }
     }
     changed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::{ClusterView, TopicInfo};
+    use crate::config::MappingRules;
+    use crate::kafka::codec::{self, Value};
+    use crate::kafka::message::response_schema;
+
+    const VERSION: i16 = 12;
+
+    fn response(topic: &str, physical: i32) -> Struct<'static> {
+        let schema = response_schema(3).unwrap();
+        let mut body = codec::with_defaults(&schema.body, VERSION);
+        let ts = codec::element_schema(&schema.body, "topics");
+        let ps = codec::element_schema(ts, "partitions");
+        let mut t = codec::with_defaults(ts, VERSION);
+        t.set("name", Value::str(topic));
+        let partitions = (0..physical)
+            .map(|i| {
+                let mut p = codec::with_defaults(ps, VERSION);
+                p.set("partition_index", Value::Int32(i));
+                Value::Struct(p)
+            })
+            .collect();
+        t.set("partitions", Value::Array(Some(partitions)));
+        body.set("topics", Value::Array(Some(vec![Value::Struct(t)])));
+        body
+    }
+
+    fn view(topic: &str, physical: usize) -> ClusterView {
+        let mut view = ClusterView::default();
+        view.topics.insert(topic.into(), TopicInfo { partitions: vec![Default::default(); physical], ..Default::default() });
+        view
+    }
+
+    fn shown(body: &Struct<'_>) -> (i16, usize) {
+        let t = body.structs("topics").next().unwrap();
+        (t.i16("error_code").unwrap(), t.array("partitions").len())
+    }
+
+    #[test]
+    fn a_remapped_topic_listed_without_its_partitions_is_leader_not_available() {
+        let mapper = Mapper::new(MappingRules::new(Some((4, 2)), vec![]).unwrap());
+        let mut body = response("t", 2);
+        assert!(virtualize(&mut body, &mapper, &view("t", 2)));
+        assert_eq!(shown(&body), (error::NONE, 4));
+        // The same topic, listed while its metadata propagates: no partitions.
+        let mut body = response("t", 0);
+        assert!(virtualize(&mut body, &mapper, &view("t", 0)));
+        assert_eq!(shown(&body), (error::LEADER_NOT_AVAILABLE, 0));
+        // A topic never remapped, listed so: as the broker said.
+        let mut body = response("u", 0);
+        assert!(!virtualize(&mut body, &mapper, &view("u", 0)));
+        assert_eq!(shown(&body), (error::NONE, 0));
+    }
 }
