@@ -39,6 +39,10 @@ pub const DEFAULT_CONNECTION_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 30_000;
 /// `kafka.metadata_refresh_interval_ms` when not set.
 pub const DEFAULT_METADATA_REFRESH_INTERVAL_MS: u64 = 30_000;
+/// `kafka.derived_offset_refresh_interval_ms` when not set: a day, well
+/// inside Kafka's default `offsets.retention.minutes` (7 days), which the
+/// proxy cannot read.
+pub const DEFAULT_DERIVED_OFFSET_REFRESH_INTERVAL_MS: u64 = 24 * 60 * 60 * 1000;
 /// `metrics.address` when not set.
 pub const DEFAULT_METRICS_ADDRESS: &str = "0.0.0.0:9090";
 /// The warning returned when a configuration sets `mapping.offset_range`.
@@ -132,6 +136,9 @@ pub struct KafkaConfig {
     pub connection_timeout_ms: u64,
     pub request_timeout_ms: u64,
     pub metadata_refresh_interval_ms: u64,
+    /// How often, at most, a group's derived offsets are re-committed (see
+    /// `remap::groups::KeepAlive`).
+    pub derived_offset_refresh_interval_ms: u64,
     pub security_protocol: SecurityProtocol,
     pub tls: Option<KafkaTls>,
     pub sasl: Option<KafkaSasl>,
@@ -146,6 +153,9 @@ impl KafkaConfig {
     }
     pub fn metadata_refresh_interval(&self) -> Duration {
         Duration::from_millis(self.metadata_refresh_interval_ms)
+    }
+    pub fn derived_offset_refresh_interval(&self) -> Duration {
+        Duration::from_millis(self.derived_offset_refresh_interval_ms)
     }
 }
 
@@ -806,6 +816,7 @@ const KAFKA_KEYS: &[&str] = &[
     "connection_timeout_ms",
     "request_timeout_ms",
     "metadata_refresh_interval_ms",
+    "derived_offset_refresh_interval_ms",
     "security_protocol",
     "tls",
     "sasl",
@@ -1364,6 +1375,14 @@ impl Decoder<'_> {
             ms_max,
             DEFAULT_METADATA_REFRESH_INTERVAL_MS,
         );
+        let derived_offset_refresh_interval_ms = self.opt_uint(
+            m,
+            path,
+            "derived_offset_refresh_interval_ms",
+            1,
+            ms_max,
+            DEFAULT_DERIVED_OFFSET_REFRESH_INTERVAL_MS,
+        );
         let protocol = match get(m, "security_protocol") {
             Some(v) => self.choice(v, "kafka.security_protocol", SecurityProtocol::ALL)?,
             None => SecurityProtocol::Plaintext,
@@ -1436,6 +1455,7 @@ impl Decoder<'_> {
             connection_timeout_ms,
             request_timeout_ms,
             metadata_refresh_interval_ms,
+            derived_offset_refresh_interval_ms,
             security_protocol: protocol,
             tls,
             sasl,
@@ -1672,6 +1692,7 @@ kafka:
         assert_eq!(c.kafka.connection_timeout(), Duration::from_secs(10));
         assert_eq!(c.kafka.request_timeout(), Duration::from_secs(30));
         assert_eq!(c.kafka.metadata_refresh_interval(), Duration::from_secs(30));
+        assert_eq!(c.kafka.derived_offset_refresh_interval(), Duration::from_secs(24 * 3600));
         assert_eq!(c.kafka.security_protocol, SecurityProtocol::Plaintext);
         assert!(c.mapping.is_empty());
         assert_eq!(c.mapping.rule_for("anything"), None);
@@ -1700,6 +1721,7 @@ kafka:
   connection_timeout_ms: 1
   request_timeout_ms: 2
   metadata_refresh_interval_ms: 3
+  derived_offset_refresh_interval_ms: 4
 metrics:
   enabled: true
   address: 127.0.0.1:9999
@@ -1721,9 +1743,10 @@ logging:
             (
                 c.kafka.connection_timeout_ms,
                 c.kafka.request_timeout_ms,
-                c.kafka.metadata_refresh_interval_ms
+                c.kafka.metadata_refresh_interval_ms,
+                c.kafka.derived_offset_refresh_interval_ms
             ),
-            (1, 2, 3)
+            (1, 2, 3, 4)
         );
         assert!(c.metrics.enabled);
         assert_eq!(c.metrics.address, "127.0.0.1:9999");

@@ -151,6 +151,7 @@ fn settings(config: &Config) -> Result<ProxySettings, String> {
         connect_timeout: config.kafka.connection_timeout(),
         request_timeout: config.kafka.request_timeout(),
         metadata_refresh: config.kafka.metadata_refresh_interval(),
+        derived_offset_refresh: config.kafka.derived_offset_refresh_interval(),
         max_connections: config.listen.max_connections,
         max_frame_bytes: config.listen.max_frame_bytes,
         max_in_flight_per_client: MAX_IN_FLIGHT_PER_CLIENT,

@@ -88,6 +88,7 @@ pub struct ProxySettings {
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
     pub metadata_refresh: Duration,
+    pub derived_offset_refresh: Duration,
     pub max_connections: usize,
     pub max_frame_bytes: usize,
     pub max_in_flight_per_client: usize,
@@ -101,6 +102,7 @@ pub struct ProxyContext {
     pub mapper: crate::remap::mapping::Mapper,
     pub producer_ids: crate::remap::produce::ProducerIds,
     pub owner_cache: crate::remap::fetch::OwnerCache,
+    pub derived_keepalive: crate::remap::groups::KeepAlive,
     pub cluster: Arc<Cluster>,
     pub shared: Arc<Shared>,
     pub handle: LoopHandle,
@@ -172,7 +174,8 @@ impl Proxy {
         let handle = LoopHandle::new(tx, waker);
         let producer_ids = Default::default();
         let owner_cache = Default::default();
-        let ctx = Arc::new(ProxyContext { settings, mapper, producer_ids, owner_cache, cluster, shared, handle });
+        let derived_keepalive = crate::remap::groups::KeepAlive::new(settings.derived_offset_refresh);
+        let ctx = Arc::new(ProxyContext { settings, mapper, producer_ids, owner_cache, derived_keepalive, cluster, shared, handle });
         ctx.report_mismatches();
         Ok(Proxy { poll, listener, ctx, commands })
     }
