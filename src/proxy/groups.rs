@@ -249,8 +249,10 @@ fn keepalive_ids(max_k: i32) -> usize {
 fn keepalive_stage(ctx: &ProxyContext, group: String, commit_version: i16, client_id: Option<String>, mut ids: ReservedIds, response: Vec<u8>) -> Step {
     let max_k = ctx.mapper.max_ratio();
     // From v2 an OffsetFetch with null topics answers all of the group's.
+    // v8 (groups) is preferred: Tansu 0.6 answers v2-v7 asked that way
+    // with a null topics array, which no Kafka version sends.
     let fetch_version = match ctx.cluster.upstream_versions(ApiKey::OffsetFetch as i16) {
-        Some((min, max)) if max >= 2 && min <= 7 => max.min(7),
+        Some((min, max)) if max >= 2 && min <= 8 => max.min(8),
         _ => return Step::Done(response),
     };
     let schema = &request_schema(ApiKey::OffsetFetch as i16).expect("declared").body;
@@ -258,8 +260,17 @@ fn keepalive_stage(ctx: &ProxyContext, group: String, commit_version: i16, clien
     for k in 1..max_k {
         let name = derived_group(&group, k);
         let mut body = codec::with_defaults(schema, fetch_version);
-        body.set("group_id", Value::str(name.clone()));
-        body.set("topics", Value::Array(None));
+        if fetch_version >= 8 {
+            let mut g = codec::with_defaults(codec::element_schema(schema, "groups"), fetch_version);
+            g.set("group_id", Value::str(name.clone()));
+            set_if(&mut g, "member_id", Value::String(None), fetch_version);
+            set_if(&mut g, "member_epoch", Value::Int32(-1), fetch_version);
+            g.set("topics", Value::Array(None));
+            body.set("groups", Value::Array(Some(vec![Value::Struct(g)])));
+        } else {
+            body.set("group_id", Value::str(name.clone()));
+            body.set("topics", Value::Array(None));
+        }
         match ids.part(client_id.as_deref(), ApiKey::OffsetFetch, fetch_version, &body, Route::Group(name)) {
             Ok(p) => fetches.push(p),
             Err(e) => {
