@@ -15,11 +15,18 @@ correlation id, and can:
   answers, e.g. CreatePartitions, which Tansu 0.6 lacks, so that the proxy
   offers it and its own refusal for remapped topics can be seen by a real
   client (the proxy answers those requests itself; nothing reaches Tansu).
+- answer_requests(hook): hook(api_key, api_version, correlation_id, frame)
+  sees every request before it is forwarded (frame without size prefix);
+  bytes it returns go back as the answer instead, and the request never
+  reaches the broker: a stand-in for an API Tansu lacks (OffsetDelete). It
+  waits for the connection's earlier requests to be answered first, which
+  is enough for one client's sequential requests, not for a pipelining one.
 """
 
 import socket
 import struct
 import threading
+import time
 
 import kafkawire
 
@@ -55,6 +62,7 @@ class Relay:
         self.lose = {}           # api_key -> responses still to lose
         self.lost = []           # (api_key, api_version, correlation_id) of lost responses
         self.extra_apis = {}
+        self.request_hook = None
         self.requests = {}       # api_key -> count forwarded
         self.sockets = []
         self.closed = False
@@ -70,6 +78,9 @@ class Relay:
 
     def offer_apis(self, apis):
         self.extra_apis.update(apis)
+
+    def answer_requests(self, hook):
+        self.request_hook = hook
 
     def pending_losses(self):
         with self.lock:
@@ -135,6 +146,13 @@ class Relay:
                 if frame is None:
                     break
                 api_key, api_version, corr = struct.unpack(">hhi", frame[:8])
+                hook = self.request_hook
+                answer = hook(api_key, api_version, corr, frame) if hook else None
+                if answer is not None:
+                    while inflight:  # answers go back in request order
+                        time.sleep(0.001)
+                    client.sendall(struct.pack(">i", len(answer)) + answer)
+                    continue
                 inflight[corr] = (api_key, api_version)
                 with self.lock:
                     self.requests[api_key] = self.requests.get(api_key, 0) + 1
