@@ -3,7 +3,7 @@
 //! returns `None` when the request touches no remapped topic, so it goes
 //! upstream as the bytes that came.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use log::{debug, warn};
@@ -16,7 +16,7 @@ use crate::kafka::api::{error, ApiKey};
 use crate::kafka::codec::{self, Struct, Value};
 use crate::kafka::header::{parse_response_header, RequestHeader};
 use crate::kafka::message::{encode_request, encode_response, request_schema, response_schema};
-use crate::remap::groups::{derived_group, parse_derived, refuses_member, DeleteVerdict, MainGroup, GROUP_SUBSCRIBED_TO_TOPIC};
+use crate::remap::groups::{derived_group, parse_derived, refuses_member, DeleteVerdict, DerivedOffset, MainGroup, GROUP_SUBSCRIBED_TO_TOPIC};
 use crate::remap::mapping::{Decision, VirtualPartition};
 
 /// Where one partition of a group request goes.
@@ -246,7 +246,15 @@ fn keepalive_ids(max_k: i32) -> usize {
 /// OffsetFetch of each derived group, then OffsetCommit (generation -1, as
 /// every derived commit) of what it holds. The client's `response` goes
 /// back whatever they answer: the refresh is the proxy's bookkeeping.
-fn keepalive_stage(ctx: &ProxyContext, group: String, commit_version: i16, client_id: Option<String>, mut ids: ReservedIds, response: Vec<u8>) -> Step {
+fn keepalive_stage(
+    ctx: &ProxyContext,
+    group: String,
+    commit_version: i16,
+    client_id: Option<String>,
+    mut ids: ReservedIds,
+    fresh: BTreeSet<DerivedOffset>,
+    response: Vec<u8>,
+) -> Step {
     let max_k = ctx.mapper.max_ratio();
     // From v2 an OffsetFetch with null topics answers all of the group's.
     // v8 (groups) is preferred: Tansu 0.6 answers v2-v7 asked that way
@@ -300,7 +308,7 @@ fn keepalive_stage(ctx: &ProxyContext, group: String, commit_version: i16, clien
                     warn!("Derived offsets of {name} not refreshed: OffsetFetch answered error {}", held.error_code);
                     continue;
                 }
-                let body = match recommit_body(commit_version, &name, &held) {
+                let body = match recommit_body(commit_version, &name, &held, &|topic, p| fresh.contains(&(k, topic.to_string(), p))) {
                     Some((body, n)) => {
                         offsets += n;
                         body
@@ -337,8 +345,9 @@ fn keepalive_stage(ctx: &ProxyContext, group: String, commit_version: i16, clien
 }
 
 /// An OffsetCommit to derived group `name` of the offsets it holds,
-/// unchanged, and how many; `None` when it holds none.
-fn recommit_body(version: i16, name: &str, held: &GroupOffsets) -> Option<(Struct<'static>, usize)> {
+/// unchanged, but those `fresh` selects; and how many. `None` when none is
+/// left.
+fn recommit_body(version: i16, name: &str, held: &GroupOffsets, fresh: &dyn Fn(&str, i32) -> bool) -> Option<(Struct<'static>, usize)> {
     let schema = &request_schema(ApiKey::OffsetCommit as i16).expect("declared").body;
     let ts = codec::element_schema(schema, "topics");
     let ps = codec::element_schema(ts, "partitions");
@@ -349,7 +358,7 @@ fn recommit_body(version: i16, name: &str, held: &GroupOffsets) -> Option<(Struc
         .filter_map(|(topic, parts)| {
             let entries: Vec<Value<'static>> = parts
                 .iter()
-                .filter(|(_, c)| c.error_code == error::NONE && c.offset >= 0)
+                .filter(|(p, c)| c.error_code == error::NONE && c.offset >= 0 && !fresh(topic, *p))
                 .map(|(p, c)| {
                     let mut e = codec::with_defaults(ps, version);
                     e.set("partition_index", Value::Int32(*p));
@@ -474,6 +483,7 @@ pub fn offset_commit(ctx: &ProxyContext, session: &mut Session, header: &Request
     let keepalive = (needs_check && max_k > 1 && ctx.derived_keepalive.is_due(&group, Instant::now()))
         .then(|| ReservedIds::take(session, keepalive_ids(max_k)));
     let client_id = header.client_id.as_deref().map(str::to_string);
+    let committed_group = group.clone();
     let placements_final = placements.clone();
     let finish_all = move |main_codes: BTreeMap<(String, i32), i16>, refusal: Option<i16>, derived_answers: Vec<Vec<u8>>, ks: Vec<i32>, correlation_id: i32| -> Result<Vec<u8>, String> {
         let mut derived_codes: BTreeMap<(i32, String, i32), i16> = BTreeMap::new();
@@ -532,10 +542,14 @@ pub fn offset_commit(ctx: &ProxyContext, session: &mut Session, header: &Request
                 );
             }
             let refusal = member_error.or(standalone_refusal);
-            // A current member's commit keeps the derived offsets alive.
-            let keepalive = keepalive.filter(|_| member_error.is_none() && ctx.derived_keepalive.claim(&group, Instant::now()));
+            // A current member's commit keeps the derived offsets alive,
+            // once its own derived commits are done (and left out).
+            let keepalive = keepalive.filter(|_| member_error.is_none());
             let then = move |ctx: &ProxyContext, response: Vec<u8>| match keepalive {
-                Some(ids) => keepalive_stage(ctx, group, version, client_id, ids, response),
+                Some(ids) => match ctx.derived_keepalive.claim(&group, Instant::now()) {
+                    Some(fresh) => keepalive_stage(ctx, group, version, client_id, ids, fresh, response),
+                    None => Step::Done(response),
+                },
                 None => Step::Done(response),
             };
             if refusal.is_some() || derived_parts.is_empty() {
@@ -543,7 +557,16 @@ pub fn offset_commit(ctx: &ProxyContext, session: &mut Session, header: &Request
             }
             Ok(Step::More {
                 parts: derived_parts,
-                finish: Finish::Then(Box::new(move |ctx, _v, corr, answers| finish_all(main_codes, None, answers, ks, corr).map(|r| then(ctx, r)))),
+                finish: Finish::Then(Box::new(move |ctx, _v, corr, answers| {
+                    let mut committed = Vec::new();
+                    for (k, answer) in ks.iter().zip(&answers) {
+                        if let Ok((_, codes)) = partition_codes(ApiKey::OffsetCommit, version, answer) {
+                            committed.extend(codes.into_iter().filter(|(_, c)| *c == error::NONE).map(|((t, p), _)| (*k, t, p)));
+                        }
+                    }
+                    ctx.derived_keepalive.committed(&committed_group, committed, Instant::now());
+                    finish_all(main_codes, None, answers, ks, corr).map(|r| then(ctx, r))
+                })),
             })
         })),
     })

@@ -54,6 +54,8 @@ pub fn refuses_member(code: i16) -> bool {
 }
 
 const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
+const GROUP_AUTHORIZATION_FAILED: i16 = 30;
+const STALE_MEMBER_EPOCH: i16 = 113;
 pub const NON_EMPTY_GROUP: i16 = 68;
 pub const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
 
@@ -180,10 +182,25 @@ pub fn subscription_topics(metadata: &[u8]) -> Option<Vec<String>> {
 /// members, while the group's own offsets live as long as its members do.
 /// So when a member of the group commits, the proxy re-commits the derived
 /// offsets as they are, at most once per `interval` per group.
+///
+/// Kafka's commits are last-writer-wins: a re-commit of an offset read just
+/// before a member commits the same partition would move it back. Offsets
+/// committed through this proxy since the last refresh are fresh anyway and
+/// left out, so only partitions idle for an interval are re-committed.
 #[derive(Debug)]
 pub struct KeepAlive {
     interval: Duration,
-    last: Mutex<HashMap<String, Instant>>,
+    groups: Mutex<HashMap<String, Refresh>>,
+}
+
+/// A derived offset: (k, topic, physical partition).
+pub type DerivedOffset = (i32, String, i32);
+
+#[derive(Debug, Default)]
+struct Refresh {
+    last: Option<Instant>,
+    /// Committed through this proxy since `last`.
+    fresh: BTreeSet<DerivedOffset>,
 }
 
 /// Past this many groups, those refreshed longer than an interval ago are
@@ -192,32 +209,46 @@ const KEEPALIVE_PRUNE_AT: usize = 10_000;
 
 impl KeepAlive {
     pub fn new(interval: Duration) -> KeepAlive {
-        KeepAlive { interval, last: Mutex::new(HashMap::new()) }
+        KeepAlive { interval, groups: Mutex::new(HashMap::new()) }
+    }
+
+    fn recent(&self, last: Option<Instant>, now: Instant) -> bool {
+        last.is_some_and(|t| now.saturating_duration_since(t) < self.interval)
     }
 
     /// Whether `group`'s derived offsets are due a refresh at `now`.
     pub fn is_due(&self, group: &str, now: Instant) -> bool {
-        let last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        last.get(group).map_or(true, |t| now.saturating_duration_since(*t) >= self.interval)
+        let groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+        !self.recent(groups.get(group).and_then(|r| r.last), now)
     }
 
-    /// Takes the refresh of `group` at `now` if it is due: true for one
-    /// caller per interval, so concurrent commits refresh once.
-    pub fn claim(&self, group: &str, now: Instant) -> bool {
-        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        if last.get(group).is_some_and(|t| now.saturating_duration_since(*t) < self.interval) {
-            return false;
+    /// Records derived offsets a member of `group` just committed.
+    pub fn committed(&self, group: &str, offsets: impl IntoIterator<Item = DerivedOffset>, now: Instant) {
+        let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+        self.prune(&mut groups, now);
+        groups.entry(group.to_string()).or_default().fresh.extend(offsets);
+    }
+
+    /// Takes the refresh of `group` at `now` if it is due (one caller per
+    /// interval, so concurrent commits refresh once): the offsets to leave
+    /// out, committed since the last refresh.
+    pub fn claim(&self, group: &str, now: Instant) -> Option<BTreeSet<DerivedOffset>> {
+        let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+        if self.recent(groups.get(group).and_then(|r| r.last), now) {
+            return None;
         }
-        if last.len() >= KEEPALIVE_PRUNE_AT {
-            let interval = self.interval;
-            last.retain(|_, t| now.saturating_duration_since(*t) < interval);
+        self.prune(&mut groups, now);
+        let refresh = groups.entry(group.to_string()).or_default();
+        refresh.last = Some(now);
+        Some(std::mem::take(&mut refresh.fresh))
+    }
+
+    fn prune(&self, groups: &mut HashMap<String, Refresh>, now: Instant) {
+        if groups.len() >= KEEPALIVE_PRUNE_AT {
+            groups.retain(|_, r| self.recent(r.last, now));
         }
-        last.insert(group.to_string(), now);
-        true
     }
 }
-const GROUP_AUTHORIZATION_FAILED: i16 = 30;
-const STALE_MEMBER_EPOCH: i16 = 113;
 
 #[cfg(test)]
 mod tests {
@@ -296,14 +327,33 @@ mod tests {
     fn keepalive_once_per_interval_per_group() {
         let keepalive = KeepAlive::new(Duration::from_secs(10));
         let t0 = Instant::now();
+        let at = |s| t0 + Duration::from_secs(s);
         assert!(keepalive.is_due("g", t0));
-        assert!(keepalive.claim("g", t0));
-        assert!(!keepalive.claim("g", t0), "a second commit at once refreshes again");
-        assert!(!keepalive.is_due("g", t0 + Duration::from_secs(9)));
-        assert!(!keepalive.claim("g", t0 + Duration::from_secs(9)));
-        assert!(keepalive.claim("other", t0 + Duration::from_secs(9)), "groups are independent");
-        assert!(keepalive.is_due("g", t0 + Duration::from_secs(10)));
-        assert!(keepalive.claim("g", t0 + Duration::from_secs(10)));
-        assert!(!keepalive.claim("g", t0 + Duration::from_secs(19)));
+        assert_eq!(keepalive.claim("g", t0), Some(BTreeSet::new()));
+        assert_eq!(keepalive.claim("g", t0), None, "a second commit at once refreshes again");
+        assert!(!keepalive.is_due("g", at(9)));
+        assert_eq!(keepalive.claim("g", at(9)), None);
+        assert!(keepalive.claim("other", at(9)).is_some(), "groups are independent");
+        assert!(keepalive.is_due("g", at(10)));
+        assert!(keepalive.claim("g", at(10)).is_some());
+        assert_eq!(keepalive.claim("g", at(19)), None);
+    }
+
+    #[test]
+    fn keepalive_leaves_out_offsets_committed_since_the_last_refresh() {
+        let keepalive = KeepAlive::new(Duration::from_secs(10));
+        let t0 = Instant::now();
+        let at = |s| t0 + Duration::from_secs(s);
+        keepalive.committed("g", [(1, "t".to_string(), 0)], t0);
+        assert!(keepalive.is_due("g", t0), "a commit is not a refresh");
+        assert_eq!(keepalive.claim("g", t0), Some(BTreeSet::from([(1, "t".to_string(), 0)])));
+        keepalive.committed("g", [(2, "t".to_string(), 3)], at(5));
+        keepalive.committed("g", [(2, "t".to_string(), 3), (1, "u".to_string(), 1)], at(6));
+        assert_eq!(
+            keepalive.claim("g", at(10)),
+            Some(BTreeSet::from([(1, "u".to_string(), 1), (2, "t".to_string(), 3)])),
+            "what was committed in the last interval"
+        );
+        assert_eq!(keepalive.claim("g", at(20)), Some(BTreeSet::new()), "nothing committed since");
     }
 }

@@ -294,6 +294,55 @@ def parse_offset_delete_response(payload):
     return corr, error, topics
 
 
+def parse_offset_commit_request(version, frame):
+    """(group, {(topic, partition): offset}) of an OffsetCommit v2-v9
+    request frame (without size prefix)."""
+    assert 2 <= version <= 9, f"OffsetCommit v{version} not handled"
+    flexible = version >= 8
+    r = Reader(frame)
+    r.take(8)
+    r.string()  # client id
+
+    def string():
+        if flexible:
+            n = r.uvarint() - 1
+            return None if n < 0 else r.take(n).decode()
+        return r.string()
+
+    def array(item):
+        return r.compact_array(item) if flexible else r.array(item)
+
+    def tags():
+        if flexible:
+            r.skip_tagged_fields()
+
+    tags()
+    group = string()
+    r.int32()   # generation id or member epoch
+    string()    # member id
+    if version >= 7:
+        string()  # group instance id
+    if version <= 4:
+        r.int64()  # retention time
+
+    def partition(_):
+        p, offset = r.int32(), r.int64()
+        if version >= 6:
+            r.int32()  # leader epoch
+        string()       # metadata
+        tags()
+        return p, offset
+
+    def topic(_):
+        name = string()
+        parts = array(partition)
+        tags()
+        return name, parts
+
+    offsets = {(name, p): off for name, parts in array(topic) for p, off in parts}
+    return group, offsets
+
+
 def request_group_id(api_version, frame, flexible):
     """The group id an OffsetCommit/OffsetFetch/OffsetDelete request frame
     (without size prefix) starts its body with; flexible: header v2 and

@@ -200,14 +200,14 @@ def test_derived_offsets_recommitted_while_members_commit(broker_factory, start_
     relay_port = harness.free_port()
     upstream = broker_factory(advertised_port=relay_port)
     relay = Relay(upstream.port, port=relay_port)
-    commits = []    # (monotonic time, group) of OffsetCommits that reached the broker
+    commits = []    # (monotonic time, group, {(topic, p): offset}) of OffsetCommits that reached the broker
     lock = threading.Lock()
 
     def observe(api_key, api_version, corr, frame):
         if api_key == kafkawire.API_OFFSET_COMMIT:
-            group = kafkawire.request_group_id(api_version, frame, flexible=api_version >= 8)
+            group, offsets = kafkawire.parse_offset_commit_request(api_version, frame)
             with lock:
-                commits.append((time.monotonic(), group))
+                commits.append((time.monotonic(), group, offsets))
         return None
 
     relay.answer_requests(observe)
@@ -222,14 +222,18 @@ def test_derived_offsets_recommitted_while_members_commit(broker_factory, start_
 
         consumer = join(proxy.address, group, name)
         try:
-            # A member commits VP 5 (k = 1) once, then only VP 1 (k = 0).
+            # A member commits VP 5 (k = 1, physical 1) once, then only VP 1
+            # (k = 0) and VP 6 (k = 1, physical 2). VP 6's offset is fresh at
+            # every refresh, so re-committing it would only risk moving it
+            # back: the refreshes carry VP 5 alone.
             consumer.commit(offsets=[TopicPartition(name, 5, 3)], asynchronous=False)
             time.sleep(0.2)
             start = time.monotonic()
             main_commits = 0
             while time.monotonic() - start < 4 * INTERVAL_MS / 1000 + 0.5:
                 consumer.poll(0.05)
-                consumer.commit(offsets=[TopicPartition(name, 1, 10 + main_commits)], asynchronous=False)
+                consumer.commit(offsets=[TopicPartition(name, 1, 10 + main_commits),
+                                         TopicPartition(name, 6, 10 + main_commits)], asynchronous=False)
                 main_commits += 1
                 time.sleep(0.05)
             elapsed = time.monotonic() - start
@@ -237,11 +241,15 @@ def test_derived_offsets_recommitted_while_members_commit(broker_factory, start_
             consumer.close()
 
         with lock:
-            refreshes = [t for t, g in commits if g == derived and t >= start]
-            others = sorted({g for _, g in commits if g not in (group, derived)})
-        print(f"{main_commits} commits of VP 1 in {elapsed:.1f}s; re-commits of {derived} at "
+            to_derived = [(t, offs) for t, g, offs in commits if g == derived and t >= start]
+            others = sorted({g for _, g, _ in commits if g not in (group, derived)})
+        refreshes = [t for t, offs in to_derived if (name, 1) in offs]
+        print(f"{main_commits} commits of VPs 1, 6 in {elapsed:.1f}s; re-commits of {derived} at "
               f"{[round(t - start, 2) for t in refreshes]}")
         assert not others, f"commits to groups other than {group} and {derived}: {others}"
+        for t, offs in to_derived:
+            assert offs == {(name, 1): 3} or set(offs) == {(name, 2)}, (
+                f"a commit to {derived} at {t - start:.2f}s: {offs} (re-commits carry VP 5's offset 3 alone)")
         assert len(refreshes) >= 2, (
             f"{derived} re-committed {len(refreshes)} times in {elapsed:.1f}s of k = 0 commits every "
             f"~0.1 s with a {INTERVAL_MS} ms refresh interval")
@@ -249,7 +257,8 @@ def test_derived_offsets_recommitted_while_members_commit(broker_factory, start_
         assert all(g >= INTERVAL_MS / 1000 * 0.9 for g in gaps), f"re-commits closer than the interval: {gaps}"
         assert len(refreshes) <= elapsed * 1000 / INTERVAL_MS + 1, refreshes
         on_broker = virtual.committed_on_broker(upstream.address, derived)
-        assert on_broker == {(name, 1): 3}, f"{derived} on the broker after re-commits: {on_broker}"
+        assert on_broker == {(name, 1): 3, (name, 2): 10 + main_commits - 1}, (
+            f"{derived} on the broker after re-commits: {on_broker}")
         assert virtual.committed_on_broker(upstream.address, group) == {(name, 1): 10 + main_commits - 1}
     finally:
         relay.close()
