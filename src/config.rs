@@ -1692,7 +1692,10 @@ kafka:
         assert_eq!(c.kafka.connection_timeout(), Duration::from_secs(10));
         assert_eq!(c.kafka.request_timeout(), Duration::from_secs(30));
         assert_eq!(c.kafka.metadata_refresh_interval(), Duration::from_secs(30));
-        assert_eq!(c.kafka.derived_offset_refresh_interval(), Duration::from_secs(24 * 3600));
+        assert_eq!(
+            c.kafka.derived_offset_refresh_interval(),
+            Duration::from_secs(24 * 3600)
+        );
         assert_eq!(c.kafka.security_protocol, SecurityProtocol::Plaintext);
         assert!(c.mapping.is_empty());
         assert_eq!(c.mapping.rule_for("anything"), None);
