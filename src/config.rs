@@ -44,6 +44,10 @@ pub const DEFAULT_PRODUCER_ID_TOPIC: &str = "__kpr_producer_ids";
 /// `kafka.producer_id_idle_ms` when not set: seven days, as long as Kafka
 /// keeps an idle transactional id (`transactional.id.expiration.ms`).
 pub const DEFAULT_PRODUCER_ID_IDLE_MS: u64 = 7 * 24 * 3600 * 1000;
+/// `kafka.derived_offset_refresh_interval_ms` when not set: a day, well
+/// inside Kafka's default `offsets.retention.minutes` (7 days), which the
+/// proxy cannot read.
+pub const DEFAULT_DERIVED_OFFSET_REFRESH_INTERVAL_MS: u64 = 24 * 60 * 60 * 1000;
 /// `metrics.address` when not set.
 pub const DEFAULT_METRICS_ADDRESS: &str = "0.0.0.0:9090";
 /// The warning returned when a configuration sets `mapping.offset_range`.
@@ -144,6 +148,9 @@ pub struct KafkaConfig {
     /// The rack id the proxy sends on its own fetches of remapped topics
     /// (KIP-392 follower fetching); `None`: no rack, fetch from leaders.
     pub client_rack: Option<String>,
+    /// How often, at most, a group's derived offsets are re-committed (see
+    /// `remap::groups::KeepAlive`).
+    pub derived_offset_refresh_interval_ms: u64,
     pub security_protocol: SecurityProtocol,
     pub tls: Option<KafkaTls>,
     pub sasl: Option<KafkaSasl>,
@@ -161,6 +168,9 @@ impl KafkaConfig {
     }
     pub fn producer_id_idle(&self) -> Duration {
         Duration::from_millis(self.producer_id_idle_ms)
+    }
+    pub fn derived_offset_refresh_interval(&self) -> Duration {
+        Duration::from_millis(self.derived_offset_refresh_interval_ms)
     }
 }
 
@@ -824,6 +834,7 @@ const KAFKA_KEYS: &[&str] = &[
     "producer_id_topic",
     "producer_id_idle_ms",
     "client_rack",
+    "derived_offset_refresh_interval_ms",
     "security_protocol",
     "tls",
     "sasl",
@@ -1395,6 +1406,14 @@ impl Decoder<'_> {
         }
         let producer_id_idle_ms = self.opt_uint(m, path, "producer_id_idle_ms", 1000, ms_max * 1000, DEFAULT_PRODUCER_ID_IDLE_MS);
         let client_rack = get(m, "client_rack").and_then(|v| self.non_empty(v, "kafka.client_rack"));
+        let derived_offset_refresh_interval_ms = self.opt_uint(
+            m,
+            path,
+            "derived_offset_refresh_interval_ms",
+            1,
+            ms_max,
+            DEFAULT_DERIVED_OFFSET_REFRESH_INTERVAL_MS,
+        );
         let protocol = match get(m, "security_protocol") {
             Some(v) => self.choice(v, "kafka.security_protocol", SecurityProtocol::ALL)?,
             None => SecurityProtocol::Plaintext,
@@ -1470,6 +1489,7 @@ impl Decoder<'_> {
             producer_id_topic,
             producer_id_idle_ms,
             client_rack,
+            derived_offset_refresh_interval_ms,
             security_protocol: protocol,
             tls,
             sasl,
@@ -1707,6 +1727,10 @@ kafka:
         assert_eq!(c.kafka.request_timeout(), Duration::from_secs(30));
         assert_eq!(c.kafka.metadata_refresh_interval(), Duration::from_secs(30));
         assert_eq!(c.kafka.client_rack, None);
+        assert_eq!(
+            c.kafka.derived_offset_refresh_interval(),
+            Duration::from_secs(24 * 3600)
+        );
         assert_eq!(c.kafka.security_protocol, SecurityProtocol::Plaintext);
         assert!(c.mapping.is_empty());
         assert_eq!(c.mapping.rule_for("anything"), None);
@@ -1736,6 +1760,7 @@ kafka:
   request_timeout_ms: 2
   metadata_refresh_interval_ms: 3
   client_rack: use1-az2
+  derived_offset_refresh_interval_ms: 4
 metrics:
   enabled: true
   address: 127.0.0.1:9999
@@ -1758,9 +1783,10 @@ logging:
             (
                 c.kafka.connection_timeout_ms,
                 c.kafka.request_timeout_ms,
-                c.kafka.metadata_refresh_interval_ms
+                c.kafka.metadata_refresh_interval_ms,
+                c.kafka.derived_offset_refresh_interval_ms
             ),
-            (1, 2, 3)
+            (1, 2, 3, 4)
         );
         assert!(c.metrics.enabled);
         assert_eq!(c.metrics.address, "127.0.0.1:9999");

@@ -166,6 +166,7 @@ fn settings(config: &Config) -> Result<ProxySettings, String> {
             idle: config.kafka.producer_id_idle(),
             timeout: config.kafka.request_timeout(),
         },
+        derived_offset_refresh: config.kafka.derived_offset_refresh_interval(),
         max_connections: config.listen.max_connections,
         max_frame_bytes: config.listen.max_frame_bytes,
         max_in_flight_per_client: MAX_IN_FLIGHT_PER_CLIENT,

@@ -94,6 +94,7 @@ pub struct ProxySettings {
     pub request_timeout: Duration,
     pub metadata_refresh: Duration,
     pub producer_log: crate::upstream::producer_log::LogSettings,
+    pub derived_offset_refresh: Duration,
     pub max_connections: usize,
     pub max_frame_bytes: usize,
     pub max_in_flight_per_client: usize,
@@ -113,6 +114,7 @@ pub struct ProxyContext {
     pub owner_cache: crate::remap::fetch::OwnerCache,
     /// Where fetches go while a leader prefers a replica (KIP-392).
     pub preferred_replicas: replicas::PreferredReplicas,
+    pub derived_keepalive: crate::remap::groups::KeepAlive,
     pub cluster: Arc<Cluster>,
     pub shared: Arc<Shared>,
     pub handle: LoopHandle,
@@ -192,12 +194,14 @@ impl Proxy {
         };
         let owner_cache = Default::default();
         let preferred_replicas = replicas::PreferredReplicas::new(settings.metadata_refresh);
+        let derived_keepalive = crate::remap::groups::KeepAlive::new(settings.derived_offset_refresh);
         let ctx = Arc::new(ProxyContext {
             settings,
             mapper,
             producer_log,
             owner_cache,
             preferred_replicas,
+            derived_keepalive,
             cluster,
             shared,
             handle,

@@ -29,6 +29,8 @@ API_OFFSET_FETCH = 9
 API_FIND_COORDINATOR = 10
 API_ADD_PARTITIONS_TO_TXN = 24
 API_CREATE_PARTITIONS = 37
+API_OFFSET_COMMIT = 8
+API_OFFSET_DELETE = 47
 
 # Error codes the tests name (Kafka's Errors.java).
 OFFSET_OUT_OF_RANGE = 1
@@ -290,6 +292,107 @@ def delete_records_request(correlation_id, topics, timeout_ms=10000):
             body += struct.pack(">iq", p, offset)
     body += struct.pack(">i", timeout_ms)
     return request_frame(API_DELETE_RECORDS, 0, correlation_id, body)
+
+
+def offset_delete_request(correlation_id, group, topics):
+    """OffsetDelete v0 (the only version). topics: {name: [partition]}."""
+    body = _string(group) + struct.pack(">i", len(topics))
+    for name, parts in topics.items():
+        body += _string(name) + struct.pack(">i", len(parts))
+        body += b"".join(struct.pack(">i", p) for p in parts)
+    return request_frame(API_OFFSET_DELETE, 0, correlation_id, body)
+
+
+def parse_offset_delete_request(frame):
+    """(group, {name: [partition]}) of an OffsetDelete v0 request frame
+    (without size prefix)."""
+    r = Reader(frame)
+    r.take(8)
+    r.string()  # client id
+    group = r.string()
+    topics = dict(r.array(lambda r: (r.string(), r.array(lambda r: r.int32()))))
+    return group, topics
+
+
+def offset_delete_response(correlation_id, error_code, topics):
+    """OffsetDelete v0 response payload (header v0). topics: {name: {partition: error}}."""
+    out = struct.pack(">ihii", correlation_id, error_code, 0, len(topics))
+    for name, parts in topics.items():
+        out += _string(name) + struct.pack(">i", len(parts))
+        out += b"".join(struct.pack(">ih", p, e) for p, e in parts.items())
+    return out
+
+
+def parse_offset_delete_response(payload):
+    """(correlation_id, error_code, {name: {partition: error}})."""
+    r = Reader(payload)
+    corr = r.int32()
+    error = r.int16()
+    r.int32()  # throttle
+    topics = dict(r.array(lambda r: (r.string(), dict(r.array(lambda r: (r.int32(), r.int16()))))))
+    return corr, error, topics
+
+
+def parse_offset_commit_request(version, frame):
+    """(group, {(topic, partition): offset}) of an OffsetCommit v2-v9
+    request frame (without size prefix)."""
+    assert 2 <= version <= 9, f"OffsetCommit v{version} not handled"
+    flexible = version >= 8
+    r = Reader(frame)
+    r.take(8)
+    r.string()  # client id
+
+    def string():
+        if flexible:
+            n = r.uvarint() - 1
+            return None if n < 0 else r.take(n).decode()
+        return r.string()
+
+    def array(item):
+        return r.compact_array(item) if flexible else r.array(item)
+
+    def tags():
+        if flexible:
+            r.skip_tagged_fields()
+
+    tags()
+    group = string()
+    r.int32()   # generation id or member epoch
+    string()    # member id
+    if version >= 7:
+        string()  # group instance id
+    if version <= 4:
+        r.int64()  # retention time
+
+    def partition(_):
+        p, offset = r.int32(), r.int64()
+        if version >= 6:
+            r.int32()  # leader epoch
+        string()       # metadata
+        tags()
+        return p, offset
+
+    def topic(_):
+        name = string()
+        parts = array(partition)
+        tags()
+        return name, parts
+
+    offsets = {(name, p): off for name, parts in array(topic) for p, off in parts}
+    return group, offsets
+
+
+def request_group_id(api_version, frame, flexible):
+    """The group id an OffsetCommit/OffsetFetch/OffsetDelete request frame
+    (without size prefix) starts its body with; flexible: header v2 and
+    compact strings (OffsetCommit v8+, OffsetFetch v6+)."""
+    r = Reader(frame)
+    r.take(8)
+    r.string()  # client id, a classic string in every header version
+    if flexible:
+        r.skip_tagged_fields()
+        return r.take(r.uvarint() - 1).decode()
+    return r.string()
 
 
 def create_partitions_request(correlation_id, topics, timeout_ms=10000, validate_only=False):

@@ -41,11 +41,18 @@ correlation id, and can:
   once=True only the first such answer per (topic, partition) is rewritten,
   since a single Tansu is its own "replica": the fetch that follows the
   preference reaches the same broker and must then be answered normally.
+- answer_requests(hook): hook(api_key, api_version, correlation_id, frame)
+  sees every request before it is forwarded (frame without size prefix);
+  bytes it returns go back as the answer instead, and the request never
+  reaches the broker: a stand-in for an API Tansu lacks (OffsetDelete). It
+  waits for the connection's earlier requests to be answered first, which
+  is enough for one client's sequential requests, not for a pipelining one.
 """
 
 import socket
 import struct
 import threading
+import time
 
 import kafkawire
 
@@ -140,6 +147,7 @@ class Relay:
         self.extra_apis = {}
         self.holding = False     # every response held back while True
         self.held = []           # (api_key, api_version, correlation_id) held
+        self.request_hook = None
         self.requests = {}       # api_key -> count forwarded
         self.faults = []         # [dict(api_keys, containing, code, left, until_found)]
         self.injected = []       # (api_key, api_version, code) of answers changed
@@ -217,6 +225,9 @@ class Relay:
         """partitions: only these partition indexes (None: all)."""
         with self.lock:
             self.rack = (rack, node_id, once, partitions)
+
+    def answer_requests(self, hook):
+        self.request_hook = hook
 
     def pending_losses(self):
         with self.lock:
@@ -298,6 +309,13 @@ class Relay:
                 if frame is None:
                     break
                 api_key, api_version, corr = struct.unpack(">hhi", frame[:8])
+                hook = self.request_hook
+                answer = hook(api_key, api_version, corr, frame) if hook else None
+                if answer is not None:
+                    while inflight:  # answers go back in request order
+                        time.sleep(0.001)
+                    client.sendall(struct.pack(">i", len(answer)) + answer)
+                    continue
                 with self.lock:
                     self.requests[api_key] = self.requests.get(api_key, 0) + 1
                     fault = self._take_fault(api_key, frame)
