@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 
+use crate::cache::Generations;
 use crate::kafka::codec::Struct;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,8 +53,9 @@ pub struct ClusterView {
     pub cluster_id: Option<String>,
     pub topics: HashMap<String, TopicInfo>,
     pub topic_names: HashMap<[u8; 16], String>,
-    pub group_coordinators: HashMap<String, i32>,
-    pub txn_coordinators: HashMap<String, i32>,
+    /// Bounded: groups come and go (and each has derived groups).
+    pub group_coordinators: Generations<String, i32>,
+    pub txn_coordinators: Generations<String, i32>,
     /// Upstream API version ranges, intersected over the brokers seen.
     pub api_versions: HashMap<i16, (i16, i16)>,
 }
@@ -66,7 +68,7 @@ pub struct Cluster {
     unreachable: Mutex<HashMap<String, Instant>>,
     /// Topics (by name or id) the cluster said do not exist, and until when
     /// not to ask again.
-    missing: Mutex<HashMap<TopicRef, Instant>>,
+    missing: Mutex<Generations<TopicRef, Instant>>,
 }
 
 /// A topic as a request names it.
@@ -95,7 +97,7 @@ impl Cluster {
             view: RwLock::new(ClusterView::default()),
             bootstrap,
             unreachable: Mutex::new(HashMap::new()),
-            missing: Mutex::new(HashMap::new()),
+            missing: Mutex::new(Generations::new(10_000)),
         }
     }
 
@@ -134,8 +136,8 @@ impl Cluster {
     pub fn coordinator(&self, kind: CoordinatorKind, key: &str) -> Option<i32> {
         let view = self.view.read();
         match kind {
-            CoordinatorKind::Group => view.group_coordinators.get(key).copied(),
-            CoordinatorKind::Transaction => view.txn_coordinators.get(key).copied(),
+            CoordinatorKind::Group => view.group_coordinators.peek(key).copied(),
+            CoordinatorKind::Transaction => view.txn_coordinators.peek(key).copied(),
         }
     }
 
@@ -191,15 +193,11 @@ impl Cluster {
     }
 
     fn note_missing_ref(&self, topic: TopicRef) {
-        let mut missing = self.missing.lock();
-        if missing.len() > 10_000 {
-            missing.clear();
-        }
-        missing.insert(topic, Instant::now() + MISSING_TOPIC_TTL);
+        self.missing.lock().insert(topic, Instant::now() + MISSING_TOPIC_TTL);
     }
 
     fn recently_missing(&self, topic: &TopicRef, now: Instant) -> bool {
-        self.missing.lock().get(topic).is_some_and(|until| now < *until)
+        self.missing.lock().peek(topic).is_some_and(|until| now < *until)
     }
 
     /// The names among `topics` the view does not know and that were not

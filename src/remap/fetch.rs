@@ -25,11 +25,12 @@
 
 use std::borrow::Cow;
 use std::collections::hash_map::DefaultHasher;
-use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
+
+use crate::cache::Generations;
 
 use log::warn;
 
@@ -98,9 +99,14 @@ pub fn batch_owner(batch: &Batch<'_>, physical: PhysicalPartition, mapping: &Top
 /// Batch classifications shared by all workers: the siblings of a physical
 /// partition read the same batches, and a compressed batch is decompressed
 /// once, not once per sibling.
-#[derive(Default)]
 pub struct OwnerCache {
-    map: Mutex<HashMap<BatchKey, Arc<Owner>>>,
+    map: Mutex<Generations<BatchKey, Arc<Owner>>>,
+}
+
+impl Default for OwnerCache {
+    fn default() -> Self {
+        OwnerCache { map: Mutex::new(Generations::new(CACHE_ENTRIES)) }
+    }
 }
 
 /// A batch, identified across fetches: its topic, physical partition,
@@ -115,7 +121,8 @@ struct BatchKey {
     crc: u32,
 }
 
-/// Entries kept before the cache starts over (each about 100 bytes).
+/// Entries kept at most (each about 100 bytes); the least recently used
+/// half goes when it is full.
 const CACHE_ENTRIES: usize = 200_000;
 
 impl OwnerCache {
@@ -123,14 +130,10 @@ impl OwnerCache {
     /// than finding it in the cache, or losing a race to another worker).
     fn owner(&self, key: BatchKey, batch: &Batch<'_>, physical: PhysicalPartition, mapping: &TopicMapping) -> (Arc<Owner>, bool) {
         if let Some(o) = self.map.lock().get(&key) {
-            return (o.clone(), false);
+            return (o, false);
         }
         let owner = Arc::new(batch_owner(batch, physical, mapping));
-        let mut map = self.map.lock();
-        if map.len() >= CACHE_ENTRIES {
-            map.clear();
-        }
-        let first = map.insert(key, owner.clone()).is_none();
+        let first = self.map.lock().insert(key, owner.clone());
         (owner, first)
     }
 }
