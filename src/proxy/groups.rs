@@ -1085,9 +1085,11 @@ pub fn delete_groups(ctx: &ProxyContext, session: &mut Session, header: &Request
             let mut answer = answers.pop().ok_or("no answer")?;
             let (_, _, body) = parse_response_header(&answer, ApiKey::DeleteGroups as i16, version).map_err(|e| e.to_string())?;
             let resp = codec::decode(response_schema(ApiKey::DeleteGroups as i16).expect("declared"), version, body).map_err(|e| e.to_string())?;
+            // Derived groups go with a deleted group, and with one already
+            // gone (a retry after a derived deletion failed).
             let deleted: Vec<String> = resp
                 .structs("results")
-                .filter(|r| r.i16("error_code") == Some(error::NONE))
+                .filter(|r| matches!(r.i16("error_code"), Some(error::NONE | error::GROUP_ID_NOT_FOUND)))
                 .filter_map(|r| r.str("group_id").map(str::to_string))
                 .collect();
             super::plan::set_correlation_id(&mut answer, corr);
@@ -1096,9 +1098,11 @@ pub fn delete_groups(ctx: &ProxyContext, session: &mut Session, header: &Request
             }
             let schema = &request_schema(ApiKey::DeleteGroups as i16).expect("declared").body;
             let mut parts = Vec::new();
+            let mut asked: Vec<String> = Vec::new(); // the derived group of each part
             for g in &deleted {
                 for k in 1..max_k {
                     let name = derived_group(g, k);
+                    asked.push(name.clone());
                     let mut body = codec::with_defaults(schema, version);
                     body.set("groups_names", Value::Array(Some(vec![Value::str(name.clone())])));
                     next_correlation = next_correlation.wrapping_add(1);
@@ -1109,9 +1113,67 @@ pub fn delete_groups(ctx: &ProxyContext, session: &mut Session, header: &Request
             }
             // The client sees the answer for its own groups; a derived group
             // that never existed answers GROUP_ID_NOT_FOUND, which is fine.
-            Ok(Step::More { parts, finish: Finish::Merge(Box::new(move |_c, _v, _corr, _answers| Ok(answer))) })
+            // Any other failure leaves offsets behind: the group's own
+            // result carries it, so the deletion is not taken as done.
+            Ok(Step::More {
+                parts,
+                finish: Finish::Merge(Box::new(move |_c, version, corr, answers| {
+                    let failures = derived_deletion_failures(version, &asked, &answers);
+                    if failures.is_empty() {
+                        return Ok(answer);
+                    }
+                    report_derived_deletion_failures(version, corr, &answer, &failures)
+                })),
+            })
         })),
     })
+}
+
+/// (group, derived group, error) for each derived group whose deletion
+/// failed with anything but GROUP_ID_NOT_FOUND; an answer that cannot be
+/// read counts as UNKNOWN_SERVER_ERROR.
+fn derived_deletion_failures(version: i16, asked: &[String], answers: &[Vec<u8>]) -> Vec<(String, String, i16)> {
+    let schema = response_schema(ApiKey::DeleteGroups as i16).expect("declared");
+    let mut out = Vec::new();
+    for (derived, answer) in asked.iter().zip(answers) {
+        let code = parse_response_header(answer, ApiKey::DeleteGroups as i16, version)
+            .ok()
+            .and_then(|(_, _, body)| codec::decode(schema, version, body).ok())
+            // Each request named this one group: its one result is the answer.
+            .map_or(error::UNKNOWN_SERVER_ERROR, |r| {
+                r.structs("results").next().and_then(|g| g.i16("error_code")).unwrap_or(error::UNKNOWN_SERVER_ERROR)
+            });
+        if code != error::NONE && code != error::GROUP_ID_NOT_FOUND {
+            let group = parse_derived(derived).map_or_else(|| derived.clone(), |(g, _)| g.to_string());
+            out.push((group, derived.clone(), code));
+        }
+    }
+    out
+}
+
+/// The client's DeleteGroups answer with each group whose derived groups
+/// could not all be deleted answered with the first such error.
+fn report_derived_deletion_failures(
+    version: i16,
+    corr: i32,
+    answer: &[u8],
+    failures: &[(String, String, i16)],
+) -> Result<Vec<u8>, String> {
+    let (_, _, body) = parse_response_header(answer, ApiKey::DeleteGroups as i16, version).map_err(|e| e.to_string())?;
+    let mut resp =
+        codec::decode(response_schema(ApiKey::DeleteGroups as i16).expect("declared"), version, body).map_err(|e| e.to_string())?;
+    for r in resp.structs_mut("results") {
+        let Some(group) = r.str("group_id").map(str::to_string) else { continue };
+        let Some((_, derived, code)) = failures.iter().find(|(g, _, _)| *g == group) else { continue };
+        warn!(
+            "DeleteGroups: group {group} is deleted, but its derived group {derived} (offsets of virtual partitions with \
+             k >= 1) was not: Kafka error code {code}; answering {group} with that error"
+        );
+        if r.i16("error_code") == Some(error::NONE) {
+            r.set("error_code", Value::Int16(*code));
+        }
+    }
+    encode_response(ApiKey::DeleteGroups as i16, version, corr, &[], &resp).map_err(|e| e.to_string())
 }
 
 /// ListGroups: derived groups are the proxy's bookkeeping, not the user's.

@@ -79,9 +79,12 @@ def encode_api_versions_response(version, correlation_id, error, keys):
 NOT_COORDINATOR = 16
 
 
+API_DELETE_GROUPS = 42
+
+
 def set_error_codes(api_key, version, frame, code):
-    """An OffsetCommit or OffsetFetch response (any version) with every
-    error code (partition, group, top level) set to `code`."""
+    """An OffsetCommit, OffsetFetch or DeleteGroups response (any version)
+    with every error code (partition, group, top level) set to `code`."""
     out = bytearray(frame)
     r = kafkawire.Reader(frame)
     flexible = version >= (8 if api_key == kafkawire.API_OFFSET_COMMIT else 6)
@@ -102,11 +105,16 @@ def set_error_codes(api_key, version, frame, code):
         struct.pack_into(">h", out, r.pos, code)
         r.int16()
 
+    if api_key == API_DELETE_GROUPS:
+        flexible = version >= 2
     r.int32()  # correlation id
     if flexible:
         r.skip_tagged_fields()
-    if version >= 3:
+    if version >= 3 or api_key == API_DELETE_GROUPS:
         r.int32()  # throttle_time_ms
+    if api_key == API_DELETE_GROUPS:
+        array(lambda: (string(), error()))
+        return bytes(out)
     if api_key == kafkawire.API_OFFSET_COMMIT:
         array(lambda: (string(), array(lambda: (r.int32(), error()))))
         return bytes(out)

@@ -36,7 +36,9 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException
 
 import clients
+import harness
 import virtual
+from relay import API_DELETE_GROUPS, Relay
 
 V, P = 20, 4
 PER_VP = 300
@@ -269,3 +271,41 @@ def test_simple_commits_and_delete_group(broker, start_proxy, topic):
     left = {k: virtual.committed_on_broker(broker.address, group if k == 0 else
                                            f"{group}.kpr-vp-k{k}") for k in range(V // P)}
     assert all(not v for v in left.values()), f"offsets left after DeleteGroups: {left}"
+
+
+def test_a_failed_derived_group_deletion_is_reported(broker_factory, start_proxy):
+    """Deleting a group through the proxy also deletes its derived groups
+    (GROUP.kpr-vp-k<k>). When one of those deletions fails (here the relay
+    answers it GROUP_AUTHORIZATION_FAILED, 30, as a cluster whose ACLs let
+    the identity delete the group but not its derived groups would), the
+    client must hear it: its own group's result carries that error, and the
+    proxy logs which derived group is left, instead of answering success
+    over offsets that stay behind. Kafka's own DeleteGroups answers each
+    group's failure in its result."""
+    relay_port = harness.free_port()
+    upstream = broker_factory(advertised_port=relay_port)
+    relay = Relay(upstream.port, port=relay_port)
+    try:
+        proxy = start_proxy(upstream=relay.address, mapping=virtual.mapping(V, P))
+        name = f"vp-delgrp-{relay_port}"
+        clients.create_topic(upstream.address, name, P)
+        group = f"vd-{uuid.uuid4().hex[:8]}"
+        consumer = Consumer(clients.confluent_conf(proxy.address, **{
+            "group.id": group, "enable.auto.commit": False}))
+        try:
+            done = consumer.commit(offsets=[clients.TopicPartition(name, vp, 1) for vp in (0, 5, 9)],
+                                   asynchronous=False)
+            assert all(tp.error is None for tp in done), [(tp.partition, tp.error) for tp in done]
+        finally:
+            consumer.close()
+        derived = f"{group}.kpr-vp-k1".encode()
+        relay.answer_error([API_DELETE_GROUPS], 30, derived)
+        mark = proxy.log_mark()
+        client = clients.admin(proxy.address)  # must outlive the futures
+        futures = client.delete_consumer_groups([group], request_timeout=30)
+        with pytest.raises(KafkaException) as failed:
+            futures[group].result(timeout=30)
+        assert failed.value.args[0].code() == KafkaError.GROUP_AUTHORIZATION_FAILED, failed.value
+        proxy.wait_for_log(rf"{group}\.kpr-vp-k1", since=mark)
+    finally:
+        relay.close()
