@@ -295,8 +295,8 @@ mod tests {
         fn derived(&mut self, client: (i64, i16), k: i32) -> Result<(i64, i16), String> {
             Ok((client.0 + 1000 * k as i64, 0))
         }
-        fn sequence_base(&mut self, _: i64, _: &str, _: i32, first_seen: i32) -> i32 {
-            first_seen
+        fn sequence_base(&mut self, _: i64, _: &str, _: i32, first_seen: i32) -> Result<i32, String> {
+            Ok(first_seen)
         }
     }
 
