@@ -128,7 +128,8 @@ pub fn split_plan<'a>(
 /// physical partitions when the client asks for V (or the broker default,
 /// -1); any other count is refused, naming the rule. Under the default rule
 /// other counts pass through (such topics are not remapped), except exactly
-/// P, which would silently be remapped.
+/// P, which would silently be remapped. A topic that would be remapped and
+/// asks for `cleanup.policy` compact is refused (POLICY_VIOLATION).
 pub fn create_topics(ctx: &ProxyContext, session: &mut Session, header: &RequestHeader<'_>, req: &Struct<'_>) -> Option<Plan> {
     if !ctx.mapper.remaps_anything() {
         return None;
@@ -148,6 +149,25 @@ pub fn create_topics(ctx: &ProxyContext, session: &mut Session, header: &Request
             let asked = t.i32("num_partitions").unwrap_or(-1);
             let default_rule = matches!(rule.source, crate::config::RuleSource::Default);
             if asked == v || (asked == -1 && !default_rule) {
+                let policy = t.structs("configs").filter(|c| c.str("name") == Some("cleanup.policy")).last().map(|c| c.str("value"));
+                if let Some(value) = policy {
+                    if crate::remap::mapping::CleanupPolicy::from_value(value) == crate::remap::mapping::CleanupPolicy::Compact {
+                        // Kafka answers a topic its CreateTopicPolicy rejects with POLICY_VIOLATION.
+                        refused.push((
+                            i,
+                            error::POLICY_VIOLATION,
+                            format!(
+                                "Topic {name} falls under {} and asks for cleanup.policy={}: compacted topics cannot be \
+                                 remapped, because compaction is per physical partition and would erase one virtual \
+                                 partition's records with a sibling's of the same key",
+                                rule.name(),
+                                value.unwrap_or_default()
+                            ),
+                        ));
+                        changed = true;
+                        continue;
+                    }
+                }
                 if !t.array("assignments").is_empty() {
                     refused.push((i, error::INVALID_REQUEST, format!("Topic {name} falls under {}: manual replica assignments are not supported for remapped topics", rule.name())));
                     changed = true;
@@ -369,7 +389,9 @@ pub fn add_partitions_to_txn(ctx: &ProxyContext, session: &Session, header: &Req
             .map(|v| {
                 let code = match &decision {
                     Decision::PassThrough => error::NONE,
-                    Decision::Mismatch { .. } => error::INVALID_PARTITIONS,
+                    refused @ (Decision::Mismatch { .. } | Decision::Compacted { .. }) => {
+                        refused.refusal_code().unwrap_or(error::INVALID_PARTITIONS)
+                    }
                     Decision::Remap(m) => match m.locate(VirtualPartition(v)) {
                         None => error::UNKNOWN_TOPIC_OR_PARTITION,
                         Some((_, 0)) => error::NONE,
@@ -478,8 +500,8 @@ struct TopicAsk {
     by_name: bool,
     name: String,
     id: [u8; 16],
-    /// `None` for a topic whose physical count contradicts its rule: every
-    /// partition asked of it is refused.
+    /// `None` for a topic the proxy refuses to serve (its physical count
+    /// contradicts its rule, or it is compacted): every partition is refused.
     mapping: Option<TopicMapping>,
     /// Per physical partition, the virtual partitions asked for.
     asks: Vec<PhysicalAsk>,
@@ -515,13 +537,13 @@ pub fn fetch(ctx: &ProxyContext, session: &mut Session, header: &RequestHeader<'
                 None => view.topic_names.get(&id).cloned(),
             };
             let decision = name.as_deref().map_or(Decision::PassThrough, |n| ctx.mapper.decide(n, &view));
-            let mapping = match decision {
+            let mapping = match &decision {
                 Decision::PassThrough => {
                     topics_out.push(Value::Struct(t.clone()));
                     continue;
                 }
-                Decision::Remap(m) => Some(m),
-                Decision::Mismatch { .. } => None,
+                Decision::Remap(m) => Some(*m),
+                Decision::Mismatch { .. } | Decision::Compacted { .. } => None,
             };
             let mut physical: Vec<PhysicalAsk> = Vec::new();
             let mut refused = Vec::new();
@@ -533,7 +555,13 @@ pub fn fetch(ctx: &ProxyContext, session: &mut Session, header: &RequestHeader<'
                 let Some((p, _)) = located else {
                     let (code, msg) = match mapping {
                         Some(m) => (error::UNKNOWN_TOPIC_OR_PARTITION, m.out_of_range_message(v)),
-                        None => (error::INVALID_PARTITIONS, format!("physical partition count contradicts the rule for {name:?}")),
+                        None => match &decision {
+                            Decision::Compacted { rule } => (
+                                error::INVALID_CONFIG,
+                                crate::remap::mapping::compacted_message(name.as_deref().unwrap_or("?"), rule),
+                            ),
+                            _ => (error::INVALID_PARTITIONS, format!("physical partition count contradicts the rule for {name:?}")),
+                        },
                     };
                     warn!("Fetch from {}: {msg} (topic {})", session.peer(), name.as_deref().unwrap_or("?"));
                     refused.push((v, code));

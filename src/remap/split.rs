@@ -84,6 +84,10 @@ pub fn split<'a>(req: &Struct<'a>, shape: &Shape, decide: &dyn Fn(&str) -> Decis
                         format!("Topic {name} has {actual} physical partitions but {rule} expects {expected}"),
                     ))
                 }
+                Decision::Compacted { rule } => {
+                    remapped = true;
+                    Err((error::INVALID_CONFIG, super::mapping::compacted_message(&name, rule)))
+                }
                 Decision::Remap(m) => {
                     remapped = true;
                     match m.locate(VirtualPartition(partition)) {
