@@ -356,11 +356,11 @@ fn remapped_plan(
         ApiKey::Fetch => remapped::fetch(ctx, session, header, req),
         ApiKey::ListOffsets => remapped::split_plan(
             ctx, session, header, req, api, split::LIST_OFFSETS, split::LIST_OFFSETS, Duration::ZERO, true,
-            &mut |_, _, _, _, _, _| Ok(()),
+            &mut |_, _, _, _, _, _| Ok(()), None,
         ),
         ApiKey::OffsetForLeaderEpoch => remapped::split_plan(
             ctx, session, header, req, api, split::LEADER_EPOCH, split::LEADER_EPOCH, Duration::ZERO, true,
-            &mut |_, _, _, _, _, _| Ok(()),
+            &mut |_, _, _, _, _, _| Ok(()), None,
         ),
         ApiKey::OffsetCommit => groups::offset_commit(ctx, session, header, req),
         ApiKey::OffsetFetch => groups::offset_fetch(ctx, session, header, req),
