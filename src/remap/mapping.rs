@@ -193,7 +193,7 @@ impl Mapper {
         if !matches!(self.decide(topic, view), Decision::Remap(_)) {
             return false;
         }
-        self.policies.read().get(topic).is_none_or(|(id, _)| *id != info.id)
+        self.policies.read().get(topic).map_or(true, |(id, _)| *id != info.id)
     }
 
     /// Remember what the cluster said about `topic`'s cleanup policy.
