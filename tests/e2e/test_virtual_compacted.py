@@ -25,6 +25,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import NewTopic
 
 import clients
+import harness
 import kafkawire
 import virtual
 
@@ -101,6 +102,15 @@ def test_compacted_topic_under_a_rule_is_refused(broker, start_proxy):
     refused = proxy.metrics().get("kafka_proxy_topics_compacted_refused")
     assert refused == 2, f"kafka_proxy_topics_compacted_refused = {refused}, want 2"
 
+    # --check-config lists them.
+    out = virtual.run([str(harness.PROXY_BIN), "--check-config", "-c", str(proxy.config_path)])
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = {line.split(":")[0].strip(): line for line in out.stdout.splitlines() if ":" in line}
+    for name in (compacted, both):
+        assert "COMPACTED" in lines.get(name, ""), f"--check-config on {name}: {lines.get(name)}\n{out.stdout}"
+    assert "4 virtual -> 2 physical" in lines.get(plain, ""), out.stdout
+    print("\n".join(lines[n] for n in (compacted, plain)))
+
 
 @pytest.mark.parametrize("policy", ["compact", "delete,compact"])
 def test_create_compacted_topic_under_a_rule_is_refused(broker, start_proxy, policy):
@@ -123,3 +133,18 @@ def test_create_compacted_topic_under_a_rule_is_refused(broker, start_proxy, pol
     assert clients.partition_count(broker.address, plain) == P
     assert clients.wait_partition_count(proxy.address, plain, V) == V
     proxy.wait_for_log(rf"CreateTopics.*{name}.*compact", timeout=10)
+
+
+def test_compacted_topic_created_after_start_is_refused_at_first_use(broker, start_proxy):
+    """Created on the broker after the proxy's last refresh (30 s): the
+    first request naming it has the proxy read its policy first."""
+    name = f"late-{uuid.uuid4().hex[:8]}"
+    proxy = start_proxy(mapping=virtual.mapping(100, 10, {"late-.*": (V, P)}))
+    create_with_config(broker.address, name, P, {"cleanup.policy": "compact"})
+    batch = kafkawire.record_batch([(b"same-key", b"value", [])])
+    with kafkawire.connect(proxy.address) as s:
+        _, res = kafkawire.parse_produce_response(8, kafkawire.round_trip(
+            s, kafkawire.produce_request(7, {name: {2: batch}}, version=8)))
+    assert res[(name, 2)]["error"] == INVALID_CONFIG, res
+    assert virtual.read_all_direct(broker.address, name, range(P)) == []
+    proxy.wait_for_log(rf"ERROR.*{name}.*compact", timeout=10)
