@@ -4,7 +4,10 @@
 //! topic not asked about yet). A compacted topic is refused rather than
 //! remapped: see `remap::mapping::Decision::Compacted`.
 
+use std::time::{Duration, Instant};
+
 use log::warn;
+use parking_lot::Mutex;
 
 use super::control::{ControlClient, UpstreamError};
 use crate::kafka::api::{error, ApiKey};
@@ -13,6 +16,7 @@ use crate::remap::mapping::{CleanupPolicy, Mapper};
 
 const TOPIC_RESOURCE: i8 = 2;
 const CLEANUP_POLICY: &str = "cleanup.policy";
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
 
 /// What DescribeConfigs said about one topic: its error code and message,
 /// and the `cleanup.policy` value when reported.
@@ -38,7 +42,8 @@ impl Described {
 /// remap them and their policy is not known for their current id) in one
 /// DescribeConfigs request, and record it in `mapper`. No lock is held
 /// across the call. Returns the topics newly found compacted. A failed
-/// call (cluster unreachable) leaves them unknown, to be asked again.
+/// call (cluster unreachable) leaves them unknown, and remapped, to be
+/// asked again a second later at the earliest.
 pub fn learn(control: &mut ControlClient, mapper: &Mapper, topics: &[String]) -> Vec<String> {
     let wanted: Vec<(String, [u8; 16])> = {
         let view = control.cluster().read();
@@ -49,6 +54,13 @@ pub fn learn(control: &mut ControlClient, mapper: &Mapper, topics: &[String]) ->
             .collect()
     };
     if wanted.is_empty() {
+        return Vec::new();
+    }
+    // After a failed call, requests do not each pay for another attempt
+    // for a while (a broker that drops the connection on DescribeConfigs
+    // would otherwise cost every request a round trip).
+    static FAILED_AT: Mutex<Option<Instant>> = Mutex::new(None);
+    if FAILED_AT.lock().is_some_and(|at| at.elapsed() < RETRY_AFTER_FAILURE) {
         return Vec::new();
     }
     let names: Vec<String> = wanted.iter().map(|(n, _)| n.clone()).collect();
@@ -64,7 +76,12 @@ pub fn learn(control: &mut ControlClient, mapper: &Mapper, topics: &[String]) ->
             })
             .collect(),
         Err(e) => {
-            warn!("Cannot read the cleanup.policy of {names:?} yet ({e}); asking again at the next refresh");
+            warn!(
+                "Cannot read the cleanup.policy of {names:?} yet ({e}); remapped meanwhile, asked again in {} s or at the \
+                 next refresh",
+                RETRY_AFTER_FAILURE.as_secs()
+            );
+            *FAILED_AT.lock() = Some(Instant::now());
             return Vec::new();
         }
     };
