@@ -17,6 +17,7 @@ use crate::remap::mapping::{CleanupPolicy, Mapper};
 const TOPIC_RESOURCE: i8 = 2;
 const CLEANUP_POLICY: &str = "cleanup.policy";
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
+const TOPICS_PER_REQUEST: usize = 100;
 
 /// What DescribeConfigs said about one topic: its error code and message,
 /// and the `cleanup.policy` value when reported.
@@ -64,7 +65,14 @@ pub fn learn(control: &mut ControlClient, mapper: &Mapper, topics: &[String]) ->
         return Vec::new();
     }
     let names: Vec<String> = wanted.iter().map(|(n, _)| n.clone()).collect();
-    let answers = match describe(control, &names) {
+    // Each topic's every config comes back (see `describe`): a few KB per
+    // topic on Kafka, so a cluster's worth is asked for in slices.
+    let described: Result<Vec<Described>, UpstreamError> =
+        names.chunks(TOPICS_PER_REQUEST).try_fold(Vec::new(), |mut all, slice| {
+            all.extend(describe(control, slice)?);
+            Ok(all)
+        });
+    let answers = match described {
         Ok(a) => a,
         Err(UpstreamError::Unsupported { .. }) => names
             .iter()
