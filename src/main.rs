@@ -94,21 +94,39 @@ fn check_config(args: &RunArgs) -> ExitCode {
         return fail(cli::EXIT_KAFKA_UNREACHABLE, format!("cannot reach the Kafka cluster to list its topics: {e}"));
     }
     let mapper = kpr_proxy::remap::mapping::Mapper::new(config.mapping.clone());
+    if mapper.remaps_anything() {
+        let names: Vec<String> = cluster.read().topics.keys().cloned().collect();
+        kpr_proxy::upstream::cleanup::learn(&mut control, &mapper, &names);
+    }
     let view = cluster.read();
     let mut names: Vec<&String> = view.topics.keys().collect();
     names.sort();
     println!("Topics of the cluster ({}):", names.len());
     let mut mismatches = 0;
+    let mut compacted = 0;
     for name in names {
         let physical = view.topics[name].partitions.len();
         let rule = mapper.rule_for(name);
         let line = match mapper.decide(name, &view) {
             kpr_proxy::remap::mapping::Decision::Remap(m) => format!(
-                "  {name}: {} virtual -> {physical} physical partitions ({}:1) by {}",
+                "  {name}: {} virtual -> {physical} physical partitions ({}:1) by {}{}",
                 m.virtual_count,
                 m.ratio(),
-                rule.map_or_else(String::new, |r| r.name())
+                rule.map_or_else(String::new, |r| r.name()),
+                match mapper.policy(name) {
+                    Some(kpr_proxy::remap::mapping::CleanupPolicy::Unreadable(why)) => {
+                        format!("; cleanup.policy unknown ({why}): remapped as if not compacted")
+                    }
+                    _ => String::new(),
+                }
             ),
+            kpr_proxy::remap::mapping::Decision::Compacted { .. } => {
+                compacted += 1;
+                format!(
+                    "  {name}: COMPACTED: cleanup.policy contains compact, so it cannot be remapped (compaction is per \
+                     physical partition); the proxy will report an error for this topic"
+                )
+            }
             kpr_proxy::remap::mapping::Decision::Mismatch { rule, expected, actual } => {
                 mismatches += 1;
                 format!("  {name}: MISMATCH: {actual} physical partitions, but {rule} expects {expected}; the proxy will report an error for this topic")
@@ -130,6 +148,9 @@ fn check_config(args: &RunArgs) -> ExitCode {
     }
     if mismatches > 0 {
         println!("{mismatches} topic(s) contradict their rule");
+    }
+    if compacted > 0 {
+        println!("{compacted} compacted topic(s) under a remapping rule: refused, not remapped");
     }
     if mapper.remaps_anything() {
         let topic = &config.kafka.producer_id_topic;

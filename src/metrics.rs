@@ -63,6 +63,8 @@ counters! {
     derived_producer_ids_total: "counter",
     /// Topics whose physical partition count contradicts their mapping rule.
     topics_mismatched: "gauge",
+    /// Compacted topics a rule would remap, refused instead.
+    topics_compacted_refused: "gauge",
 }
 
 impl Metrics {

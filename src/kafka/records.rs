@@ -958,6 +958,12 @@ pub fn subset_batch(batch: &Batch, keep: &dyn Fn(usize) -> bool) -> Result<Vec<u
 // ---------------------------------------------------------------------------
 // Tagging
 
+/// Bytes a header `key: value` adds to a record (its length varints
+/// included; the record's own length varint may take one byte more).
+pub fn encoded_header_len(key: &str, value: &[u8]) -> usize {
+    encode_header(key, value).map_or(0, |h| h.len())
+}
+
 /// The encoded header `key: value` as it is appended to a record.
 fn encode_header(key: &str, value: &[u8]) -> Result<Vec<u8>, RecordError> {
     let (Ok(kl), Ok(vl)) = (i32::try_from(key.len()), i32::try_from(value.len())) else {

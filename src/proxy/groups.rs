@@ -42,9 +42,9 @@ fn place(ctx: &ProxyContext, topic: &str, partition: i32, remapped: &mut bool) -
     let view = ctx.cluster.read();
     match ctx.mapper.decide(topic, &view) {
         Decision::PassThrough => Target::Main(partition),
-        Decision::Mismatch { .. } => {
+        refused @ (Decision::Mismatch { .. } | Decision::Compacted { .. }) => {
             *remapped = true;
-            Target::Local(error::INVALID_PARTITIONS)
+            Target::Local(refused.refusal_code().unwrap_or(error::INVALID_PARTITIONS))
         }
         Decision::Remap(m) => {
             *remapped = true;

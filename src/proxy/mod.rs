@@ -122,10 +122,24 @@ pub struct ProxyContext {
 
 impl ProxyContext {
     /// Log every topic whose physical count contradicts its rule, and
-    /// publish how many there are (at start and after each refresh).
+    /// every compacted topic a rule would remap, and publish how many there
+    /// are (at start and after each refresh).
     pub fn report_mismatches(&self) {
-        let n = self.mapper.report_mismatches(&self.cluster.read());
+        let view = self.cluster.read();
+        let n = self.mapper.report_mismatches(&view);
         self.shared.metrics.topics_mismatched.store(n as u64, Ordering::Relaxed);
+        let n = self.mapper.report_compacted(&view);
+        self.shared.metrics.topics_compacted_refused.store(n as u64, Ordering::Relaxed);
+    }
+
+    /// Read the cleanup policy of every topic a rule would remap that the
+    /// proxy has not asked about yet (at start and after each refresh).
+    pub fn learn_cleanup_policies(&self, control: &mut ControlClient) {
+        if !self.mapper.remaps_anything() {
+            return;
+        }
+        let names: Vec<String> = self.cluster.read().topics.keys().cloned().collect();
+        crate::upstream::cleanup::learn(control, &self.mapper, &names);
     }
 }
 
@@ -206,6 +220,7 @@ impl Proxy {
             shared,
             handle,
         });
+        ctx.learn_cleanup_policies(&mut control);
         ctx.report_mismatches();
         Ok(Proxy { poll, listener, ctx, commands })
     }
@@ -236,7 +251,10 @@ impl Proxy {
             let shared = ctx.shared.clone();
             let rctx = ctx.clone();
             std::thread::Builder::new().name("metadata-refresh".into()).spawn(move || {
-                crate::upstream::refresh::run(control, interval, shared, || rctx.report_mismatches())
+                crate::upstream::refresh::run(control, interval, shared, |control| {
+                    rctx.learn_cleanup_policies(control);
+                    rctx.report_mismatches();
+                })
             })?
         };
         let follower = match ctx.producer_log.clone() {

@@ -36,8 +36,13 @@ pub fn names_remapped(ctx: &ProxyContext, req: &Struct<'_>, topics: &str, name: 
     })
 }
 
+/// Looks at one partition entry of the merged answer: (topic, partition
+/// as the client named it, entry).
+pub type AnswerAdjust = Box<dyn Fn(&str, i32, &mut Struct<'_>)>;
+
 /// Split a topics → partitions request into rounds, send them to the leader
-/// of each round's first partition, merge the answers.
+/// of each round's first partition, merge the answers (and `adjust` each
+/// entry of the merged answer).
 #[allow(clippy::too_many_arguments)]
 pub fn split_plan<'a>(
     ctx: &ProxyContext,
@@ -50,6 +55,7 @@ pub fn split_plan<'a>(
     broker_wait: Duration,
     expect_response: bool,
     rewrite: EntryRewrite<'_, 'a>,
+    adjust: Option<AnswerAdjust>,
 ) -> Option<Plan> {
     let version = header.api_version;
     if !names_remapped(ctx, req, request_shape.topics, request_shape.name) {
@@ -95,6 +101,15 @@ pub fn split_plan<'a>(
         }
         let template = decoded.first().cloned().unwrap_or_else(|| codec::with_defaults(&schema.body, version));
         let mut merged = split::merge(template, &decoded, &response_shape, &topics, version);
+        if let Some(adjust) = &adjust {
+            for t in merged.structs_mut(response_shape.topics) {
+                let name = t.str(response_shape.name).unwrap_or_default().to_string();
+                for e in t.structs_mut(response_shape.partitions) {
+                    let partition = e.i32(response_shape.index).unwrap_or(-1);
+                    adjust(&name, partition, e);
+                }
+            }
+        }
         // Leader hints (KIP-951) point at the proxy too.
         crate::remap::addresses::rewrite_brokers(&mut merged, advertised);
         encode_response(api as i16, version, correlation_id, &[], &merged).map_err(|e| e.to_string())
@@ -133,7 +148,8 @@ pub fn split_plan<'a>(
 /// physical partitions when the client asks for V (or the broker default,
 /// -1); any other count is refused, naming the rule. Under the default rule
 /// other counts pass through (such topics are not remapped), except exactly
-/// P, which would silently be remapped.
+/// P, which would silently be remapped. A topic that would be remapped and
+/// asks for `cleanup.policy` compact is refused (POLICY_VIOLATION).
 pub fn create_topics(ctx: &ProxyContext, session: &mut Session, header: &RequestHeader<'_>, req: &Struct<'_>) -> Option<Plan> {
     if !ctx.mapper.remaps_anything() {
         return None;
@@ -153,6 +169,25 @@ pub fn create_topics(ctx: &ProxyContext, session: &mut Session, header: &Request
             let asked = t.i32("num_partitions").unwrap_or(-1);
             let default_rule = matches!(rule.source, crate::config::RuleSource::Default);
             if asked == v || (asked == -1 && !default_rule) {
+                let policy = t.structs("configs").filter(|c| c.str("name") == Some("cleanup.policy")).last().map(|c| c.str("value"));
+                if let Some(value) = policy {
+                    if crate::remap::mapping::CleanupPolicy::from_value(value) == crate::remap::mapping::CleanupPolicy::Compact {
+                        // Kafka answers a topic its CreateTopicPolicy rejects with POLICY_VIOLATION.
+                        refused.push((
+                            i,
+                            error::POLICY_VIOLATION,
+                            format!(
+                                "Topic {name} falls under {} and asks for cleanup.policy={}: compacted topics cannot be \
+                                 remapped, because compaction is per physical partition and would erase one virtual \
+                                 partition's records with a sibling's of the same key",
+                                rule.name(),
+                                value.unwrap_or_default()
+                            ),
+                        ));
+                        changed = true;
+                        continue;
+                    }
+                }
                 if !t.array("assignments").is_empty() {
                     refused.push((i, error::INVALID_REQUEST, format!("Topic {name} falls under {}: manual replica assignments are not supported for remapped topics", rule.name())));
                     changed = true;
@@ -374,7 +409,9 @@ pub fn add_partitions_to_txn(ctx: &ProxyContext, session: &Session, header: &Req
             .map(|v| {
                 let code = match &decision {
                     Decision::PassThrough => error::NONE,
-                    Decision::Mismatch { .. } => error::INVALID_PARTITIONS,
+                    refused @ (Decision::Mismatch { .. } | Decision::Compacted { .. }) => {
+                        refused.refusal_code().unwrap_or(error::INVALID_PARTITIONS)
+                    }
                     Decision::Remap(m) => match m.locate(VirtualPartition(v)) {
                         None => error::UNKNOWN_TOPIC_OR_PARTITION,
                         Some((_, 0)) => error::NONE,
@@ -456,6 +493,10 @@ pub fn produce(
     let wait = Duration::from_millis(req.i32("timeout_ms").unwrap_or(0).max(0) as u64);
     let mut stats = crate::remap::produce::TagStats::default();
     let mut ids = BrokerProducerIds { ctx, control };
+    // The entries the proxy tagged (k >= 1, or a k = 0 batch re-tagged):
+    // when the broker finds them too large, the tag may be why.
+    let tagged: std::rc::Rc<std::cell::RefCell<Vec<(String, i32, i32)>>> = Default::default();
+    let tagged_seen = tagged.clone();
     let plan = split_plan(
         ctx,
         session,
@@ -466,7 +507,15 @@ pub fn produce(
         split::PRODUCE_RESPONSE,
         wait,
         acks != 0,
-        &mut |topic, entry, m, v, p, k| crate::remap::produce::rewrite_entry(topic, entry, &m, v, p, k, &mut ids, &mut stats),
+        &mut |topic, entry, m, v, p, k| {
+            let before = stats.batches;
+            let result = crate::remap::produce::rewrite_entry(topic, entry, &m, v, p, k, &mut ids, &mut stats);
+            if stats.batches > before {
+                tagged.borrow_mut().push((topic.to_string(), v.0, m.physical_count));
+            }
+            result
+        },
+        Some(Box::new(move |topic, v, entry| explain_too_large(&tagged_seen.borrow(), topic, v, entry))),
     );
     let m = &ctx.shared.metrics;
     m.batches_tagged_total.fetch_add(stats.batches, std::sync::atomic::Ordering::Relaxed);
@@ -475,6 +524,27 @@ pub fn produce(
     // the topic, virtual partition and both CRCs).
     m.corrupt_batches_total.fetch_add(stats.corrupt, std::sync::atomic::Ordering::Relaxed);
     plan
+}
+
+/// A tagged entry the broker refused as too large gets a message saying
+/// that the tag adds bytes to each record (Produce v8+ has the field),
+/// logged once per topic: the same records fit on untagged partitions.
+fn explain_too_large(tagged: &[(String, i32, i32)], topic: &str, v: i32, entry: &mut Struct<'_>) {
+    use std::sync::{Mutex, OnceLock};
+    static LOGGED: OnceLock<Mutex<std::collections::HashSet<String>>> = OnceLock::new();
+    let code = entry.i16("error_code").unwrap_or(error::NONE);
+    if code != error::MESSAGE_TOO_LARGE && code != error::RECORD_LIST_TOO_LARGE {
+        return;
+    }
+    let Some(&(_, _, physical_count)) = tagged.iter().find(|(t, tv, _)| t == topic && *tv == v) else { return };
+    let message = crate::remap::produce::too_large_message(topic, VirtualPartition(v), physical_count);
+    if LOGGED.get_or_init(Default::default).lock().is_ok_and(|mut seen| seen.insert(topic.to_string())) {
+        warn!("Produce: {message} (logged once per topic)");
+    }
+    // Below v8 the field is not in the version, and the encoder skips it.
+    if entry.has_field("error_message") {
+        entry.set("error_message", Value::str(message));
+    }
 }
 
 /// Fetch naming remapped topics: sessionless upstream fetches (so the proxy

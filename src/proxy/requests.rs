@@ -110,6 +110,18 @@ pub fn plan(
                 }
             }
         }
+        // A compacted topic must not be remapped: its cleanup policy is
+        // read before the proxy first serves it (new since the last
+        // refresh, or created through another client).
+        let mut named: Vec<String> = topic_names(&req).into_iter().map(str::to_string).collect();
+        {
+            let view = ctx.cluster.read();
+            named.extend(topic_ids(&req).iter().filter_map(|id| view.topic_names.get(id).cloned()));
+        }
+        for topic in crate::upstream::cleanup::learn(control, &ctx.mapper, &named) {
+            let rule = ctx.mapper.rule_for(&topic).map(|r| r.to_string()).unwrap_or_default();
+            log::error!("{}", crate::remap::mapping::compacted_message(&topic, &rule));
+        }
         if let Some(plan) = remapped_plan(ctx, session, control, header, &req, frame) {
             return plan;
         }
@@ -364,11 +376,11 @@ fn remapped_plan(
         ApiKey::Fetch => remapped::fetch(ctx, session, header, req),
         ApiKey::ListOffsets => remapped::split_plan(
             ctx, session, header, req, api, split::LIST_OFFSETS, split::LIST_OFFSETS, Duration::ZERO, true,
-            &mut |_, _, _, _, _, _| Ok(()),
+            &mut |_, _, _, _, _, _| Ok(()), None,
         ),
         ApiKey::OffsetForLeaderEpoch => remapped::split_plan(
             ctx, session, header, req, api, split::LEADER_EPOCH, split::LEADER_EPOCH, Duration::ZERO, true,
-            &mut |_, _, _, _, _, _| Ok(()),
+            &mut |_, _, _, _, _, _| Ok(()), None,
         ),
         ApiKey::OffsetCommit => groups::offset_commit(ctx, session, header, req),
         ApiKey::OffsetFetch => groups::offset_fetch(ctx, session, header, req),

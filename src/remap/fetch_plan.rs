@@ -167,6 +167,7 @@ pub fn plan<'a>(req: &Struct<'a>, version: i16, resolve: Resolve<'_, 'a>) -> Opt
                 error::INVALID_PARTITIONS,
                 format!("Topic {} has {actual} physical partitions but {rule} expects {expected}", topic.name),
             ),
+            Decision::Compacted { rule } => (error::INVALID_CONFIG, crate::remap::mapping::compacted_message(&topic.name, rule)),
             Decision::Remap(m) => match m.locate(VirtualPartition(partition)) {
                 None => (error::UNKNOWN_TOPIC_OR_PARTITION, m.out_of_range_message(partition)),
                 Some((p, _)) => {

@@ -66,6 +66,58 @@ pub enum Decision {
     /// An exact or regex rule names the topic but the cluster holds a
     /// different physical count: the proxy refuses to guess.
     Mismatch { rule: String, expected: i32, actual: i32 },
+    /// A rule would remap the topic but its `cleanup.policy` compacts:
+    /// compaction keeps one record per key per physical partition, so
+    /// siblings would erase each other's records. Refused, never passed
+    /// through (that would show siblings' records as one partition's).
+    Compacted { rule: String },
+}
+
+/// A topic's `cleanup.policy` as far as remapping cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CleanupPolicy {
+    /// No `compact` in it (Kafka's default, `delete`).
+    Delete,
+    /// `compact`, or `compact,delete`.
+    Compact,
+    /// The cluster would not say (no DescribeConfigs permission, or the API
+    /// is not offered): the topic is remapped, with a warning, since
+    /// refusing would take every remapped topic offline on a permission
+    /// change; the operator is told to grant it or check the topic.
+    Unreadable(String),
+}
+
+impl CleanupPolicy {
+    /// From the config value; `None` (not reported) is Kafka's default.
+    pub fn from_value(value: Option<&str>) -> CleanupPolicy {
+        match value {
+            Some(v) if v.split(',').any(|p| p.trim().eq_ignore_ascii_case("compact")) => CleanupPolicy::Compact,
+            _ => CleanupPolicy::Delete,
+        }
+    }
+}
+
+/// Why a compacted topic is not remapped, for logs, answers and
+/// `--check-config`.
+pub fn compacted_message(topic: &str, rule: &str) -> String {
+    format!(
+        "Topic {topic} is compacted (cleanup.policy contains compact) and falls under {rule}: compacted topics \
+         cannot be remapped, because compaction is per physical partition and would erase one virtual \
+         partition's records with a sibling's of the same key; the topic is not served until its \
+         cleanup.policy or the rule changes"
+    )
+}
+
+impl Decision {
+    /// The error code for a partition of a topic the proxy refuses to
+    /// serve; `None` when it serves it.
+    pub fn refusal_code(&self) -> Option<i16> {
+        match self {
+            Decision::PassThrough | Decision::Remap(_) => None,
+            Decision::Mismatch { .. } => Some(crate::kafka::api::error::INVALID_PARTITIONS),
+            Decision::Compacted { .. } => Some(crate::kafka::api::error::INVALID_CONFIG),
+        }
+    }
 }
 
 pub struct Mapper {
@@ -81,6 +133,11 @@ pub struct Mapper {
     rule_cache: RwLock<HashMap<String, Option<Rule>>>,
     /// Topics already logged as passed through by the default rule.
     logged_passthrough: Mutex<HashSet<String>>,
+    /// The `cleanup.policy` of topics a rule would remap, with the topic
+    /// id it was read for (a topic deleted and created again is asked
+    /// again). Unknown topics are remapped: the proxy asks before it first
+    /// serves one (`upstream::cleanup`).
+    policies: RwLock<HashMap<String, ([u8; 16], CleanupPolicy)>>,
 }
 
 impl Mapper {
@@ -91,6 +148,7 @@ impl Mapper {
             remapped_ids: RwLock::new(HashMap::new()),
             rule_cache: RwLock::new(HashMap::new()),
             logged_passthrough: Mutex::new(HashSet::new()),
+            policies: RwLock::new(HashMap::new()),
         }
     }
 
@@ -134,6 +192,21 @@ impl Mapper {
         if topic.starts_with("__") || info.is_some_and(|i| i.internal) {
             return Decision::PassThrough;
         }
+        match self.decide_remembered(topic, info) {
+            // A compacted topic (for the id the cluster shows now) is never
+            // remapped: compaction is per physical partition.
+            Decision::Remap(m) => match (info, self.policies.read().get(topic)) {
+                (Some(info), Some((id, CleanupPolicy::Compact))) if *id == info.id => {
+                    Decision::Compacted { rule: self.rule_for(topic).map(|r| r.to_string()).unwrap_or_default() }
+                }
+                _ => Decision::Remap(m),
+            },
+            other => other,
+        }
+    }
+
+    /// `decide` before the cleanup policy is looked at.
+    fn decide_remembered(&self, topic: &str, info: Option<&crate::cluster::TopicInfo>) -> Decision {
         let remembered = self.remapped.read().get(topic).copied();
         match (info, remembered) {
             // Unknown to the cluster and never remapped: the broker answers for it.
@@ -176,6 +249,25 @@ impl Mapper {
     /// Whether `topic` has been remapped since the proxy started.
     pub fn was_remapped(&self, topic: &str) -> bool {
         self.remapped.read().contains_key(topic)
+    }
+
+    /// Whether `topic` would be remapped but its cleanup policy is not
+    /// known yet (for the topic id the cluster shows now).
+    pub fn needs_policy(&self, topic: &str, view: &ClusterView) -> bool {
+        let Some(info) = view.topics.get(topic) else { return false };
+        if !matches!(self.decide(topic, view), Decision::Remap(_)) {
+            return false;
+        }
+        self.policies.read().get(topic).map_or(true, |(id, _)| *id != info.id)
+    }
+
+    /// Remember what the cluster said about `topic`'s cleanup policy.
+    pub fn set_policy(&self, topic: &str, id: [u8; 16], policy: CleanupPolicy) {
+        self.policies.write().insert(topic.to_string(), (id, policy));
+    }
+
+    pub fn policy(&self, topic: &str) -> Option<CleanupPolicy> {
+        self.policies.read().get(topic).map(|(_, p)| p.clone())
     }
 
     pub fn decide_for_count(&self, topic: &str, actual: i32) -> Decision {
@@ -221,6 +313,21 @@ impl Mapper {
                     "Topic {name} has {actual} physical partitions but {rule} expects {expected}: \
                      the topic is not served until the cluster or the rule is fixed"
                 );
+                count += 1;
+            }
+        }
+        count
+    }
+
+    /// Log every compacted topic a rule would remap (at start and after
+    /// each metadata refresh). Returns how many there are.
+    pub fn report_compacted(&self, view: &ClusterView) -> usize {
+        let mut names: Vec<&String> = view.topics.keys().collect();
+        names.sort();
+        let mut count = 0;
+        for name in names {
+            if let Decision::Compacted { rule } = self.decide(name, view) {
+                error!("{}", compacted_message(name, &rule));
                 count += 1;
             }
         }
@@ -320,5 +427,32 @@ mod tests {
         assert_eq!(m.decide("__consumer_offsets", &view), Decision::PassThrough);
         view.topics.insert("__other".into(), crate::cluster::TopicInfo { internal: false, ..info });
         assert_eq!(m.decide("__other", &view), Decision::PassThrough);
+    }
+
+    #[test]
+    fn compacted_topics_under_a_remapping_rule_are_refused() {
+        let m = mapper(Some((100, 10)), vec![("events", 20, 2)]);
+        let mut view = ClusterView::default();
+        let info = |id: u8| crate::cluster::TopicInfo { id: [id; 16], partitions: vec![Default::default(); 2], ..Default::default() };
+        view.topics.insert("events".into(), info(1));
+        view.topics.insert("plain".into(), info(2));
+        // Not known yet: remapped, and asked about.
+        assert_eq!(m.decide("events", &view), Decision::Remap(TopicMapping::new(20, 2)));
+        assert!(m.needs_policy("events", &view));
+        assert!(!m.needs_policy("plain", &view), "the default rule does not remap 2 partitions");
+        m.set_policy("events", [1; 16], CleanupPolicy::from_value(Some("delete,compact")));
+        assert!(matches!(m.decide("events", &view), Decision::Compacted { .. }));
+        assert_eq!(m.decide("events", &view).refusal_code(), Some(crate::kafka::api::error::INVALID_CONFIG));
+        assert!(!m.needs_policy("events", &view));
+        assert_eq!(m.report_compacted(&view), 1);
+        // Deleted and created again (a new id): asked again, remapped meanwhile.
+        view.topics.insert("events".into(), info(3));
+        assert!(m.needs_policy("events", &view));
+        assert_eq!(m.decide("events", &view), Decision::Remap(TopicMapping::new(20, 2)));
+        m.set_policy("events", [3; 16], CleanupPolicy::Unreadable("TOPIC_AUTHORIZATION_FAILED".into()));
+        assert_eq!(m.decide("events", &view), Decision::Remap(TopicMapping::new(20, 2)));
+        assert_eq!(CleanupPolicy::from_value(None), CleanupPolicy::Delete);
+        assert_eq!(CleanupPolicy::from_value(Some("delete")), CleanupPolicy::Delete);
+        assert_eq!(CleanupPolicy::from_value(Some("Compact")), CleanupPolicy::Compact);
     }
 }

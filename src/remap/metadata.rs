@@ -1,7 +1,8 @@
 //! Metadata as clients must see it: a remapped topic lists V partitions,
 //! virtual partition `v` carrying the leader, epoch, replicas, ISR and
 //! offline replicas of its physical partition. A topic whose physical count
-//! contradicts its rule is reported with an error instead.
+//! contradicts its rule (INVALID_PARTITIONS), or a compacted one a rule
+//! would remap (INVALID_CONFIG), is reported with an error instead.
 
 use crate::cluster::ClusterView;
 use crate::kafka::api::error;
@@ -45,8 +46,8 @@ pub fn virtualize(body: &mut Struct<'_>, mapper: &Mapper, view: &ClusterView) ->
                 topic.set("partitions", Value::Array(Some(partitions)));
                 changed = true;
             }
-            Decision::Mismatch { .. } => {
-                topic.set("error_code", Value::Int16(error::INVALID_PARTITIONS));
+            refused @ (Decision::Mismatch { .. } | Decision::Compacted { .. }) => {
+                topic.set("error_code", Value::Int16(refused.refusal_code().unwrap_or(error::INVALID_PARTITIONS)));
                 topic.set("partitions", Value::Array(Some(Vec::new())));
                 changed = true;
             }

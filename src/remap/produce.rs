@@ -37,6 +37,28 @@ pub trait ProducerIdSource {
     fn sequence_base(&mut self, derived: i64, topic: &str, physical: i32, first_seen: i32) -> Result<i32, String>;
 }
 
+/// Bytes the tag adds to each record of virtual partition `v`: the
+/// header's key and value, each after a one-byte length varint.
+pub fn tag_overhead(v: VirtualPartition) -> usize {
+    records::encoded_header_len(TAG_HEADER, v.0.to_string().as_bytes())
+}
+
+/// The message for a tagged entry the broker refused as too large
+/// (MESSAGE_TOO_LARGE or RECORD_LIST_TOO_LARGE): the tag may be why.
+pub fn too_large_message(topic: &str, v: VirtualPartition, physical_count: i32) -> String {
+    let digits = v.0.to_string().len();
+    format!(
+        "the broker refused the records of topic {topic} virtual partition {} as too large: kpr-proxy tags each \
+         record of it with the {TAG_HEADER} header, which adds {} bytes per record (key {TAG_HEADER:?}, 6 bytes, and \
+         value \"{}\", {digits} bytes, each after a 1-byte length; the record's length may take 1 byte more), so \
+         records near the topic's max.message.bytes fit only on untagged virtual partitions 0..{}",
+        v.0,
+        tag_overhead(v),
+        v.0,
+        physical_count - 1
+    )
+}
+
 /// A client sequence renumbered from `base` (sequences wrap from
 /// i32::MAX to 0, as Kafka's do).
 pub fn renumber(sequence: i32, base: i32) -> i32 {
@@ -489,5 +511,15 @@ mod tests {
         assert_eq!(renumber(0, 0), 0);
         // The client wrapped from i32::MAX to 0 after the base.
         assert_eq!(renumber(2, i32::MAX - 1), 4);
+    }
+
+    #[test]
+    fn tag_overhead_counts_the_header_as_encoded() {
+        // 1 + "kpr.vp" + 1 + digits
+        assert_eq!(tag_overhead(VirtualPartition(7)), 9);
+        assert_eq!(tag_overhead(VirtualPartition(31)), 10);
+        assert_eq!(tag_overhead(VirtualPartition(12345)), 13);
+        let m = too_large_message("t", VirtualPartition(31), 2);
+        assert!(m.contains("adds 10 bytes per record") && m.contains("0..1") && m.contains("max.message.bytes"), "{m}");
     }
 }

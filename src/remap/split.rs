@@ -84,6 +84,10 @@ pub fn split<'a>(req: &Struct<'a>, shape: &Shape, decide: &dyn Fn(&str) -> Decis
                         format!("Topic {name} has {actual} physical partitions but {rule} expects {expected}"),
                     ))
                 }
+                Decision::Compacted { rule } => {
+                    remapped = true;
+                    Err((error::INVALID_CONFIG, super::mapping::compacted_message(&name, rule)))
+                }
                 Decision::Remap(m) => {
                     remapped = true;
                     match m.locate(VirtualPartition(partition)) {
@@ -180,7 +184,42 @@ pub fn merge<'a>(
         out_topics.push(Value::Struct(t));
     }
     template.set(shape.topics, Value::Array(Some(out_topics)));
+    merge_shared_fields(&mut template, answers);
     template
+}
+
+/// The fields outside the partition entries come from every round, not
+/// only the template's: the longest throttle (the client must wait out
+/// whichever broker asked), and the leader hints of KIP-951 (Produce v10+
+/// `node_endpoints`) of every round, once per node id, since the
+/// partitions' `current_leader` may name any of them.
+fn merge_shared_fields<'a>(template: &mut Struct<'a>, answers: &[Struct<'a>]) {
+    if template.has_field("throttle_time_ms") && template.i32("throttle_time_ms").is_some() {
+        if let Some(longest) = answers.iter().filter_map(|a| a.i32("throttle_time_ms")).max() {
+            template.set("throttle_time_ms", Value::Int32(longest.max(template.i32("throttle_time_ms").unwrap_or(0))));
+        }
+    }
+    if !template.has_field("node_endpoints") {
+        return;
+    }
+    let mut nodes: Vec<Value<'a>> = match template.get("node_endpoints") {
+        Value::Array(Some(items)) => items.clone(),
+        _ => Vec::new(),
+    };
+    let mut seen: Vec<i32> = nodes.iter().filter_map(Value::as_struct).filter_map(|n| n.i32("node_id")).collect();
+    for a in answers {
+        for n in a.structs("node_endpoints") {
+            if let Some(id) = n.i32("node_id") {
+                if !seen.contains(&id) {
+                    seen.push(id);
+                    nodes.push(Value::Struct(n.clone()));
+                }
+            }
+        }
+    }
+    if !nodes.is_empty() {
+        template.set("node_endpoints", Value::Array(Some(nodes)));
+    }
 }
 
 fn element_schema<'s>(schema: &'s StructSchema, field: &str) -> &'s StructSchema {
@@ -382,6 +421,101 @@ mod tests {
                 .map(|e| (e.i32("partition").unwrap(), e.i64("end_offset").unwrap()))
                 .collect();
             assert_eq!(got, vec![(5, 40), (1, 40), (2, 7)], "v{version}");
+        }
+    }
+
+    /// Two rounds of one client's Produce (VPs 0 and 2 both live on
+    /// physical 0) are answered by brokers that each name a leader hint
+    /// (KIP-951) and a throttle: the client's merged answer carries every
+    /// round's node_endpoints (by node id, once each), each partition's own
+    /// current_leader, and the longest throttle, as one Kafka answer would.
+    #[test]
+    fn merged_produce_answers_keep_every_rounds_leader_hints_and_the_longest_throttle() {
+        use crate::kafka::message::{encode_response, request_schema};
+        for version in [10i16, 11] {
+            let m = TopicMapping::new(4, 2);
+            let rs = &request_schema(0).unwrap().body;
+            let rts = codec::element_schema(rs, "topic_data");
+            let rps = codec::element_schema(rts, "partition_data");
+            let mut req = codec::with_defaults(rs, version);
+            let mut t = codec::with_defaults(rts, version);
+            t.set("name", Value::str("t"));
+            let entries = [0, 2, 3]
+                .iter()
+                .map(|&v| {
+                    let mut e = codec::with_defaults(rps, version);
+                    e.set("index", Value::Int32(v));
+                    Value::Struct(e)
+                })
+                .collect();
+            t.set("partition_data", Value::Array(Some(entries)));
+            req.set("topic_data", Value::Array(Some(vec![Value::Struct(t)])));
+            let s = split(&req, &PRODUCE_REQUEST, &|_: &str| Decision::Remap(m), &mut |_, _, _, _, _, _| Ok(()));
+            assert_eq!(s.rounds.len(), 2, "VPs 0 and 2 share physical 0");
+
+            let schema = &response_schema(0).unwrap().body;
+            let ts = codec::element_schema(schema, "responses");
+            let ps = codec::element_schema(ts, "partition_responses");
+            let leader_schema = match &ps.fields[ps.index_of("current_leader").unwrap()].ty {
+                FieldType::Struct(st) => st,
+                other => panic!("current_leader is {other:?}"),
+            };
+            let es = codec::element_schema(schema, "node_endpoints");
+            let answer = |entries: &[(i32, i64, i32)], nodes: &[(i32, &str)], throttle: i32| {
+                let mut r = codec::with_defaults(schema, version);
+                let mut t = codec::with_defaults(ts, version);
+                t.set("name", Value::str("t"));
+                t.set("partition_responses", Value::Array(Some(entries.iter().map(|&(p, offset, leader)| {
+                    let mut e = codec::with_defaults(ps, version);
+                    e.set("index", Value::Int32(p));
+                    e.set("base_offset", Value::Int64(offset));
+                    let mut l = codec::with_defaults(leader_schema, version);
+                    l.set("leader_id", Value::Int32(leader));
+                    l.set("leader_epoch", Value::Int32(leader * 10));
+                    e.set("current_leader", Value::Struct(l));
+                    Value::Struct(e)
+                }).collect())));
+                r.set("responses", Value::Array(Some(vec![Value::Struct(t)])));
+                r.set("throttle_time_ms", Value::Int32(throttle));
+                r.set("node_endpoints", Value::Array(Some(nodes.iter().map(|&(id, host)| {
+                    let mut n = codec::with_defaults(es, version);
+                    n.set("node_id", Value::Int32(id));
+                    n.set("host", Value::str(host));
+                    n.set("port", Value::Int32(9092));
+                    n.set("rack", Value::String(None));
+                    Value::Struct(n)
+                }).collect())));
+                r
+            };
+            let answers = vec![
+                answer(&[(0, 10, 1), (1, 20, 1)], &[(1, "b1")], 3),
+                answer(&[(0, 11, 2)], &[(2, "b2"), (1, "b1")], 7),
+            ];
+            let merged = merge(answers[0].clone(), &answers, &PRODUCE_RESPONSE, &s.topics, version);
+            // Through the wire, as the client reads it.
+            let bytes = encode_response(0, version, 1, &[], &merged).unwrap();
+            let (_, _, body) = crate::kafka::header::parse_response_header(&bytes, 0, version).unwrap();
+            let back = codec::decode(response_schema(0).unwrap(), version, body).unwrap();
+            let mut nodes: Vec<(i32, String)> = back
+                .structs("node_endpoints")
+                .map(|n| (n.i32("node_id").unwrap(), n.str("host").unwrap().to_string()))
+                .collect();
+            nodes.sort();
+            assert_eq!(nodes, vec![(1, "b1".into()), (2, "b2".into())], "v{version}: node_endpoints of every round, once each");
+            assert_eq!(back.i32("throttle_time_ms"), Some(7), "v{version}: the longest throttle of the rounds");
+            let leaders: Vec<(i32, i64, i32)> = back
+                .structs("responses")
+                .flat_map(|t| t.structs("partition_responses"))
+                .map(|e| (e.i32("index").unwrap(), e.i64("base_offset").unwrap(), e.child("current_leader").unwrap().i32("leader_id").unwrap()))
+                .collect();
+            assert_eq!(leaders, vec![(0, 10, 1), (2, 11, 2), (3, 20, 1)], "v{version}");
+
+            // An answer the proxy builds alone (every entry refused) has a
+            // throttle of 0.
+            let refused = split(&req, &PRODUCE_REQUEST, &|_: &str| Decision::Compacted { rule: "r".into() }, &mut |_, _, _, _, _, _| Ok(()));
+            let alone = merge(codec::with_defaults(schema, version), &[], &PRODUCE_RESPONSE, &refused.topics, version);
+            assert_eq!(alone.i32("throttle_time_ms"), Some(0));
+            assert!(alone.structs("responses").flat_map(|t| t.structs("partition_responses")).all(|e| e.i16("error_code") == Some(error::INVALID_CONFIG)));
         }
     }
 }

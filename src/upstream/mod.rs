@@ -1,7 +1,9 @@
 //! Connections to the brokers: opening them (`connect`), the proxy's own
-//! blocking requests (`control`), the metadata refresher (`refresh`), and the
-//! producer-id topic every instance shares (`producer_log`).
+//! blocking requests (`control`), the metadata refresher (`refresh`), the
+//! producer-id topic every instance shares (`producer_log`), and the cleanup
+//! policy of topics a rule would remap (`cleanup`).
 
+pub mod cleanup;
 pub mod connect;
 pub mod control;
 pub mod producer_log;

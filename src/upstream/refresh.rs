@@ -10,9 +10,10 @@ use log::{info, warn};
 use super::control::ControlClient;
 use crate::net::Shared;
 
-/// Refresh every `interval`; `after_refresh` runs after each success (the
-/// proxy reports topics that contradict their rule there).
-pub fn run(mut client: ControlClient, interval: Duration, shared: Arc<Shared>, after_refresh: impl Fn()) {
+/// Refresh every `interval`; `after_refresh` runs after each success, with
+/// the refresher's client (the proxy reads new topics' cleanup policy and
+/// reports topics that contradict their rule there).
+pub fn run(mut client: ControlClient, interval: Duration, shared: Arc<Shared>, after_refresh: impl Fn(&mut ControlClient)) {
     let mut healthy = true;
     let mut next = Instant::now() + interval;
     while !shared.shutdown.load(Ordering::SeqCst) {
@@ -27,7 +28,7 @@ pub fn run(mut client: ControlClient, interval: Duration, shared: Arc<Shared>, a
                     info!("Kafka cluster reachable again");
                     healthy = true;
                 }
-                after_refresh();
+                after_refresh(&mut client);
             }
             Err(e) => {
                 if healthy {

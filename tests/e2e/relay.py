@@ -24,6 +24,11 @@ correlation id, and can:
   not the real group), and their answer comes back with every error code
   set to `code` (OffsetCommit, OffsetFetch), as from a coordinator that is
   loading or has moved.
+- answer_produce_error(code, containing, count): the next `count` Produce
+  requests (v3-v8) whose bytes contain `containing` reach the broker
+  unchanged, and their answer comes back with every partition's error
+  code set to `code`, e.g. MESSAGE_TOO_LARGE where Tansu does not enforce
+  a topic's max.message.bytes.
 - stale_coordinator(api_keys, containing): like answer_error with
   NOT_COORDINATOR, for every such request until a FindCoordinator request
   naming `containing` passes: a coordinator that moved, as the node that
@@ -105,6 +110,8 @@ def set_error_codes(api_key, version, frame, code):
         struct.pack_into(">h", out, r.pos, code)
         r.int16()
 
+    if api_key == kafkawire.API_PRODUCE:
+        return set_produce_error_codes(version, frame, code)
     if api_key == API_DELETE_GROUPS:
         flexible = version >= 2
     r.int32()  # correlation id
@@ -138,6 +145,31 @@ def set_error_codes(api_key, version, frame, code):
         topics()
         if version >= 2:
             error()
+    return bytes(out)
+
+
+def set_produce_error_codes(version, frame, code):
+    """A Produce v3-v8 response with every partition's error code set to
+    `code` (offsets and the rest as the broker answered)."""
+    if not 3 <= version <= 8:
+        raise ValueError(f"cannot set error codes of Produce v{version}")
+    out = bytearray(frame)
+    r = kafkawire.Reader(frame)
+    r.int32()  # correlation id
+
+    def partition(r):
+        r.int32()
+        struct.pack_into(">h", out, r.pos, code)
+        r.int16()
+        r.int64()  # base_offset
+        r.int64()  # log_append_time
+        if version >= 5:
+            r.int64()  # log_start_offset
+        if version >= 8:
+            r.array(lambda r: (r.int32(), r.string()))
+            r.string()
+
+    r.array(lambda r: (r.string(), r.array(partition)))
     return bytes(out)
 
 
@@ -204,6 +236,12 @@ class Relay:
         with self.lock:
             self.faults.append({"api_keys": tuple(api_keys), "containing": containing,
                                 "code": code, "left": count, "until_found": False})
+
+    def answer_produce_error(self, code, containing, count=1):
+        with self.lock:
+            self.faults.append({"api_keys": (kafkawire.API_PRODUCE,), "containing": containing,
+                                "code": code, "left": count, "until_found": False,
+                                "rename": False})
 
     def stale_coordinator(self, api_keys, containing):
         with self.lock:
@@ -332,7 +370,7 @@ class Relay:
                                     and fetch_carries_rack(api_version, frame, rack[0]))
                     if carries_rack:
                         self.fetches_with_rack += 1
-                if fault is not None and fault["code"] is not None:
+                if fault is not None and fault["code"] is not None and fault.get("rename", True):
                     name = fault["containing"]
                     decoy = name[:-1] + (b"X" if name[-1:] != b"X" else b"Y")
                     frame = frame.replace(name, decoy)
