@@ -172,7 +172,13 @@ pub fn plan(
                 ctx.cluster.apply_metadata(body);
                 let virtualized = ctx.mapper.remaps_anything()
                     && crate::remap::metadata::virtualize(body, &ctx.mapper, &ctx.cluster.read());
-                Ok(addresses::rewrite_brokers(body, &ctx.settings.advertised) | virtualized)
+                // The proxy's own topic is internal to it: clients exclude
+                // internal topics from pattern subscriptions.
+                let hidden = ctx
+                    .producer_log
+                    .as_ref()
+                    .is_some_and(|log| crate::remap::metadata::mark_internal(body, &log.settings.topic));
+                Ok(addresses::rewrite_brokers(body, &ctx.settings.advertised) | virtualized | hidden)
             })),
         ),
         ApiKey::DescribeCluster => forward(

@@ -1,6 +1,6 @@
-//! Fetch from virtual partitions. Each physical partition a client names
-//! (through any number of its virtual partitions) is fetched once upstream,
-//! from the lowest offset asked. Each virtual partition then gets: its own
+//! Fetch from virtual partitions: what each one gets from a physical
+//! partition's fetched batches (which reads are made, and which read
+//! answers which virtual partition, is `fetch_plan`'s). Each gets: its own
 //! batches (bytes unchanged), control batches (transaction markers), and in
 //! place of each run of other virtual partitions' batches one empty batch
 //! spanning the run, so the consumer's position moves past data that is not

@@ -112,3 +112,49 @@ mod tests {
         assert_eq!(shown(&body), (error::NONE, 0));
     }
 }
+
+/// Mark `topic` internal (`is_internal`, Metadata v1+) in a Metadata
+/// response body, as Kafka marks `__consumer_offsets`: clients leave
+/// internal topics out of pattern subscriptions (the Java client's
+/// `exclude.internal.topics`, librdkafka's alike). Returns whether it
+/// changed anything.
+pub fn mark_internal(body: &mut Struct<'_>, topic: &str) -> bool {
+    let mut changed = false;
+    for t in body.structs_mut("topics") {
+        if t.str("name") == Some(topic) && t.has_field("is_internal") && !matches!(t.get("is_internal"), Value::Bool(true)) {
+            t.set("is_internal", Value::Bool(true));
+            changed = true;
+        }
+    }
+    changed
+}
+
+#[cfg(test)]
+mod internal_tests {
+    use super::*;
+    use crate::kafka::codec;
+    use crate::kafka::message::response_schema;
+
+    #[test]
+    fn the_proxys_own_topic_is_marked_internal_in_every_version_that_can_say_so() {
+        let schema = response_schema(3).unwrap();
+        for version in 1..=12 {
+            let ts = codec::element_schema(&schema.body, "topics");
+            let mut body = codec::with_defaults(&schema.body, version);
+            let topics = ["orders", "__kpr_producer_ids"]
+                .iter()
+                .map(|n| {
+                    let mut t = codec::with_defaults(ts, version);
+                    t.set("name", Value::str(*n));
+                    Value::Struct(t)
+                })
+                .collect();
+            body.set("topics", Value::Array(Some(topics)));
+            assert!(mark_internal(&mut body, "__kpr_producer_ids"), "v{version}");
+            let internal: Vec<bool> =
+                body.structs("topics").map(|t| matches!(t.get("is_internal"), Value::Bool(true))).collect();
+            assert_eq!(internal, vec![false, true], "v{version}");
+            assert!(!mark_internal(&mut body, "__kpr_producer_ids"), "v{version}: already internal");
+        }
+    }
+}
