@@ -1397,7 +1397,11 @@ impl Decoder<'_> {
             Some(v) => self.non_empty(v, "kafka.producer_id_topic").unwrap_or_default(),
             None => DEFAULT_PRODUCER_ID_TOPIC.to_string(),
         };
-        if !producer_id_topic.is_empty()
+        if !producer_id_topic.is_empty() && !producer_id_topic.starts_with("__") {
+            self.err(format!(
+                "kafka.producer_id_topic: {producer_id_topic:?} must start with \"__\", so that no mapping rule can remap it"
+            ));
+        } else if !producer_id_topic.is_empty()
             && !producer_id_topic.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
         {
             self.err(format!(

@@ -200,8 +200,17 @@ impl Proxy {
         let handle = LoopHandle::new(tx, waker);
         let producer_log = if mapper.remaps_anything() {
             let log = ProducerLog::new(settings.producer_log.clone());
-            log.ensure_topic(&mut control).map_err(StartError::Upstream)?;
-            log.load(&mut control).map_err(StartError::Upstream)?;
+            // A cluster blip must not stop a start: 1:1 topics and other
+            // producers are served meanwhile, and the reader thread keeps
+            // trying; idempotent produce to k >= 1 partitions is answered
+            // with a retriable error until the topic is read.
+            if let Err(e) = log.ensure_topic(&mut control).and_then(|()| log.load(&mut control)) {
+                warn!(
+                    "The producer-id topic {} is not readable yet ({e}); idempotent producers writing to virtual \
+                     partitions with k >= 1 get retriable errors until it is",
+                    settings.producer_log.topic
+                );
+            }
             Some(Arc::new(log))
         } else {
             None

@@ -46,6 +46,8 @@ pub struct LogSettings {
 pub struct ProducerLog {
     pub table: ProducerIdTable,
     pub settings: LogSettings,
+    /// Winners to write again (see `Apply::Conflict`), until written.
+    repairs: parking_lot::Mutex<Vec<(IdKey, Option<IdValue>)>>,
 }
 
 fn now_ms() -> i64 {
@@ -58,7 +60,7 @@ fn log_error(message: impl Into<String>) -> UpstreamError {
 
 impl ProducerLog {
     pub fn new(settings: LogSettings) -> ProducerLog {
-        ProducerLog { table: ProducerIdTable::default(), settings }
+        ProducerLog { table: ProducerIdTable::default(), settings, repairs: Default::default() }
     }
 
     /// Create the topic if the cluster does not have it (a topic another
@@ -70,16 +72,22 @@ impl ProducerLog {
             return Ok(());
         }
         let name = topic.clone();
-        control.call_any(
-            ApiKey::CreateTopics,
-            |b, v| {
+        // Replicated like Kafka's own internal topics (3, or every broker of
+        // a smaller cluster): the mapping must outlive a broker.
+        let replicas = control.cluster().read().brokers.len().clamp(1, 3) as i16;
+        let build = |b: &mut Struct<'static>, v: i16| {
                 let ts = codec::element_schema(b.schema, "topics");
                 let mut t = codec::with_defaults(ts, v);
                 t.set("name", Value::str(name.clone()));
                 t.set("num_partitions", Value::Int32(1));
-                t.set("replication_factor", Value::Int16(-1));
+                t.set("replication_factor", Value::Int16(replicas));
                 let cs = codec::element_schema(ts, "configs");
-                let configs = [("cleanup.policy", "compact"), ("min.compaction.lag.ms", MIN_COMPACTION_LAG_MS)]
+                let min_insync = if replicas >= 3 { "2" } else { "1" };
+                let configs = [
+                    ("cleanup.policy", "compact"),
+                    ("min.compaction.lag.ms", MIN_COMPACTION_LAG_MS),
+                    ("min.insync.replicas", min_insync),
+                ]
                     .iter()
                     .map(|(k, val)| {
                         let mut c = codec::with_defaults(cs, v);
@@ -91,11 +99,12 @@ impl ProducerLog {
                 t.set("configs", Value::Array(Some(configs)));
                 b.set("topics", Value::Array(Some(vec![Value::Struct(t.into_owned())])));
                 b.set("timeout_ms", Value::Int32(30_000));
-            },
-            |r| {
+            };
+        let read = |r: &Struct<'_>| {
                 let t = r.structs("topics").next();
                 match t.and_then(|t| t.i16("error_code")).unwrap_or(error::NONE) {
-                    error::NONE | error::TOPIC_ALREADY_EXISTS => Ok(()),
+                    error::NONE => Ok(true),
+                    error::TOPIC_ALREADY_EXISTS => Ok(false),
                     code => Err(UpstreamError::Kafka {
                         api: ApiKey::CreateTopics,
                         code,
@@ -106,9 +115,21 @@ impl ProducerLog {
                         ),
                     }),
                 }
-            },
-        )?;
-        info!("Created the producer-id topic {topic} (1 partition, compacted)");
+            };
+        // A ZooKeeper-mode broker that is not the controller answers
+        // NOT_CONTROLLER: learn the controller and ask it.
+        let created = match control.call_any(ApiKey::CreateTopics, build, read) {
+            Err(UpstreamError::Kafka { code: error::NOT_CONTROLLER, .. }) => {
+                control.refresh_metadata()?;
+                let controller = control.cluster().read().controller_id;
+                let addr = control.cluster().broker_addr(controller).ok_or(UpstreamError::NoBrokers)?;
+                control.call_decoded(&addr, ApiKey::CreateTopics, build, read)?
+            }
+            other => other?,
+        };
+        if created {
+            info!("Created the producer-id topic {topic} (1 partition, {replicas} replicas, compacted)");
+        }
         // Learn its leader; a new topic may need a moment.
         for _ in 0..50 {
             control.refresh_topics(std::slice::from_ref(&topic))?;
@@ -144,30 +165,7 @@ impl ProducerLog {
         let from = self.table.position();
         let topic = self.settings.topic.clone();
         let version = control.pick_version(ApiKey::Fetch)?.min(FETCH_MAX_VERSION);
-        let body = {
-            let schema = crate::kafka::message::request_schema(ApiKey::Fetch as i16).expect("declared");
-            let mut b = codec::with_defaults(&schema.body, version);
-            b.set("replica_id", Value::Int32(-1));
-            b.set("max_wait_ms", Value::Int32(wait_ms));
-            b.set("min_bytes", Value::Int32(1));
-            b.set("max_bytes", Value::Int32(16 << 20));
-            b.set("isolation_level", Value::Int8(0));
-            if version >= 7 {
-                b.set("session_id", Value::Int32(0));
-                b.set("session_epoch", Value::Int32(-1));
-            }
-            let ts = codec::element_schema(&schema.body, "topics");
-            let ps = codec::element_schema(ts, "partitions");
-            let mut p = codec::with_defaults(ps, version);
-            p.set("partition", Value::Int32(PARTITION));
-            p.set("fetch_offset", Value::Int64(from));
-            p.set("partition_max_bytes", Value::Int32(8 << 20));
-            let mut t = codec::with_defaults(ts, version);
-            t.set("topic", Value::str(topic.clone()));
-            t.set("partitions", Value::Array(Some(vec![Value::Struct(p)])));
-            b.set("topics", Value::Array(Some(vec![Value::Struct(t)])));
-            b.into_owned()
-        };
+        let body = fetch_request(&topic, from, wait_ms, version);
         let bytes = control.call(&addr, ApiKey::Fetch, version, &body)?;
         let schema = crate::kafka::message::response_schema(ApiKey::Fetch as i16).expect("declared");
         let resp = codec::decode(schema, version, &bytes)
@@ -178,6 +176,14 @@ impl ProducerLog {
             .find(|p| p.i32("partition_index") == Some(PARTITION))
             .ok_or_else(|| log_error(format!("Fetch of {topic} answered no partition {PARTITION}")))?;
         let code = part.i16("error_code").unwrap_or(error::NONE);
+        let log_start = part.i64("log_start_offset").unwrap_or(-1);
+        if code == error::OFFSET_OUT_OF_RANGE && log_start > from {
+            // Records below the log start are gone (a delete policy or
+            // DeleteRecords on the topic): read on from the start.
+            warn!("The producer-id topic {topic} starts at offset {log_start}, past {from}: reading on from there");
+            self.table.apply(&[], log_start);
+            return Ok(part.i64("high_watermark").unwrap_or(-1));
+        }
         if code != error::NONE {
             if matches!(code, error::NOT_LEADER_OR_FOLLOWER | error::UNKNOWN_TOPIC_OR_PARTITION | error::FENCED_LEADER_EPOCH) {
                 control.cluster().forget_leader(&topic);
@@ -190,6 +196,11 @@ impl ProducerLog {
             _ => &[],
         };
         let (decoded, next) = decode_log(data, from);
+        if next == from && !data.is_empty() && high_watermark > from {
+            return Err(log_error(format!(
+                "the producer-id topic {topic} holds a batch at offset {from} that cannot be read"
+            )));
+        }
         let applied = self.table.apply(&decoded, next);
         let conflicts: Vec<(IdKey, Option<IdValue>)> = applied
             .into_iter()
@@ -201,18 +212,30 @@ impl ProducerLog {
         if !conflicts.is_empty() {
             // Compaction keeps the last record of a key: make it the winner.
             debug!("Producer-id topic: writing {} winning entries again after a race", conflicts.len());
-            if let Err(e) = self.append(control, &conflicts) {
-                warn!("Cannot write winning producer-id entries again: {e}");
-            }
+            self.repairs.lock().extend(conflicts);
         }
+        self.write_repairs(control);
         Ok(high_watermark)
+    }
+
+    /// Write again the winners of keys a later candidate lost, until the
+    /// write succeeds (kept for the next read when it fails).
+    fn write_repairs(&self, control: &mut ControlClient) {
+        let pending: Vec<(IdKey, Option<IdValue>)> = std::mem::take(&mut *self.repairs.lock());
+        if pending.is_empty() {
+            return;
+        }
+        if let Err(e) = self.append(control, &pending) {
+            warn!("Cannot write {} winning producer-id entries again (will retry): {e}", pending.len());
+            self.repairs.lock().extend(pending);
+        }
     }
 
     /// Read until the table holds every record below the high watermark.
     pub fn load(&self, control: &mut ControlClient) -> Result<(), UpstreamError> {
         let deadline = Instant::now() + self.settings.timeout.max(Duration::from_secs(30));
         loop {
-            let hw = self.read_once(control, 0)?;
+            let hw = self.read_once(control, 100)?;
             if self.table.position() >= hw {
                 break;
             }
@@ -242,7 +265,7 @@ impl ProducerLog {
             if Instant::now() > deadline {
                 return Err(log_error(format!("the producer-id topic was not read up to offset {offset} in time")));
             }
-            self.read_once(control, 0)?;
+            self.read_once(control, 100)?;
         }
         Ok(())
     }
@@ -273,7 +296,10 @@ impl ProducerLog {
             let mut b = codec::with_defaults(&schema.body, version);
             b.set("transactional_id", Value::String(None));
             b.set("acks", Value::Int16(-1));
-            b.set("timeout_ms", Value::Int32(self.settings.timeout.as_millis().min(i32::MAX as u128) as i32));
+            // Below the socket's timeout, so a slow write is the broker's
+            // REQUEST_TIMED_OUT, not a lost connection.
+            let timeout = self.settings.timeout.as_millis() * 2 / 3;
+            b.set("timeout_ms", Value::Int32(timeout.min(i32::MAX as u128) as i32));
             let ts = codec::element_schema(&schema.body, "topic_data");
             let ps = codec::element_schema(ts, "partition_data");
             let mut p = codec::with_defaults(ps, version);
@@ -317,6 +343,8 @@ impl ProducerLog {
     ) -> Result<(IdValue, bool), UpstreamError> {
         let deadline = Instant::now() + self.settings.timeout;
         if !self.table.is_loaded() {
+            // Not read since start: the reader thread keeps trying; this
+            // produce gets a retriable error meanwhile.
             self.load(control)?;
         }
         loop {
@@ -331,7 +359,16 @@ impl ProducerLog {
                 }
             }
         }
-        let result = (|| {
+        // Released however this ends, a panic included (workers survive
+        // panics; a claim left behind would stall the key for good).
+        struct Claim<'t>(&'t ProducerIdTable, &'t IdKey);
+        impl Drop for Claim<'_> {
+            fn drop(&mut self) {
+                self.0.release(self.1);
+            }
+        }
+        let _claim = Claim(&self.table, key);
+        (|| {
             // Another instance may have written the key since our last read.
             self.read_once(control, 0)?;
             if let Some(v) = self.table.get(key) {
@@ -345,9 +382,7 @@ impl ProducerLog {
                 .get(key)
                 .ok_or_else(|| log_error(format!("the producer-id topic lost the entry written at offset {offset}")))?;
             Ok((winner, winner == proposed))
-        })();
-        self.table.release(key);
-        result
+        })()
     }
 
     /// The derived (id, epoch) of a client's producer at sibling index k.
@@ -410,7 +445,11 @@ impl ProducerLog {
         let mut healthy = true;
         while !shared.shutdown.load(Ordering::SeqCst) {
             let (started, from) = (Instant::now(), self.table.position());
-            let result = if self.table.is_loaded() { self.read_once(&mut control, 500).map(|_| ()) } else { self.load(&mut control) };
+            let result = if self.table.is_loaded() {
+                self.read_once(&mut control, 500).map(|_| ())
+            } else {
+                self.ensure_topic(&mut control).and_then(|()| self.load(&mut control))
+            };
             // A broker that answers an empty fetch at once instead of
             // waiting max_wait_ms (Tansu 0.6 may) must not make this a
             // busy loop.
@@ -464,6 +503,43 @@ fn init_producer_id(control: &mut ControlClient) -> Result<IdValue, UpstreamErro
     )
 }
 
+/// A sessionless Fetch of the topic's one partition from `from`, with no
+/// leader epoch to check.
+fn fetch_request(topic: &str, from: i64, wait_ms: i32, version: i16) -> Struct<'static> {
+    let schema = crate::kafka::message::request_schema(ApiKey::Fetch as i16).expect("declared");
+    let mut b = codec::with_defaults(&schema.body, version);
+    b.set("replica_id", Value::Int32(-1));
+    b.set("max_wait_ms", Value::Int32(wait_ms));
+    b.set("min_bytes", Value::Int32(1));
+    b.set("max_bytes", Value::Int32(16 << 20));
+    b.set("isolation_level", Value::Int8(0));
+    if version >= 7 {
+        b.set("session_id", Value::Int32(0));
+        b.set("session_epoch", Value::Int32(-1));
+    }
+    let ts = codec::element_schema(&schema.body, "topics");
+    let ps = codec::element_schema(ts, "partitions");
+    let mut p = codec::with_defaults(ps, version);
+    p.set("partition", Value::Int32(PARTITION));
+    p.set("fetch_offset", Value::Int64(from));
+    p.set("partition_max_bytes", Value::Int32(8 << 20));
+    // -1: no epoch to check. Zeros (the defaults) would be taken as
+    // epoch 0, which Kafka fences once the leader epoch has moved.
+    for field in ["current_leader_epoch", "last_fetched_epoch"] {
+        if p.has_field(field) {
+            p.set(field, Value::Int32(-1));
+        }
+    }
+    if p.has_field("log_start_offset") {
+        p.set("log_start_offset", Value::Int64(-1));
+    }
+    let mut t = codec::with_defaults(ts, version);
+    t.set("topic", Value::str(topic.to_string()));
+    t.set("partitions", Value::Array(Some(vec![Value::Struct(p)])));
+    b.set("topics", Value::Array(Some(vec![Value::Struct(t)])));
+    b.into_owned()
+}
+
 /// The records of a fetched log, and the offset after its last batch
 /// (`from` when it held none). Records that do not decode are skipped: the
 /// topic is the proxy's own, but a stray writer must not stop it.
@@ -500,6 +576,26 @@ fn decode_log(data: &[u8], from: i64) -> (Vec<LogRecord>, i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fetches_of_the_topic_check_no_leader_epoch_in_any_version() {
+        let schema = crate::kafka::message::request_schema(ApiKey::Fetch as i16).unwrap();
+        for version in 4..=FETCH_MAX_VERSION {
+            let req = fetch_request("__kpr_producer_ids", 42, 100, version);
+            let mut bytes = Vec::new();
+            codec::encode(schema, version, &req, &mut bytes).unwrap();
+            let back = codec::decode(schema, version, &bytes).unwrap();
+            let p = back.structs("topics").next().unwrap().structs("partitions").next().unwrap().clone();
+            assert_eq!(p.i64("fetch_offset"), Some(42), "v{version}");
+            if version >= 9 {
+                assert_eq!(p.i32("current_leader_epoch"), Some(-1), "v{version}: epoch 0 is fenced once the leader moved");
+            }
+            if version >= 12 {
+                assert_eq!(p.i32("last_fetched_epoch"), Some(-1), "v{version}");
+            }
+            assert_eq!(back.i32("replica_id"), Some(-1), "v{version}: a consumer's fetch");
+        }
+    }
 
     #[test]
     fn a_log_decodes_in_order_and_skips_what_is_not_ours() {
