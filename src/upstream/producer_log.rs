@@ -235,7 +235,9 @@ impl ProducerLog {
     pub fn load(&self, control: &mut ControlClient) -> Result<(), UpstreamError> {
         let deadline = Instant::now() + self.settings.timeout.max(Duration::from_secs(30));
         loop {
-            let hw = self.read_once(control, 100)?;
+            let from = self.table.position();
+            let hw = self.read_once(control, 0)?;
+            pause_without_progress(from, self.table.position());
             if self.table.position() >= hw {
                 break;
             }
@@ -265,7 +267,9 @@ impl ProducerLog {
             if Instant::now() > deadline {
                 return Err(log_error(format!("the producer-id topic was not read up to offset {offset} in time")));
             }
-            self.read_once(control, 100)?;
+            let from = self.table.position();
+            self.read_once(control, 0)?;
+            pause_without_progress(from, self.table.position());
         }
         Ok(())
     }
@@ -479,6 +483,16 @@ impl ProducerLog {
                 }
             }
         }
+    }
+}
+
+/// A short pause after a read that moved nothing, so that a loop waiting
+/// for the log to reach an offset never spins. Reads ask the broker not to
+/// wait (max_wait_ms 0): some compatible brokers wait the full time even
+/// when records are there.
+fn pause_without_progress(before: i64, after: i64) {
+    if after == before {
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
