@@ -13,7 +13,7 @@ use crate::kafka::api::{error, ApiKey};
 use crate::kafka::codec::{self, Struct, Value};
 use crate::kafka::header::{parse_response_header, RequestHeader};
 use crate::kafka::message::{encode_response, response_schema};
-use crate::remap::fetch_plan::{self, TopicKey};
+use crate::remap::fetch_plan::{self, set_if_present, TopicKey};
 use crate::remap::mapping::{Decision, VirtualPartition};
 use crate::remap::split::{self, Dest, EntryRewrite, Shape};
 
@@ -732,15 +732,6 @@ fn combine_fetch_answers(version: i16, answers: &[Vec<u8>]) -> Result<Vec<u8>, S
         }
     }
     encode_response(ApiKey::Fetch as i16, version, 0, &[], &combined).map_err(|e| e.to_string())
-}
-
-fn set_if_present(s: &mut Struct<'_>, name: &str, value: Value<'static>, version: i16) {
-    if let Some(i) = s.schema.index_of(name) {
-        let f = &s.schema.fields[i];
-        if f.versions.contains(version) && !f.is_tagged_in(version) {
-            s.fields[i] = value;
-        }
-    }
 }
 
 #[cfg(test)]

@@ -467,7 +467,8 @@ fn merge_node_endpoints<'a>(resp: &mut Struct<'a>, later: &[Struct<'a>]) {
     }
 }
 
-fn set_if_present(s: &mut Struct<'_>, name: &str, value: Value<'static>, version: i16) {
+/// Set a field the version has (and not as a tagged field); others stay.
+pub(crate) fn set_if_present(s: &mut Struct<'_>, name: &str, value: Value<'static>, version: i16) {
     if let Some(i) = s.schema.index_of(name) {
         let f = &s.schema.fields[i];
         if f.versions.contains(version) && !f.is_tagged_in(version) {
