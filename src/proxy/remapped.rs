@@ -575,7 +575,9 @@ pub fn fetch(ctx: &ProxyContext, session: &mut Session, header: &RequestHeader<'
         warn!("Fetch from {}: {message} (topic {topic})", session.peer());
     }
     let answer_plan = planned.answer;
-    let build = move |ctx: &ProxyContext, version: i16, corr: i32, answers: Vec<Vec<u8>>| -> Result<Vec<u8>, String> {
+    // `parts_per_round`: how many upstream answers make each round's (a
+    // round split by broker); empty: one each.
+    let build = move |ctx: &ProxyContext, version: i16, corr: i32, answers: Vec<Vec<u8>>, parts_per_round: &[usize]| -> Result<Vec<u8>, String> {
         let schema = response_schema(ApiKey::Fetch as i16).expect("declared");
         let mut decoded = Vec::with_capacity(answers.len());
         for a in &answers {
@@ -593,6 +595,16 @@ pub fn fetch(ctx: &ProxyContext, session: &mut Session, header: &RequestHeader<'
             }
             decoded.push(answer);
         }
+        let decoded = if parts_per_round.is_empty() {
+            decoded
+        } else {
+            let mut parts = decoded.into_iter();
+            let mut rounds = Vec::with_capacity(parts_per_round.len());
+            for &n in parts_per_round {
+                rounds.push(combine_fetch_answers(version, parts.by_ref().take(n)).ok_or("a round with no Fetch answer")?);
+            }
+            rounds
+        };
         let mut stats = fetch_plan::AnswerStats::default();
         let mut resp = fetch_plan::answer(&answer_plan, &decoded, &schema.body, version, &ctx.owner_cache, &mut stats);
         crate::remap::addresses::rewrite_brokers(&mut resp, &ctx.settings.advertised);
@@ -606,7 +618,7 @@ pub fn fetch(ctx: &ProxyContext, session: &mut Session, header: &RequestHeader<'
         encode_response(ApiKey::Fetch as i16, version, corr, &[], &resp).map_err(|e| e.to_string())
     };
     if planned.rounds.is_empty() {
-        return Some(match build(ctx, version, header.correlation_id, Vec::new()) {
+        return Some(match build(ctx, version, header.correlation_id, Vec::new(), &[]) {
             Ok(bytes) => Plan::Answer(bytes),
             Err(e) => Plan::Close(e),
         });
@@ -646,13 +658,7 @@ pub fn fetch(ctx: &ProxyContext, session: &mut Session, header: &RequestHeader<'
         }
     }
     let finish = move |ctx: &ProxyContext, version: i16, corr: i32, answers: Vec<Vec<u8>>| -> Result<Vec<u8>, String> {
-        let mut answers = answers.into_iter();
-        let mut rounds = Vec::with_capacity(parts_per_round.len());
-        for &n in &parts_per_round {
-            let mut group: Vec<Vec<u8>> = answers.by_ref().take(n).collect();
-            rounds.push(if group.len() == 1 { group.pop().expect("one") } else { combine_fetch_answers(version, &group)? });
-        }
-        build(ctx, version, corr, rounds)
+        build(ctx, version, corr, answers, &parts_per_round)
     };
     Some(Plan::Forward { parts, expect_response: true, finish: Finish::Merge(Box::new(finish)) })
 }
@@ -701,17 +707,10 @@ fn fetch_destinations<'a>(ctx: &ProxyContext, rack: Option<&str>, topics: &[Valu
     groups.into_iter().map(|(_, route, topics)| (route, topics)).collect()
 }
 
-/// Several Fetch answers (full frames) as one: their topics and partitions
+/// Several decoded Fetch answers as one: their topics and partitions
 /// together, the largest throttle, the first top-level error.
-fn combine_fetch_answers(version: i16, answers: &[Vec<u8>]) -> Result<Vec<u8>, String> {
-    let schema = response_schema(ApiKey::Fetch as i16).expect("declared");
-    let mut decoded = Vec::with_capacity(answers.len());
-    for a in answers {
-        let (_, _, body) = parse_response_header(a, ApiKey::Fetch as i16, version).map_err(|e| e.to_string())?;
-        decoded.push(codec::decode(schema, version, body).map_err(|e| format!("malformed Fetch answer: {e}"))?);
-    }
-    let mut decoded = decoded.into_iter();
-    let mut combined = decoded.next().ok_or("no Fetch answer")?;
+fn combine_fetch_answers<'a>(version: i16, mut decoded: impl Iterator<Item = Struct<'a>>) -> Option<Struct<'a>> {
+    let mut combined = decoded.next()?;
     for other in decoded {
         let throttle = combined.i32("throttle_time_ms").unwrap_or(0).max(other.i32("throttle_time_ms").unwrap_or(0));
         set_if_present(&mut combined, "throttle_time_ms", Value::Int32(throttle), version);
@@ -731,7 +730,7 @@ fn combine_fetch_answers(version: i16, answers: &[Vec<u8>]) -> Result<Vec<u8>, S
             }
         }
     }
-    encode_response(ApiKey::Fetch as i16, version, 0, &[], &combined).map_err(|e| e.to_string())
+    Some(combined)
 }
 
 #[cfg(test)]
@@ -771,9 +770,11 @@ mod tests {
     fn answers_of_a_split_fetch_combine_into_one() {
         let a = answer(5, &[("t", 0, error::NONE), ("u", 2, error::NONE)]);
         let b = answer(20, &[("t", 1, error::NOT_LEADER_OR_FOLLOWER), ("v", 0, error::NONE)]);
-        let combined = combine_fetch_answers(VERSION, &[a, b]).unwrap();
-        let (_, _, body) = parse_response_header(&combined, ApiKey::Fetch as i16, VERSION).unwrap();
-        let body = codec::decode(response_schema(ApiKey::Fetch as i16).unwrap(), VERSION, body).unwrap();
+        let schema = response_schema(ApiKey::Fetch as i16).unwrap();
+        let (_, _, body_a) = parse_response_header(&a, ApiKey::Fetch as i16, VERSION).unwrap();
+        let (_, _, body_b) = parse_response_header(&b, ApiKey::Fetch as i16, VERSION).unwrap();
+        let decoded = [codec::decode(schema, VERSION, body_a).unwrap(), codec::decode(schema, VERSION, body_b).unwrap()];
+        let body = combine_fetch_answers(VERSION, decoded.into_iter()).unwrap();
         assert_eq!(body.i32("throttle_time_ms"), Some(20));
         let seen: Vec<(String, i32, i16)> = body
             .structs("responses")
