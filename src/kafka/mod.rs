@@ -1,12 +1,11 @@
 //! The Kafka wire protocol: primitives (`wire`), declared message schemas
 //! (`schema`), the schema-driven codec (`codec`), headers (`header`), API
-//! keys and error codes (`api`), v2 record batches (`records`) and the LZ4
-//! frames Kafka clients write (`lz4`).
+//! keys and error codes (`api`) and v2 record batches with their codecs
+//! (`records`).
 
 pub mod api;
 pub mod codec;
 pub mod header;
-pub mod lz4;
 pub mod message;
 pub mod records;
 pub mod schema;

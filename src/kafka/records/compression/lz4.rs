@@ -10,10 +10,16 @@
 //! itself. Here the hash table and the block buffer live once per thread.
 //! Frames with any other descriptor (checksums, linked blocks, larger
 //! blocks, a content size, several frames) are left to `FrameDecoder`.
+//!
+//! Writing the Java producer's frame matters as well: every Kafka client
+//! can read it, while Java's `KafkaLZ4BlockInputStream` cannot follow
+//! linked blocks.
 
 use std::cell::RefCell;
 
+use super::{read_bounded, Codec, CodecError, Compression, ReadStream, SnappyFraming};
 use lz4_flex::block::{self, CompressTable};
+use lz4_flex::frame::FrameDecoder;
 
 const MAGIC: [u8; 4] = [0x04, 0x22, 0x4d, 0x18];
 /// FLG (version 01, independent blocks, no checksums, no content size, no
@@ -40,7 +46,7 @@ thread_local! {
 
 /// Append `data` to `out` as one Kafka LZ4 frame. A block that does not
 /// shrink is stored, as lz4's own frame writers do.
-pub fn compress_into(data: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+fn write_kafka_frame(data: &[u8], out: &mut Vec<u8>) -> Result<(), CodecError> {
     out.reserve(MAGIC.len() + KAFKA_DESCRIPTOR.len() + data.len() + data.len() / 255 + 16);
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&KAFKA_DESCRIPTOR);
@@ -48,7 +54,7 @@ pub fn compress_into(data: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
         let scratch = &mut *cell.borrow_mut();
         for chunk in data.chunks(BLOCK) {
             let n = block::compress_into_with_table(chunk, &mut scratch.block, &mut scratch.table)
-                .map_err(|e| format!("lz4: {e}"))?;
+                .map_err(|e| CodecError::failed(Compression::Lz4, e))?;
             if n < chunk.len() {
                 out.extend_from_slice(&(n as u32).to_le_bytes());
                 out.extend_from_slice(&scratch.block[..n]);
@@ -57,15 +63,15 @@ pub fn compress_into(data: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
                 out.extend_from_slice(chunk);
             }
         }
-        Ok::<(), String>(())
+        Ok::<(), CodecError>(())
     })?;
     out.extend_from_slice(&END_MARK);
     Ok(())
 }
 
-/// What [`decompress_into`] made of a frame.
+/// What [`read_kafka_frame`] made of a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decoded {
+enum Decoded {
     /// The contents were appended to `out`.
     Read,
     /// The contents exceed `room`; `out` is as it was. Refused here rather
@@ -79,7 +85,7 @@ pub enum Decoded {
 
 /// Append the contents of a Kafka LZ4 frame to `out`, at most `room`
 /// bytes.
-pub fn decompress_into(data: &[u8], out: &mut Vec<u8>, room: usize) -> Decoded {
+fn read_kafka_frame(data: &[u8], out: &mut Vec<u8>, room: usize) -> Decoded {
     let start = out.len();
     let decoded = SCRATCH.with(|cell| blocks_into(data, out, room, &mut cell.borrow_mut().block));
     if decoded != Decoded::Read {
@@ -132,10 +138,34 @@ fn blocks_into(data: &[u8], out: &mut Vec<u8>, room: usize, scratch: &mut [u8]) 
     }
 }
 
+pub(super) struct Lz4;
+
+impl Codec for Lz4 {
+    const KIND: Compression = Compression::Lz4;
+
+    fn compress_into(data: &[u8], _: SnappyFraming, out: &mut Vec<u8>) -> Result<(), CodecError> {
+        write_kafka_frame(data, out)
+    }
+
+    fn decompress_into(data: &[u8], out: &mut Vec<u8>, room: usize) -> Result<SnappyFraming, CodecError> {
+        match read_kafka_frame(data, out, room) {
+            Decoded::Read => {}
+            Decoded::TooLarge => return Err(CodecError::too_large(Self::KIND)),
+            Decoded::NotKafkaFrame => read_bounded(Self::KIND, FrameDecoder::new(data), out, room)?,
+        }
+        Ok(SnappyFraming::Xerial)
+    }
+
+    fn stream<S: ReadStream>(data: &[u8], reader: S) -> Result<S::Output, CodecError> {
+        Ok(reader.read(FrameDecoder::new(data)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lz4_flex::frame::{BlockMode, BlockSize, FrameDecoder, FrameEncoder, FrameInfo};
+    use crate::kafka::records::MAX_UNCOMPRESSED_BYTES;
+    use lz4_flex::frame::{BlockMode, BlockSize, FrameEncoder, FrameInfo};
     use proptest::prelude::*;
     use std::io::{Read, Write};
 
@@ -154,7 +184,7 @@ mod tests {
 
     fn ours(data: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        compress_into(data, &mut out).unwrap();
+        write_kafka_frame(data, &mut out).unwrap();
         out
     }
 
@@ -210,7 +240,7 @@ mod tests {
         assert_eq!(first, BLOCK as u32 | STORED);
         assert_eq!(reference_read(&frame), noise);
         let mut back = Vec::new();
-        assert_eq!(decompress_into(&frame, &mut back, usize::MAX), Decoded::Read);
+        assert_eq!(read_kafka_frame(&frame, &mut back, usize::MAX), Decoded::Read);
         assert_eq!(back, noise);
     }
 
@@ -240,13 +270,13 @@ mod tests {
             ("not lz4", &data),
         ] {
             let mut out = b"kept".to_vec();
-            assert_eq!(decompress_into(frame, &mut out, usize::MAX), Decoded::NotKafkaFrame, "{what}");
+            assert_eq!(read_kafka_frame(frame, &mut out, usize::MAX), Decoded::NotKafkaFrame, "{what}");
             assert_eq!(out, b"kept", "{what}: out restored");
         }
         // A damaged block either fails or decodes to something else; it is
         // never taken as the original.
         let mut out = Vec::new();
-        assert!(decompress_into(&damaged, &mut out, usize::MAX) != Decoded::Read || out != data);
+        assert!(read_kafka_frame(&damaged, &mut out, usize::MAX) != Decoded::Read || out != data);
     }
 
     /// An empty block (stored size 0, or a compressed block decoding to
@@ -259,7 +289,7 @@ mod tests {
         for empty in [&STORED.to_le_bytes()[..], &[1, 0, 0, 0, 0][..]] {
             let frame = [&head[..], empty, &abc, &END_MARK].concat();
             let mut out = Vec::new();
-            assert_eq!(decompress_into(&frame, &mut out, usize::MAX), Decoded::NotKafkaFrame, "{empty:?}");
+            assert_eq!(read_kafka_frame(&frame, &mut out, usize::MAX), Decoded::NotKafkaFrame, "{empty:?}");
             assert!(out.is_empty());
         }
     }
@@ -269,14 +299,35 @@ mod tests {
         let data = texty(3 * BLOCK, 3);
         let frame = ours(&data);
         let mut out = b"ab".to_vec();
-        assert_eq!(decompress_into(&frame, &mut out, data.len() - 1), Decoded::TooLarge);
+        assert_eq!(read_kafka_frame(&frame, &mut out, data.len() - 1), Decoded::TooLarge);
         assert_eq!(out, b"ab");
-        assert_eq!(decompress_into(&frame, &mut out, data.len()), Decoded::Read);
+        assert_eq!(read_kafka_frame(&frame, &mut out, data.len()), Decoded::Read);
         assert_eq!(&out[2..], &data[..]);
     }
 
-    /// What lz4_flex's reader makes of `frame`, as `decompress_into` in
-    /// records.rs reads it; `None` on an error.
+    #[test]
+    fn lz4_bomb_is_refused_as_too_large() {
+        // One compressed 64 KiB block of zeros, repeated past the limit, in
+        // the frame Kafka clients write.
+        let mut block = Vec::new();
+        write_kafka_frame(&vec![0; 64 << 10], &mut block).unwrap();
+        let (head, body) = block.split_at(7);
+        let one = &body[..body.len() - 4]; // without the end mark
+        let mut frame = head.to_vec();
+        for _ in 0..=(MAX_UNCOMPRESSED_BYTES >> 16) {
+            frame.extend_from_slice(one);
+        }
+        frame.extend_from_slice(&[0; 4]);
+        let mut out = Vec::new();
+        match Compression::Lz4.decompress_into(&frame, &mut out) {
+            Err(CodecError::TooLarge { codec: Compression::Lz4, limit }) => assert_eq!(limit, MAX_UNCOMPRESSED_BYTES),
+            other => panic!("expected TooLarge, got {:?}", other.map(|_| out.len())),
+        }
+        assert!(out.is_empty());
+    }
+
+    /// What lz4_flex's reader makes of `frame`, as `Lz4::decompress_into`
+    /// reads it; `None` on an error.
     fn general_read(frame: &[u8]) -> Option<Vec<u8>> {
         let mut out = Vec::new();
         FrameDecoder::new(frame).read_to_end(&mut out).ok().map(|_| out)
@@ -301,7 +352,7 @@ mod tests {
                 frame.truncate(at.index(frame.len() + 1));
             }
             let mut fast = Vec::new();
-            if decompress_into(&frame, &mut fast, usize::MAX) == Decoded::Read {
+            if read_kafka_frame(&frame, &mut fast, usize::MAX) == Decoded::Read {
                 prop_assert_eq!(Some(fast), general_read(&frame));
             }
         }
@@ -329,7 +380,7 @@ mod tests {
                 frame.extend_from_slice(&END_MARK);
             }
             let mut fast = Vec::new();
-            if decompress_into(&frame, &mut fast, usize::MAX) == Decoded::Read {
+            if read_kafka_frame(&frame, &mut fast, usize::MAX) == Decoded::Read {
                 prop_assert_eq!(Some(fast), general_read(&frame));
             }
         }
@@ -347,7 +398,7 @@ mod tests {
             let frame = ours(&data);
             prop_assert_eq!(reference_read(&frame), data.clone());
             let mut back = Vec::new();
-            prop_assert_eq!(decompress_into(&reference_frame(&data), &mut back, usize::MAX), Decoded::Read);
+            prop_assert_eq!(read_kafka_frame(&reference_frame(&data), &mut back, usize::MAX), Decoded::Read);
             prop_assert_eq!(back, data);
         }
     }
