@@ -68,11 +68,7 @@ impl Rule {
             self.ratio()
         )
     }
-}
 
-/// The rule's place in the configuration: `mapping`, `mapping.topics.events`,
-/// `mapping.topics."audit\..*"`.
-impl Rule {
     /// The rule as a person reads it in a message: "the default rule", or
     /// its path in the file.
     pub fn name(&self) -> String {
@@ -83,6 +79,8 @@ impl Rule {
     }
 }
 
+/// The rule's place in the configuration: `mapping`, `mapping.topics.events`,
+/// `mapping.topics."audit\..*"`.
 impl fmt::Display for Rule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.source {
