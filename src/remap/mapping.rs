@@ -10,7 +10,7 @@ use log::{error, info};
 use parking_lot::{Mutex, RwLock};
 
 use crate::cluster::ClusterView;
-use crate::config::{MappingRules, Rule, RuleSource};
+use crate::remap::rules::{MappingRules, Rule, RuleSource};
 
 /// A partition number as clients see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -60,7 +60,7 @@ pub fn virtualize(body: &mut Struct<'_>, mapper: &Mapper, view: &ClusterView) ->
 mod tests {
     use super::*;
     use crate::cluster::{ClusterView, TopicInfo};
-    use crate::config::MappingRules;
+    use crate::remap::rules::MappingRules;
     use crate::kafka::codec::{self, Value};
     use crate::kafka::message::response_schema;
 

@@ -9,4 +9,5 @@ pub mod mapping;
 pub mod metadata;
 pub mod produce;
 pub mod producer_ids;
+pub mod rules;
 pub mod split;

@@ -1,0 +1,355 @@
+//! The `kafka` section: the upstream cluster, its timeouts, the proxy's own
+//! topics and how the proxy authenticates to the brokers.
+
+use serde_yaml::Value;
+
+use super::{get, kind, Decoder};
+use crate::config::model::{
+    KafkaConfig, KafkaSasl, KafkaTls, SaslMechanism, Secret, SecurityProtocol,
+    DEFAULT_CONNECTION_TIMEOUT_MS, DEFAULT_DERIVED_OFFSET_REFRESH_INTERVAL_MS,
+    DEFAULT_METADATA_REFRESH_INTERVAL_MS, DEFAULT_PRODUCER_ID_IDLE_MS, DEFAULT_PRODUCER_ID_TOPIC,
+    DEFAULT_REQUEST_TIMEOUT_MS,
+};
+
+const KAFKA_KEYS: &[&str] = &[
+    "bootstrap_servers",
+    "connection_timeout_ms",
+    "request_timeout_ms",
+    "metadata_refresh_interval_ms",
+    "producer_id_topic",
+    "producer_id_idle_ms",
+    "client_rack",
+    "derived_offset_refresh_interval_ms",
+    "security_protocol",
+    "tls",
+    "sasl",
+];
+const KAFKA_TLS_KEYS: &[&str] = &[
+    "ca_cert_path",
+    "cert_path",
+    "key_path",
+    "insecure_skip_verify",
+];
+const KAFKA_SASL_KEYS: &[&str] = &["mechanism", "username", "password"];
+
+impl Decoder {
+    pub(super) fn kafka(&mut self, v: &Value) -> Option<KafkaConfig> {
+        let path = "kafka";
+        let m = self.section(v, path, KAFKA_KEYS)?;
+        let servers = self
+            .required(m, path, "bootstrap_servers")
+            .and_then(|v| self.bootstrap_servers(v));
+        let ms_max = u64::from(u32::MAX);
+        let connection_timeout_ms = self.opt_uint(
+            m,
+            path,
+            "connection_timeout_ms",
+            1,
+            ms_max,
+            DEFAULT_CONNECTION_TIMEOUT_MS,
+        );
+        let request_timeout_ms = self.opt_uint(
+            m,
+            path,
+            "request_timeout_ms",
+            1,
+            ms_max,
+            DEFAULT_REQUEST_TIMEOUT_MS,
+        );
+        let metadata_refresh_interval_ms = self.opt_uint(
+            m,
+            path,
+            "metadata_refresh_interval_ms",
+            1,
+            ms_max,
+            DEFAULT_METADATA_REFRESH_INTERVAL_MS,
+        );
+        let producer_id_topic = match get(m, "producer_id_topic") {
+            Some(v) => self.non_empty(v, "kafka.producer_id_topic").unwrap_or_default(),
+            None => DEFAULT_PRODUCER_ID_TOPIC.to_string(),
+        };
+        if !producer_id_topic.is_empty() && !producer_id_topic.starts_with("__") {
+            self.err(format!(
+                "kafka.producer_id_topic: {producer_id_topic:?} must start with \"__\", so that no mapping rule can remap it"
+            ));
+        } else if !producer_id_topic.is_empty()
+            && !producer_id_topic.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        {
+            self.err(format!(
+                "kafka.producer_id_topic: {producer_id_topic:?} is not a Kafka topic name (letters, digits, '.', '_', '-')"
+            ));
+        }
+        let producer_id_idle_ms = self.opt_uint(m, path, "producer_id_idle_ms", 1000, ms_max * 1000, DEFAULT_PRODUCER_ID_IDLE_MS);
+        let client_rack = get(m, "client_rack").and_then(|v| self.non_empty(v, "kafka.client_rack"));
+        let derived_offset_refresh_interval_ms = self.opt_uint(
+            m,
+            path,
+            "derived_offset_refresh_interval_ms",
+            1,
+            ms_max,
+            DEFAULT_DERIVED_OFFSET_REFRESH_INTERVAL_MS,
+        );
+        let protocol = match get(m, "security_protocol") {
+            Some(v) => self.choice(v, "kafka.security_protocol", SecurityProtocol::ALL)?,
+            None => SecurityProtocol::Plaintext,
+        };
+        let tls = match self.opt_section(m, path, "tls", KAFKA_TLS_KEYS) {
+            Some(t) => {
+                let p = "kafka.tls";
+                let tls = KafkaTls {
+                    ca_cert_path: self.opt_path(t, p, "ca_cert_path"),
+                    cert_path: self.opt_path(t, p, "cert_path"),
+                    key_path: self.opt_path(t, p, "key_path"),
+                    insecure_skip_verify: self.opt_bool(t, p, "insecure_skip_verify"),
+                };
+                match (get(t, "cert_path").is_some(), get(t, "key_path").is_some()) {
+                    (true, false) => self.err(
+                        "kafka.tls.key_path is required when kafka.tls.cert_path is set"
+                            .to_string(),
+                    ),
+                    (false, true) => self.err(
+                        "kafka.tls.cert_path is required when kafka.tls.key_path is set"
+                            .to_string(),
+                    ),
+                    _ => {}
+                }
+                if tls.insecure_skip_verify {
+                    self.warnings.push(
+                        "kafka.tls.insecure_skip_verify is true: broker certificates will not be verified".to_string(),
+                    );
+                }
+                Some(tls)
+            }
+            None => None,
+        };
+        let sasl = match self.opt_section(m, path, "sasl", KAFKA_SASL_KEYS) {
+            Some(s) => {
+                let p = "kafka.sasl";
+                let mechanism = self
+                    .required(s, p, "mechanism")
+                    .and_then(|v| self.choice(v, "kafka.sasl.mechanism", SaslMechanism::ALL));
+                let username = self
+                    .required(s, p, "username")
+                    .and_then(|v| self.non_empty(v, "kafka.sasl.username"));
+                let password = self
+                    .required(s, p, "password")
+                    .and_then(|v| self.string(v, "kafka.sasl.password"));
+                Some(KafkaSasl {
+                    mechanism: mechanism?,
+                    username: username?,
+                    password: Secret::new(password?),
+                })
+            }
+            None => None,
+        };
+        // A client can verify brokers with the system trust store: kafka.tls is optional with SSL.
+        self.check_protocol(
+            "kafka.security_protocol",
+            protocol,
+            "kafka.tls",
+            tls.is_some(),
+            false,
+        );
+        self.check_protocol_sasl(
+            "kafka.security_protocol",
+            protocol,
+            "kafka.sasl",
+            sasl.is_some(),
+        );
+        Some(KafkaConfig {
+            bootstrap_servers: servers?,
+            connection_timeout_ms,
+            request_timeout_ms,
+            metadata_refresh_interval_ms,
+            producer_id_topic,
+            producer_id_idle_ms,
+            client_rack,
+            derived_offset_refresh_interval_ms,
+            security_protocol: protocol,
+            tls,
+            sasl,
+        })
+    }
+
+    /// A list of `host:port`, or one string of comma-separated `host:port`
+    /// (handy with `${KAFKA_BOOTSTRAP_SERVERS}`).
+    fn bootstrap_servers(&mut self, v: &Value) -> Option<Vec<String>> {
+        let path = "kafka.bootstrap_servers";
+        let mut out = Vec::new();
+        let mut ok = true;
+        match v {
+            Value::Sequence(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    match self.host_port(item, &format!("{path}[{i}]")) {
+                        Some(s) => out.push(s),
+                        None => ok = false,
+                    }
+                }
+            }
+            Value::String(s) => {
+                if self.failed.contains(path) {
+                    return None;
+                }
+                for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                    match self.host_port(&Value::String(part.to_string()), path) {
+                        Some(s) => out.push(s),
+                        None => ok = false,
+                    }
+                }
+            }
+            other => {
+                self.err(format!(
+                    "{path}: expected a list of host:port, got {}",
+                    kind(other)
+                ));
+                return None;
+            }
+        }
+        if ok && out.is_empty() {
+            self.err(format!("{path}: must list at least one broker (host:port)"));
+            return None;
+        }
+        ok.then_some(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::test_support::{assert_error, ok, parse};
+    use crate::config::SaslMechanism;
+
+    #[test]
+    fn bootstrap_servers_forms() {
+        let y = |servers: &str| {
+            format!("listen:\n  address: h:1\nkafka:\n  bootstrap_servers: {servers}\n")
+        };
+        assert_eq!(
+            ok(&y("\"a:1, b:2\"")).kafka.bootstrap_servers,
+            vec!["a:1", "b:2"]
+        );
+        assert_error(
+            &y("[\"a:1\", \"b\"]"),
+            "kafka.bootstrap_servers[1]: \"b\" is not host:port: missing \":port\"",
+        );
+        assert_error(
+            &y("[]"),
+            "kafka.bootstrap_servers: must list at least one broker (host:port)",
+        );
+        assert_error(
+            &y("5"),
+            "kafka.bootstrap_servers: expected a list of host:port, got a number",
+        );
+        assert_error(
+            &y("[5]"),
+            "kafka.bootstrap_servers[0]: expected a string, got a number (quote it)",
+        );
+        assert_error(
+            &y("[\"a:1\"]\n  connection_timeout_ms: 0"),
+            "kafka.connection_timeout_ms: must be at least 1 (got 0)",
+        );
+    }
+
+    fn kafka(body: &str) -> String {
+        format!("listen:\n  address: h:1\nkafka:\n  bootstrap_servers: [\"k:1\"]\n{body}")
+    }
+
+    #[test]
+    fn kafka_security_consistency() {
+        assert_error(
+            &kafka("  security_protocol: SASL_SSL\n"),
+            "kafka.sasl is required when kafka.security_protocol is SASL_SSL",
+        );
+        assert_error(
+            &kafka("  sasl: { mechanism: PLAIN, username: u, password: p }\n"),
+            "kafka.sasl is set but kafka.security_protocol is PLAINTEXT: use SASL_PLAINTEXT or SASL_SSL or remove kafka.sasl",
+        );
+        assert_error(
+            &kafka("  security_protocol: SSL\n  sasl: { mechanism: PLAIN, username: u, password: p }\n"),
+            "kafka.sasl is set but kafka.security_protocol is SSL: use SASL_SSL or remove kafka.sasl",
+        );
+        assert_error(
+            &kafka("  tls: { ca_cert_path: /ca }\n"),
+            "kafka.tls is set but kafka.security_protocol is PLAINTEXT: use SSL or SASL_SSL or remove kafka.tls",
+        );
+        assert_error(
+            &kafka("  security_protocol: SASL_PLAINTEXT\n  tls: { ca_cert_path: /ca }\n  sasl: { mechanism: PLAIN, username: u, password: p }\n"),
+            "kafka.tls is set but kafka.security_protocol is SASL_PLAINTEXT: use SASL_SSL or remove kafka.tls",
+        );
+        // SSL without a tls section: the system trust store.
+        let c = ok(&kafka("  security_protocol: SSL\n"));
+        assert!(c.kafka.tls.is_none());
+        assert_eq!(
+            c.unsupported_features(),
+            vec!["kafka.security_protocol SSL is not supported yet by this version of kpr-proxy: refusing to start rather than ignoring it"]
+        );
+    }
+
+    #[test]
+    fn kafka_client_rack_is_a_non_empty_string() {
+        assert_error(&kafka("  client_rack: \"\"\n"), "kafka.client_rack: must not be empty");
+        assert_error(&kafka("  client_rack: [a]\n"), "kafka.client_rack: expected a string, got a list (quote it)");
+    }
+
+    #[test]
+    fn kafka_tls_and_sasl_fields() {
+        let loaded = parse(&kafka(
+            "  security_protocol: SASL_SSL\n  tls: { cert_path: /c, key_path: /k, insecure_skip_verify: true }\n  sasl: { mechanism: SCRAM-SHA-512, username: svc, password: pw }\n",
+        ))
+        .unwrap();
+        let k = &loaded.config.kafka;
+        let tls = k.tls.as_ref().unwrap();
+        assert_eq!(
+            (tls.cert_path.as_deref(), tls.key_path.as_deref()),
+            (Some(Path::new("/c")), Some(Path::new("/k")))
+        );
+        assert!(tls.insecure_skip_verify && tls.ca_cert_path.is_none());
+        let sasl = k.sasl.as_ref().unwrap();
+        assert_eq!(
+            (
+                sasl.mechanism,
+                sasl.username.as_str(),
+                sasl.password.expose()
+            ),
+            (SaslMechanism::ScramSha512, "svc", "pw")
+        );
+        assert_eq!(
+            loaded.warnings,
+            vec![
+                "kafka.tls.insecure_skip_verify is true: broker certificates will not be verified"
+            ]
+        );
+        assert!(
+            !format!("{:?}", loaded.config).contains("pw\""),
+            "password must not appear in Debug"
+        );
+
+        assert_error(
+            &kafka("  security_protocol: SSL\n  tls: { cert_path: /c }\n"),
+            "kafka.tls.key_path is required when kafka.tls.cert_path is set",
+        );
+        assert_error(
+            &kafka("  security_protocol: SSL\n  tls: { ca_cert_path: \"\" }\n"),
+            "kafka.tls.ca_cert_path: must not be empty",
+        );
+        assert_error(
+            &kafka("  security_protocol: SASL_PLAINTEXT\n  sasl: { mechanism: GSSAPI, username: u, password: p }\n"),
+            "kafka.sasl.mechanism: unknown value \"GSSAPI\" (expected one of: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)",
+        );
+        assert_error(
+            &kafka("  security_protocol: SASL_PLAINTEXT\n  sasl: { mechanism: PLAIN, username: \"\", password: p }\n"),
+            "kafka.sasl.username: must not be empty",
+        );
+        assert_error(
+            &kafka(
+                "  security_protocol: SASL_PLAINTEXT\n  sasl: { mechanism: PLAIN, username: u }\n",
+            ),
+            "missing required key \"password\" at kafka.sasl",
+        );
+        assert_error(
+            &kafka("  security_protocol: TLS\n"),
+            "kafka.security_protocol: unknown value \"TLS\" (expected one of: PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL)",
+        );
+    }
+}

@@ -1,0 +1,328 @@
+//! The `listen` section: where clients connect, and how they are secured.
+
+use serde_yaml::{Mapping, Value};
+
+use super::{get, kind, Decoder};
+use crate::config::addresses::{is_wildcard_host, split_host_port};
+use crate::config::errors::{child, key_text};
+use crate::config::model::{
+    ListenConfig, ListenSasl, ListenSecurity, ListenTls, SaslMechanism, SaslUser, Secret,
+    SecurityProtocol, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_FRAME_BYTES, MIN_MAX_FRAME_BYTES,
+};
+
+const LISTEN_KEYS: &[&str] = &[
+    "address",
+    "advertised_address",
+    "max_connections",
+    "max_frame_bytes",
+    "security",
+];
+const LISTEN_SECURITY_KEYS: &[&str] = &["protocol", "tls", "sasl"];
+const LISTEN_TLS_KEYS: &[&str] = &["cert_path", "key_path", "ca_cert_path", "client_auth"];
+const LISTEN_SASL_KEYS: &[&str] = &["enabled_mechanisms", "credentials"];
+const CREDENTIALS_KEYS: &[&str] = &["users"];
+
+impl Decoder {
+    pub(super) fn listen(&mut self, v: &Value) -> Option<ListenConfig> {
+        let path = "listen";
+        let m = self.section(v, path, LISTEN_KEYS)?;
+        let address = self
+            .required(m, path, "address")
+            .and_then(|v| self.host_port(v, "listen.address"));
+        let advertised = match get(m, "advertised_address") {
+            Some(v) => self
+                .host_port(v, "listen.advertised_address")
+                .and_then(|adv| {
+                    let (host, _) = split_host_port(&adv).ok()?;
+                    if is_wildcard_host(host) {
+                        self.err(format!(
+                            "listen.advertised_address: {adv} is a wildcard address: \
+                         give an address clients can reach"
+                        ));
+                        return None;
+                    }
+                    Some(adv)
+                }),
+            None => match &address {
+                Some(addr) if split_host_port(addr).is_ok_and(|(h, _)| is_wildcard_host(h)) => {
+                    self.err(format!(
+                        "listen.advertised_address is required when listen.address binds all \
+                         interfaces ({addr}): clients must be told an address they can reach"
+                    ));
+                    None
+                }
+                other => other.clone(),
+            },
+        };
+        let max_connections = self.opt_uint(
+            m,
+            path,
+            "max_connections",
+            1,
+            u64::from(u32::MAX),
+            DEFAULT_MAX_CONNECTIONS as u64,
+        );
+        let max_frame_bytes = self.opt_uint(
+            m,
+            path,
+            "max_frame_bytes",
+            MIN_MAX_FRAME_BYTES as u64,
+            i32::MAX as u64,
+            DEFAULT_MAX_FRAME_BYTES as u64,
+        );
+        let security = match get(m, "security") {
+            Some(v) => self.listen_security(v)?,
+            None => ListenSecurity::default(),
+        };
+        Some(ListenConfig {
+            address: address?,
+            advertised_address: advertised?,
+            max_connections: max_connections as usize,
+            max_frame_bytes: max_frame_bytes as usize,
+            security,
+        })
+    }
+
+    fn listen_security(&mut self, v: &Value) -> Option<ListenSecurity> {
+        let path = "listen.security";
+        let m = self.section(v, path, LISTEN_SECURITY_KEYS)?;
+        let protocol = match get(m, "protocol") {
+            Some(v) => self.choice(v, "listen.security.protocol", SecurityProtocol::ALL)?,
+            None => SecurityProtocol::Plaintext,
+        };
+        let tls = match self.opt_section(m, path, "tls", LISTEN_TLS_KEYS) {
+            Some(t) => {
+                let p = "listen.security.tls";
+                let cert = self
+                    .required(t, p, "cert_path")
+                    .and_then(|v| self.path_buf(v, "listen.security.tls.cert_path"));
+                let key = self
+                    .required(t, p, "key_path")
+                    .and_then(|v| self.path_buf(v, "listen.security.tls.key_path"));
+                let ca = self.opt_path(t, p, "ca_cert_path");
+                let client_auth = self.opt_bool(t, p, "client_auth");
+                if client_auth && get(t, "ca_cert_path").is_none() {
+                    self.err(
+                        "listen.security.tls.client_auth: requires ca_cert_path, the CA that signs client certificates"
+                            .to_string(),
+                    );
+                }
+                Some(ListenTls {
+                    cert_path: cert?,
+                    key_path: key?,
+                    ca_cert_path: ca,
+                    client_auth,
+                })
+            }
+            None => None,
+        };
+        let sasl = match self.opt_section(m, path, "sasl", LISTEN_SASL_KEYS) {
+            Some(s) => Some(self.listen_sasl(s)?),
+            None => None,
+        };
+        self.check_protocol(
+            "listen.security.protocol",
+            protocol,
+            "listen.security.tls",
+            tls.is_some(),
+            true,
+        );
+        self.check_protocol_sasl(
+            "listen.security.protocol",
+            protocol,
+            "listen.security.sasl",
+            sasl.is_some(),
+        );
+        Some(ListenSecurity {
+            protocol,
+            tls,
+            sasl,
+        })
+    }
+
+    fn listen_sasl(&mut self, m: &Mapping) -> Option<ListenSasl> {
+        let path = "listen.security.sasl";
+        let mut mechanisms = Vec::new();
+        if let Some(v) = self.required(m, path, "enabled_mechanisms") {
+            let p = "listen.security.sasl.enabled_mechanisms";
+            match v {
+                Value::Sequence(items) if !items.is_empty() => {
+                    for (i, item) in items.iter().enumerate() {
+                        let ip = format!("{p}[{i}]");
+                        if let Some(mech) = self.choice(item, &ip, SaslMechanism::ALL) {
+                            if mechanisms.contains(&mech) {
+                                self.err(format!("{ip}: {mech} is listed twice"));
+                            }
+                            mechanisms.push(mech);
+                        }
+                    }
+                }
+                Value::Sequence(_) => self.err(format!("{p}: must name at least one mechanism")),
+                other => self.err(format!(
+                    "{p}: expected a list of mechanisms, got {}",
+                    kind(other)
+                )),
+            }
+        }
+        let mut users = Vec::new();
+        let creds = self.required(m, path, "credentials");
+        let creds = creds
+            .and_then(|v| self.section(v, "listen.security.sasl.credentials", CREDENTIALS_KEYS));
+        if let Some(c) = creds {
+            let p = "listen.security.sasl.credentials.users";
+            match self.required(c, "listen.security.sasl.credentials", "users") {
+                Some(Value::Mapping(u)) if !u.is_empty() => {
+                    for (k, v) in u {
+                        let Some(name) = key_text(k).filter(|n| !n.is_empty()) else {
+                            self.err(format!("{p}: user names must be non-empty strings"));
+                            continue;
+                        };
+                        let up = child(p, &name);
+                        if let Some(pw) = self.non_empty(v, &up) {
+                            users.push(SaslUser {
+                                name,
+                                password: Secret::new(pw),
+                            });
+                        }
+                    }
+                }
+                Some(Value::Mapping(_)) => self.err(format!("{p}: must name at least one user")),
+                Some(other) => self.err(format!(
+                    "{p}: expected a mapping of user: password, got {}",
+                    kind(other)
+                )),
+                None => {}
+            }
+        }
+        Some(ListenSasl {
+            enabled_mechanisms: mechanisms,
+            users,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::test_support::{assert_error, errors, listen, ok};
+    use crate::config::SaslMechanism;
+
+    #[test]
+    fn listen_limits() {
+        assert_error(
+            &listen("  address: \"h:1\"\n  max_connections: 0\n"),
+            "listen.max_connections: must be at least 1 (got 0)",
+        );
+        assert_error(
+            &listen("  address: \"h:1\"\n  max_connections: -3\n"),
+            "listen.max_connections: must be at least 1 (got -3)",
+        );
+        assert_error(
+            &listen("  address: \"h:1\"\n  max_frame_bytes: 1023\n"),
+            "listen.max_frame_bytes: must be at least 1024 (got 1023)",
+        );
+        assert_error(
+            &listen("  address: \"h:1\"\n  max_frame_bytes: 2147483648\n"),
+            "listen.max_frame_bytes: must be at most 2147483647 (got 2147483648)",
+        );
+        assert_error(
+            &listen("  address: \"h:1\"\n  max_frame_bytes: 1.5\n"),
+            "listen.max_frame_bytes: expected a whole number, got 1.5",
+        );
+        assert_eq!(
+            ok(&listen("  address: \"h:1\"\n  max_frame_bytes: 1024\n"))
+                .listen
+                .max_frame_bytes,
+            1024
+        );
+    }
+
+    fn security(body: &str) -> String {
+        listen(&format!("  address: h:1\n  security:\n{body}"))
+    }
+
+    #[test]
+    fn listen_security_consistency() {
+        assert_error(
+            &security("    protocol: SSL\n"),
+            "listen.security.tls is required when listen.security.protocol is SSL",
+        );
+        assert_eq!(
+            errors(&security("    protocol: SASL_SSL\n")),
+            vec![
+                "listen.security.tls is required when listen.security.protocol is SASL_SSL",
+                "listen.security.sasl is required when listen.security.protocol is SASL_SSL",
+            ]
+        );
+        assert_error(
+            &security("    sasl: { enabled_mechanisms: [PLAIN], credentials: { users: { a: b } } }\n"),
+            "listen.security.sasl is set but listen.security.protocol is PLAINTEXT: use SASL_PLAINTEXT or SASL_SSL or remove listen.security.sasl",
+        );
+        assert_error(
+            &security("    tls: { cert_path: /c, key_path: /k }\n"),
+            "listen.security.tls is set but listen.security.protocol is PLAINTEXT: use SSL or SASL_SSL or remove listen.security.tls",
+        );
+        assert_error(
+            &security("    protocol: SSL\n    tls: { cert_path: \"\", key_path: /k }\n"),
+            "listen.security.tls.cert_path: must not be empty",
+        );
+        assert_error(
+            &security("    protocol: SSL\n    tls: { cert_path: /c }\n"),
+            "missing required key \"key_path\" at listen.security.tls",
+        );
+        assert_error(
+            &security("    protocol: SSL\n    tls: { cert_path: /c, key_path: /k, client_auth: true }\n"),
+            "listen.security.tls.client_auth: requires ca_cert_path, the CA that signs client certificates",
+        );
+        let c = ok(&security("    protocol: SSL\n    tls: { cert_path: /c, key_path: /k, ca_cert_path: /ca, client_auth: true }\n"));
+        let tls = c.listen.security.tls.as_ref().unwrap();
+        assert!(tls.client_auth);
+        assert_eq!(tls.ca_cert_path.as_deref(), Some(Path::new("/ca")));
+        assert_eq!(
+            c.unsupported_features(),
+            vec!["listen.security.protocol SSL is not supported yet by this version of kpr-proxy: refusing to start rather than ignoring it"]
+        );
+    }
+
+    #[test]
+    fn listen_sasl_fields() {
+        let sasl =
+            |body: &str| security(&format!("    protocol: SASL_PLAINTEXT\n    sasl:\n{body}"));
+        assert_error(
+            &sasl("      enabled_mechanisms: [PLAIN, OAUTHBEARER]\n      credentials: { users: { a: b } }\n"),
+            "listen.security.sasl.enabled_mechanisms[1]: unknown value \"OAUTHBEARER\" (expected one of: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)",
+        );
+        assert_error(
+            &sasl("      enabled_mechanisms: []\n      credentials: { users: { a: b } }\n"),
+            "listen.security.sasl.enabled_mechanisms: must name at least one mechanism",
+        );
+        assert_error(
+            &sasl("      enabled_mechanisms: [PLAIN, PLAIN]\n      credentials: { users: { a: b } }\n"),
+            "listen.security.sasl.enabled_mechanisms[1]: PLAIN is listed twice",
+        );
+        assert_error(
+            &sasl("      enabled_mechanisms: [PLAIN]\n      credentials: { users: {} }\n"),
+            "listen.security.sasl.credentials.users: must name at least one user",
+        );
+        assert_error(
+            &sasl(
+                "      enabled_mechanisms: [PLAIN]\n      credentials: { users: { bob: \"\" } }\n",
+            ),
+            "listen.security.sasl.credentials.users.bob: must not be empty",
+        );
+        assert_error(
+            &sasl("      enabled_mechanisms: [PLAIN]\n"),
+            "missing required key \"credentials\" at listen.security.sasl",
+        );
+        let c = ok(&sasl("      enabled_mechanisms: [SCRAM-SHA-256, PLAIN]\n      credentials: { users: { zed: z, amy: a } }\n"));
+        let s = c.listen.security.sasl.unwrap();
+        assert_eq!(
+            s.enabled_mechanisms,
+            vec![SaslMechanism::ScramSha256, SaslMechanism::Plain]
+        );
+        let names: Vec<&str> = s.users.iter().map(|u| u.name.as_str()).collect();
+        assert_eq!(names, ["zed", "amy"], "file order kept");
+    }
+
+}

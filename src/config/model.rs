@@ -1,0 +1,360 @@
+//! The configuration's sections as the rest of the proxy reads them, with
+//! their defaults. Every value here has been validated by `decode`, so
+//! readers need not check again (addresses parse, rules are consistent).
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use log::LevelFilter;
+
+use super::addresses::split_host_port;
+use crate::remap::rules::MappingRules;
+
+pub use crate::logging::LogFormat;
+
+/// `listen.max_connections` when not set.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// `listen.max_frame_bytes` when not set: 100 MiB, as Kafka's `socket.request.max.bytes`.
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 100 * 1024 * 1024;
+/// The smallest accepted `listen.max_frame_bytes`.
+pub const MIN_MAX_FRAME_BYTES: usize = 1024;
+/// `kafka.connection_timeout_ms` when not set.
+pub const DEFAULT_CONNECTION_TIMEOUT_MS: u64 = 10_000;
+/// `kafka.request_timeout_ms` when not set.
+pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 30_000;
+/// `kafka.metadata_refresh_interval_ms` when not set.
+pub const DEFAULT_METADATA_REFRESH_INTERVAL_MS: u64 = 30_000;
+/// `kafka.producer_id_topic` when not set.
+pub const DEFAULT_PRODUCER_ID_TOPIC: &str = "__kpr_producer_ids";
+/// `kafka.producer_id_idle_ms` when not set: seven days, as long as Kafka
+/// keeps an idle transactional id (`transactional.id.expiration.ms`).
+pub const DEFAULT_PRODUCER_ID_IDLE_MS: u64 = 7 * 24 * 3600 * 1000;
+/// `kafka.derived_offset_refresh_interval_ms` when not set: a day, well
+/// inside Kafka's default `offsets.retention.minutes` (7 days), which the
+/// proxy cannot read.
+pub const DEFAULT_DERIVED_OFFSET_REFRESH_INTERVAL_MS: u64 = 24 * 60 * 60 * 1000;
+/// `metrics.address` when not set.
+pub const DEFAULT_METRICS_ADDRESS: &str = "0.0.0.0:9090";
+/// The warning returned when a configuration sets `mapping.offset_range`.
+pub const OFFSET_RANGE_WARNING: &str =
+    "mapping.offset_range is ignored: virtual partition offsets are the physical offsets";
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: ListenConfig,
+    pub kafka: KafkaConfig,
+    pub mapping: MappingRules,
+    pub metrics: MetricsConfig,
+    pub logging: LoggingConfig,
+}
+
+/// A configuration and the warnings its loading produced (the caller logs
+/// them once logging is set up).
+#[derive(Debug, Clone)]
+pub struct LoadedConfig {
+    pub config: Config,
+    pub warnings: Vec<String>,
+}
+
+/// `listen`: where clients connect.
+#[derive(Debug, Clone)]
+pub struct ListenConfig {
+    /// `host:port` to bind, as written (syntax checked, not resolved).
+    pub address: String,
+    /// `host:port` given to clients in Metadata, FindCoordinator, ... responses.
+    /// Defaults to `address`; required when `address` binds all interfaces.
+    pub advertised_address: String,
+    pub max_connections: usize,
+    /// The largest request frame accepted from a client (size prefix excluded).
+    pub max_frame_bytes: usize,
+    pub security: ListenSecurity,
+}
+
+impl ListenConfig {
+    /// The advertised address split into host (without IPv6 brackets) and port.
+    pub fn advertised_host_port(&self) -> (&str, u16) {
+        split_host_port(&self.advertised_address).expect("validated when loaded")
+    }
+}
+
+/// `listen.security`.
+#[derive(Debug, Clone, Default)]
+pub struct ListenSecurity {
+    pub protocol: SecurityProtocol,
+    pub tls: Option<ListenTls>,
+    pub sasl: Option<ListenSasl>,
+}
+
+/// `listen.security.tls`: the proxy's server certificate.
+#[derive(Debug, Clone)]
+pub struct ListenTls {
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+    pub ca_cert_path: Option<PathBuf>,
+    /// Require client certificates (signed by `ca_cert_path`).
+    pub client_auth: bool,
+}
+
+/// `listen.security.sasl`: how clients authenticate to the proxy.
+#[derive(Debug, Clone)]
+pub struct ListenSasl {
+    pub enabled_mechanisms: Vec<SaslMechanism>,
+    /// `credentials.users`, in file order.
+    pub users: Vec<SaslUser>,
+}
+
+/// One entry of `listen.security.sasl.credentials.users`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SaslUser {
+    pub name: String,
+    pub password: Secret,
+}
+
+/// `kafka`: the upstream cluster.
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    /// `host:port` strings as written (syntax checked, not resolved).
+    pub bootstrap_servers: Vec<String>,
+    pub connection_timeout_ms: u64,
+    pub request_timeout_ms: u64,
+    pub metadata_refresh_interval_ms: u64,
+    /// The compacted topic where derived producer ids are kept.
+    pub producer_id_topic: String,
+    /// Derived producer ids unused this long by every instance are removed.
+    pub producer_id_idle_ms: u64,
+    /// The rack id the proxy sends on its own fetches of remapped topics
+    /// (KIP-392 follower fetching); `None`: no rack, fetch from leaders.
+    pub client_rack: Option<String>,
+    /// How often, at most, a group's derived offsets are re-committed (see
+    /// `remap::groups::KeepAlive`).
+    pub derived_offset_refresh_interval_ms: u64,
+    pub security_protocol: SecurityProtocol,
+    pub tls: Option<KafkaTls>,
+    pub sasl: Option<KafkaSasl>,
+}
+
+impl KafkaConfig {
+    pub fn connection_timeout(&self) -> Duration {
+        Duration::from_millis(self.connection_timeout_ms)
+    }
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+    pub fn metadata_refresh_interval(&self) -> Duration {
+        Duration::from_millis(self.metadata_refresh_interval_ms)
+    }
+    pub fn producer_id_idle(&self) -> Duration {
+        Duration::from_millis(self.producer_id_idle_ms)
+    }
+    pub fn derived_offset_refresh_interval(&self) -> Duration {
+        Duration::from_millis(self.derived_offset_refresh_interval_ms)
+    }
+}
+
+/// `kafka.tls`. Every field is optional: with no `ca_cert_path` the system's
+/// trust store is meant; `cert_path` and `key_path` (client certificate) go together.
+#[derive(Debug, Clone, Default)]
+pub struct KafkaTls {
+    pub ca_cert_path: Option<PathBuf>,
+    pub cert_path: Option<PathBuf>,
+    pub key_path: Option<PathBuf>,
+    pub insecure_skip_verify: bool,
+}
+
+/// `kafka.sasl`: how the proxy authenticates to the brokers.
+#[derive(Debug, Clone)]
+pub struct KafkaSasl {
+    pub mechanism: SaslMechanism,
+    pub username: String,
+    pub password: Secret,
+}
+
+/// `metrics`.
+#[derive(Debug, Clone)]
+pub struct MetricsConfig {
+    pub enabled: bool,
+    pub address: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: false,
+            address: DEFAULT_METRICS_ADDRESS.to_string(),
+        }
+    }
+}
+
+/// `logging`.
+#[derive(Debug, Clone, Copy)]
+pub struct LoggingConfig {
+    pub level: LevelFilter,
+    pub format: LogFormat,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        LoggingConfig {
+            level: LevelFilter::Info,
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// Kafka's `security.protocol` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SecurityProtocol {
+    #[default]
+    Plaintext,
+    Ssl,
+    SaslPlaintext,
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    pub(super) const ALL: &'static [(&'static str, SecurityProtocol)] = &[
+        ("PLAINTEXT", SecurityProtocol::Plaintext),
+        ("SSL", SecurityProtocol::Ssl),
+        ("SASL_PLAINTEXT", SecurityProtocol::SaslPlaintext),
+        ("SASL_SSL", SecurityProtocol::SaslSsl),
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecurityProtocol::Plaintext => "PLAINTEXT",
+            SecurityProtocol::Ssl => "SSL",
+            SecurityProtocol::SaslPlaintext => "SASL_PLAINTEXT",
+            SecurityProtocol::SaslSsl => "SASL_SSL",
+        }
+    }
+    pub fn uses_tls(self) -> bool {
+        matches!(self, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl)
+    }
+    pub fn uses_sasl(self) -> bool {
+        matches!(
+            self,
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+        )
+    }
+}
+
+impl fmt::Display for SecurityProtocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// SASL mechanisms the configuration may name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaslMechanism {
+    Plain,
+    ScramSha256,
+    ScramSha512,
+}
+
+impl SaslMechanism {
+    pub(super) const ALL: &'static [(&'static str, SaslMechanism)] = &[
+        ("PLAIN", SaslMechanism::Plain),
+        ("SCRAM-SHA-256", SaslMechanism::ScramSha256),
+        ("SCRAM-SHA-512", SaslMechanism::ScramSha512),
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SaslMechanism::Plain => "PLAIN",
+            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
+}
+
+impl fmt::Display for SaslMechanism {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A password: `Debug` does not show it, so configs can be logged with `{:?}`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl Config {
+    /// Features the configuration asks for that this version does not
+    /// implement. `main` refuses to start when this is not empty: silently
+    /// running without TLS or SASL that was asked for would be worse.
+    pub fn unsupported_features(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut check = |field: &str, protocol: SecurityProtocol| {
+            if protocol != SecurityProtocol::Plaintext {
+                out.push(format!(
+                    "{field} {protocol} is not supported yet by this version of kpr-proxy: \
+                     refusing to start rather than ignoring it"
+                ));
+            }
+        };
+        check("listen.security.protocol", self.listen.security.protocol);
+        check("kafka.security_protocol", self.kafka.security_protocol);
+        out
+    }
+
+    /// One line per mapping rule; see [`MappingRules::describe_mapping`].
+    pub fn describe_mapping(&self) -> Vec<String> {
+        self.mapping.describe_mapping()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::test_support::{ok, MINIMAL};
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = ok(MINIMAL);
+        assert_eq!(c.listen.address, "127.0.0.1:9092");
+        assert_eq!(c.listen.advertised_address, "127.0.0.1:9092");
+        assert_eq!(c.listen.advertised_host_port(), ("127.0.0.1", 9092));
+        assert_eq!(c.listen.max_connections, 10_000);
+        assert_eq!(c.listen.max_frame_bytes, 104_857_600);
+        assert_eq!(c.listen.security.protocol, SecurityProtocol::Plaintext);
+        assert_eq!(c.kafka.bootstrap_servers, vec!["localhost:19092"]);
+        assert_eq!(c.kafka.connection_timeout(), Duration::from_secs(10));
+        assert_eq!(c.kafka.request_timeout(), Duration::from_secs(30));
+        assert_eq!(c.kafka.metadata_refresh_interval(), Duration::from_secs(30));
+        assert_eq!(c.kafka.client_rack, None);
+        assert_eq!(
+            c.kafka.derived_offset_refresh_interval(),
+            Duration::from_secs(24 * 3600)
+        );
+        assert_eq!(c.kafka.security_protocol, SecurityProtocol::Plaintext);
+        assert!(c.mapping.is_empty());
+        assert_eq!(c.mapping.rule_for("anything"), None);
+        assert!(!c.mapping.has_virtual_partitions());
+        assert!(!c.metrics.enabled);
+        assert_eq!(c.metrics.address, "0.0.0.0:9090");
+        assert_eq!(c.logging.level, LevelFilter::Info);
+        assert_eq!(c.logging.format, LogFormat::Text);
+        assert!(c.unsupported_features().is_empty());
+        assert_eq!(
+            c.describe_mapping(),
+            vec!["Mapping: none configured, every topic passes through 1:1"]
+        );
+    }
+}
