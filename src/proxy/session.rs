@@ -17,10 +17,10 @@ use mio::Token;
 
 use super::coalesce::{self, Held, Member, Outgoing};
 use super::plan::{Finish, Part, PartFrame, Step};
-use super::route::{coordinator_key, note_coordinator_answer, resolve, Route};
+use super::lookups::{Lookup, LookupJob, Needs};
+use super::route::{coordinator_key, note_coordinator_answer, resolve, Route, Target};
 use super::ProxyContext;
 use crate::cluster::CoordinatorKind;
-use crate::upstream::control::ControlClient;
 use crate::kafka::api::api_name;
 use crate::kafka::header::peek_correlation_id;
 use crate::net::socket::SharedSocket;
@@ -110,6 +110,20 @@ pub struct Upstream {
     socket: Arc<SharedSocket>,
     addr: String,
     in_flight: VecDeque<InFlight>,
+    /// Until the connection is known to be made: when it must be made by
+    /// (`connection_timeout_ms`). Connects do not block the worker; the
+    /// event loop completes them, and `check_deadlines` gives up on them.
+    connecting_until: Option<Instant>,
+}
+
+/// Work of a client waiting for control look-ups (`lookups`), in the
+/// order it came: nothing of that client overtakes it.
+pub enum Deferred {
+    /// A request frame to plan again once the look-ups are done.
+    Frame { frame: Vec<u8>, round: u8 },
+    /// Parts of a request (or of a later stage of it) to send once their
+    /// coordinators or broker addresses are known.
+    Send { seq: u64, api_key: i16, parts: Vec<(usize, Part)>, expect_response: bool, attempt: u32, round: u8 },
 }
 
 /// What the worker must do after the session handled an event.
@@ -143,6 +157,12 @@ pub struct Session {
     next_correlation: i32,
     /// Requests to derived groups waiting to be sent again (`resend_due`).
     redos: Vec<DueRedo>,
+    /// Work waiting for look-ups, oldest first; while there is any, the
+    /// client's later requests wait behind it.
+    deferred: VecDeque<Deferred>,
+    /// What the last look-ups could not learn: plans made again after them
+    /// go on without it rather than asking again.
+    pub lookup_failures: Vec<(Lookup, String)>,
 }
 
 impl Session {
@@ -160,6 +180,8 @@ impl Session {
             closing: false,
             next_correlation: 0x4b50_0000,
             redos: Vec::new(),
+            deferred: VecDeque::new(),
+            lookup_failures: Vec::new(),
         }
     }
 
@@ -211,7 +233,6 @@ impl Session {
     pub fn forward(
         &mut self,
         ctx: &ProxyContext,
-        control: &mut ControlClient,
         api_key: i16,
         api_version: i16,
         correlation_id: i32,
@@ -221,7 +242,7 @@ impl Session {
     ) -> Verdict {
         let seq = self.take_seq();
         let n = parts.len();
-        if let Err(reason) = self.send_parts(ctx, control, seq, api_key, parts, expect_response) {
+        if let Err(reason) = self.send_parts(ctx, seq, api_key, parts, expect_response) {
             // Not half of it: the client sees the connection close and
             // sends the whole request again.
             self.held.retain(|(_, h)| h.seq != seq);
@@ -249,36 +270,48 @@ impl Session {
     /// Produce parts the proxy built are held instead, to go upstream with
     /// the rest of the client's burst (`flush_held`); anything else first
     /// sends what is held, so nothing overtakes it.
-    fn send_parts(
-        &mut self,
-        ctx: &ProxyContext,
-        control: &mut ControlClient,
-        seq: u64,
-        api_key: i16,
-        parts: Vec<Part>,
-        expect_response: bool,
-    ) -> Result<(), String> {
-        self.send_indexed(ctx, control, seq, api_key, parts.into_iter().enumerate().collect(), expect_response, 0)
+    fn send_parts(&mut self, ctx: &ProxyContext, seq: u64, api_key: i16, parts: Vec<Part>, expect_response: bool) -> Result<(), String> {
+        let parts = parts.into_iter().enumerate().collect();
+        self.send_indexed(ctx, Deferred::Send { seq, api_key, parts, expect_response, attempt: 0, round: 0 })
     }
 
     /// `send_parts` for parts given with their index in the request; sent
-    /// for the `attempt`-th time (a `Redo` is sent again with its own).
-    #[allow(clippy::too_many_arguments)]
-    fn send_indexed(
-        &mut self,
-        ctx: &ProxyContext,
-        control: &mut ControlClient,
-        seq: u64,
-        api_key: i16,
-        parts: Vec<(usize, Part)>,
-        expect_response: bool,
-        attempt: u32,
-    ) -> Result<(), String> {
-        let mut by_addr: Vec<(String, Vec<(usize, Part)>)> = Vec::new();
-        for (i, part) in parts {
+    /// for the `attempt`-th time (a `Redo` is sent again with its own), in
+    /// look-up round `round`. Parts whose coordinator or broker address is
+    /// not known yet wait, with everything after them, for their look-ups.
+    fn send_indexed(&mut self, ctx: &ProxyContext, send: Deferred) -> Result<(), String> {
+        let Deferred::Send { seq, api_key, parts, expect_response, attempt, round } = send else {
+            unreachable!("only sends are sent")
+        };
+        if !self.deferred.is_empty() {
+            self.deferred.push_back(Deferred::Send { seq, api_key, parts, expect_response, attempt, round });
+            return Ok(());
+        }
+        let failures = self.lookup_failures.clone();
+        let mut needs = Needs::new(&failures, round);
+        let mut addrs = Vec::with_capacity(parts.len());
+        for (i, part) in &parts {
             let preferred = self.some_upstream_addr().map(str::to_string);
-            let addr = resolve(&part.route, &ctx.cluster, control, preferred.as_deref(), i)
-                .ok_or_else(|| "no Kafka broker address is known".to_string())?;
+            match resolve(&part.route, &ctx.cluster, &mut needs, preferred.as_deref(), *i) {
+                Target::Addr(addr) => {
+                    if !self.upstreams.contains_key(&addr) && crate::upstream::connect::cached_address(&addr).is_none() {
+                        needs
+                            .ask(Lookup::Address(addr.clone()))
+                            .map_err(|why| format!("cannot resolve the address of Kafka broker {addr}: {why}"))?;
+                    }
+                    addrs.push(addr);
+                }
+                Target::LookUpFirst => addrs.push(String::new()),
+                Target::Nowhere => return Err("no Kafka broker address is known".to_string()),
+            }
+        }
+        if !needs.is_empty() {
+            let lookups = needs.take();
+            self.defer(ctx, Deferred::Send { seq, api_key, parts, expect_response, attempt, round: round + 1 }, lookups);
+            return Ok(());
+        }
+        let mut by_addr: Vec<(String, Vec<(usize, Part)>)> = Vec::new();
+        for ((i, part), addr) in parts.into_iter().zip(addrs) {
             debug!("{} {} -> {addr} ({:?})", self.client.peer, api_name(api_key), part.route);
             if api_key == crate::kafka::api::ApiKey::Fetch as i16 {
                 self.last_fetch_addr = Some(addr.clone());
@@ -436,24 +469,73 @@ impl Session {
         Ok(())
     }
 
-    /// The upstream connection to `addr`, opened if needed.
+    /// The upstream connection to `addr`, opened if needed. The connect
+    /// does not wait: requests written meanwhile are queued and go out
+    /// when the event loop sees the connection made.
     fn upstream(&mut self, ctx: &ProxyContext, addr: &str) -> Result<&mut Upstream, String> {
         if !self.upstreams.contains_key(addr) {
-            let stream = crate::upstream::connect::connect(addr, ctx.settings.connect_timeout, &ctx.cluster).map_err(|e| {
+            let unreachable = |e: &dyn std::fmt::Display| {
                 ctx.shared.metrics.upstream_errors_total.fetch_add(1, Ordering::Relaxed);
                 warn!("Cannot connect to Kafka broker {addr} for client {}: {e}", self.client.peer);
                 format!("Kafka broker {addr} is unreachable: {e}")
-            })?;
-            stream.set_nonblocking(true).map_err(|e| e.to_string())?;
-            let peer = stream.peer_addr().map_err(|e| e.to_string())?;
+            };
+            let peer = crate::upstream::connect::cached_address(addr).ok_or_else(|| unreachable(&"its address is not resolved"))?;
+            let stream = crate::upstream::connect::start(addr, peer, &ctx.cluster).map_err(|e| unreachable(&e))?;
             let token = ctx.handle.next_token();
-            let socket = Arc::new(SharedSocket::new(mio::net::TcpStream::from_std(stream), token, peer));
+            let socket = Arc::new(SharedSocket::new(stream, token, peer));
             ctx.handle.send(ToLoop::AddUpstream { owner: self.conn, worker: self.worker, socket: socket.clone() });
-            debug!("Opened upstream connection to {addr} for client {}", self.client.peer);
+            debug!("Connecting to Kafka broker {addr} for client {}", self.client.peer);
             self.by_token.insert(token, addr.to_string());
-            self.upstreams.insert(addr.to_string(), Upstream { socket, addr: addr.to_string(), in_flight: VecDeque::new() });
+            let connecting_until = Some(Instant::now() + ctx.settings.connect_timeout);
+            let upstream = Upstream { socket, addr: addr.to_string(), in_flight: VecDeque::new(), connecting_until };
+            self.upstreams.insert(addr.to_string(), upstream);
         }
         Ok(self.upstreams.get_mut(addr).expect("inserted above"))
+    }
+
+    /// Park `work` until `lookups` are answered (`ToWorker` from the
+    /// look-up threads: the worker calls `take_deferred` then).
+    pub fn defer(&mut self, ctx: &ProxyContext, work: Deferred, lookups: Vec<Lookup>) {
+        debug!("{}: waiting for look-ups {lookups:?}", self.client.peer);
+        self.deferred.push_front(work);
+        ctx.lookups.submit(LookupJob { worker: self.worker, conn: self.conn, lookups });
+    }
+
+    /// Whether the client's earlier work waits for look-ups.
+    pub fn has_deferred(&self) -> bool {
+        !self.deferred.is_empty()
+    }
+
+    /// Park a client request behind work already waiting for look-ups.
+    pub fn defer_frame(&mut self, frame: Vec<u8>) {
+        self.deferred.push_back(Deferred::Frame { frame, round: 0 });
+    }
+
+    /// The work that waited for look-ups, now answered, to be handled in
+    /// order: whatever of it must wait again goes back with `defer` (it is
+    /// first then) and the rest with `requeue`.
+    pub fn take_deferred(&mut self) -> VecDeque<Deferred> {
+        std::mem::take(&mut self.deferred)
+    }
+
+    /// Put back work behind what waits again.
+    pub fn requeue(&mut self, rest: VecDeque<Deferred>) {
+        self.deferred.extend(rest);
+    }
+
+    /// Send parts that waited for look-ups.
+    pub fn send_deferred(&mut self, ctx: &ProxyContext, send: Deferred) -> Verdict {
+        let seq = match &send {
+            Deferred::Send { seq, .. } => *seq,
+            Deferred::Frame { .. } => unreachable!("frames are planned by the worker"),
+        };
+        match self.send_indexed(ctx, send) {
+            Ok(()) => Verdict::Continue,
+            Err(reason) => {
+                self.held.retain(|(_, h)| h.seq != seq);
+                Verdict::Close(reason)
+            }
+        }
     }
 
     /// An answer arrived from upstream. Responses it completes are written
@@ -461,12 +543,12 @@ impl Session {
     pub fn on_upstream_frame(
         &mut self,
         ctx: &ProxyContext,
-        control: &mut ControlClient,
         upstream: Token,
         frame: Vec<u8>,
     ) -> Verdict {
         let Some(addr) = self.by_token.get(&upstream) else { return Verdict::Continue };
         let up = self.upstreams.get_mut(addr).expect("by_token and upstreams agree");
+        up.connecting_until = None;
         let answered = peek_correlation_id(&frame);
         // Requests that expect no answer (acks=0) before the one answered:
         // Kafka answers none of them, some compatible brokers (Tansu) answer
@@ -514,14 +596,14 @@ impl Session {
                     );
                 }
             }
-            return self.deliver(ctx, control, sent.seq, sent.part, frame);
+            return self.deliver(ctx, sent.seq, sent.part, frame);
         };
         let answers = match coalesce::split_response(&frame, version, &members) {
             Ok(a) => a,
             Err(e) => return Verdict::Close(format!("cannot read the answer to merged produce requests: {e}")),
         };
         for (m, answer) in members.iter().zip(answers) {
-            if let Verdict::Close(reason) = self.deliver(ctx, control, m.seq, m.part, answer) {
+            if let Verdict::Close(reason) = self.deliver(ctx, m.seq, m.part, answer) {
                 return Verdict::Close(reason);
             }
         }
@@ -530,7 +612,7 @@ impl Session {
 
     /// The answer to part `part` of request `seq`: when it is the last one
     /// missing, build the client's response (or send the next stage).
-    fn deliver(&mut self, ctx: &ProxyContext, control: &mut ControlClient, seq: u64, part: usize, frame: Vec<u8>) -> Verdict {
+    fn deliver(&mut self, ctx: &ProxyContext, seq: u64, part: usize, frame: Vec<u8>) -> Verdict {
         let Some(p) = self.pending.iter_mut().find(|p| p.seq == seq) else { return Verdict::Continue };
         p.answers[part] = Some(frame);
         p.missing -= 1;
@@ -546,7 +628,7 @@ impl Session {
                 p.answers = vec![None; parts.len()];
                 p.missing = parts.len();
                 p.finish = Some(finish);
-                if let Err(reason) = self.send_parts(ctx, control, seq, api_key, parts, true) {
+                if let Err(reason) = self.send_parts(ctx, seq, api_key, parts, true) {
                     return Verdict::Close(reason);
                 }
             }
@@ -587,6 +669,12 @@ impl Session {
     pub fn on_upstream_closed(&mut self, ctx: &ProxyContext, upstream: Token, reason: &str) -> Verdict {
         let Some(addr) = self.by_token.remove(&upstream) else { return Verdict::Continue };
         let Some(up) = self.upstreams.remove(&addr) else { return Verdict::Continue };
+        let never_connected = up.connecting_until.is_some() && up.socket.stream.peer_addr().is_err();
+        if never_connected {
+            ctx.cluster.mark_unreachable(&addr);
+            ctx.shared.metrics.upstream_errors_total.fetch_add(1, Ordering::Relaxed);
+            warn!("Cannot connect to Kafka broker {addr} for client {}: {reason}", self.client.peer);
+        }
         if up.in_flight.iter().all(|f| !f.expects_answer) {
             debug!("Idle upstream connection to {addr} closed: {reason}");
             return Verdict::Continue;
@@ -610,10 +698,12 @@ impl Session {
         // client sees the connection close and retries them, as it would if
         // the broker had dropped them with the rest.
         self.held.retain(|(a, _)| *a != addr);
-        Verdict::Close(format!(
-            "lost connection to Kafka broker {addr} with {} requests in flight ({reason})",
-            up.in_flight.iter().filter(|f| f.expects_answer).count()
-        ))
+        let waiting = up.in_flight.iter().filter(|f| f.expects_answer).count();
+        Verdict::Close(if never_connected {
+            format!("Kafka broker {addr} is unreachable: {reason} ({waiting} requests waited for it)")
+        } else {
+            format!("lost connection to Kafka broker {addr} with {waiting} requests in flight ({reason})")
+        })
     }
 
     /// Wait before sending a request to a derived group again; its
@@ -626,7 +716,7 @@ impl Session {
     }
 
     /// Send the requests to derived groups whose backoff is over.
-    pub fn resend_due(&mut self, ctx: &ProxyContext, control: &mut ControlClient, now: Instant) -> Verdict {
+    pub fn resend_due(&mut self, ctx: &ProxyContext, now: Instant) -> Verdict {
         if self.redos.iter().all(|r| r.due > now) {
             return Verdict::Continue;
         }
@@ -637,7 +727,9 @@ impl Session {
                 continue;
             };
             let part = Part { route: r.redo.route, frame: PartFrame::Owned(r.redo.frame), correlation_id, broker_wait: r.redo.broker_wait };
-            if let Err(reason) = self.send_indexed(ctx, control, r.seq, r.api_key, vec![(r.part, part)], true, r.redo.attempt) {
+            let send =
+                Deferred::Send { seq: r.seq, api_key: r.api_key, parts: vec![(r.part, part)], expect_response: true, attempt: r.redo.attempt, round: 0 };
+            if let Err(reason) = self.send_indexed(ctx, send) {
                 return Verdict::Close(reason);
             }
         }
@@ -645,7 +737,10 @@ impl Session {
     }
 
     /// Close the client if an upstream answer is overdue.
-    pub fn check_deadlines(&self, now: Instant) -> Verdict {
+    pub fn check_deadlines(&mut self, ctx: &ProxyContext, now: Instant) -> Verdict {
+        if let Some(verdict) = self.check_connects(ctx, now) {
+            return verdict;
+        }
         for up in self.upstreams.values() {
             if let Some(f) = up.in_flight.iter().find(|f| f.expects_answer) {
                 if now >= f.deadline {
@@ -658,6 +753,26 @@ impl Session {
             }
         }
         Verdict::Continue
+    }
+
+    /// Give up on a connect not made in `connection_timeout_ms`, as a
+    /// failed blocking connect did: the broker is marked unreachable for a
+    /// moment, and what waited for it fails (or, for derived groups, is
+    /// sent again). `None` when no connect is overdue.
+    fn check_connects(&mut self, ctx: &ProxyContext, now: Instant) -> Option<Verdict> {
+        let mut overdue = None;
+        for up in self.upstreams.values_mut() {
+            match up.connecting_until {
+                // Made (the socket has a peer): nothing more to watch.
+                Some(_) if up.socket.stream.peer_addr().is_ok() => up.connecting_until = None,
+                Some(until) if now >= until && overdue.is_none() => overdue = Some(up.socket.token),
+                _ => {}
+            }
+        }
+        let token = overdue?;
+        ctx.handle.send(ToLoop::CloseUpstream(token));
+        let reason = format!("no connection after {:?} (kafka.connection_timeout_ms)", ctx.settings.connect_timeout);
+        Some(self.on_upstream_closed(ctx, token, &reason))
     }
 
     /// Release everything: upstream connections closed, in-flight counts
