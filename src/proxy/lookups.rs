@@ -157,7 +157,10 @@ fn run(ctx: Arc<ProxyContext>, workers: Vec<Sender<LookupsDone>>) {
             .lookups
             .into_iter()
             .filter_map(|lookup| {
-                let result = perform(&ctx, &mut control, &lookup);
+                // A bug that panics fails this look-up, not the thread: its
+                // worker must still be answered, or the client waits forever.
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| perform(&ctx, &mut control, &lookup)))
+                    .unwrap_or_else(|_| Err("internal error (see the panic message above)".to_string()));
                 result.err().map(|why| {
                     debug!("Look-up {lookup:?} failed: {why}");
                     (lookup, why)
