@@ -225,7 +225,8 @@ fn run(args: &RunArgs) -> ExitCode {
     // Metrics first: once `Listening on` is logged, a health check may
     // scrape, and the endpoint must already answer.
     if config.metrics.enabled {
-        if let Err(e) = kpr_proxy::metrics::serve(&config.metrics.address, shared.clone()) {
+        let scraped = shared.clone();
+        if let Err(e) = kpr_proxy::metrics::serve(&config.metrics.address, move || scraped.metrics.render()) {
             error!("cannot serve metrics on {}: {e}", config.metrics.address);
             return fail(cli::EXIT_FAILURE, format!("cannot serve metrics on {}: {e}", config.metrics.address));
         }

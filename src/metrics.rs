@@ -73,8 +73,10 @@ impl Metrics {
     }
 }
 
-/// Serve `GET /metrics` on `addr` from a thread of its own.
-pub fn serve(addr: &str, shared: std::sync::Arc<crate::net::Shared>) -> Result<(), String> {
+/// Serve `GET /metrics` on `addr` from a thread of its own, each answer
+/// made by `render` (the caller's `Metrics::render`: this module knows
+/// nothing of where the metrics live).
+pub fn serve(addr: &str, render: impl Fn() -> String + Send + 'static) -> Result<(), String> {
     let server = tiny_http::Server::http(addr).map_err(|e| e.to_string())?;
     std::thread::Builder::new()
         .name("metrics".into())
@@ -83,7 +85,7 @@ pub fn serve(addr: &str, shared: std::sync::Arc<crate::net::Shared>) -> Result<(
                 .expect("static header");
             for request in server.incoming_requests() {
                 let response = if request.url() == "/metrics" {
-                    tiny_http::Response::from_string(shared.metrics.render()).with_header(header.clone())
+                    tiny_http::Response::from_string(render()).with_header(header.clone())
                 } else {
                     tiny_http::Response::from_string("not found: try /metrics\n").with_status_code(404)
                 };

@@ -251,7 +251,7 @@ impl EventLoop {
             ToLoop::CloseClient(token) => self.close(token, None),
             ToLoop::ResumeClient(token) => {
                 if let Some(e) = self.entries.get(&token) {
-                    e.socket.read_paused.store(false, Ordering::SeqCst);
+                    e.socket.flow.resume();
                     self.read(token);
                 }
             }
@@ -316,7 +316,7 @@ impl EventLoop {
                 }
             }
             let Some(entry) = self.entries.get(&token) else { return };
-            if entry.socket.read_paused.load(Ordering::SeqCst) {
+            if entry.socket.flow.is_paused() {
                 return;
             }
         }
@@ -330,7 +330,7 @@ impl EventLoop {
         let is_client = matches!(entry.kind, Kind::Client);
         // During shutdown clients get no new requests in; upstream answers
         // still flow so in-flight requests can finish.
-        if is_client && (draining || entry.socket.read_paused.load(Ordering::SeqCst)) {
+        if is_client && (draining || entry.socket.flow.is_paused()) {
             return ReadOutcome::Drained;
         }
         let mut outcome = ReadOutcome::Drained;
@@ -376,16 +376,14 @@ impl EventLoop {
         let mut frames = Vec::new();
         let mut failure = None;
         loop {
-            if let Kind::Client = entry.kind {
-                if entry.socket.in_flight.load(Ordering::SeqCst) >= self.settings.max_in_flight_per_client {
-                    entry.socket.read_paused.store(true, Ordering::SeqCst);
-                    break;
-                }
+            let is_client = matches!(entry.kind, Kind::Client);
+            if is_client && entry.socket.flow.is_full(self.settings.max_in_flight_per_client) {
+                break;
             }
             match entry.reader.next_frame() {
                 Ok(Some(frame)) => {
-                    if let Kind::Client = entry.kind {
-                        entry.socket.in_flight.fetch_add(1, Ordering::SeqCst);
+                    if is_client {
+                        entry.socket.flow.admit();
                         self.shared.in_flight.fetch_add(1, Ordering::SeqCst);
                     }
                     frames.push(frame);

@@ -24,12 +24,56 @@ pub struct SharedSocket {
     pub peer: SocketAddr,
     out: Mutex<Pending>,
     closed: AtomicBool,
-    /// Requests read from this (client) socket not yet answered; the event
-    /// loop stops reading past a bound so a pipelining client cannot queue
-    /// unbounded work.
-    pub in_flight: AtomicUsize,
-    /// Set by the event loop when it stopped reading because of `in_flight`.
-    pub read_paused: AtomicBool,
+    /// Requests read from this (client) socket and not yet answered.
+    pub flow: FlowControl,
+}
+
+/// How many requests of a client are unanswered: the event loop stops
+/// reading past a bound, so a pipelining client cannot queue unbounded
+/// work, and reads again once the worker answered half of them.
+#[derive(Default)]
+pub struct FlowControl {
+    in_flight: AtomicUsize,
+    /// Set when the event loop stopped reading because of `in_flight`.
+    paused: AtomicBool,
+}
+
+impl FlowControl {
+    /// Whether `limit` requests are unanswered: then reading pauses (the
+    /// frames already read wait in the reader).
+    pub fn is_full(&self, limit: usize) -> bool {
+        let full = self.in_flight.load(Ordering::SeqCst) >= limit;
+        if full {
+            self.paused.store(true, Ordering::SeqCst);
+        }
+        full
+    }
+
+    /// Count one more request read.
+    pub fn admit(&self) {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::SeqCst)
+    }
+
+    pub fn resume(&self) {
+        self.paused.store(false, Ordering::SeqCst);
+    }
+
+    /// `n` requests were answered. Returns whether reading was paused and
+    /// may resume: at most `resume_at` are left.
+    pub fn answered(&self, n: usize, resume_at: usize) -> bool {
+        let left = self.in_flight.fetch_sub(n, Ordering::SeqCst) - n;
+        self.is_paused() && left <= resume_at
+    }
+
+    /// Forget every unanswered request (the client is gone); returns how
+    /// many there were.
+    pub fn forget_all(&self) -> usize {
+        self.in_flight.swap(0, Ordering::SeqCst)
+    }
 }
 
 #[derive(Default)]
@@ -46,8 +90,7 @@ impl SharedSocket {
             peer,
             out: Mutex::new(Pending::default()),
             closed: AtomicBool::new(false),
-            in_flight: AtomicUsize::new(0),
-            read_paused: AtomicBool::new(false),
+            flow: FlowControl::default(),
         }
     }
 

@@ -22,16 +22,25 @@
 //!    remap-aware handlers (`remapped`, `groups`) the first look; they use
 //!    the pure rewrites of `crate::remap` (split into rounds, tag records,
 //!    derive groups). A request naming no remapped topic is forwarded as the
-//!    bytes that came, with a `route::Route` read from its content.
+//!    bytes that came, with a `route::Route` read from its content. A plan
+//!    that needs something the proxy must ask the cluster first (metadata
+//!    of a topic it has not seen, a cleanup policy, a derived producer id)
+//!    asks for it (`lookups::Needs`) and returns `Plan::AfterLookups`: the
+//!    request is parked in its session, with the client's later requests
+//!    behind it, and the worker goes on with other connections. A look-up
+//!    thread (`lookups`) asks the cluster and answers the worker
+//!    (`LookupsDone`), which plans the request again.
 //! 4. **Upstream.** `session::Session::forward` resolves each part's route
-//!    (`route::resolve`: cluster view, or a coordinator look-up through
-//!    the worker's blocking `upstream::control::ControlClient`). It opens
-//!    the client's connection to that broker if needed
-//!    (`upstream::connect`, registered with the loop by
-//!    `ToLoop::AddUpstream`), writes the frame itself
-//!    (`net::socket::SharedSocket::send_frames`), and records an in-flight
-//!    entry with a deadline. Produce requests the proxy re-encoded for
-//!    remapped topics are held instead until the worker's queue is empty
+//!    (`route::resolve`: the cluster view; a coordinator or a broker host
+//!    name not known yet is a look-up, as in step 3). It opens the client's
+//!    connection to that broker if needed without waiting
+//!    (`upstream::connect::start`, registered with the loop by
+//!    `ToLoop::AddUpstream`, given up after `connection_timeout_ms` by
+//!    `Session::check_deadlines`), writes the frame itself
+//!    (`net::socket::SharedSocket::send_frames`, queued until the
+//!    connection is made), and records an in-flight entry with a deadline.
+//!    A worker never waits on a socket. Produce requests the proxy
+//!    re-encoded for remapped topics are held instead until the worker's queue is empty
 //!    (the client's burst, and whatever else arrived meanwhile:
 //!    `Worker::finish_bursts`, `Session::flush_held`), and longer while
 //!    that broker is still answering the client's earlier ones; then they
@@ -60,6 +69,7 @@
 
 pub mod coalesce;
 pub mod groups;
+pub mod lookups;
 pub mod plan;
 pub mod remapped;
 pub mod replicas;
@@ -115,6 +125,8 @@ pub struct ProxyContext {
     /// Where fetches go while a leader prefers a replica (KIP-392).
     pub preferred_replicas: replicas::PreferredReplicas,
     pub derived_keepalive: crate::remap::groups::KeepAlive,
+    /// Where workers ask for control look-ups (`lookups`).
+    pub lookups: lookups::LookupQueue,
     pub cluster: Arc<Cluster>,
     pub shared: Arc<Shared>,
     pub handle: LoopHandle,
@@ -225,6 +237,7 @@ impl Proxy {
             owner_cache,
             preferred_replicas,
             derived_keepalive,
+            lookups: Default::default(),
             cluster,
             shared,
             handle,
@@ -243,17 +256,21 @@ impl Proxy {
     pub fn serve(self) -> io::Result<()> {
         let ctx = self.ctx;
         let mut worker_txs = Vec::new();
+        let mut lookup_answers = Vec::new();
         let mut threads = Vec::new();
         for i in 0..ctx.settings.workers.max(1) {
             let (tx, rx) = crossbeam_channel::unbounded();
             worker_txs.push(tx);
+            let (answers_tx, answers) = crossbeam_channel::unbounded();
+            lookup_answers.push(answers_tx);
             let wctx = ctx.clone();
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("worker-{i}"))
-                    .spawn(move || worker::Worker::new(i, wctx, rx).run())?,
+                    .spawn(move || worker::Worker::new(i, wctx, rx, answers).run())?,
             );
         }
+        threads.extend(lookups::spawn(&ctx, lookup_answers)?);
         let refresher = {
             let control = ControlClient::new(ctx.cluster.clone(), ctx.settings.connect_timeout, ctx.settings.request_timeout);
             let interval = ctx.settings.metadata_refresh;
@@ -293,7 +310,7 @@ impl Proxy {
         ctx.shared.shutdown.store(true, Ordering::SeqCst);
         for t in threads {
             if t.join().is_err() {
-                error!("A worker thread panicked");
+                error!("A worker or look-up thread panicked");
             }
         }
         if refresher.join().is_err() {

@@ -16,6 +16,9 @@ pub enum Plan {
     Forward { parts: Vec<Part>, expect_response: bool, finish: Finish },
     /// Close the client connection, saying why.
     Close(String),
+    /// Plan again once the look-ups asked for in the plan's `Needs` are
+    /// answered (`lookups`).
+    AfterLookups,
 }
 
 /// One request frame to send upstream.

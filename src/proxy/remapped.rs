@@ -1,10 +1,12 @@
 //! Plans for requests that name remapped topics. Each function returns
 //! `None` when the request names none, so it is forwarded as it came.
 
+use std::cell::Cell;
 use std::time::Duration;
 
 use log::warn;
 
+use super::lookups::{Lookup, Needs};
 use super::plan::{single_request, Finish, Part, Plan};
 use super::route::Route;
 use super::session::Session;
@@ -42,7 +44,9 @@ pub type AnswerAdjust = Box<dyn Fn(&str, i32, &mut Struct<'_>)>;
 
 /// Split a topics → partitions request into rounds, send them to the leader
 /// of each round's first partition, merge the answers (and `adjust` each
-/// entry of the merged answer).
+/// entry of the merged answer). When `rewrite` asked for look-ups (it sets
+/// `looking_up`), the split is dropped unreported: the request is planned
+/// again once they are answered.
 #[allow(clippy::too_many_arguments)]
 pub fn split_plan<'a>(
     ctx: &ProxyContext,
@@ -55,16 +59,17 @@ pub fn split_plan<'a>(
     broker_wait: Duration,
     expect_response: bool,
     rewrite: EntryRewrite<'_, 'a>,
+    looking_up: &Cell<bool>,
     adjust: Option<AnswerAdjust>,
 ) -> Option<Plan> {
     let version = header.api_version;
     if !names_remapped(ctx, req, request_shape.topics, request_shape.name) {
         return None;
     }
-    // Decided before the rewrite runs, and the view released: the rewrite
-    // may ask the cluster for derived producer ids, which reads the view
-    // again and waits on the network. Holding the (fair) lock over that
-    // would leave a waiting writer, and then every thread, stuck behind it.
+    // Decided before the rewrite runs, and the view released: no lock is
+    // held across the rewrite, which reads the producer-id table (locked
+    // on its own). A fair lock held across another lock's wait once left
+    // a waiting writer, and then every thread, stuck (issue 8).
     let decisions: std::collections::HashMap<String, Decision> = {
         let view = ctx.cluster.read();
         req.structs(request_shape.topics)
@@ -78,6 +83,9 @@ pub fn split_plan<'a>(
     let s = split::split(req, &request_shape, &decide, rewrite);
     if !s.remapped {
         return None;
+    }
+    if looking_up.get() {
+        return Some(Plan::AfterLookups);
     }
     for (topic, placements) in &s.topics {
         for p in placements {
@@ -463,21 +471,44 @@ pub fn add_partitions_to_txn(ctx: &ProxyContext, session: &Session, header: &Req
     })
 }
 
-/// Derived producer ids through the producer-id topic the instances share.
-struct BrokerProducerIds<'c> {
+/// Derived producer ids through the producer-id topic the instances share,
+/// as far as this process has read it; the rest is asked for in `needs`
+/// (written or read on a look-up thread), and the request planned again.
+struct BrokerProducerIds<'c, 'n> {
     ctx: &'c ProxyContext,
-    control: &'c mut crate::upstream::control::ControlClient,
+    needs: &'c mut Needs<'n>,
+    /// Set once anything was asked for.
+    looking_up: &'c Cell<bool>,
 }
 
-impl crate::remap::produce::ProducerIdSource for BrokerProducerIds<'_> {
+/// What a produce entry gets while its producer ids are looked up: never
+/// seen by the client, since the plan is made again once they are known.
+const LOOKING_UP: &str = "producer ids are being looked up";
+
+impl BrokerProducerIds<'_, '_> {
+    fn log(&self) -> Result<&crate::upstream::producer_log::ProducerLog, String> {
+        self.ctx.producer_log.as_deref().ok_or_else(|| "no producer-id topic (no rule remaps)".to_string())
+    }
+}
+
+impl crate::remap::produce::ProducerIdSource for BrokerProducerIds<'_, '_> {
     fn sequence_base(&mut self, derived: i64, topic: &str, physical: i32, first_seen: i32) -> Result<i32, String> {
-        let log = self.ctx.producer_log.as_ref().ok_or("no producer-id topic (no rule remaps)")?;
-        log.sequence_base(self.control, derived, topic, physical, first_seen).map_err(|e| e.to_string())
+        if let Some(base) = self.log()?.known_sequence_base(derived, topic, physical) {
+            return Ok(base);
+        }
+        let lookup = Lookup::SequenceBase { derived, topic: topic.to_string(), partition: physical, first_seen };
+        self.needs.ask(lookup)?;
+        self.looking_up.set(true);
+        Err(LOOKING_UP.into())
     }
 
     fn derived(&mut self, client: (i64, i16), k: i32) -> Result<(i64, i16), String> {
-        let log = self.ctx.producer_log.as_ref().ok_or("no producer-id topic (no rule remaps)")?;
-        log.derived(self.control, &self.ctx.shared, client, k).map_err(|e| e.to_string())
+        if let Some(ids) = self.log()?.known_derived(client, k) {
+            return Ok(ids);
+        }
+        self.needs.ask(Lookup::DerivedProducerId { client, k })?;
+        self.looking_up.set(true);
+        Err(LOOKING_UP.into())
     }
 }
 
@@ -485,14 +516,15 @@ impl crate::remap::produce::ProducerIdSource for BrokerProducerIds<'_> {
 pub fn produce(
     ctx: &ProxyContext,
     session: &mut Session,
-    control: &mut crate::upstream::control::ControlClient,
+    needs: &mut Needs<'_>,
     header: &RequestHeader<'_>,
     req: &Struct<'_>,
 ) -> Option<Plan> {
     let acks = req.i16("acks").unwrap_or(-1);
     let wait = Duration::from_millis(req.i32("timeout_ms").unwrap_or(0).max(0) as u64);
     let mut stats = crate::remap::produce::TagStats::default();
-    let mut ids = BrokerProducerIds { ctx, control };
+    let looking_up = Cell::new(false);
+    let mut ids = BrokerProducerIds { ctx, needs, looking_up: &looking_up };
     // The entries the proxy tagged (k >= 1, or a k = 0 batch re-tagged):
     // when the broker finds them too large, the tag may be why.
     let tagged: std::rc::Rc<std::cell::RefCell<Vec<(String, i32, i32)>>> = Default::default();
@@ -515,8 +547,12 @@ pub fn produce(
             }
             result
         },
+        &looking_up,
         Some(Box::new(move |topic, v, entry| explain_too_large(&tagged_seen.borrow(), topic, v, entry))),
     );
+    if looking_up.get() {
+        return plan;
+    }
     let m = &ctx.shared.metrics;
     m.batches_tagged_total.fetch_add(stats.batches, std::sync::atomic::Ordering::Relaxed);
     m.records_tagged_total.fetch_add(stats.records, std::sync::atomic::Ordering::Relaxed);

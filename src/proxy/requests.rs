@@ -1,8 +1,10 @@
 //! One function decides, per API, what happens to a client request: where
 //! it goes, whether it is rewritten, and how its answer comes back.
 
+use std::cell::Cell;
 use std::time::Duration;
 
+use super::lookups::{Lookup, Needs};
 use super::plan::{Finish, Part, PartFrame, Plan};
 use super::route::Route;
 use super::session::{extra_wait, Session};
@@ -47,7 +49,7 @@ pub fn offered_versions(ctx: &ProxyContext, api: ApiKey) -> Option<(i16, i16)> {
 pub fn plan(
     ctx: &ProxyContext,
     session: &mut Session,
-    control: &mut crate::upstream::control::ControlClient,
+    needs: &mut Needs<'_>,
     header: &RequestHeader<'_>,
     body: &[u8],
     frame: &[u8],
@@ -84,45 +86,13 @@ pub fn plan(
     };
     let none = Duration::ZERO;
     if ctx.mapper.remaps_anything() {
-        // Whether a topic is remapped depends on what the cluster holds: a
-        // topic the proxy has not seen yet (created since its last refresh,
-        // or named by a client that skipped Metadata) is looked up first.
-        let unknown = ctx.cluster.unknown_topics(topic_names(&req).into_iter());
-        if !unknown.is_empty() {
-            if let Err(e) = control.refresh_topics(&unknown) {
-                log::debug!("Metadata for {unknown:?} failed: {e}");
-            }
+        // Whether a topic is remapped depends on what the cluster holds and
+        // on the topic's cleanup policy: what the proxy has not learnt yet
+        // is looked up first (`lookups`), off this thread.
+        if ask_what_remapping_needs(ctx, needs, &req) {
+            return Plan::AfterLookups;
         }
-        // Fetch v13+ names topics by id. An id learnt elsewhere (another
-        // proxy instance, or before this one started) would otherwise pass
-        // through with virtual partition numbers: the broker would answer
-        // with a physical partition's whole data, siblings' records included.
-        // Metadata requests by id are not possible before v10 and not worth
-        // the version dance: ask for all topics.
-        let unknown_ids = ctx.cluster.unknown_topic_ids(topic_ids(&req).into_iter());
-        if !unknown_ids.is_empty() {
-            if let Err(e) = control.refresh_metadata() {
-                log::debug!("Metadata for all topics (looking up topic ids) failed: {e}");
-            }
-            for id in unknown_ids {
-                if ctx.cluster.topic_name(&id).is_none() {
-                    ctx.cluster.note_missing_id(id);
-                }
-            }
-        }
-        // A compacted topic must not be remapped: its cleanup policy is
-        // read before the proxy first serves it (new since the last
-        // refresh, or created through another client).
-        let mut named: Vec<String> = topic_names(&req).into_iter().map(str::to_string).collect();
-        {
-            let view = ctx.cluster.read();
-            named.extend(topic_ids(&req).iter().filter_map(|id| view.topic_names.get(id).cloned()));
-        }
-        for topic in crate::upstream::cleanup::learn(control, &ctx.mapper, &named) {
-            let rule = ctx.mapper.rule_for(&topic).map(|r| r.to_string()).unwrap_or_default();
-            log::error!("{}", crate::remap::mapping::compacted_message(&topic, &rule));
-        }
-        if let Some(plan) = remapped_plan(ctx, session, control, header, &req, frame) {
+        if let Some(plan) = remapped_plan(ctx, session, needs, header, &req, frame) {
             return plan;
         }
     }
@@ -369,7 +339,7 @@ pub fn api_versions_response(ctx: &ProxyContext, requested: i16, correlation_id:
 fn remapped_plan(
     ctx: &ProxyContext,
     session: &mut Session,
-    control: &mut crate::upstream::control::ControlClient,
+    needs: &mut Needs<'_>,
     header: &RequestHeader<'_>,
     req: &Struct<'_>,
     frame: &[u8],
@@ -378,15 +348,15 @@ fn remapped_plan(
     use crate::remap::split;
     let api = header.api()?;
     match api {
-        ApiKey::Produce => remapped::produce(ctx, session, control, header, req),
+        ApiKey::Produce => remapped::produce(ctx, session, needs, header, req),
         ApiKey::Fetch => remapped::fetch(ctx, session, header, req),
         ApiKey::ListOffsets => remapped::split_plan(
             ctx, session, header, req, api, split::LIST_OFFSETS, split::LIST_OFFSETS, Duration::ZERO, true,
-            &mut |_, _, _, _, _, _| Ok(()), None,
+            &mut |_, _, _, _, _, _| Ok(()), &Cell::new(false), None,
         ),
         ApiKey::OffsetForLeaderEpoch => remapped::split_plan(
             ctx, session, header, req, api, split::LEADER_EPOCH, split::LEADER_EPOCH, Duration::ZERO, true,
-            &mut |_, _, _, _, _, _| Ok(()), None,
+            &mut |_, _, _, _, _, _| Ok(()), &Cell::new(false), None,
         ),
         ApiKey::OffsetCommit => groups::offset_commit(ctx, session, header, req),
         ApiKey::OffsetFetch => groups::offset_fetch(ctx, session, header, req),
@@ -399,6 +369,35 @@ fn remapped_plan(
         ApiKey::AddPartitionsToTxn => remapped::add_partitions_to_txn(ctx, session, header, req),
         _ => None,
     }
+}
+
+/// Ask for what deciding whether the request's topics are remapped needs:
+/// metadata of topics the proxy has not seen (created since its last
+/// refresh, or named by a client that skipped Metadata), of topic ids it
+/// does not know (Fetch v13+: an id learnt elsewhere would otherwise pass
+/// through with virtual partition numbers, and the broker would answer
+/// with a physical partition's whole data, siblings' records included),
+/// and the cleanup policy of topics a rule would remap (a compacted topic
+/// must not be). Returns whether anything was asked: the request is
+/// planned again once it is answered. Look-ups that failed are gone on
+/// without, as before: the topic is treated as the view has it.
+fn ask_what_remapping_needs(ctx: &ProxyContext, needs: &mut Needs<'_>, req: &Struct<'_>) -> bool {
+    let names = topic_names(req);
+    let unknown = ctx.cluster.unknown_topics(names.iter().copied());
+    let mut asked = !unknown.is_empty() && needs.ask(Lookup::Topics(unknown)).is_ok();
+    let ids = topic_ids(req);
+    let unknown_ids = ctx.cluster.unknown_topic_ids(ids.iter().copied());
+    asked |= !unknown_ids.is_empty() && needs.ask(Lookup::TopicIds(unknown_ids)).is_ok();
+    if asked {
+        return true;
+    }
+    let mut named: Vec<String> = names.into_iter().map(str::to_string).collect();
+    {
+        let view = ctx.cluster.read();
+        named.extend(ids.iter().filter_map(|id| view.topic_names.get(id).cloned()));
+    }
+    let unknown_policies = crate::upstream::cleanup::unknown_policies(&ctx.cluster, &ctx.mapper, &named);
+    !unknown_policies.is_empty() && needs.ask(Lookup::CleanupPolicies(unknown_policies)).is_ok()
 }
 
 /// The topic ids a Fetch (v13+) names.

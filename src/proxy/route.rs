@@ -7,7 +7,7 @@ use crate::kafka::api::{api_name, error};
 use crate::kafka::codec::{self, Struct, Value};
 use crate::kafka::header::parse_response_header;
 use crate::kafka::message::response_schema;
-use crate::upstream::control::ControlClient;
+use super::lookups::{Lookup, Needs};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
@@ -30,43 +30,59 @@ pub enum Route {
     Any,
 }
 
-/// Resolve a route to a broker address. A route that cannot be resolved
-/// (unknown leader, coordinator look-up failed) falls back to any broker:
-/// that broker answers with the error Kafka would give (NOT_LEADER,
-/// NOT_COORDINATOR), and the client refreshes and retries as it would
-/// against Kafka.
-pub fn resolve(
-    route: &Route,
-    cluster: &Cluster,
-    control: &mut ControlClient,
-    preferred_any: Option<&str>,
-    attempt: usize,
-) -> Option<String> {
+/// Where a route leads now.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Target {
+    Addr(String),
+    /// Its coordinator is being looked up (asked in the `Needs`).
+    LookUpFirst,
+    /// No broker address is known at all.
+    Nowhere,
+}
+
+/// Resolve a route to a broker address, without waiting: a coordinator
+/// the proxy does not know is asked for in `needs`. A route that cannot
+/// be resolved (unknown leader, coordinator look-up failed) falls back to
+/// any broker: that broker answers with the error Kafka would give
+/// (NOT_LEADER, NOT_COORDINATOR), and the client refreshes and retries as
+/// it would against Kafka.
+pub fn resolve(route: &Route, cluster: &Cluster, needs: &mut Needs<'_>, preferred_any: Option<&str>, attempt: usize) -> Target {
     let node = match route {
         Route::Leader { topic, partition } => cluster.leader_of(topic, *partition),
         Route::Replica { node, topic, partition } => {
             match cluster.broker_addr(*node).filter(|addr| !cluster.recently_unreachable(addr)) {
-                Some(addr) => return Some(addr),
+                Some(addr) => return Target::Addr(addr),
                 None => cluster.leader_of(topic, *partition),
             }
         }
-        Route::Group(g) => coordinator(cluster, control, CoordinatorKind::Group, g),
-        Route::Transaction(t) => coordinator(cluster, control, CoordinatorKind::Transaction, t),
+        Route::Group(_) | Route::Transaction(_) => {
+            let (kind, key) = coordinator_key(route).expect("a coordinator route");
+            match cluster.coordinator(kind, key) {
+                Some(node) => Some(node),
+                None => match needs.ask(Lookup::Coordinator(kind, key.to_string())) {
+                    Ok(()) => return Target::LookUpFirst,
+                    Err(why) => {
+                        log::debug!("Coordinator look-up for {key:?} failed: {why}");
+                        None
+                    }
+                },
+            }
+        }
         Route::Controller => {
             let id = cluster.read().controller_id;
             (id >= 0).then_some(id)
         }
         Route::Broker(id) => Some(*id),
-        Route::Address(addr) => return Some(addr.clone()),
+        Route::Address(addr) => return Target::Addr(addr.clone()),
         Route::Any => None,
     };
     if let Some(addr) = node.and_then(|n| cluster.broker_addr(n)) {
-        return Some(addr);
+        return Target::Addr(addr);
     }
     if let Some(addr) = preferred_any {
-        return Some(addr.to_string());
+        return Target::Addr(addr.to_string());
     }
-    cluster.any_broker(attempt).map(|(_, addr)| addr)
+    cluster.any_broker(attempt).map_or(Target::Nowhere, |(_, addr)| Target::Addr(addr))
 }
 
 /// The route of a fetch of `topic`/`partition` from `rack`: the preferred
@@ -105,19 +121,6 @@ pub fn note_fetch_topic(ctx: &super::ProxyContext, rack: &str, topic: &crate::ka
     };
     for p in topic.structs("partitions") {
         note_preferred_replicas(ctx, rack, &name, p);
-    }
-}
-
-fn coordinator(cluster: &Cluster, control: &mut ControlClient, kind: CoordinatorKind, key: &str) -> Option<i32> {
-    if let Some(n) = cluster.coordinator(kind, key) {
-        return Some(n);
-    }
-    match control.find_coordinator(kind, key) {
-        Ok(n) => Some(n),
-        Err(e) => {
-            log::debug!("Coordinator look-up for {key:?} failed: {e}");
-            None
-        }
     }
 }
 

@@ -7,17 +7,17 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::{select, Receiver};
 use log::{trace, warn};
 use mio::Token;
 
+use super::lookups::{LookupsDone, Needs};
 use super::plan::{PartFrame, Plan};
-use super::session::{Session, Verdict};
+use super::session::{Deferred, Session, Verdict};
 use super::{requests, ProxyContext};
 use crate::kafka::api::api_name;
 use crate::kafka::header::RequestHeader;
 use crate::net::{ToLoop, ToWorker};
-use crate::upstream::control::ControlClient;
 
 const DEADLINE_CHECK: Duration = Duration::from_millis(100);
 
@@ -34,29 +34,38 @@ pub struct Worker {
     /// finished (`finish_burst`): finished once the queue is empty, so
     /// frames already queued behind a burst join it.
     unfinished: Vec<Token>,
-    control: ControlClient,
     rx: Receiver<ToWorker>,
+    /// Answers of the look-up threads to this worker's `LookupJob`s.
+    lookups_done: Receiver<LookupsDone>,
 }
 
 impl Worker {
-    pub fn new(index: usize, ctx: Arc<ProxyContext>, rx: Receiver<ToWorker>) -> Worker {
-        let control = ControlClient::new(ctx.cluster.clone(), ctx.settings.connect_timeout, ctx.settings.request_timeout);
-        Worker { index, ctx, sessions: HashMap::new(), unfinished: Vec::new(), control, rx }
+    pub fn new(index: usize, ctx: Arc<ProxyContext>, rx: Receiver<ToWorker>, lookups_done: Receiver<LookupsDone>) -> Worker {
+        Worker { index, ctx, sessions: HashMap::new(), unfinished: Vec::new(), rx, lookups_done }
     }
 
     pub fn run(mut self) {
         let mut last_check = Instant::now();
         let mut handled = 0;
         loop {
-            match self.rx.recv_timeout(DEADLINE_CHECK) {
-                Ok(ToWorker::Shutdown) | Err(RecvTimeoutError::Disconnected) => break,
-                Ok(event) => {
-                    self.handle_guarded(event);
-                    handled += 1;
-                }
-                Err(RecvTimeoutError::Timeout) => {}
+            select! {
+                recv(self.rx) -> event => match event {
+                    Ok(ToWorker::Shutdown) | Err(_) => break,
+                    Ok(event) => {
+                        self.handle_guarded(event);
+                        handled += 1;
+                    }
+                },
+                recv(self.lookups_done) -> done => {
+                    if let Ok(done) = done {
+                        let conn = done.conn;
+                        self.guarded(Some(conn), |w| w.lookups_done(done));
+                        handled += 1;
+                    }
+                },
+                default(DEADLINE_CHECK) => {}
             }
-            if self.rx.is_empty() || handled >= EVENTS_PER_ROUND {
+            if (self.rx.is_empty() && self.lookups_done.is_empty()) || handled >= EVENTS_PER_ROUND {
                 self.finish_bursts();
                 handled = 0;
             }
@@ -117,7 +126,7 @@ impl Worker {
                 let ctx = self.ctx.clone();
                 for frame in frames {
                     let verdict = match self.sessions.get_mut(&conn) {
-                        Some(s) if !s.closing => s.on_upstream_frame(&ctx, &mut self.control, upstream, frame),
+                        Some(s) if !s.closing => s.on_upstream_frame(&ctx, upstream, frame),
                         _ => Verdict::Continue,
                     };
                     self.apply(conn, verdict);
@@ -147,6 +156,22 @@ impl Worker {
             return Verdict::Continue;
         }
         ctx.shared.metrics.requests_total.fetch_add(1, Ordering::Relaxed);
+        if session.has_deferred() {
+            // Behind a request waiting for look-ups: Kafka handles a
+            // connection's requests in order, and so does the proxy.
+            session.defer_frame(frame);
+            return Verdict::Continue;
+        }
+        self.plan_frame(conn, frame, 0)
+    }
+
+    /// Plan a client request (in look-up round `round`) and carry the plan
+    /// out; a plan that needs look-ups first parks the request.
+    fn plan_frame(&mut self, conn: Token, frame: Vec<u8>, round: u8) -> Verdict {
+        let ctx = self.ctx.clone();
+        let Some(session) = self.sessions.get_mut(&conn) else { return Verdict::Continue };
+        let failures = std::mem::take(&mut session.lookup_failures);
+        let mut needs = Needs::new(&failures, round);
         // Plan while the header and body borrow the frame; afterwards the
         // frame is free to move into a part that forwards it unchanged.
         let (plan, api_key, api_version, correlation_id) = {
@@ -162,15 +187,22 @@ impl Worker {
                 header.correlation_id,
                 frame.len()
             );
-            let plan = requests::plan(&ctx, session, &mut self.control, &header, body, &frame);
+            let plan = requests::plan(&ctx, session, &mut needs, &header, body, &frame);
             (plan, header.api_key, header.api_version, header.correlation_id)
         };
+        let lookups = needs.take();
+        session.lookup_failures = failures;
+        if !lookups.is_empty() {
+            session.defer(&ctx, Deferred::Frame { frame, round: round + 1 }, lookups);
+            return Verdict::Continue;
+        }
         match plan {
             Plan::Answer(response) => {
                 session.answer_now(api_key, api_version, correlation_id, response);
                 Verdict::Continue
             }
             Plan::Close(reason) => Verdict::Close(reason),
+            Plan::AfterLookups => Verdict::Close("internal error: a plan waits for look-ups it did not ask for".into()),
             Plan::Forward { mut parts, expect_response, finish } => {
                 let mut frame = Some(frame);
                 for part in &mut parts {
@@ -181,9 +213,41 @@ impl Worker {
                         }
                     }
                 }
-                session.forward(&ctx, &mut self.control, api_key, api_version, correlation_id, parts, expect_response, finish)
+                session.forward(&ctx, api_key, api_version, correlation_id, parts, expect_response, finish)
             }
         }
+    }
+
+    /// Look-ups a connection waited for are answered: handle its parked
+    /// work in order, until something must wait again.
+    fn lookups_done(&mut self, done: LookupsDone) {
+        let conn = done.conn;
+        let Some(session) = self.sessions.get_mut(&conn) else { return };
+        if session.closing {
+            return;
+        }
+        session.lookup_failures = done.failures;
+        let mut queue = session.take_deferred();
+        while let Some(work) = queue.pop_front() {
+            let verdict = match work {
+                Deferred::Frame { frame, round } => self.plan_frame(conn, frame, round),
+                send @ Deferred::Send { .. } => match self.sessions.get_mut(&conn) {
+                    Some(session) => session.send_deferred(&self.ctx, send),
+                    None => return,
+                },
+            };
+            let stop = verdict != Verdict::Continue;
+            self.apply(conn, verdict);
+            let Some(session) = self.sessions.get_mut(&conn) else { return };
+            if stop || session.has_deferred() {
+                session.requeue(queue);
+                break;
+            }
+        }
+        if let Some(session) = self.sessions.get_mut(&conn) {
+            session.lookup_failures.clear();
+        }
+        self.burst_unfinished(conn);
     }
 
     fn burst_unfinished(&mut self, conn: Token) {
@@ -221,21 +285,21 @@ impl Worker {
     }
 
     fn check_deadlines(&mut self, now: Instant) {
+        let ctx = self.ctx.clone();
         let overdue: Vec<(Token, Verdict)> = self
             .sessions
-            .iter()
+            .iter_mut()
             .filter(|(_, s)| !s.closing)
-            .map(|(t, s)| (*t, s.check_deadlines(now)))
+            .map(|(t, s)| (*t, s.check_deadlines(&ctx, now)))
             .filter(|(_, v)| *v != Verdict::Continue)
             .collect();
         for (conn, verdict) in overdue {
             self.ctx.shared.metrics.upstream_errors_total.fetch_add(1, Ordering::Relaxed);
             self.apply(conn, verdict);
         }
-        let ctx = self.ctx.clone();
         let mut failed = Vec::new();
         for (conn, session) in self.sessions.iter_mut().filter(|(_, s)| !s.closing) {
-            let verdict = session.resend_due(&ctx, &mut self.control, now);
+            let verdict = session.resend_due(&ctx, now);
             if verdict != Verdict::Continue {
                 failed.push((*conn, verdict));
             }

@@ -12,6 +12,7 @@ use parking_lot::Mutex;
 use super::control::{ControlClient, UpstreamError};
 use crate::kafka::api::{error, ApiKey};
 use crate::kafka::codec::{self, Value};
+use crate::cluster::Cluster;
 use crate::remap::mapping::{CleanupPolicy, Mapper};
 
 const TOPIC_RESOURCE: i8 = 2;
@@ -39,29 +40,35 @@ impl Described {
     }
 }
 
-/// Read the cleanup policy of those of `topics` that need it (a rule would
-/// remap them and their policy is not known for their current id) in one
-/// DescribeConfigs request, and record it in `mapper`. No lock is held
-/// across the call. Returns the topics newly found compacted. A failed
-/// call (cluster unreachable) leaves them unknown, and remapped, to be
-/// asked again a second later at the earliest.
-pub fn learn(control: &mut ControlClient, mapper: &Mapper, topics: &[String]) -> Vec<String> {
-    let wanted: Vec<(String, [u8; 16])> = {
-        let view = control.cluster().read();
-        topics
-            .iter()
-            .filter(|t| mapper.needs_policy(t, &view))
-            .filter_map(|t| Some((t.clone(), view.topics.get(t)?.id)))
-            .collect()
-    };
-    if wanted.is_empty() {
+/// After a failed call, requests do not each pay for another attempt for
+/// a while (a broker that drops the connection on DescribeConfigs would
+/// otherwise cost every request a round trip).
+static FAILED_AT: Mutex<Option<Instant>> = Mutex::new(None);
+
+/// Those of `topics` whose cleanup policy must be read before they are
+/// served (a rule would remap them and their policy is not known for their
+/// current id), unless reading failed a moment ago. Does not wait.
+pub fn unknown_policies(cluster: &Cluster, mapper: &Mapper, topics: &[String]) -> Vec<String> {
+    if FAILED_AT.lock().is_some_and(|at| at.elapsed() < RETRY_AFTER_FAILURE) {
         return Vec::new();
     }
-    // After a failed call, requests do not each pay for another attempt
-    // for a while (a broker that drops the connection on DescribeConfigs
-    // would otherwise cost every request a round trip).
-    static FAILED_AT: Mutex<Option<Instant>> = Mutex::new(None);
-    if FAILED_AT.lock().is_some_and(|at| at.elapsed() < RETRY_AFTER_FAILURE) {
+    let view = cluster.read();
+    topics.iter().filter(|t| view.topics.contains_key(*t) && mapper.needs_policy(t, &view)).cloned().collect()
+}
+
+/// Read the cleanup policy of those of `topics` that need it
+/// (`unknown_policies`) in one DescribeConfigs request, and record it in
+/// `mapper`. No lock is held across the call. Returns the topics newly
+/// found compacted. A failed call (cluster unreachable) leaves them
+/// unknown, and remapped, to be asked again a second later at the
+/// earliest.
+pub fn learn(control: &mut ControlClient, mapper: &Mapper, topics: &[String]) -> Vec<String> {
+    let wanted: Vec<(String, [u8; 16])> = {
+        let unknown = unknown_policies(control.cluster(), mapper, topics);
+        let view = control.cluster().read();
+        unknown.into_iter().filter_map(|t| Some((view.topics.get(&t)?.id, t))).map(|(id, name)| (name, id)).collect()
+    };
+    if wanted.is_empty() {
         return Vec::new();
     }
     let names: Vec<String> = wanted.iter().map(|(n, _)| n.clone()).collect();

@@ -1,22 +1,42 @@
 //! Opening a TCP connection to a broker, with a bounded wait and a short
 //! memory of failures so that a dead broker costs one timeout, not one per
 //! request.
+//!
+//! Two ways: `connect` blocks (the proxy's own control connections, on
+//! threads that may wait), `start` does not (a client's connections, opened
+//! by workers: the event loop completes them, the worker bounds them by
+//! `connection_timeout_ms`). Host names are resolved by `resolve`, which
+//! may block and so runs on a look-up thread; workers read its answers
+//! with `cached_address`.
 
+use std::collections::HashMap;
 use std::io;
-use std::net::{TcpStream, ToSocketAddrs};
-use std::time::Duration;
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::LazyLock;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 use crate::cluster::Cluster;
 
+/// How long a resolved host name is used before it is resolved again.
+const RESOLVED_FOR: Duration = Duration::from_secs(60);
+
+static RESOLVED: LazyLock<Mutex<HashMap<String, (SocketAddr, Instant)>>> = LazyLock::new(Default::default);
+
 pub fn connect(addr: &str, timeout: Duration, cluster: &Cluster) -> io::Result<TcpStream> {
     if cluster.recently_unreachable(addr) {
-        return Err(io::Error::new(io::ErrorKind::ConnectionRefused, format!("{addr} was unreachable moments ago")));
+        return Err(unreachable_moments_ago(addr));
     }
     let result = connect_any(addr, timeout);
     if result.is_err() {
         cluster.mark_unreachable(addr);
     }
     result
+}
+
+fn unreachable_moments_ago(addr: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::ConnectionRefused, format!("{addr} was unreachable moments ago"))
 }
 
 fn connect_any(addr: &str, timeout: Duration) -> io::Result<TcpStream> {
@@ -31,4 +51,70 @@ fn connect_any(addr: &str, timeout: Duration) -> io::Result<TcpStream> {
         }
     }
     Err(last)
+}
+
+/// The address of `addr` ("host:port") without waiting: an IP address as
+/// written, or a host name `resolve` resolved lately.
+pub fn cached_address(addr: &str) -> Option<SocketAddr> {
+    if let Ok(sock_addr) = addr.parse::<SocketAddr>() {
+        return Some(sock_addr);
+    }
+    match RESOLVED.lock().get(addr) {
+        Some((sock_addr, at)) if at.elapsed() < RESOLVED_FOR => Some(*sock_addr),
+        _ => None,
+    }
+}
+
+/// Resolve `addr` (may block on DNS) and remember the first address for
+/// `cached_address`. A name that does not resolve marks the broker
+/// unreachable for a moment, as a failed connect does.
+pub fn resolve(addr: &str, cluster: &Cluster) -> io::Result<SocketAddr> {
+    if let Some(sock_addr) = cached_address(addr) {
+        return Ok(sock_addr);
+    }
+    let first = addr
+        .to_socket_addrs()
+        .and_then(|mut all| all.next().ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{addr} resolves to no address"))));
+    match first {
+        Ok(sock_addr) => {
+            RESOLVED.lock().insert(addr.to_string(), (sock_addr, Instant::now()));
+            Ok(sock_addr)
+        }
+        Err(e) => {
+            cluster.mark_unreachable(addr);
+            Err(e)
+        }
+    }
+}
+
+/// Begin connecting to `addr` without waiting: the socket is returned at
+/// once and becomes writable (or reports its error) when the connection is
+/// made. A broker that failed moments ago is not tried again yet.
+pub fn start(addr: &str, sock_addr: SocketAddr, cluster: &Cluster) -> io::Result<mio::net::TcpStream> {
+    if cluster.recently_unreachable(addr) {
+        return Err(unreachable_moments_ago(addr));
+    }
+    let stream = mio::net::TcpStream::connect(sock_addr).inspect_err(|_| cluster.mark_unreachable(addr))?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_addresses_need_no_look_up() {
+        assert_eq!(cached_address("127.0.0.1:9092"), Some("127.0.0.1:9092".parse().unwrap()));
+        assert_eq!(cached_address("[::1]:9092"), Some("[::1]:9092".parse().unwrap()));
+        assert_eq!(cached_address("broker-7.invalid:9092"), None);
+    }
+
+    #[test]
+    fn a_resolved_name_is_remembered() {
+        let cluster = Cluster::new(Vec::new());
+        let addr = resolve("localhost:9092", &cluster).expect("localhost resolves");
+        assert_eq!(addr.port(), 9092);
+        assert_eq!(cached_address("localhost:9092"), Some(addr));
+    }
 }

@@ -389,6 +389,23 @@ impl ProducerLog {
         })()
     }
 
+    /// The derived (id, epoch) of a client's producer at sibling index k,
+    /// if this process has read it from the topic (does not wait).
+    pub fn known_derived(&self, client: (i64, i16), k: i32) -> Option<(i64, i16)> {
+        match self.table.get(&IdKey::Derived { client_id: client.0, client_epoch: client.1, k })? {
+            IdValue::Derived { id, epoch } => Some((id, epoch)),
+            IdValue::SequenceBase(_) => None,
+        }
+    }
+
+    /// `sequence_base`, if this process has read it (does not wait).
+    pub fn known_sequence_base(&self, derived: i64, topic: &str, partition: i32) -> Option<i32> {
+        match self.table.get(&IdKey::SequenceBase { derived_id: derived, topic: topic.to_string(), partition })? {
+            IdValue::SequenceBase(base) => Some(base),
+            IdValue::Derived { .. } => None,
+        }
+    }
+
     /// The derived (id, epoch) of a client's producer at sibling index k.
     pub fn derived(
         &self,
