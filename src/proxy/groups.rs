@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use log::{debug, warn};
 
-use super::plan::{Finish, Part, PartFrame, Plan, Step};
+use super::plan::{CorrelationIds, Finish, Part, PartFrame, Plan, Step};
 use super::route::Route;
 use super::session::Session;
 use super::ProxyContext;

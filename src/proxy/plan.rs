@@ -21,6 +21,13 @@ pub enum Plan {
     AfterLookups,
 }
 
+/// Where the correlation ids of requests the proxy builds come from (a
+/// client's session: ids need only differ from their neighbours on each
+/// upstream connection).
+pub trait CorrelationIds {
+    fn next_correlation_id(&mut self) -> i32;
+}
+
 /// One request frame to send upstream.
 pub struct Part {
     pub route: Route,
@@ -36,7 +43,7 @@ impl Part {
     /// A request the proxy encodes itself, with a correlation id of the
     /// session's own.
     pub fn build(
-        session: &mut super::session::Session,
+        session: &mut impl CorrelationIds,
         client_id: Option<&str>,
         api_key: i16,
         version: i16,
@@ -60,7 +67,7 @@ pub type BuildFn = Box<dyn FnOnce(&ProxyContext, i16, i32, Option<&[u8]>) -> Res
 #[allow(clippy::too_many_arguments)]
 pub fn single_request(
     ctx: &ProxyContext,
-    session: &mut super::session::Session,
+    session: &mut impl CorrelationIds,
     client_id: Option<&str>,
     api_key: i16,
     version: i16,

@@ -5,6 +5,7 @@
 use std::sync::atomic::Ordering;
 
 use super::super::coalesce::{self, Held, Outgoing};
+use super::super::plan::CorrelationIds;
 use super::super::ProxyContext;
 use super::upstreams::InFlight;
 use super::{Session, PRODUCE};

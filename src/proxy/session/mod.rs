@@ -21,7 +21,7 @@ use log::debug;
 use mio::Token;
 
 use super::coalesce::Held;
-use super::plan::{Finish, Part, PartFrame, Step};
+use super::plan::{CorrelationIds, Finish, Part, PartFrame, Step};
 use super::lookups::{Lookup, Needs};
 use super::route::{coordinator_key, resolve, Target};
 use super::ProxyContext;
@@ -93,6 +93,13 @@ pub struct Session {
     pub lookup_failures: Vec<(Lookup, String)>,
 }
 
+impl CorrelationIds for Session {
+    fn next_correlation_id(&mut self) -> i32 {
+        self.next_correlation = self.next_correlation.wrapping_add(1);
+        self.next_correlation
+    }
+}
+
 impl Session {
     pub fn new(conn: Token, worker: usize, client: Arc<SharedSocket>) -> Session {
         Session {
@@ -117,10 +124,6 @@ impl Session {
         self.client.peer
     }
 
-    pub fn next_correlation_id(&mut self) -> i32 {
-        self.next_correlation = self.next_correlation.wrapping_add(1);
-        self.next_correlation
-    }
 
     /// Any upstream address this session already has a connection to.
     pub fn some_upstream_addr(&self) -> Option<&str> {
