@@ -1,10 +1,12 @@
 //! The Kafka wire protocol: primitives (`wire`), declared message schemas
-//! (`schema`), the schema-driven codec (`codec`), headers (`header`), API
+//! (`schema`), the schema-driven codec (`codec`), typed field keys generated
+//! from the schemas (`fields`), headers (`header`), API
 //! keys and error codes (`api`), v2 record batches (`records`) and the LZ4
 //! frames Kafka clients write (`lz4`).
 
 pub mod api;
 pub mod codec;
+pub mod fields;
 pub mod header;
 pub mod lz4;
 pub mod message;
