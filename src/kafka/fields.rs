@@ -52,6 +52,12 @@ impl<T> Field<T> {
     pub const fn name(&self) -> &'static str {
         self.name
     }
+
+    /// This key without its position, for code that reads the field of
+    /// that name in several messages (endpoints' `host` and `port`, say).
+    pub const fn by_name(self) -> Field<T> {
+        Field::named(self.name)
+    }
 }
 
 impl<T> Clone for Field<T> {
@@ -236,6 +242,11 @@ impl<'a> Struct<'a> {
                 found
             }
         }
+    }
+
+    /// Whether the schema declares `f` (whatever the version).
+    pub fn has<T>(&self, f: Field<T>) -> bool {
+        matches!(self.schema.fields.get(f.index), Some(d) if d.name == f.name) || self.schema.index_of(f.name).is_some()
     }
 
     /// The field's value; `None` when absent in this version (or null).

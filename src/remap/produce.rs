@@ -11,6 +11,7 @@ use std::borrow::Cow;
 
 use crate::kafka::api::error;
 use crate::kafka::codec::{Struct, Value};
+use crate::kafka::fields::produce_request::topic_data::partition_data::RECORDS;
 use crate::kafka::records::{self, Item, RecordError, TAG_HEADER};
 
 use super::fetch::owner_of_tag;
@@ -89,7 +90,7 @@ pub fn rewrite_entry(
     ids: &mut dyn ProducerIdSource,
     stats: &mut TagStats,
 ) -> Result<(), Refusal> {
-    let data = match entry.get("records") {
+    let data = match entry.value(RECORDS) {
         Value::Records(Some(d)) if !d.is_empty() => d.clone(),
         _ => return Ok(()),
     };
@@ -107,7 +108,7 @@ pub fn rewrite_entry(
     let tag = v.0.to_string();
     if k == 0 {
         if let Some(retagged) = retag_foreign(topic, &data, mapping, v, p, &tag, stats)? {
-            entry.set("records", Value::Records(Some(Cow::Owned(retagged))));
+            entry.write(RECORDS, Some(Cow::Owned(retagged)));
         }
         return Ok(());
     }
@@ -161,7 +162,7 @@ pub fn rewrite_entry(
     // Counted only now: an entry refused by a later batch sends nothing.
     stats.batches += tagged_count.batches;
     stats.records += tagged_count.records;
-    entry.set("records", Value::Records(Some(Cow::Owned(out))));
+    entry.write(RECORDS, Some(Cow::Owned(out)));
     Ok(())
 }
 
@@ -244,6 +245,8 @@ fn retag_foreign(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kafka::fields::members;
+    use crate::kafka::fields::produce_request::{self, topic_data};
     use crate::kafka::records::{build_batch, record_owners, BuildOptions, Compression, RecordData};
 
     const V0: VirtualPartition = VirtualPartition(0);
@@ -341,23 +344,23 @@ mod tests {
     fn produce_request(topic: &str, entries: &[(i32, &[u8])]) -> Struct<'static> {
         use crate::kafka::codec;
         let schema = &crate::kafka::message::request_schema(0).unwrap().body;
-        let ts = codec::element_schema(schema, "topic_data");
-        let ps = codec::element_schema(ts, "partition_data");
+        let ts = members(schema, produce_request::TOPIC_DATA);
+        let ps = members(ts, topic_data::PARTITION_DATA);
         let mut req = codec::with_defaults(schema, 8);
-        req.set("acks", Value::Int16(-1));
+        req.write(produce_request::ACKS, -1);
         let mut t = codec::with_defaults(ts, 8);
-        t.set("name", Value::str(topic.to_string()));
+        t.write(topic_data::NAME, topic.to_string());
         let parts = entries
             .iter()
             .map(|(p, data)| {
                 let mut e = codec::with_defaults(ps, 8);
-                e.set("index", Value::Int32(*p));
-                e.set("records", Value::Records(Some(Cow::Owned(data.to_vec()))));
-                Value::Struct(e)
+                e.write(topic_data::partition_data::INDEX, *p);
+                e.write(RECORDS, Some(Cow::Owned(data.to_vec())));
+                e
             })
-            .collect();
-        t.set("partition_data", Value::Array(Some(parts)));
-        req.set("topic_data", Value::Array(Some(vec![Value::Struct(t)])));
+            .collect::<Vec<_>>();
+        t.write(topic_data::PARTITION_DATA, parts);
+        req.write(produce_request::TOPIC_DATA, vec![t]);
         req
     }
 
@@ -377,14 +380,11 @@ mod tests {
             .rounds
             .iter()
             .map(|r| {
-                r.structs("topic_data")
-                    .flat_map(|t| t.structs("partition_data"))
+                r.iter(produce_request::TOPIC_DATA)
+                    .flat_map(|t| t.iter(topic_data::PARTITION_DATA))
                     .map(|e| {
-                        let data = match e.get("records") {
-                            Value::Records(Some(d)) => d.to_vec(),
-                            _ => Vec::new(),
-                        };
-                        (e.i32("index").unwrap(), data)
+                        let data = e.read(RECORDS).unwrap_or_default().to_vec();
+                        (e.read(topic_data::partition_data::INDEX).unwrap(), data)
                     })
                     .collect()
             })

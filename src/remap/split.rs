@@ -8,13 +8,17 @@
 
 use std::collections::HashMap;
 
-use crate::kafka::api::error;
+use crate::kafka::api::ErrorCode;
 use crate::kafka::codec::{self, Struct, Value};
+use crate::kafka::fields::kinds::{Array, Child, Str};
+use crate::kafka::fields::{members, produce_request, produce_response, list_offsets_request, offset_for_leader_epoch_request, Field};
 use crate::kafka::schema::{FieldType, StructSchema};
 
 use super::mapping::{Decision, PhysicalPartition, TopicMapping, VirtualPartition};
 
-/// Field names of a topics → partitions message.
+/// Field names of a topics → partitions message. Names rather than typed
+/// keys while `proxy/` still builds shapes of its own; the constants here
+/// take them from the generated keys, so a misspelt one does not compile.
 #[derive(Debug, Clone, Copy)]
 pub struct Shape {
     pub topics: &'static str,
@@ -23,10 +27,46 @@ pub struct Shape {
     pub index: &'static str,
 }
 
-pub const PRODUCE_REQUEST: Shape = Shape { topics: "topic_data", name: "name", partitions: "partition_data", index: "index" };
-pub const PRODUCE_RESPONSE: Shape = Shape { topics: "responses", name: "name", partitions: "partition_responses", index: "index" };
-pub const LIST_OFFSETS: Shape = Shape { topics: "topics", name: "name", partitions: "partitions", index: "partition_index" };
-pub const LEADER_EPOCH: Shape = Shape { topics: "topics", name: "topic", partitions: "partitions", index: "partition" };
+/// A shape's fields as keys, looked up by name.
+#[derive(Debug, Clone, Copy)]
+pub struct ShapeKeys {
+    pub topics: Field<Array<Child>>,
+    pub name: Field<Str>,
+    pub partitions: Field<Array<Child>>,
+    pub index: Field<i32>,
+}
+
+impl Shape {
+    pub const fn of(topics: Field<Array<Child>>, name: Field<Str>, partitions: Field<Array<Child>>, index: Field<i32>) -> Shape {
+        Shape { topics: topics.name(), name: name.name(), partitions: partitions.name(), index: index.name() }
+    }
+
+    pub const fn keys(&self) -> ShapeKeys {
+        ShapeKeys {
+            topics: Field::named(self.topics),
+            name: Field::named(self.name),
+            partitions: Field::named(self.partitions),
+            index: Field::named(self.index),
+        }
+    }
+}
+
+pub const PRODUCE_REQUEST: Shape = {
+    use produce_request::topic_data as t;
+    Shape::of(produce_request::TOPIC_DATA, t::NAME, t::PARTITION_DATA, t::partition_data::INDEX)
+};
+pub const PRODUCE_RESPONSE: Shape = {
+    use produce_response::responses as t;
+    Shape::of(produce_response::RESPONSES, t::NAME, t::PARTITION_RESPONSES, t::partition_responses::INDEX)
+};
+pub const LIST_OFFSETS: Shape = {
+    use list_offsets_request::topics as t;
+    Shape::of(list_offsets_request::TOPICS, t::NAME, t::PARTITIONS, t::partitions::PARTITION_INDEX)
+};
+pub const LEADER_EPOCH: Shape = {
+    use offset_for_leader_epoch_request::topics as t;
+    Shape::of(offset_for_leader_epoch_request::TOPICS, t::TOPIC, t::PARTITIONS, t::partitions::PARTITION)
+};
 
 /// Where one entry of the client's request went.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,33 +107,34 @@ pub fn split<'a>(req: &Struct<'a>, shape: &Shape, decide: &dyn Fn(&str) -> Decis
     let mut rounds_entries: Vec<Vec<(usize, Struct<'a>)>> = Vec::new();
     let mut topics = Vec::new();
     let mut remapped = false;
-    for (ti, topic) in req.structs(shape.topics).enumerate() {
-        let name = topic.str(shape.name).unwrap_or_default().to_string();
+    let keys = shape.keys();
+    for (ti, topic) in req.iter(keys.topics).enumerate() {
+        let name = topic.read(keys.name).unwrap_or_default().to_string();
         let decision = decide(&name);
         let mut occurrences: HashMap<i32, usize> = HashMap::new();
         let mut placements = Vec::new();
-        for entry in topic.structs(shape.partitions) {
-            let partition = entry.i32(shape.index).unwrap_or(-1);
+        for entry in topic.iter(keys.partitions) {
+            let partition = entry.read(keys.index).unwrap_or(-1);
             let mut entry = entry.clone();
             let physical = match &decision {
                 Decision::PassThrough => Ok(partition),
                 Decision::Mismatch { rule, expected, actual } => {
                     remapped = true;
                     Err((
-                        error::INVALID_PARTITIONS,
+                        ErrorCode::INVALID_PARTITIONS.code(),
                         format!("Topic {name} has {actual} physical partitions but {rule} expects {expected}"),
                     ))
                 }
                 Decision::Compacted { rule } => {
                     remapped = true;
-                    Err((error::INVALID_CONFIG, super::mapping::compacted_message(&name, rule)))
+                    Err((ErrorCode::INVALID_CONFIG.code(), super::mapping::compacted_message(&name, rule)))
                 }
                 Decision::Remap(m) => {
                     remapped = true;
                     match m.locate(VirtualPartition(partition)) {
-                        None => Err((error::UNKNOWN_TOPIC_OR_PARTITION, m.out_of_range_message(partition))),
+                        None => Err((ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.code(), m.out_of_range_message(partition))),
                         Some((p, k)) => {
-                            entry.set(shape.index, Value::Int32(p.0));
+                            entry.write(keys.index, p.0);
                             rewrite(&name, &mut entry, *m, VirtualPartition(partition), p, k).map(|()| p.0)
                         }
                     }
@@ -116,7 +157,7 @@ pub fn split<'a>(req: &Struct<'a>, shape: &Shape, decide: &dyn Fn(&str) -> Decis
         }
         topics.push((name, placements));
     }
-    let template: Vec<&Struct<'a>> = req.structs(shape.topics).collect();
+    let template: Vec<&Struct<'a>> = req.iter(keys.topics).collect();
     let rounds = rounds_entries
         .into_iter()
         .map(|entries| {
@@ -126,13 +167,13 @@ pub fn split<'a>(req: &Struct<'a>, shape: &Shape, decide: &dyn Fn(&str) -> Decis
             for (ti, entry) in entries {
                 let slot = *out_index.entry(ti).or_insert_with(|| {
                     let mut t = template[ti].clone();
-                    t.set(shape.partitions, Value::Array(Some(Vec::new())));
+                    t.write(keys.partitions, Vec::<Value>::new());
                     out.push(t);
                     out.len() - 1
                 });
-                out[slot].array_mut(shape.partitions).expect("set above").push(Value::Struct(entry));
+                out[slot].items_mut(keys.partitions).expect("set above").push(Value::Struct(entry));
             }
-            body.set(shape.topics, Value::Array(Some(out.into_iter().map(Value::Struct).collect())));
+            body.write(keys.topics, out);
             body
         })
         .collect();
@@ -149,41 +190,42 @@ pub fn merge<'a>(
     topics: &[(String, Vec<Placement>)],
     version: i16,
 ) -> Struct<'a> {
-    let topic_schema: &'a StructSchema = element_schema(template.schema, shape.topics);
-    let entry_schema: &'a StructSchema = element_schema(topic_schema, shape.partitions);
+    let keys = shape.keys();
+    let topic_schema: &'a StructSchema = members(template.schema, keys.topics);
+    let entry_schema: &'a StructSchema = members(topic_schema, keys.partitions);
     let find = |round: usize, name: &str, physical: i32| -> Option<Struct<'a>> {
         answers
             .get(round)?
-            .structs(shape.topics)
-            .filter(|t| t.str(shape.name) == Some(name))
-            .flat_map(|t| t.structs(shape.partitions))
-            .find(|e| e.i32(shape.index) == Some(physical))
+            .iter(keys.topics)
+            .filter(|t| t.read(keys.name) == Some(name))
+            .flat_map(|t| t.iter(keys.partitions))
+            .find(|e| e.read(keys.index) == Some(physical))
             .cloned()
     };
     let mut out_topics = Vec::with_capacity(topics.len());
     for (name, placements) in topics {
         let mut t = codec::with_defaults(topic_schema, version);
-        t.set(shape.name, Value::str(name.clone()));
+        t.write(keys.name, name.clone());
         let entries = placements
             .iter()
             .map(|pl| {
                 let entry = match &pl.dest {
                     Dest::Upstream { round, physical } => match find(*round, name, *physical) {
                         Some(mut e) => {
-                            e.set(shape.index, Value::Int32(pl.partition));
+                            e.write(keys.index, pl.partition);
                             e
                         }
-                        None => error_entry(entry_schema, shape, version, pl.partition, error::UNKNOWN_SERVER_ERROR, "the broker did not answer for this partition"),
+                        None => error_entry(entry_schema, shape, version, pl.partition, ErrorCode::UNKNOWN_SERVER_ERROR, "the broker did not answer for this partition"),
                     },
                     Dest::Local { error_code, message } => error_entry(entry_schema, shape, version, pl.partition, *error_code, message),
                 };
                 Value::Struct(entry)
             })
-            .collect();
-        t.set(shape.partitions, Value::Array(Some(entries)));
-        out_topics.push(Value::Struct(t));
+            .collect::<Vec<_>>();
+        t.write(keys.partitions, entries);
+        out_topics.push(t);
     }
-    template.set(shape.topics, Value::Array(Some(out_topics)));
+    template.write(keys.topics, out_topics);
     merge_shared_fields(&mut template, answers);
     template
 }
@@ -194,22 +236,26 @@ pub fn merge<'a>(
 /// `node_endpoints`) of every round, once per node id, since the
 /// partitions' `current_leader` may name any of them.
 fn merge_shared_fields<'a>(template: &mut Struct<'a>, answers: &[Struct<'a>]) {
-    if template.has_field("throttle_time_ms") && template.i32("throttle_time_ms").is_some() {
-        if let Some(longest) = answers.iter().filter_map(|a| a.i32("throttle_time_ms")).max() {
-            template.set("throttle_time_ms", Value::Int32(longest.max(template.i32("throttle_time_ms").unwrap_or(0))));
+    // Produce, ListOffsets and OffsetForLeaderEpoch answers name these
+    // fields alike (where they have them), each at its own position.
+    const THROTTLE_TIME_MS: Field<i32> = Field::named(produce_response::THROTTLE_TIME_MS.name());
+    const NODE_ENDPOINTS: Field<Array<Child>> = Field::named(produce_response::NODE_ENDPOINTS.name());
+    use produce_response::node_endpoints::NODE_ID;
+    if template.has(THROTTLE_TIME_MS) {
+        if let Some(own) = template.read(THROTTLE_TIME_MS) {
+            if let Some(longest) = answers.iter().filter_map(|a| a.read(THROTTLE_TIME_MS)).max() {
+                template.write(THROTTLE_TIME_MS, longest.max(own));
+            }
         }
     }
-    if !template.has_field("node_endpoints") {
+    if !template.has(NODE_ENDPOINTS) {
         return;
     }
-    let mut nodes: Vec<Value<'a>> = match template.get("node_endpoints") {
-        Value::Array(Some(items)) => items.clone(),
-        _ => Vec::new(),
-    };
-    let mut seen: Vec<i32> = nodes.iter().filter_map(Value::as_struct).filter_map(|n| n.i32("node_id")).collect();
+    let mut nodes: Vec<Value<'a>> = template.items(NODE_ENDPOINTS).to_vec();
+    let mut seen: Vec<i32> = nodes.iter().filter_map(Value::as_struct).filter_map(|n| n.read(NODE_ID)).collect();
     for a in answers {
-        for n in a.structs("node_endpoints") {
-            if let Some(id) = n.i32("node_id") {
+        for n in a.iter(NODE_ENDPOINTS) {
+            if let Some(id) = n.read(NODE_ID) {
                 if !seen.contains(&id) {
                     seen.push(id);
                     nodes.push(Value::Struct(n.clone()));
@@ -218,20 +264,24 @@ fn merge_shared_fields<'a>(template: &mut Struct<'a>, answers: &[Struct<'a>]) {
         }
     }
     if !nodes.is_empty() {
-        template.set("node_endpoints", Value::Array(Some(nodes)));
+        template.write(NODE_ENDPOINTS, nodes);
     }
-}
-
-fn element_schema<'s>(schema: &'s StructSchema, field: &str) -> &'s StructSchema {
-    codec::element_schema(schema, field)
 }
 
 /// A response entry carrying only an error: offsets, epochs and the
 /// preferred read replica -1, an empty record set, the message where the
 /// version has a field for it.
-pub fn error_entry<'a>(schema: &'a StructSchema, shape: &Shape, version: i16, partition: i32, code: i16, message: &str) -> Struct<'a> {
+pub fn error_entry<'a>(
+    schema: &'a StructSchema,
+    shape: &Shape,
+    version: i16,
+    partition: i32,
+    code: impl Into<ErrorCode>,
+    message: &str,
+) -> Struct<'a> {
+    let code = code.into().code();
     let mut e = codec::with_defaults(schema, version);
-    e.set(shape.index, Value::Int32(partition));
+    e.write(shape.keys().index, partition);
     for (i, f) in schema.fields.iter().enumerate() {
         if !f.versions.contains(version) || f.is_tagged_in(version) {
             continue;
