@@ -483,6 +483,7 @@ pub(crate) fn set_if_present(s: &mut Struct<'_>, name: &str, value: Value<'stati
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kafka::api::error;
     use crate::kafka::message::{request_schema, response_schema};
     use crate::kafka::records::{self, BuildOptions, RecordData};
     use crate::remap::mapping::TopicMapping;
@@ -498,47 +499,47 @@ mod tests {
     }
 
     fn resolve<'a>(t: &Struct<'a>) -> (TopicKey, Option<String>, Decision) {
-        let name = t.str("topic").unwrap().to_string();
+        let name = t.read(req_topic::TOPIC).unwrap().to_string();
         (TopicKey::Name(name.clone()), Some(name.clone()), decide(&name))
     }
 
     /// A Fetch request: [(topic, [(partition, offset)])], as given.
     fn request(version: i16, entries: &[(&str, &[(i32, i64)])]) -> Struct<'static> {
         let schema = &request_schema(1).unwrap().body;
-        let ts = codec::element_schema(schema, "topics");
-        let ps = codec::element_schema(ts, "partitions");
+        let ts = members(schema, request::TOPICS);
+        let ps = members(ts, req_topic::PARTITIONS);
         let mut req = codec::with_defaults(schema, version);
-        req.set("max_wait_ms", Value::Int32(500));
-        req.set("max_bytes", Value::Int32(MB));
+        req.write(request::MAX_WAIT_MS, 500);
+        req.write(request::MAX_BYTES, MB);
         let topics = entries
             .iter()
             .map(|(name, parts)| {
                 let mut t = codec::with_defaults(ts, version);
-                t.set("topic", Value::str(*name));
+                t.write(req_topic::TOPIC, name.to_string());
                 let parts = parts
                     .iter()
                     .map(|&(p, offset)| {
                         let mut e = codec::with_defaults(ps, version);
-                        e.set("partition", Value::Int32(p));
-                        e.set("fetch_offset", Value::Int64(offset));
-                        e.set("partition_max_bytes", Value::Int32(MB));
+                        e.write(req_part::PARTITION, p);
+                        e.write(req_part::FETCH_OFFSET, offset);
+                        e.write(req_part::PARTITION_MAX_BYTES, MB);
                         Value::Struct(e)
                     })
                     .collect();
-                t.set("partitions", Value::Array(Some(parts)));
+                t.put(req_topic::PARTITIONS, Value::Array(Some(parts)));
                 Value::Struct(t)
             })
             .collect();
-        req.set("topics", Value::Array(Some(topics)));
+        req.put(request::TOPICS, Value::Array(Some(topics)));
         req
     }
 
     /// [(topic, [(partition, offset)])] of a request or its rounds.
     fn asks(req: &Struct<'_>) -> Vec<(String, Vec<(i32, i64)>)> {
-        req.structs("topics")
+        req.iter(request::TOPICS)
             .map(|t| {
-                let parts = t.structs("partitions").map(|e| (e.i32("partition").unwrap(), e.i64("fetch_offset").unwrap())).collect();
-                (t.str("topic").unwrap().to_string(), parts)
+                let parts = t.iter(req_topic::PARTITIONS).map(|e| (e.read(req_part::PARTITION).unwrap(), e.read(req_part::FETCH_OFFSET).unwrap())).collect();
+                (t.read(req_topic::TOPIC).unwrap().to_string(), parts)
             })
             .collect()
     }
@@ -565,34 +566,34 @@ mod tests {
     /// A decoded Fetch answer: [(topic, [partition])].
     fn answer_body(version: i16, entries: Vec<(&str, Vec<Part>)>) -> Struct<'static> {
         let schema = &response_schema(1).unwrap().body;
-        let ts = codec::element_schema(schema, "responses");
-        let ps = codec::element_schema(ts, "partitions");
+        let ts = members(schema, response::RESPONSES);
+        let ps = members(ts, resp_topic::PARTITIONS);
         let mut resp = codec::with_defaults(schema, version);
         let topics = entries
             .into_iter()
             .map(|(name, parts)| {
                 let mut t = codec::with_defaults(ts, version);
-                t.set("topic", Value::str(name));
+                t.write(resp_topic::TOPIC, name.to_string());
                 let parts = parts
                     .into_iter()
                     .map(|p| {
                         let mut e = codec::with_defaults(ps, version);
-                        e.set("partition_index", Value::Int32(p.index));
-                        e.set("error_code", Value::Int16(p.error));
-                        e.set("high_watermark", Value::Int64(p.high_watermark));
-                        e.set("last_stable_offset", Value::Int64(p.high_watermark));
+                        e.write(resp_part::PARTITION_INDEX, p.index);
+                        e.write(resp_part::ERROR_CODE, p.error);
+                        e.write(resp_part::HIGH_WATERMARK, p.high_watermark);
+                        e.write(resp_part::LAST_STABLE_OFFSET, p.high_watermark);
                         if version >= 5 {
-                            e.set("log_start_offset", Value::Int64(p.log_start));
+                            e.write(resp_part::LOG_START_OFFSET, p.log_start);
                         }
-                        e.set("records", Value::Records(p.records.map(Cow::Owned)));
+                        e.put(resp_part::RECORDS, Value::Records(p.records.map(Cow::Owned)));
                         Value::Struct(e)
                     })
                     .collect();
-                t.set("partitions", Value::Array(Some(parts)));
+                t.put(resp_topic::PARTITIONS, Value::Array(Some(parts)));
                 Value::Struct(t)
             })
             .collect();
-        resp.set("responses", Value::Array(Some(topics)));
+        resp.put(response::RESPONSES, Value::Array(Some(topics)));
         resp
     }
 
@@ -605,14 +606,14 @@ mod tests {
     }
 
     fn got(resp: &Struct<'_>) -> Vec<(String, Vec<(i32, Got)>)> {
-        resp.structs("responses")
+        resp.iter(response::RESPONSES)
             .map(|t| {
                 let parts = t
-                    .structs("partitions")
+                    .iter(resp_topic::PARTITIONS)
                     .map(|e| {
-                        let data: &[u8] = match e.get("records") {
+                        let data: &[u8] = match e.value(resp_part::RECORDS) {
                             Value::Records(Some(d)) => d,
-                            other => panic!("partition {:?}: records {other:?}", e.i32("partition_index")),
+                            other => panic!("partition {:?}: records {other:?}", e.read(resp_part::PARTITION_INDEX)),
                         };
                         let offsets = records::batches(data)
                             .filter_map(|b| match b {
@@ -620,10 +621,10 @@ mod tests {
                                 _ => None,
                             })
                             .collect();
-                        (e.i32("partition_index").unwrap(), Got { error: e.i16("error_code").unwrap(), offsets })
+                        (e.read(resp_part::PARTITION_INDEX).unwrap(), Got { error: e.read(resp_part::ERROR_CODE).unwrap(), offsets })
                     })
                     .collect();
-                (t.str("topic").unwrap().to_string(), parts)
+                (t.read(resp_topic::TOPIC).unwrap().to_string(), parts)
             })
             .collect()
     }
@@ -640,8 +641,7 @@ mod tests {
     }
 
     fn decoded(bytes: &[u8], version: i16) -> Struct<'_> {
-        let (_, _, body) = crate::kafka::header::parse_response_header(bytes, 1, version).unwrap();
-        codec::decode(response_schema(1).unwrap(), version, body).unwrap()
+        crate::kafka::message::decode_response(1, version, bytes).unwrap().body
     }
 
     fn names(v: &[(String, Vec<(i32, i64)>)]) -> Vec<(&str, Vec<(i32, i64)>)> {
@@ -658,7 +658,7 @@ mod tests {
             let req = request(version, &[("ta", &[(1, 0)]), ("tb", &[(0, 0)]), ("ta", &[(0, 0), (3, 0)])]);
             let p = plan(&req, version, &resolve).unwrap();
             assert_eq!(p.rounds.len(), 1, "v{version}");
-            assert_eq!(p.rounds[0].i32("max_bytes"), Some(MB), "v{version}");
+            assert_eq!(p.rounds[0].read(request::MAX_BYTES), Some(MB), "v{version}");
             assert_eq!(names(&asks(&p.rounds[0])), vec![("ta", vec![(1, 0), (0, 0)]), ("tb", vec![(0, 0)])], "v{version}");
             let answers = vec![answer_body(
                 version,
@@ -712,9 +712,9 @@ mod tests {
                 vec![("ta", vec![(0, 70)])],
             ]
         );
-        assert_eq!(p.rounds[0].i32("max_wait_ms"), Some(500));
-        assert!(p.rounds[1..].iter().all(|r| r.i32("max_wait_ms") == Some(0)), "later rounds must not wait again");
-        let shares: Vec<i32> = p.rounds.iter().map(|r| r.i32("max_bytes").unwrap()).collect();
+        assert_eq!(p.rounds[0].read(request::MAX_WAIT_MS), Some(500));
+        assert!(p.rounds[1..].iter().all(|r| r.read(request::MAX_WAIT_MS) == Some(0)), "later rounds must not wait again");
+        let shares: Vec<i32> = p.rounds.iter().map(|r| r.read(request::MAX_BYTES).unwrap()).collect();
         assert_eq!(shares, vec![MB / 4; 4], "the rounds share the client's max_bytes");
         let answers = vec![
             answer_body(4, vec![("ta", vec![part(0, 60, &[batch(0, None), batch(1, None), batch(2, Some(4))]), part(1, 0, &[])])]),
@@ -739,8 +739,8 @@ mod tests {
         );
         // VP 4 read round 1's data from its offset: its batch and the empty
         // one standing in for VP 6's, so its next offset is VP 2's.
-        let vp4 = resp.structs("responses").flat_map(|t| t.structs("partitions")).find(|e| e.i32("partition_index") == Some(4)).unwrap();
-        let Value::Records(Some(data)) = vp4.get("records") else { panic!() };
+        let vp4 = resp.iter(response::RESPONSES).flat_map(|t| t.iter(resp_topic::PARTITIONS)).find(|e| e.read(resp_part::PARTITION_INDEX) == Some(4)).unwrap();
+        let Value::Records(Some(data)) = vp4.value(resp_part::RECORDS) else { panic!() };
         let last = records::batches(data).filter_map(|b| match b {
             Ok(records::Item::Batch(b)) => Some(b.header.last_offset()),
             _ => None,
@@ -797,8 +797,8 @@ mod tests {
         let bytes = run(&p.answer, &answers, 4);
         let resp = decoded(&bytes, 4);
         let layout: Vec<(String, Vec<(i32, i16)>)> = resp
-            .structs("responses")
-            .map(|t| (t.str("topic").unwrap().to_string(), t.structs("partitions").map(|e| (e.i32("partition_index").unwrap(), e.i16("error_code").unwrap())).collect()))
+            .iter(response::RESPONSES)
+            .map(|t| (t.read(resp_topic::TOPIC).unwrap().to_string(), t.iter(resp_topic::PARTITIONS).map(|e| (e.read(resp_part::PARTITION_INDEX).unwrap(), e.read(resp_part::ERROR_CODE).unwrap())).collect()))
             .collect();
         assert_eq!(
             layout,
@@ -809,11 +809,11 @@ mod tests {
                 ("odd".to_string(), vec![(1, error::INVALID_PARTITIONS)]),
             ]
         );
-        for e in resp.structs("responses").flat_map(|t| t.structs("partitions")) {
-            let want = if e.i32("partition_index") == Some(3) { Value::Records(None) } else { e.get("records").clone() };
-            assert_eq!(e.get("records"), &want);
-            if e.i16("error_code") != Some(0) {
-                assert_eq!(e.get("records"), &empty_records(), "{:?}", e.i32("partition_index"));
+        for e in resp.iter(response::RESPONSES).flat_map(|t| t.iter(resp_topic::PARTITIONS)) {
+            let want = if e.read(resp_part::PARTITION_INDEX) == Some(3) { Value::Records(None) } else { e.value(resp_part::RECORDS).clone() };
+            assert_eq!(e.value(resp_part::RECORDS), &want);
+            if e.read(resp_part::ERROR_CODE) != Some(0) {
+                assert_eq!(e.value(resp_part::RECORDS), &empty_records(), "{:?}", e.read(resp_part::PARTITION_INDEX));
             }
         }
 
@@ -833,21 +833,21 @@ mod tests {
     fn leader_hints_of_every_round_are_kept() {
         let version = 16;
         let schema = &response_schema(1).unwrap().body;
-        let ns = codec::element_schema(schema, "node_endpoints");
+        let ns = members(schema, response::NODE_ENDPOINTS);
         let node = |id: i32| {
             let mut n = codec::with_defaults(ns, version);
-            n.set("node_id", Value::Int32(id));
-            n.set("host", Value::str(format!("b{id}")));
+            n.write(node_endpoints::NODE_ID, id);
+            n.write(node_endpoints::HOST, format!("b{id}"));
             Value::Struct(n)
         };
         let with_nodes = |ids: &[i32]| {
             let mut a = codec::with_defaults(schema, version);
-            a.set("node_endpoints", Value::Array(Some(ids.iter().map(|&i| node(i)).collect())));
+            a.put(response::NODE_ENDPOINTS, Value::Array(Some(ids.iter().map(|&i| node(i)).collect())));
             a
         };
         let mut resp = with_nodes(&[1]);
         merge_node_endpoints(&mut resp, &[with_nodes(&[1, 2]), with_nodes(&[3])]);
-        let ids: Vec<i32> = resp.structs("node_endpoints").map(|n| n.i32("node_id").unwrap()).collect();
+        let ids: Vec<i32> = resp.iter(response::NODE_ENDPOINTS).map(|n| n.read(node_endpoints::NODE_ID).unwrap()).collect();
         assert_eq!(ids, vec![1, 2, 3]);
     }
 

@@ -75,7 +75,7 @@ mod tests {
         let ts = members(&schema.body, response::TOPICS);
         let ps = members(ts, topic_f::PARTITIONS);
         let mut t = codec::with_defaults(ts, VERSION);
-        t.write(topic_f::NAME, topic);
+        t.write(topic_f::NAME, topic.to_string());
         let partitions = (0..physical)
             .map(|i| {
                 let mut p = codec::with_defaults(ps, VERSION);

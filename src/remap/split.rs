@@ -304,26 +304,31 @@ pub fn error_entry<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kafka::message::{request_schema, response_schema};
+    use crate::kafka::api::error;
+    use crate::kafka::fields::{fetch_response, list_offsets_request as lo_req, list_offsets_response as lo_resp};
+    use crate::kafka::fields::{offset_for_leader_epoch_response as le_resp, produce_response as pr_resp};
+    use crate::kafka::fields::offset_for_leader_epoch_request as le_req;
+    use crate::kafka::fields::produce_response::responses::partition_responses as pr_part;
+    use crate::kafka::message::{decode_response, request_schema, response_schema};
 
     fn list_offsets_request(version: i16, topic: &str, partitions: &[i32]) -> Struct<'static> {
         let schema = &request_schema(2).unwrap().body;
         let mut req = codec::with_defaults(schema, version);
-        let ts = codec::element_schema(schema, "topics");
-        let ps = codec::element_schema(ts, "partitions");
+        let ts = members(schema, lo_req::TOPICS);
+        let ps = members(ts, lo_req::topics::PARTITIONS);
         let mut t = codec::with_defaults(ts, version);
-        t.set("name", Value::str(topic));
+        t.write(lo_req::topics::NAME, topic.to_string());
         let entries = partitions
             .iter()
             .map(|&p| {
                 let mut e = codec::with_defaults(ps, version);
-                e.set("partition_index", Value::Int32(p));
-                e.set("timestamp", Value::Int64(-1));
+                e.write(lo_req::topics::partitions::PARTITION_INDEX, p);
+                e.write(lo_req::topics::partitions::TIMESTAMP, -1);
                 Value::Struct(e)
             })
             .collect();
-        t.set("partitions", Value::Array(Some(entries)));
-        req.set("topics", Value::Array(Some(vec![Value::Struct(t)])));
+        t.put(lo_req::topics::PARTITIONS, Value::Array(Some(entries)));
+        req.put(lo_req::TOPICS, Value::Array(Some(vec![Value::Struct(t)])));
         req
     }
 
@@ -335,7 +340,7 @@ mod tests {
         let s = split(&req, &LIST_OFFSETS, &decide, &mut |_, _, _, _, _, _| Ok(()));
         assert_eq!(s.rounds.len(), 3, "0, 4 and 8 all live on physical 0");
         let indexes = |r: &Struct<'_>| -> Vec<i32> {
-            r.structs("topics").flat_map(|t| t.structs("partitions")).map(|e| e.i32("partition_index").unwrap()).collect()
+            r.iter(lo_req::TOPICS).flat_map(|t| t.iter(lo_req::topics::PARTITIONS)).map(|e| e.read(lo_req::topics::partitions::PARTITION_INDEX).unwrap()).collect()
         };
         assert_eq!(indexes(&s.rounds[0]), vec![0, 1]);
         assert_eq!(indexes(&s.rounds[1]), vec![0]);
@@ -346,25 +351,25 @@ mod tests {
         let schema = &response_schema(2).unwrap().body;
         let answer = |entries: &[(i32, i64)]| {
             let mut r = codec::with_defaults(schema, 7);
-            let ts = codec::element_schema(schema, "topics");
-            let ps = codec::element_schema(ts, "partitions");
+            let ts = members(schema, lo_resp::TOPICS);
+            let ps = members(ts, lo_resp::topics::PARTITIONS);
             let mut t = codec::with_defaults(ts, 7);
-            t.set("name", Value::str("t"));
-            t.set("partitions", Value::Array(Some(entries.iter().map(|&(p, o)| {
+            t.write(lo_resp::topics::NAME, "t");
+            t.put(lo_resp::topics::PARTITIONS, Value::Array(Some(entries.iter().map(|&(p, o)| {
                 let mut e = codec::with_defaults(ps, 7);
-                e.set("partition_index", Value::Int32(p));
-                e.set("offset", Value::Int64(o));
+                e.write(lo_resp::topics::partitions::PARTITION_INDEX, p);
+                e.write(lo_resp::topics::partitions::OFFSET, o);
                 Value::Struct(e)
             }).collect())));
-            r.set("topics", Value::Array(Some(vec![Value::Struct(t)])));
+            r.put(lo_resp::TOPICS, Value::Array(Some(vec![Value::Struct(t)])));
             r
         };
         let answers = vec![answer(&[(0, 100), (1, 7)]), answer(&[(0, 100)]), answer(&[(0, 100)])];
         let merged = merge(answers[0].clone(), &answers, &LIST_OFFSETS, &s.topics, 7);
         let got: Vec<(i32, i16, i64)> = merged
-            .structs("topics")
-            .flat_map(|t| t.structs("partitions"))
-            .map(|e| (e.i32("partition_index").unwrap(), e.i16("error_code").unwrap(), e.i64("offset").unwrap()))
+            .iter(lo_resp::TOPICS)
+            .flat_map(|t| t.iter(lo_resp::topics::PARTITIONS))
+            .map(|e| (e.read(lo_resp::topics::partitions::PARTITION_INDEX).unwrap(), e.read(lo_resp::topics::partitions::ERROR_CODE).unwrap(), e.read(lo_resp::topics::partitions::OFFSET).unwrap()))
             .collect();
         assert_eq!(got, vec![(0, 0, 100), (4, 0, 100), (8, 0, 100), (1, 0, 7), (25, error::UNKNOWN_TOPIC_OR_PARTITION, -1)]);
     }
@@ -376,19 +381,22 @@ mod tests {
     fn fetch_error_entries_carry_an_empty_record_set() {
         use crate::kafka::message::encode_response;
         let schema = &response_schema(1).unwrap().body;
-        let ts = codec::element_schema(schema, "responses");
-        let ps = codec::element_schema(ts, "partitions");
-        let shape = Shape { topics: "responses", name: "topic", partitions: "partitions", index: "partition_index" };
+        let ts = members(schema, fetch_response::RESPONSES);
+        let ps = members(ts, fetch_response::responses::PARTITIONS);
+        let shape = {
+            use fetch_response::responses as t;
+            Shape::of(fetch_response::RESPONSES, t::TOPIC, t::PARTITIONS, t::partitions::PARTITION_INDEX)
+        };
         for version in [4i16, 11, 12, 16] {
             let e = error_entry(ps, &shape, version, 7, error::UNKNOWN_TOPIC_OR_PARTITION, "");
-            assert_eq!(e.get("records"), &Value::Records(Some(std::borrow::Cow::Borrowed(&[][..]))), "v{version}");
+            assert_eq!(e.value(fetch_response::responses::partitions::RECORDS), &Value::Records(Some(std::borrow::Cow::Borrowed(&[][..]))), "v{version}");
             if version >= 11 {
-                assert_eq!(e.i32("preferred_read_replica"), Some(-1), "v{version}");
+                assert_eq!(e.read(fetch_response::responses::partitions::PREFERRED_READ_REPLICA), Some(-1), "v{version}");
             }
             let mut body = codec::with_defaults(schema, version);
             let mut t = codec::with_defaults(ts, version);
-            t.set("partitions", Value::Array(Some(vec![Value::Struct(e)])));
-            body.set("responses", Value::Array(Some(vec![Value::Struct(t)])));
+            t.put(fetch_response::responses::PARTITIONS, Value::Array(Some(vec![Value::Struct(e)])));
+            body.put(fetch_response::RESPONSES, Value::Array(Some(vec![Value::Struct(t)])));
             let bytes = encode_response(1, version, 1, &[], &body).unwrap();
             // The record set is the partition's last field: length 0
             // (compact: 1) then, from v12, the partition's tagged fields.
@@ -415,22 +423,22 @@ mod tests {
         let m = TopicMapping::new(8, 2);
         for version in 0..=4i16 {
             let schema = &request_schema(23).unwrap().body;
-            let ts = codec::element_schema(schema, "topics");
-            let ps = codec::element_schema(ts, "partitions");
+            let ts = members(schema, le_req::TOPICS);
+            let ps = members(ts, le_req::topics::PARTITIONS);
             let mut req = codec::with_defaults(schema, version);
             let mut t = codec::with_defaults(ts, version);
-            t.set("topic", Value::str("t"));
+            t.write(le_req::topics::TOPIC, "t");
             let entries = [5, 1, 2]
                 .iter()
                 .map(|&v| {
                     let mut e = codec::with_defaults(ps, version);
-                    e.set("partition", Value::Int32(v));
-                    e.set("leader_epoch", Value::Int32(9));
+                    e.write(le_req::topics::partitions::PARTITION, v);
+                    e.write(le_req::topics::partitions::LEADER_EPOCH, 9);
                     Value::Struct(e)
                 })
                 .collect();
-            t.set("partitions", Value::Array(Some(entries)));
-            req.set("topics", Value::Array(Some(vec![Value::Struct(t)])));
+            t.put(le_req::topics::PARTITIONS, Value::Array(Some(entries)));
+            req.put(le_req::TOPICS, Value::Array(Some(vec![Value::Struct(t)])));
             // Through the wire and back, as the proxy receives it.
             let bytes = encode_request(23, version, 1, None, &req).unwrap();
             let (_, body) = crate::kafka::header::RequestHeader::parse(&bytes).unwrap();
@@ -441,34 +449,33 @@ mod tests {
             let physical: Vec<Vec<i32>> = s
                 .rounds
                 .iter()
-                .map(|r| r.structs("topics").flat_map(|t| t.structs("partitions")).map(|e| e.i32("partition").unwrap()).collect())
+                .map(|r| r.iter(le_req::TOPICS).flat_map(|t| t.iter(le_req::topics::PARTITIONS)).map(|e| e.read(le_req::topics::partitions::PARTITION).unwrap()).collect())
                 .collect();
             assert_eq!(physical, vec![vec![1, 0], vec![1]], "v{version}");
             let rs = &response_schema(23).unwrap().body;
-            let rts = codec::element_schema(rs, "topics");
-            let rps = codec::element_schema(rts, "partitions");
+            let rts = members(rs, le_resp::TOPICS);
+            let rps = members(rts, le_resp::topics::PARTITIONS);
             let answer = |entries: &[(i32, i64)]| {
                 let mut r = codec::with_defaults(rs, version);
                 let mut t = codec::with_defaults(rts, version);
-                t.set("topic", Value::str("t"));
-                t.set("partitions", Value::Array(Some(entries.iter().map(|&(p, end)| {
+                t.write(le_resp::topics::TOPIC, "t");
+                t.put(le_resp::topics::PARTITIONS, Value::Array(Some(entries.iter().map(|&(p, end)| {
                     let mut e = codec::with_defaults(rps, version);
-                    e.set("partition", Value::Int32(p));
-                    e.set("end_offset", Value::Int64(end));
+                    e.write(le_resp::topics::partitions::PARTITION, p);
+                    e.write(le_resp::topics::partitions::END_OFFSET, end);
                     Value::Struct(e)
                 }).collect())));
-                r.set("topics", Value::Array(Some(vec![Value::Struct(t)])));
+                r.put(le_resp::TOPICS, Value::Array(Some(vec![Value::Struct(t)])));
                 r
             };
             let answers = vec![answer(&[(1, 40), (0, 7)]), answer(&[(1, 40)])];
             let merged = merge(answers[0].clone(), &answers, &LEADER_EPOCH, &s.topics, version);
             let out = encode_response(23, version, 1, &[], &merged).unwrap();
-            let (_, _, body) = crate::kafka::header::parse_response_header(&out, 23, version).unwrap();
-            let back = codec::decode(response_schema(23).unwrap(), version, body).unwrap();
+            let back = decode_response(23, version, &out).unwrap().body;
             let got: Vec<(i32, i64)> = back
-                .structs("topics")
-                .flat_map(|t| t.structs("partitions"))
-                .map(|e| (e.i32("partition").unwrap(), e.i64("end_offset").unwrap()))
+                .iter(le_resp::TOPICS)
+                .flat_map(|t| t.iter(le_resp::topics::PARTITIONS))
+                .map(|e| (e.read(le_resp::topics::partitions::PARTITION).unwrap(), e.read(le_resp::topics::partitions::END_OFFSET).unwrap()))
                 .collect();
             assert_eq!(got, vec![(5, 40), (1, 40), (2, 7)], "v{version}");
         }
@@ -485,54 +492,51 @@ mod tests {
         for version in [10i16, 11] {
             let m = TopicMapping::new(4, 2);
             let rs = &request_schema(0).unwrap().body;
-            let rts = codec::element_schema(rs, "topic_data");
-            let rps = codec::element_schema(rts, "partition_data");
+            let rts = members(rs, produce_request::TOPIC_DATA);
+            let rps = members(rts, produce_request::topic_data::PARTITION_DATA);
             let mut req = codec::with_defaults(rs, version);
             let mut t = codec::with_defaults(rts, version);
-            t.set("name", Value::str("t"));
+            t.write(produce_request::topic_data::NAME, "t");
             let entries = [0, 2, 3]
                 .iter()
                 .map(|&v| {
                     let mut e = codec::with_defaults(rps, version);
-                    e.set("index", Value::Int32(v));
+                    e.write(produce_request::topic_data::partition_data::INDEX, v);
                     Value::Struct(e)
                 })
                 .collect();
-            t.set("partition_data", Value::Array(Some(entries)));
-            req.set("topic_data", Value::Array(Some(vec![Value::Struct(t)])));
+            t.put(produce_request::topic_data::PARTITION_DATA, Value::Array(Some(entries)));
+            req.put(produce_request::TOPIC_DATA, Value::Array(Some(vec![Value::Struct(t)])));
             let s = split(&req, &PRODUCE_REQUEST, &|_: &str| Decision::Remap(m), &mut |_, _, _, _, _, _| Ok(()));
             assert_eq!(s.rounds.len(), 2, "VPs 0 and 2 share physical 0");
 
             let schema = &response_schema(0).unwrap().body;
-            let ts = codec::element_schema(schema, "responses");
-            let ps = codec::element_schema(ts, "partition_responses");
-            let leader_schema = match &ps.fields[ps.index_of("current_leader").unwrap()].ty {
-                FieldType::Struct(st) => st,
-                other => panic!("current_leader is {other:?}"),
-            };
-            let es = codec::element_schema(schema, "node_endpoints");
+            let ts = members(schema, pr_resp::RESPONSES);
+            let ps = members(ts, pr_resp::responses::PARTITION_RESPONSES);
+            let leader_schema = members(ps, pr_part::CURRENT_LEADER);
+            let es = members(schema, pr_resp::NODE_ENDPOINTS);
             let answer = |entries: &[(i32, i64, i32)], nodes: &[(i32, &str)], throttle: i32| {
                 let mut r = codec::with_defaults(schema, version);
                 let mut t = codec::with_defaults(ts, version);
-                t.set("name", Value::str("t"));
-                t.set("partition_responses", Value::Array(Some(entries.iter().map(|&(p, offset, leader)| {
+                t.write(pr_resp::responses::NAME, "t");
+                t.put(pr_resp::responses::PARTITION_RESPONSES, Value::Array(Some(entries.iter().map(|&(p, offset, leader)| {
                     let mut e = codec::with_defaults(ps, version);
-                    e.set("index", Value::Int32(p));
-                    e.set("base_offset", Value::Int64(offset));
+                    e.write(pr_part::INDEX, p);
+                    e.write(pr_part::BASE_OFFSET, offset);
                     let mut l = codec::with_defaults(leader_schema, version);
-                    l.set("leader_id", Value::Int32(leader));
-                    l.set("leader_epoch", Value::Int32(leader * 10));
-                    e.set("current_leader", Value::Struct(l));
+                    l.write(pr_part::current_leader::LEADER_ID, leader);
+                    l.write(pr_part::current_leader::LEADER_EPOCH, leader * 10);
+                    e.put(pr_part::CURRENT_LEADER, Value::Struct(l));
                     Value::Struct(e)
                 }).collect())));
-                r.set("responses", Value::Array(Some(vec![Value::Struct(t)])));
-                r.set("throttle_time_ms", Value::Int32(throttle));
-                r.set("node_endpoints", Value::Array(Some(nodes.iter().map(|&(id, host)| {
+                r.put(pr_resp::RESPONSES, Value::Array(Some(vec![Value::Struct(t)])));
+                r.write(pr_resp::THROTTLE_TIME_MS, throttle);
+                r.put(pr_resp::NODE_ENDPOINTS, Value::Array(Some(nodes.iter().map(|&(id, host)| {
                     let mut n = codec::with_defaults(es, version);
-                    n.set("node_id", Value::Int32(id));
-                    n.set("host", Value::str(host));
-                    n.set("port", Value::Int32(9092));
-                    n.set("rack", Value::String(None));
+                    n.write(pr_resp::node_endpoints::NODE_ID, id);
+                    n.write(pr_resp::node_endpoints::HOST, host.to_string());
+                    n.write(pr_resp::node_endpoints::PORT, 9092);
+                    n.put(pr_resp::node_endpoints::RACK, Value::String(None));
                     Value::Struct(n)
                 }).collect())));
                 r
@@ -544,19 +548,18 @@ mod tests {
             let merged = merge(answers[0].clone(), &answers, &PRODUCE_RESPONSE, &s.topics, version);
             // Through the wire, as the client reads it.
             let bytes = encode_response(0, version, 1, &[], &merged).unwrap();
-            let (_, _, body) = crate::kafka::header::parse_response_header(&bytes, 0, version).unwrap();
-            let back = codec::decode(response_schema(0).unwrap(), version, body).unwrap();
+            let back = decode_response(0, version, &bytes).unwrap().body;
             let mut nodes: Vec<(i32, String)> = back
-                .structs("node_endpoints")
-                .map(|n| (n.i32("node_id").unwrap(), n.str("host").unwrap().to_string()))
+                .iter(pr_resp::NODE_ENDPOINTS)
+                .map(|n| (n.read(pr_resp::node_endpoints::NODE_ID).unwrap(), n.read(pr_resp::node_endpoints::HOST).unwrap().to_string()))
                 .collect();
             nodes.sort();
             assert_eq!(nodes, vec![(1, "b1".into()), (2, "b2".into())], "v{version}: node_endpoints of every round, once each");
-            assert_eq!(back.i32("throttle_time_ms"), Some(7), "v{version}: the longest throttle of the rounds");
+            assert_eq!(back.read(pr_resp::THROTTLE_TIME_MS), Some(7), "v{version}: the longest throttle of the rounds");
             let leaders: Vec<(i32, i64, i32)> = back
-                .structs("responses")
-                .flat_map(|t| t.structs("partition_responses"))
-                .map(|e| (e.i32("index").unwrap(), e.i64("base_offset").unwrap(), e.child("current_leader").unwrap().i32("leader_id").unwrap()))
+                .iter(pr_resp::RESPONSES)
+                .flat_map(|t| t.iter(pr_resp::responses::PARTITION_RESPONSES))
+                .map(|e| (e.read(pr_part::INDEX).unwrap(), e.read(pr_part::BASE_OFFSET).unwrap(), e.read(pr_part::CURRENT_LEADER).unwrap().read(pr_part::current_leader::LEADER_ID).unwrap()))
                 .collect();
             assert_eq!(leaders, vec![(0, 10, 1), (2, 11, 2), (3, 20, 1)], "v{version}");
 
@@ -564,8 +567,8 @@ mod tests {
             // throttle of 0.
             let refused = split(&req, &PRODUCE_REQUEST, &|_: &str| Decision::Compacted { rule: "r".into() }, &mut |_, _, _, _, _, _| Ok(()));
             let alone = merge(codec::with_defaults(schema, version), &[], &PRODUCE_RESPONSE, &refused.topics, version);
-            assert_eq!(alone.i32("throttle_time_ms"), Some(0));
-            assert!(alone.structs("responses").flat_map(|t| t.structs("partition_responses")).all(|e| e.i16("error_code") == Some(error::INVALID_CONFIG)));
+            assert_eq!(alone.read(pr_resp::THROTTLE_TIME_MS), Some(0));
+            assert!(alone.iter(pr_resp::RESPONSES).flat_map(|t| t.iter(pr_resp::responses::PARTITION_RESPONSES)).all(|e| e.read(pr_part::ERROR_CODE) == Some(error::INVALID_CONFIG)));
         }
     }
 }
