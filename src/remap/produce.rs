@@ -9,7 +9,7 @@
 use std::borrow::Cow;
 
 
-use crate::kafka::api::error;
+use crate::kafka::api::ErrorCode;
 use crate::kafka::codec::{Struct, Value};
 use crate::kafka::fields::produce_request::topic_data::partition_data::RECORDS;
 use crate::kafka::records::{self, Item, RecordError, TAG_HEADER};
@@ -97,7 +97,7 @@ pub fn rewrite_entry(
     if let Some(magic) = records::first_magic(&data) {
         if magic != 2 {
             return Err((
-                error::UNSUPPORTED_FOR_MESSAGE_FORMAT,
+                ErrorCode::UNSUPPORTED_FOR_MESSAGE_FORMAT,
                 format!(
                     "record format v{magic} cannot carry the {TAG_HEADER} header: remapped topics need v2 record batches \
                      (magic 2, Kafka 0.11+ clients)"
@@ -119,9 +119,9 @@ pub fn rewrite_entry(
         let batch = match item {
             Ok(Item::Batch(b)) => b,
             Ok(Item::Partial(_)) => {
-                return Err((error::CORRUPT_MESSAGE, "produce request ends inside a record batch".into()));
+                return Err((ErrorCode::CORRUPT_MESSAGE, "produce request ends inside a record batch".into()));
             }
-            Err(e) => return Err((error::CORRUPT_MESSAGE, format!("malformed record batch: {e}"))),
+            Err(e) => return Err((ErrorCode::CORRUPT_MESSAGE, format!("malformed record batch: {e}"))),
         };
         // Before anything is read from the header (the attributes and
         // producer fields are covered by the CRC too), and before a
@@ -130,7 +130,7 @@ pub fn rewrite_entry(
             .map_err(|e| refuse_corrupt(topic, v, &e, &data[walked.position()..], stats))?;
         if batch.header.is_transactional() {
             return Err((
-                error::INVALID_TXN_STATE,
+                ErrorCode::INVALID_TXN_STATE,
                 format!(
                     "transactional produce to virtual partition {} is not supported: transactions work on 1:1 topics and \
                      partitions 0..P-1 of remapped topics",
@@ -140,18 +140,18 @@ pub fn rewrite_entry(
         }
         let producer = if batch.header.producer_id >= 0 {
             Some(ids.derived((batch.header.producer_id, batch.header.producer_epoch), k).map_err(|e| {
-                (error::KAFKA_STORAGE_ERROR, format!("cannot obtain a producer id for virtual partition {}: {e}", v.0))
+                (ErrorCode::KAFKA_STORAGE_ERROR, format!("cannot obtain a producer id for virtual partition {}: {e}", v.0))
             })?)
         } else {
             None
         };
         let mut tagged = Vec::new();
         records::tag_checked_into(checked, TAG_HEADER, tag.as_bytes(), producer, &mut tagged)
-            .map_err(|e| (error::CORRUPT_MESSAGE, format!("cannot tag record batch: {e}")))?;
+            .map_err(|e| (ErrorCode::CORRUPT_MESSAGE, format!("cannot tag record batch: {e}")))?;
         if let (Some((derived, _)), true) = (producer, batch.header.base_sequence >= 0) {
             let sequence = batch.header.base_sequence;
             let base = ids.sequence_base(derived, topic, p.0, sequence).map_err(|e| {
-                (error::KAFKA_STORAGE_ERROR, format!("cannot obtain a sequence base for virtual partition {}: {e}", v.0))
+                (ErrorCode::KAFKA_STORAGE_ERROR, format!("cannot obtain a sequence base for virtual partition {}: {e}", v.0))
             })?;
             records::set_base_sequence(&mut tagged, renumber(sequence, base));
         }
@@ -182,7 +182,7 @@ fn refuse_corrupt(topic: &str, v: VirtualPartition, failed: &RecordError, rest: 
         other => other.to_string(),
     };
     (
-        error::CORRUPT_MESSAGE,
+        ErrorCode::CORRUPT_MESSAGE,
         format!(
             "record batch for topic {topic} virtual partition {} is corrupt ({detail}): its bytes do not match its stored \
              CRC; nothing of this partition was written",
@@ -226,7 +226,7 @@ fn retag_foreign(
             buf.extend_from_slice(&data[copied..done]);
             records::tag_batch_into(&batch, TAG_HEADER, tag.as_bytes(), None, buf).map_err(|e| match e {
                 RecordError::Crc { .. } => refuse_corrupt(topic, v, &e, &data[done + len..], stats),
-                e => (error::CORRUPT_MESSAGE, format!("cannot tag record batch: {e}")),
+                e => (ErrorCode::CORRUPT_MESSAGE, format!("cannot tag record batch: {e}")),
             })?;
             copied = done + len;
             tagged_count.batches += 1;
@@ -392,7 +392,7 @@ mod tests {
         (rounds, s.topics.into_iter().next().unwrap().1)
     }
 
-    fn refusal(placement: &super::super::split::Placement) -> Option<(i16, &str)> {
+    fn refusal(placement: &super::super::split::Placement) -> Option<(ErrorCode, &str)> {
         match &placement.dest {
             super::super::split::Dest::Local { error_code, message } => Some((*error_code, message.as_str())),
             _ => None,
@@ -429,7 +429,7 @@ mod tests {
                 let mut stats = TagStats::default();
                 let (rounds, placements) = rewrite(m, &req, &mut stats);
                 let (code, message) = refusal(&placements[0]).unwrap_or_else(|| panic!("{codec} {damage}: not refused"));
-                assert_eq!(code, error::CORRUPT_MESSAGE, "{codec} {damage}: {message}");
+                assert_eq!(code, ErrorCode::CORRUPT_MESSAGE, "{codec} {damage}: {message}");
                 for needle in ["CRC-32C", "topic t", "virtual partition 5", &format!("{:#010x}", b.header.crc), &format!("{computed:#010x}")] {
                     assert!(message.contains(needle), "{codec} {damage}: {message:?} does not name {needle:?}");
                 }
@@ -458,7 +458,7 @@ mod tests {
         let data = [good, bad.clone(), bad].concat();
         let mut stats = TagStats::default();
         let (rounds, placements) = rewrite(m, &produce_request("t", &[(6, &data)]), &mut stats);
-        assert_eq!(refusal(&placements[0]).map(|r| r.0), Some(error::CORRUPT_MESSAGE));
+        assert_eq!(refusal(&placements[0]).map(|r| r.0), Some(ErrorCode::CORRUPT_MESSAGE));
         assert!(rounds.is_empty(), "nothing of the partition goes upstream: {rounds:?}");
         assert_eq!(stats.corrupt, 2);
         assert_eq!(stats.batches, 0, "nothing was tagged");
@@ -485,7 +485,7 @@ mod tests {
                 }
                 let (code, message) =
                     refusal(&placements[0]).unwrap_or_else(|| panic!("{codec} {damage}: forwarded {rounds:?}"));
-                assert_eq!(code, error::CORRUPT_MESSAGE, "{codec} {damage}: {message}");
+                assert_eq!(code, ErrorCode::CORRUPT_MESSAGE, "{codec} {damage}: {message}");
                 assert!(message.contains("CRC-32C") && message.contains("virtual partition 0"), "{codec} {damage}: {message}");
                 assert!(rounds.is_empty(), "{codec} {damage}");
                 assert_eq!(stats, TagStats { batches: 0, records: 0, corrupt: 1 }, "{codec} {damage}");

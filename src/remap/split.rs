@@ -73,7 +73,7 @@ pub const LEADER_EPOCH: Shape = {
 pub enum Dest {
     Upstream { round: usize, physical: i32 },
     /// Answered by the proxy: refused with this error.
-    Local { error_code: i16, message: String },
+    Local { error_code: ErrorCode, message: String },
 }
 
 /// One client entry: the partition the client named and where it went.
@@ -93,7 +93,7 @@ pub struct Split<'a> {
 }
 
 /// A refusal of one entry: error code and the message to log and return.
-pub type Refusal = (i16, String);
+pub type Refusal = (ErrorCode, String);
 
 /// Rewrites one entry of a remapped topic after its index became physical:
 /// (topic, entry, mapping, virtual, physical, k).
@@ -121,18 +121,18 @@ pub fn split<'a>(req: &Struct<'a>, shape: &Shape, decide: &dyn Fn(&str) -> Decis
                 Decision::Mismatch { rule, expected, actual } => {
                     remapped = true;
                     Err((
-                        ErrorCode::INVALID_PARTITIONS.code(),
+                        ErrorCode::INVALID_PARTITIONS,
                         format!("Topic {name} has {actual} physical partitions but {rule} expects {expected}"),
                     ))
                 }
                 Decision::Compacted { rule } => {
                     remapped = true;
-                    Err((ErrorCode::INVALID_CONFIG.code(), super::mapping::compacted_message(&name, rule)))
+                    Err((ErrorCode::INVALID_CONFIG, super::mapping::compacted_message(&name, rule)))
                 }
                 Decision::Remap(m) => {
                     remapped = true;
                     match m.locate(VirtualPartition(partition)) {
-                        None => Err((ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.code(), m.out_of_range_message(partition))),
+                        None => Err((ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, m.out_of_range_message(partition))),
                         Some((p, k)) => {
                             entry.write(keys.index, p.0);
                             rewrite(&name, &mut entry, *m, VirtualPartition(partition), p, k).map(|()| p.0)
@@ -345,7 +345,7 @@ mod tests {
         assert_eq!(indexes(&s.rounds[0]), vec![0, 1]);
         assert_eq!(indexes(&s.rounds[1]), vec![0]);
         assert_eq!(indexes(&s.rounds[2]), vec![0]);
-        assert_eq!(s.topics[0].1[4].dest, Dest::Local { error_code: error::UNKNOWN_TOPIC_OR_PARTITION, message: "Virtual partition 25 out of range (max: 19)".into() });
+        assert_eq!(s.topics[0].1[4].dest, Dest::Local { error_code: ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, message: "Virtual partition 25 out of range (max: 19)".into() });
 
         // Answers: physical offsets per round; merged back under virtual numbers in client order.
         let schema = &response_schema(2).unwrap().body;
