@@ -104,7 +104,7 @@ pub trait Kind {
 }
 
 /// How a kind of field is written from a `V`.
-pub trait Write<'a, V> {
+pub trait Accepts<'a, V> {
     fn value(v: V) -> Value<'a>;
 }
 
@@ -119,7 +119,7 @@ macro_rules! scalar_kinds {
                 }
             }
         }
-        impl<'a> Write<'a, $t> for $t {
+        impl<'a> Accepts<'a, $t> for $t {
             fn value(v: $t) -> Value<'a> {
                 Value::$variant(v)
             }
@@ -142,14 +142,14 @@ impl Kind for Uuid {
     }
 }
 
-impl<'a> Write<'a, [u8; 16]> for Uuid {
+impl<'a> Accepts<'a, [u8; 16]> for Uuid {
     fn value(v: [u8; 16]) -> Value<'a> {
         Value::Uuid(v)
     }
 }
 
 /// Error codes are written as their `i16`.
-impl<'a> Write<'a, ErrorCode> for i16 {
+impl<'a> Accepts<'a, ErrorCode> for i16 {
     fn value(v: ErrorCode) -> Value<'a> {
         Value::Int16(v.code())
     }
@@ -165,7 +165,7 @@ impl Kind for Str {
     }
 }
 
-impl<'a, S: Into<Cow<'a, str>>> Write<'a, S> for Str {
+impl<'a, S: Into<Cow<'a, str>>> Accepts<'a, S> for Str {
     fn value(v: S) -> Value<'a> {
         Value::String(Some(v.into()))
     }
@@ -183,7 +183,7 @@ macro_rules! byte_kinds {
             }
         }
         /// `None` writes null.
-        impl<'a> Write<'a, Option<Cow<'a, [u8]>>> for $t {
+        impl<'a> Accepts<'a, Option<Cow<'a, [u8]>>> for $t {
             fn value(v: Option<Cow<'a, [u8]>>) -> Value<'a> {
                 Value::$variant(v)
             }
@@ -200,7 +200,7 @@ impl Kind for Child {
     }
 }
 
-impl<'a> Write<'a, Struct<'a>> for Child {
+impl<'a> Accepts<'a, Struct<'a>> for Child {
     fn value(v: Struct<'a>) -> Value<'a> {
         Value::Struct(v)
     }
@@ -217,13 +217,13 @@ impl<T> Kind for Array<T> {
 }
 
 /// A whole array of already built elements (never null).
-impl<'a, T> Write<'a, Vec<Value<'a>>> for Array<T> {
+impl<'a, T> Accepts<'a, Vec<Value<'a>>> for Array<T> {
     fn value(v: Vec<Value<'a>>) -> Value<'a> {
         Value::Array(Some(v))
     }
 }
 
-impl<'a> Write<'a, Vec<Struct<'a>>> for Array<Child> {
+impl<'a> Accepts<'a, Vec<Struct<'a>>> for Array<Child> {
     fn value(v: Vec<Struct<'a>>) -> Value<'a> {
         Value::Array(Some(v.into_iter().map(Value::Struct).collect()))
     }
@@ -255,7 +255,7 @@ impl<'a> Struct<'a> {
     }
 
     /// Set a field from a typed value.
-    pub fn write<T: Write<'a, V>, V>(&mut self, f: Field<T>, v: V) {
+    pub fn write<T: Accepts<'a, V>, V>(&mut self, f: Field<T>, v: V) {
         self.put(f, T::value(v));
     }
 
@@ -269,7 +269,7 @@ impl<'a> Struct<'a> {
 
     /// Set a field only where `version` has it as a regular (not tagged)
     /// field; a no-op otherwise.
-    pub fn write_in<T: Write<'a, V>, V>(&mut self, f: Field<T>, v: V, version: i16) {
+    pub fn write_in<T: Accepts<'a, V>, V>(&mut self, f: Field<T>, v: V, version: i16) {
         if let Some(i) = self.slot(f) {
             let declared = &self.schema.fields[i];
             if declared.versions.contains(version) && !declared.is_tagged_in(version) {

@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use crate::kafka::api::ErrorCode;
 use crate::kafka::codec::{self, Struct, Value};
 use crate::kafka::fields::fetch_request::topics::{self as req_topic, partitions as req_part};
-use crate::kafka::fields::fetch_request::{self as request};
+use crate::kafka::fields::fetch_request as request;
 use crate::kafka::fields::fetch_response::responses::{self as resp_topic, partitions as resp_part};
 use crate::kafka::fields::fetch_response::{self as response, node_endpoints};
 use crate::kafka::fields::members;
@@ -471,6 +471,7 @@ fn merge_node_endpoints<'a>(resp: &mut Struct<'a>, later: &[Struct<'a>]) {
 }
 
 /// Set a field the version has (and not as a tagged field); others stay.
+/// By name, for `proxy/` until it uses typed keys (`Struct::write_in`).
 pub(crate) fn set_if_present(s: &mut Struct<'_>, name: &str, value: Value<'static>, version: i16) {
     if let Some(i) = s.schema.index_of(name) {
         let f = &s.schema.fields[i];

@@ -8,7 +8,7 @@ use crate::cluster::ClusterView;
 use crate::kafka::api::ErrorCode;
 use crate::kafka::codec::{Struct, Value};
 use crate::kafka::fields::metadata_response::topics::{self as topic_f, partitions as partition_f};
-use crate::kafka::fields::metadata_response::{self as response};
+use crate::kafka::fields::metadata_response as response;
 
 use super::mapping::{Decision, Mapper, PhysicalPartition};
 
