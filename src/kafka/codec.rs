@@ -6,6 +6,11 @@
 //! what it changes with owned values. Tagged fields the schema does not know
 //! are kept as raw bytes and written back in tag order, so the proxy never
 //! drops what a newer client or broker sent.
+//!
+//! Fields are read and written through the typed keys of `kafka::fields`
+//! (`s.read(produce_request::ACKS)`); the getters by name below remain for
+//! the modules not yet converted (`proxy/`, `upstream/control.rs`,
+//! `upstream/producer_log.rs`).
 
 use std::borrow::Cow;
 
