@@ -10,7 +10,12 @@ use std::time::{Duration, Instant};
 use parking_lot::{Mutex, RwLock};
 
 use crate::cache::Generations;
-use crate::kafka::codec::Struct;
+use crate::kafka::api::ErrorCode;
+use crate::kafka::codec::{Struct, Value};
+use crate::kafka::fields::kinds::Array;
+use crate::kafka::fields::metadata_response::topics::{self as topic_f, partitions as partition_f};
+use crate::kafka::fields::metadata_response::{self as metadata, brokers};
+use crate::kafka::fields::Field;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerAddr {
@@ -258,50 +263,50 @@ impl Cluster {
     pub fn apply_metadata(&self, body: &Struct<'_>) {
         let mut view = self.view.write();
         let brokers: HashMap<i32, BrokerAddr> = body
-            .structs("brokers")
+            .iter(metadata::BROKERS)
             .filter_map(|b| {
-                Some((b.i32("node_id")?, BrokerAddr { host: b.str("host")?.to_string(), port: b.i32("port")? }))
+                let addr = BrokerAddr { host: b.read(brokers::HOST)?.to_string(), port: b.read(brokers::PORT)? };
+                Some((b.read(brokers::NODE_ID)?, addr))
             })
             .collect();
         if !brokers.is_empty() {
             view.brokers = brokers;
         }
-        if let Some(c) = body.i32("controller_id") {
+        if let Some(c) = body.read(metadata::CONTROLLER_ID) {
             view.controller_id = c;
         }
-        if let Some(id) = body.str("cluster_id") {
+        if let Some(id) = body.read(metadata::CLUSTER_ID) {
             view.cluster_id = Some(id.to_string());
         }
-        for t in body.structs("topics") {
-            let Some(name) = t.str("name") else { continue };
-            let error = t.i16("error_code").unwrap_or(0);
-            if error == crate::kafka::api::error::UNKNOWN_TOPIC_OR_PARTITION {
+        for t in body.iter(metadata::TOPICS) {
+            let Some(name) = t.read(topic_f::NAME) else { continue };
+            let error = ErrorCode::from_code(t.read(topic_f::ERROR_CODE).unwrap_or(0));
+            if error == ErrorCode::UNKNOWN_TOPIC_OR_PARTITION {
                 if let Some(old) = view.topics.remove(name) {
                     view.topic_names.remove(&old.id);
                 }
                 continue;
             }
-            if error != 0 {
+            if error.is_error() {
                 continue;
             }
             let mut partitions: Vec<PartitionInfo> = Vec::new();
-            for p in t.structs("partitions") {
-                let Some(index) = p.i32("partition_index").and_then(|i| usize::try_from(i).ok()) else { continue };
+            for p in t.iter(topic_f::PARTITIONS) {
+                let Some(index) = p.read(partition_f::PARTITION_INDEX).and_then(|i| usize::try_from(i).ok()) else { continue };
                 if partitions.len() <= index {
                     partitions.resize(index + 1, PartitionInfo { leader: -1, ..Default::default() });
                 }
                 partitions[index] = PartitionInfo {
-                    error_code: p.i16("error_code").unwrap_or(0),
-                    leader: p.i32("leader_id").unwrap_or(-1),
-                    leader_epoch: p.i32("leader_epoch").unwrap_or(-1),
-                    replicas: int32s(p, "replica_nodes"),
-                    isr: int32s(p, "isr_nodes"),
-                    offline: int32s(p, "offline_replicas"),
+                    error_code: p.read(partition_f::ERROR_CODE).unwrap_or(0),
+                    leader: p.read(partition_f::LEADER_ID).unwrap_or(-1),
+                    leader_epoch: p.read(partition_f::LEADER_EPOCH).unwrap_or(-1),
+                    replicas: int32s(p, partition_f::REPLICA_NODES),
+                    isr: int32s(p, partition_f::ISR_NODES),
+                    offline: int32s(p, partition_f::OFFLINE_REPLICAS),
                 };
             }
-            let id = t.uuid("topic_id").unwrap_or([0; 16]);
-            let internal = matches!(t.get("is_internal"), crate::kafka::codec::Value::Bool(true))
-                || name.starts_with("__");
+            let id = t.read(topic_f::TOPIC_ID).unwrap_or([0; 16]);
+            let internal = t.read(topic_f::IS_INTERNAL) == Some(true) || name.starts_with("__");
             if id != [0; 16] {
                 view.topic_names.insert(id, name.to_string());
             }
@@ -310,11 +315,11 @@ impl Cluster {
     }
 }
 
-fn int32s(s: &Struct<'_>, name: &str) -> Vec<i32> {
-    s.array(name)
+fn int32s(s: &Struct<'_>, field: Field<Array<i32>>) -> Vec<i32> {
+    s.items(field)
         .iter()
         .filter_map(|v| match v {
-            crate::kafka::codec::Value::Int32(i) => Some(*i),
+            Value::Int32(i) => Some(*i),
             _ => None,
         })
         .collect()

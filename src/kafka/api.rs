@@ -1,4 +1,5 @@
-//! API keys the proxy knows by name, and the Kafka error codes it produces.
+//! API keys the proxy knows by name, and the Kafka error codes it produces
+//! or inspects (`ErrorCode`, and the same codes as `i16` in `error`).
 
 macro_rules! api_keys {
     ($($name:ident = $key:expr),* $(,)?) => {
@@ -60,40 +61,127 @@ pub fn api_name(key: i16) -> String {
     ApiKey::from_i16(key).map_or_else(|| format!("ApiKey{key}"), |k| k.name().to_string())
 }
 
-/// Kafka error codes (protocol guide, "Error Codes") that the proxy itself
-/// returns or inspects.
-pub mod error {
-    pub const NONE: i16 = 0;
-    pub const OFFSET_OUT_OF_RANGE: i16 = 1;
-    pub const CORRUPT_MESSAGE: i16 = 2;
-    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-    pub const LEADER_NOT_AVAILABLE: i16 = 5;
-    pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
-    pub const REQUEST_TIMED_OUT: i16 = 7;
-    pub const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
-    pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
-    pub const NOT_COORDINATOR: i16 = 16;
-    pub const MESSAGE_TOO_LARGE: i16 = 10;
-    pub const RECORD_LIST_TOO_LARGE: i16 = 18;
-    pub const INVALID_CONFIG: i16 = 40;
-    pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
-    pub const INVALID_REQUIRED_ACKS: i16 = 21;
-    pub const ILLEGAL_GENERATION: i16 = 22;
-    pub const UNKNOWN_MEMBER_ID: i16 = 25;
-    pub const UNSUPPORTED_SASL_MECHANISM: i16 = 33;
-    pub const ILLEGAL_SASL_STATE: i16 = 34;
-    pub const UNSUPPORTED_VERSION: i16 = 35;
-    pub const TOPIC_ALREADY_EXISTS: i16 = 36;
-    pub const INVALID_PARTITIONS: i16 = 37;
-    pub const NOT_CONTROLLER: i16 = 41;
-    pub const INVALID_REQUEST: i16 = 42;
-    pub const UNSUPPORTED_FOR_MESSAGE_FORMAT: i16 = 43;
-    pub const POLICY_VIOLATION: i16 = 44;
-    pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
-    pub const INVALID_TXN_STATE: i16 = 48;
-    pub const KAFKA_STORAGE_ERROR: i16 = 56;
-    pub const FENCED_LEADER_EPOCH: i16 = 74;
-    pub const UNKNOWN_SERVER_ERROR: i16 = -1;
-    pub const GROUP_ID_NOT_FOUND: i16 = 69;
-    pub const FENCED_INSTANCE_ID: i16 = 82;
+macro_rules! error_codes {
+    ($($name:ident = $code:literal),* $(,)?) => {
+        /// A Kafka error code (protocol guide, "Error Codes"). A newtype
+        /// rather than an enum: brokers send codes the proxy has no name for,
+        /// and those pass through unchanged.
+        #[derive(Clone, Copy, PartialEq, Eq, Hash)]
+        pub struct ErrorCode(i16);
+
+        impl ErrorCode {
+            $(pub const $name: ErrorCode = ErrorCode($code);)*
+
+            pub const fn from_code(code: i16) -> ErrorCode {
+                ErrorCode(code)
+            }
+
+            pub const fn code(self) -> i16 {
+                self.0
+            }
+
+            /// Kafka's name for the code, for logs; `None` for codes the
+            /// proxy has no name for.
+            pub fn name(self) -> Option<&'static str> {
+                match self.0 {
+                    $($code => Some(stringify!($name)),)*
+                    _ => None,
+                }
+            }
+
+            pub fn is_error(self) -> bool {
+                self != ErrorCode::NONE
+            }
+        }
+
+        /// The same codes as `i16` constants, for code that reads and
+        /// writes the raw field value.
+        pub mod error {
+            $(pub const $name: i16 = $code;)*
+        }
+    };
+}
+
+error_codes! {
+    NONE = 0,
+    OFFSET_OUT_OF_RANGE = 1,
+    CORRUPT_MESSAGE = 2,
+    UNKNOWN_TOPIC_OR_PARTITION = 3,
+    LEADER_NOT_AVAILABLE = 5,
+    NOT_LEADER_OR_FOLLOWER = 6,
+    REQUEST_TIMED_OUT = 7,
+    COORDINATOR_LOAD_IN_PROGRESS = 14,
+    COORDINATOR_NOT_AVAILABLE = 15,
+    NOT_COORDINATOR = 16,
+    MESSAGE_TOO_LARGE = 10,
+    RECORD_LIST_TOO_LARGE = 18,
+    INVALID_CONFIG = 40,
+    INVALID_TOPIC_EXCEPTION = 17,
+    INVALID_REQUIRED_ACKS = 21,
+    ILLEGAL_GENERATION = 22,
+    UNKNOWN_MEMBER_ID = 25,
+    REBALANCE_IN_PROGRESS = 27,
+    GROUP_AUTHORIZATION_FAILED = 30,
+    UNSUPPORTED_SASL_MECHANISM = 33,
+    ILLEGAL_SASL_STATE = 34,
+    UNSUPPORTED_VERSION = 35,
+    TOPIC_ALREADY_EXISTS = 36,
+    INVALID_PARTITIONS = 37,
+    NOT_CONTROLLER = 41,
+    INVALID_REQUEST = 42,
+    UNSUPPORTED_FOR_MESSAGE_FORMAT = 43,
+    POLICY_VIOLATION = 44,
+    OUT_OF_ORDER_SEQUENCE_NUMBER = 45,
+    INVALID_TXN_STATE = 48,
+    OPERATION_NOT_ATTEMPTED = 55,
+    KAFKA_STORAGE_ERROR = 56,
+    FENCED_LEADER_EPOCH = 74,
+    UNKNOWN_SERVER_ERROR = -1,
+    NON_EMPTY_GROUP = 68,
+    GROUP_ID_NOT_FOUND = 69,
+    FENCED_INSTANCE_ID = 82,
+    GROUP_SUBSCRIBED_TO_TOPIC = 86,
+    STALE_MEMBER_EPOCH = 113,
+}
+
+impl From<i16> for ErrorCode {
+    fn from(code: i16) -> ErrorCode {
+        ErrorCode(code)
+    }
+}
+
+impl From<ErrorCode> for i16 {
+    fn from(code: ErrorCode) -> i16 {
+        code.0
+    }
+}
+
+impl std::fmt::Debug for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.name() {
+            Some(name) => write!(f, "{name}({})", self.0),
+            None => write!(f, "ErrorCode({})", self.0),
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self, f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_round_trip_and_have_names() {
+        assert_eq!(ErrorCode::from_code(3), ErrorCode::UNKNOWN_TOPIC_OR_PARTITION);
+        assert_eq!(ErrorCode::CORRUPT_MESSAGE.code(), error::CORRUPT_MESSAGE);
+        assert_eq!(ErrorCode::NOT_COORDINATOR.name(), Some("NOT_COORDINATOR"));
+        assert_eq!(ErrorCode::from_code(-1).to_string(), "UNKNOWN_SERVER_ERROR(-1)");
+        assert_eq!(ErrorCode::from_code(9999).name(), None);
+        assert!(!ErrorCode::NONE.is_error());
+    }
 }

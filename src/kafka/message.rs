@@ -3,8 +3,10 @@
 
 use std::borrow::Cow;
 
+use super::api::api_name;
 use super::codec::{self, EncodeError, Struct};
-use super::header::{encode_response_header, RequestHeader};
+use super::header::{encode_response_header, parse_response_header, RawTags, RequestHeader};
+use super::wire::DecodeError;
 use super::schema::{registry, MessageKind, MessageSchema};
 
 pub fn request_schema(api_key: i16) -> Option<&'static MessageSchema> {
@@ -52,4 +54,45 @@ pub fn encode_response(
     encode_response_header(&mut out, correlation_id, api_key, version, header_tags);
     codec::encode(schema, version, body, &mut out)?;
     Ok(out)
+}
+
+/// A response frame read whole: header and body.
+#[derive(Debug)]
+pub struct DecodedResponse<'a> {
+    pub correlation_id: i32,
+    /// The response header's tagged fields (flexible versions).
+    pub header_tags: RawTags<'a>,
+    pub body: Struct<'a>,
+}
+
+/// Why a response frame could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResponseError {
+    /// The proxy declares no schema for this API's responses.
+    NoSchema { api_key: i16 },
+    /// The header, or the body, does not decode in this version.
+    Malformed { api_key: i16, version: i16, part: &'static str, source: DecodeError },
+}
+
+impl std::fmt::Display for ResponseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ResponseError::NoSchema { api_key } => write!(f, "no response schema for {}", api_name(*api_key)),
+            ResponseError::Malformed { api_key, version, part, source } => {
+                write!(f, "malformed {} v{version} answer ({part}): {source}", api_name(*api_key))
+            }
+        }
+    }
+}
+
+impl std::error::Error for ResponseError {}
+
+/// Read a response frame (without size prefix) to `version` of `api_key`:
+/// its header, then its body by the API's response schema.
+pub fn decode_response(api_key: i16, version: i16, frame: &[u8]) -> Result<DecodedResponse<'_>, ResponseError> {
+    let schema = response_schema(api_key).ok_or(ResponseError::NoSchema { api_key })?;
+    let malformed = |part, source| ResponseError::Malformed { api_key, version, part, source };
+    let (correlation_id, header_tags, body) = parse_response_header(frame, api_key, version).map_err(|e| malformed("header", e))?;
+    let body = codec::decode(schema, version, body).map_err(|e| malformed("body", e))?;
+    Ok(DecodedResponse { correlation_id, header_tags, body })
 }

@@ -5,22 +5,32 @@
 
 use crate::cluster::BrokerAddr;
 use crate::kafka::codec::{Struct, Value};
+use crate::kafka::fields::kinds::{Array, Child, Str};
+use crate::kafka::fields::{find_coordinator_response as coordinator, metadata_response, produce_response, Field};
+
+// An endpoint's fields have the same names in every message that has one
+// (Metadata and DescribeCluster `brokers`, KIP-951 `node_endpoints`,
+// FindCoordinator), each at its own position: these keys go by name.
+const HOST: Field<Str> = metadata_response::brokers::HOST.by_name();
+const PORT: Field<i32> = metadata_response::brokers::PORT.by_name();
+const BROKERS: Field<Array<Child>> = metadata_response::BROKERS.by_name();
+const NODE_ENDPOINTS: Field<Array<Child>> = produce_response::NODE_ENDPOINTS.by_name();
 
 /// Set `host`/`port` of one endpoint struct; returns whether it changed.
 pub fn rewrite_endpoint(s: &mut Struct<'_>, to: &BrokerAddr) -> bool {
-    let same = s.str("host") == Some(to.host.as_str()) && s.i32("port") == Some(to.port);
-    if same || !s.has_field("host") || matches!(s.get("host"), Value::Absent) {
+    let same = s.read(HOST) == Some(to.host.as_str()) && s.read(PORT) == Some(to.port);
+    if same || !s.has(HOST) || matches!(s.value(HOST), Value::Absent) {
         return false;
     }
-    s.set("host", Value::str(to.host.clone()));
-    s.set("port", Value::Int32(to.port));
+    s.write(HOST, to.host.clone());
+    s.write(PORT, to.port);
     true
 }
 
 /// Rewrite every element of an array-of-endpoints field.
-pub fn rewrite_endpoints(parent: &mut Struct<'_>, field: &str, to: &BrokerAddr) -> bool {
+pub fn rewrite_endpoints(parent: &mut Struct<'_>, field: Field<Array<Child>>, to: &BrokerAddr) -> bool {
     let mut changed = false;
-    for e in parent.structs_mut(field) {
+    for e in parent.iter_mut(field) {
         changed |= rewrite_endpoint(e, to);
     }
     changed
@@ -30,8 +40,8 @@ pub fn rewrite_endpoints(parent: &mut Struct<'_>, field: &str, to: &BrokerAddr) 
 /// (KIP-951): `node_endpoints`.
 pub fn rewrite_brokers(body: &mut Struct<'_>, to: &BrokerAddr) -> bool {
     let mut changed = false;
-    for field in ["brokers", "node_endpoints"] {
-        if body.has_field(field) {
+    for field in [BROKERS, NODE_ENDPOINTS] {
+        if body.has(field) {
             changed |= rewrite_endpoints(body, field, to);
         }
     }
@@ -43,11 +53,11 @@ pub fn rewrite_brokers(body: &mut Struct<'_>, to: &BrokerAddr) -> bool {
 /// as the broker said.
 pub fn rewrite_coordinators(body: &mut Struct<'_>, to: &BrokerAddr) -> bool {
     let mut changed = false;
-    if body.i32("node_id").is_some_and(|n| n >= 0) {
+    if body.read(coordinator::NODE_ID).is_some_and(|n| n >= 0) {
         changed |= rewrite_endpoint(body, to);
     }
-    for c in body.structs_mut("coordinators") {
-        if c.i32("node_id").is_some_and(|n| n >= 0) {
+    for c in body.iter_mut(coordinator::COORDINATORS) {
+        if c.read(coordinator::coordinators::NODE_ID).is_some_and(|n| n >= 0) {
             changed |= rewrite_endpoint(c, to);
         }
     }

@@ -22,8 +22,13 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use crate::kafka::api::error;
+use crate::kafka::api::ErrorCode;
 use crate::kafka::codec::{self, Struct, Value};
+use crate::kafka::fields::fetch_request::topics::{self as req_topic, partitions as req_part};
+use crate::kafka::fields::fetch_request as request;
+use crate::kafka::fields::fetch_response::responses::{self as resp_topic, partitions as resp_part};
+use crate::kafka::fields::fetch_response::{self as response, node_endpoints};
+use crate::kafka::fields::members;
 use crate::kafka::schema::StructSchema;
 use crate::remap::fetch::{classify, records_for, Classified, FilterStats, OwnerCache};
 use crate::remap::mapping::{Decision, PhysicalPartition, VirtualPartition};
@@ -40,9 +45,9 @@ pub enum TopicKey {
 impl TopicKey {
     fn of(t: &Struct<'_>, by_id: bool) -> TopicKey {
         if by_id {
-            TopicKey::Id(t.uuid("topic_id").unwrap_or([0; 16]))
+            TopicKey::Id(t.read(resp_topic::TOPIC_ID).unwrap_or([0; 16]))
         } else {
-            TopicKey::Name(t.str("topic").unwrap_or_default().to_string())
+            TopicKey::Name(t.read(resp_topic::TOPIC).unwrap_or_default().to_string())
         }
     }
 }
@@ -65,7 +70,7 @@ pub enum Source {
     /// physical partition from exactly that offset.
     Virtual { physical: i32, offset: i64, round: usize },
     /// Answered here with this error.
-    Refused { code: i16 },
+    Refused { code: ErrorCode },
 }
 
 /// One partition of the client's response.
@@ -120,7 +125,7 @@ pub fn plan<'a>(req: &Struct<'a>, version: i16, resolve: Resolve<'_, 'a>) -> Opt
     let mut layout: Vec<Result<usize, Struct<'a>>> = Vec::new();
     let mut asked: Vec<(usize, i32, Struct<'a>)> = Vec::new();
     let mut asked_at: HashMap<(usize, i32), usize> = HashMap::new();
-    for t in req.structs("topics") {
+    for t in req.iter(request::TOPICS) {
         let (key, name, decision) = resolve(t);
         let ti = match topics.iter().position(|x| x.key == key) {
             Some(i) => i,
@@ -135,8 +140,8 @@ pub fn plan<'a>(req: &Struct<'a>, version: i16, resolve: Resolve<'_, 'a>) -> Opt
             first.insert(t.clone());
             layout.push(Ok(ti));
         }
-        for e in t.structs("partitions") {
-            let partition = e.i32("partition").unwrap_or(-1);
+        for e in t.iter(req_topic::PARTITIONS) {
+            let partition = e.read(req_part::PARTITION).unwrap_or(-1);
             match asked_at.get(&(ti, partition)) {
                 // Named again: Kafka's map keeps the first place, the last entry.
                 Some(&i) => asked[i].2 = e.clone(),
@@ -164,14 +169,14 @@ pub fn plan<'a>(req: &Struct<'a>, version: i16, resolve: Resolve<'_, 'a>) -> Opt
                 continue;
             }
             Decision::Mismatch { rule, expected, actual } => (
-                error::INVALID_PARTITIONS,
+                ErrorCode::INVALID_PARTITIONS,
                 format!("Topic {} has {actual} physical partitions but {rule} expects {expected}", topic.name),
             ),
-            Decision::Compacted { rule } => (error::INVALID_CONFIG, crate::remap::mapping::compacted_message(&topic.name, rule)),
+            Decision::Compacted { rule } => (ErrorCode::INVALID_CONFIG, crate::remap::mapping::compacted_message(&topic.name, rule)),
             Decision::Remap(m) => match m.locate(VirtualPartition(partition)) {
-                None => (error::UNKNOWN_TOPIC_OR_PARTITION, m.out_of_range_message(partition)),
+                None => (ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, m.out_of_range_message(partition)),
                 Some((p, _)) => {
-                    let offset = entry.i64("fetch_offset").unwrap_or(0);
+                    let offset = entry.read(req_part::FETCH_OFFSET).unwrap_or(0);
                     let i = *read_of.entry((ti, p.0)).or_insert_with(|| {
                         reads.push(PhysicalRead { topic: ti, offsets: Vec::new() });
                         reads.len() - 1
@@ -179,13 +184,13 @@ pub fn plan<'a>(req: &Struct<'a>, version: i16, resolve: Resolve<'_, 'a>) -> Opt
                     let read = &mut reads[i];
                     match read.offsets.iter_mut().find(|(o, _)| *o == offset) {
                         Some((_, up)) => {
-                            if let (Some(a), Some(b)) = (up.i32("partition_max_bytes"), entry.i32("partition_max_bytes")) {
-                                up.set("partition_max_bytes", Value::Int32(a.max(b)));
+                            if let (Some(a), Some(b)) = (up.read(req_part::PARTITION_MAX_BYTES), entry.read(req_part::PARTITION_MAX_BYTES)) {
+                                up.write(req_part::PARTITION_MAX_BYTES, a.max(b));
                             }
                         }
                         None => {
                             let mut up = entry.clone();
-                            up.set("partition", Value::Int32(p.0));
+                            up.write(req_part::PARTITION, p.0);
                             read.offsets.push((offset, up));
                         }
                     }
@@ -221,7 +226,7 @@ pub fn plan<'a>(req: &Struct<'a>, version: i16, resolve: Resolve<'_, 'a>) -> Opt
                 return None;
             }
             let mut t = templates[&ti].clone();
-            t.set("partitions", Value::Array(Some(parts)));
+            t.write(req_topic::PARTITIONS, parts);
             Some(t)
         };
         let entries: Vec<Value<'a>> = if round == 0 {
@@ -237,25 +242,25 @@ pub fn plan<'a>(req: &Struct<'a>, version: i16, resolve: Resolve<'_, 'a>) -> Opt
             layout.iter().filter_map(|l| l.as_ref().ok().and_then(|ti| remapped_entry(*ti))).map(Value::Struct).collect()
         };
         let mut body = req.clone();
-        body.set("topics", Value::Array(Some(entries)));
+        body.write(request::TOPICS, entries);
         // Sessionless, so that every answer names every partition asked.
-        set_if_present(&mut body, "session_id", Value::Int32(0), version);
-        set_if_present(&mut body, "session_epoch", Value::Int32(-1), version);
-        set_if_present(&mut body, "forgotten_topics_data", Value::Array(Some(Vec::new())), version);
+        body.write_in(request::SESSION_ID, 0, version);
+        body.write_in(request::SESSION_EPOCH, -1, version);
+        body.write_in(request::FORGOTTEN_TOPICS_DATA, Vec::<Value>::new(), version);
         if round > 0 {
             // The broker answers a connection's requests in order: round 0
             // has waited already, and a later round holding back data that
             // round 0 found would delay the client by max_wait_ms.
-            body.set("max_wait_ms", Value::Int32(0));
+            body.write(request::MAX_WAIT_MS, 0);
         }
         if round_count > 1 {
             // The client's response must stay about max_bytes (Kafka's
             // limit is soft: a partition's first batch always comes), or a
             // consumer at librdkafka's receive.message.max.bytes drops the
             // connection: the rounds share it.
-            if let Some(max_bytes) = req.i32("max_bytes") {
+            if let Some(max_bytes) = req.read(request::MAX_BYTES) {
                 let share = (max_bytes.max(1) as i64 + round_count as i64 - 1) / round_count as i64;
-                body.set("max_bytes", Value::Int32(share as i32));
+                body.write(request::MAX_BYTES, share as i32);
             }
         }
         rounds.push(body);
@@ -271,7 +276,7 @@ pub struct AnswerStats {
     pub upstream_bytes: u64,
 }
 
-const SHAPE: Shape = Shape { topics: "responses", name: "topic", partitions: "partitions", index: "partition_index" };
+const SHAPE: Shape = Shape::of(response::RESPONSES, resp_topic::TOPIC, resp_topic::PARTITIONS, resp_part::PARTITION_INDEX);
 
 fn empty_records<'a>() -> Value<'a> {
     Value::Records(Some(Cow::Borrowed(&[])))
@@ -287,8 +292,8 @@ pub fn answer<'a>(
     cache: &OwnerCache,
     stats: &mut AnswerStats,
 ) -> Struct<'a> {
-    let topic_schema = codec::element_schema(schema, "responses");
-    let part_schema = codec::element_schema(topic_schema, "partitions");
+    let topic_schema = members(schema, response::RESPONSES);
+    let part_schema = members(topic_schema, resp_topic::PARTITIONS);
     let topic_index = |t: &Struct<'_>| {
         let key = TopicKey::of(t, plan.by_id);
         plan.topics.iter().position(|x| x.key == key)
@@ -299,23 +304,20 @@ pub fn answer<'a>(
     let mut entries: HashMap<(usize, usize, i32), &Struct<'a>> = HashMap::new();
     let mut classified: HashMap<(usize, usize, i32), Vec<Classified<'_>>> = HashMap::new();
     for (round, a) in answers.iter().enumerate() {
-        for t in a.structs("responses") {
+        for t in a.iter(response::RESPONSES) {
             let Some(ti) = topic_index(t) else { continue };
             let topic = &plan.topics[ti];
             let Decision::Remap(mapping) = &topic.decision else { continue };
-            for pe in t.structs("partitions") {
-                let physical = pe.i32("partition_index").unwrap_or(-1);
+            for pe in t.iter(resp_topic::PARTITIONS) {
+                let physical = pe.read(resp_part::PARTITION_INDEX).unwrap_or(-1);
                 if entries.contains_key(&(round, ti, physical)) {
                     continue;
                 }
                 entries.insert((round, ti, physical), pe);
-                if pe.i16("error_code") != Some(error::NONE) {
+                if pe.read(resp_part::ERROR_CODE) != Some(ErrorCode::NONE.code()) {
                     continue;
                 }
-                let data: &[u8] = match pe.get("records") {
-                    Value::Records(Some(d)) => d,
-                    _ => &[],
-                };
+                let data: &[u8] = pe.read(resp_part::RECORDS).unwrap_or_default();
                 stats.upstream_bytes += data.len() as u64;
                 let c = classify(data, &topic.name, PhysicalPartition(physical), mapping, cache, &mut stats.filter);
                 classified.insert((round, ti, physical), c);
@@ -328,13 +330,13 @@ pub fn answer<'a>(
 
     // The broker's answers for pass-through topics, first one of each.
     let mut passed: HashMap<(usize, i32), &Struct<'a>> = HashMap::new();
-    for t in answers.iter().take(1).flat_map(|a| a.structs("responses")) {
+    for t in answers.iter().take(1).flat_map(|a| a.iter(response::RESPONSES)) {
         let Some(ti) = topic_index(t) else { continue };
         if plan.topics[ti].decision != Decision::PassThrough {
             continue;
         }
-        for pe in t.structs("partitions") {
-            passed.entry((ti, pe.i32("partition_index").unwrap_or(-1))).or_insert(pe);
+        for pe in t.iter(resp_topic::PARTITIONS) {
+            passed.entry((ti, pe.read(resp_part::PARTITION_INDEX).unwrap_or(-1))).or_insert(pe);
         }
     }
 
@@ -359,16 +361,17 @@ pub fn answer<'a>(
     }
 
     let mut resp = answers.first().cloned().unwrap_or_else(|| codec::with_defaults(schema, version));
-    let throttle = answers.iter().filter_map(|a| a.i32("throttle_time_ms")).max();
+    let throttle = answers.iter().filter_map(|a| a.read(response::THROTTLE_TIME_MS)).max();
     if let Some(ms) = throttle {
-        set_if_present(&mut resp, "throttle_time_ms", Value::Int32(ms), version);
+        resp.write_in(response::THROTTLE_TIME_MS, ms, version);
     }
-    if resp.i16("error_code") == Some(error::NONE) {
-        if let Some(code) = answers.iter().filter_map(|a| a.i16("error_code")).find(|&c| c != error::NONE) {
-            set_if_present(&mut resp, "error_code", Value::Int16(code), version);
+    let none = ErrorCode::NONE.code();
+    if resp.read(response::ERROR_CODE) == Some(none) {
+        if let Some(code) = answers.iter().filter_map(|a| a.read(response::ERROR_CODE)).find(|&c| c != none) {
+            resp.write_in(response::ERROR_CODE, code, version);
         }
     }
-    set_if_present(&mut resp, "session_id", Value::Int32(0), version);
+    resp.write_in(response::SESSION_ID, 0, version);
     merge_node_endpoints(&mut resp, &answers[answers.len().min(1)..]);
     let topics_out = out
         .into_iter()
@@ -378,20 +381,20 @@ pub fn answer<'a>(
             // tagged fields come through.
             let mut t = answers
                 .first()
-                .and_then(|a| a.structs("responses").find(|t| topic_index(t) == Some(ti)).cloned())
+                .and_then(|a| a.iter(response::RESPONSES).find(|t| topic_index(t) == Some(ti)).cloned())
                 .unwrap_or_else(|| {
                     let mut t = codec::with_defaults(topic_schema, version);
                     match &topic.key {
-                        TopicKey::Name(n) => set_if_present(&mut t, "topic", Value::str(n.clone()), version),
-                        TopicKey::Id(id) => set_if_present(&mut t, "topic_id", Value::Uuid(*id), version),
+                        TopicKey::Name(n) => t.write_in(resp_topic::TOPIC, n.clone(), version),
+                        TopicKey::Id(id) => t.write_in(resp_topic::TOPIC_ID, *id, version),
                     }
                     t
                 });
-            t.set("partitions", Value::Array(Some(parts)));
+            t.write(resp_topic::PARTITIONS, parts);
             Value::Struct(t)
         })
-        .collect();
-    resp.set("responses", Value::Array(Some(topics_out)));
+        .collect::<Vec<_>>();
+    resp.write(response::RESPONSES, topics_out);
     resp
 }
 
@@ -411,14 +414,14 @@ fn virtual_entry<'a>(
     stats: &mut FilterStats,
 ) -> Struct<'a> {
     let Some(own) = entries.get(&(own_round, ti, physical)) else {
-        return split::error_entry(part_schema, &SHAPE, version, v, error::UNKNOWN_SERVER_ERROR, "");
+        return split::error_entry(part_schema, &SHAPE, version, v, ErrorCode::UNKNOWN_SERVER_ERROR, "");
     };
-    if own.i16("error_code") != Some(error::NONE) {
+    if own.read(resp_part::ERROR_CODE) != Some(ErrorCode::NONE.code()) {
         // The broker's error is about this very offset; any records it sent
         // are the physical partition's, not this virtual partition's.
         let mut e = (*own).clone();
-        e.set("partition_index", Value::Int32(v));
-        e.set("records", empty_records());
+        e.write(resp_part::PARTITION_INDEX, v);
+        e.put(resp_part::RECORDS, empty_records());
         return e;
     }
     // Kafka answers OFFSET_OUT_OF_RANGE to an offset beyond the log end
@@ -426,21 +429,21 @@ fn virtual_entry<'a>(
     // beyond the end without error, so the proxy checks against what the
     // answer shows: the high watermark, which a consumer's position never
     // passes.
-    let high_watermark = own.i64("high_watermark").unwrap_or(-1);
-    let log_start = if version >= 5 { own.i64("log_start_offset").unwrap_or(-1) } else { -1 };
+    let high_watermark = own.read(resp_part::HIGH_WATERMARK).unwrap_or(-1);
+    let log_start = if version >= 5 { own.read(resp_part::LOG_START_OFFSET).unwrap_or(-1) } else { -1 };
     if (high_watermark >= 0 && offset > high_watermark) || (log_start >= 0 && offset < log_start) {
-        return split::error_entry(part_schema, &SHAPE, version, v, error::OFFSET_OUT_OF_RANGE, "");
+        return split::error_entry(part_schema, &SHAPE, version, v, ErrorCode::OFFSET_OUT_OF_RANGE, "");
     }
     let source = (0..own_round).find(|&r| reaches(r, ti, physical, offset)).unwrap_or(own_round);
     let mut e = (*entries.get(&(source, ti, physical)).unwrap_or(own)).clone();
-    e.set("partition_index", Value::Int32(v));
+    e.write(resp_part::PARTITION_INDEX, v);
     match classified.get(&(source, ti, physical)).map(|c| records_for(c, v, offset, stats)) {
-        Some(Ok(own)) => e.set("records", Value::Records(Some(Cow::Owned(own)))),
-        None => e.set("records", empty_records()),
+        Some(Ok(own)) => e.write(resp_part::RECORDS, Some(Cow::Owned(own))),
+        None => e.put(resp_part::RECORDS, empty_records()),
         // Logged and counted when it was classified (see `CorruptBatch`).
         Some(Err(_corrupt)) => {
-            e.set("error_code", Value::Int16(error::CORRUPT_MESSAGE));
-            e.set("records", empty_records());
+            e.write(resp_part::ERROR_CODE, ErrorCode::CORRUPT_MESSAGE);
+            e.put(resp_part::RECORDS, empty_records());
         }
     }
     e
@@ -450,12 +453,12 @@ fn virtual_entry<'a>(
 /// first round's, each node once: a partition's `current_leader` may name a
 /// node only a later round's answer describes.
 fn merge_node_endpoints<'a>(resp: &mut Struct<'a>, later: &[Struct<'a>]) {
-    let Some(i) = resp.schema.index_of("node_endpoints") else { return };
-    let node_id = |v: &Value<'_>| v.as_struct().and_then(|n| n.i32("node_id"));
+    let node_id = |v: &Value<'_>| v.as_struct().and_then(|n| n.read(node_endpoints::NODE_ID));
     for a in later {
-        let Value::Array(Some(nodes)) = &a.fields[i] else { continue };
+        let Some(nodes) = a.read(response::NODE_ENDPOINTS) else { continue };
         for node in nodes {
-            match &mut resp.fields[i] {
+            let Some(slot) = resp.value_mut(response::NODE_ENDPOINTS) else { return };
+            match slot {
                 Value::Array(Some(known)) => {
                     if !known.iter().any(|k| node_id(k) == node_id(node)) {
                         known.push(node.clone());
@@ -468,6 +471,7 @@ fn merge_node_endpoints<'a>(resp: &mut Struct<'a>, later: &[Struct<'a>]) {
 }
 
 /// Set a field the version has (and not as a tagged field); others stay.
+/// By name, for `proxy/` until it uses typed keys (`Struct::write_in`).
 pub(crate) fn set_if_present(s: &mut Struct<'_>, name: &str, value: Value<'static>, version: i16) {
     if let Some(i) = s.schema.index_of(name) {
         let f = &s.schema.fields[i];
@@ -478,379 +482,4 @@ pub(crate) fn set_if_present(s: &mut Struct<'_>, name: &str, value: Value<'stati
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::kafka::message::{request_schema, response_schema};
-    use crate::kafka::records::{self, BuildOptions, RecordData};
-    use crate::remap::mapping::TopicMapping;
-
-    const MB: i32 = 1 << 20;
-
-    fn decide(name: &str) -> Decision {
-        match name {
-            "plain" => Decision::PassThrough,
-            "odd" => Decision::Mismatch { rule: "rule odd".into(), expected: 2, actual: 3 },
-            _ => Decision::Remap(TopicMapping::new(8, 2)),
-        }
-    }
-
-    fn resolve<'a>(t: &Struct<'a>) -> (TopicKey, Option<String>, Decision) {
-        let name = t.str("topic").unwrap().to_string();
-        (TopicKey::Name(name.clone()), Some(name.clone()), decide(&name))
-    }
-
-    /// A Fetch request: [(topic, [(partition, offset)])], as given.
-    fn request(version: i16, entries: &[(&str, &[(i32, i64)])]) -> Struct<'static> {
-        let schema = &request_schema(1).unwrap().body;
-        let ts = codec::element_schema(schema, "topics");
-        let ps = codec::element_schema(ts, "partitions");
-        let mut req = codec::with_defaults(schema, version);
-        req.set("max_wait_ms", Value::Int32(500));
-        req.set("max_bytes", Value::Int32(MB));
-        let topics = entries
-            .iter()
-            .map(|(name, parts)| {
-                let mut t = codec::with_defaults(ts, version);
-                t.set("topic", Value::str(*name));
-                let parts = parts
-                    .iter()
-                    .map(|&(p, offset)| {
-                        let mut e = codec::with_defaults(ps, version);
-                        e.set("partition", Value::Int32(p));
-                        e.set("fetch_offset", Value::Int64(offset));
-                        e.set("partition_max_bytes", Value::Int32(MB));
-                        Value::Struct(e)
-                    })
-                    .collect();
-                t.set("partitions", Value::Array(Some(parts)));
-                Value::Struct(t)
-            })
-            .collect();
-        req.set("topics", Value::Array(Some(topics)));
-        req
-    }
-
-    /// [(topic, [(partition, offset)])] of a request or its rounds.
-    fn asks(req: &Struct<'_>) -> Vec<(String, Vec<(i32, i64)>)> {
-        req.structs("topics")
-            .map(|t| {
-                let parts = t.structs("partitions").map(|e| (e.i32("partition").unwrap(), e.i64("fetch_offset").unwrap())).collect();
-                (t.str("topic").unwrap().to_string(), parts)
-            })
-            .collect()
-    }
-
-    /// One single-record batch at `offset`, tagged for `vp` (or untagged).
-    fn batch(offset: i64, vp: Option<i32>) -> Vec<u8> {
-        let headers = vp.map(|v| vec![(records::TAG_HEADER.to_string(), Some(v.to_string().into_bytes()))]).unwrap_or_default();
-        let rec = RecordData { value: Some(format!("r{offset}").into_bytes()), headers, ..Default::default() };
-        records::build_batch(&[rec], &BuildOptions { base_offset: offset, ..Default::default() })
-    }
-
-    struct Part {
-        index: i32,
-        error: i16,
-        high_watermark: i64,
-        log_start: i64,
-        records: Option<Vec<u8>>,
-    }
-
-    fn part(index: i32, high_watermark: i64, batches: &[Vec<u8>]) -> Part {
-        Part { index, error: 0, high_watermark, log_start: 0, records: Some(batches.concat()) }
-    }
-
-    /// A decoded Fetch answer: [(topic, [partition])].
-    fn answer_body(version: i16, entries: Vec<(&str, Vec<Part>)>) -> Struct<'static> {
-        let schema = &response_schema(1).unwrap().body;
-        let ts = codec::element_schema(schema, "responses");
-        let ps = codec::element_schema(ts, "partitions");
-        let mut resp = codec::with_defaults(schema, version);
-        let topics = entries
-            .into_iter()
-            .map(|(name, parts)| {
-                let mut t = codec::with_defaults(ts, version);
-                t.set("topic", Value::str(name));
-                let parts = parts
-                    .into_iter()
-                    .map(|p| {
-                        let mut e = codec::with_defaults(ps, version);
-                        e.set("partition_index", Value::Int32(p.index));
-                        e.set("error_code", Value::Int16(p.error));
-                        e.set("high_watermark", Value::Int64(p.high_watermark));
-                        e.set("last_stable_offset", Value::Int64(p.high_watermark));
-                        if version >= 5 {
-                            e.set("log_start_offset", Value::Int64(p.log_start));
-                        }
-                        e.set("records", Value::Records(p.records.map(Cow::Owned)));
-                        Value::Struct(e)
-                    })
-                    .collect();
-                t.set("partitions", Value::Array(Some(parts)));
-                Value::Struct(t)
-            })
-            .collect();
-        resp.set("responses", Value::Array(Some(topics)));
-        resp
-    }
-
-    /// What the client gets for one partition: error and the offsets of
-    /// the records it holds (empty batches hold none).
-    #[derive(Debug, PartialEq, Eq)]
-    struct Got {
-        error: i16,
-        offsets: Vec<i64>,
-    }
-
-    fn got(resp: &Struct<'_>) -> Vec<(String, Vec<(i32, Got)>)> {
-        resp.structs("responses")
-            .map(|t| {
-                let parts = t
-                    .structs("partitions")
-                    .map(|e| {
-                        let data: &[u8] = match e.get("records") {
-                            Value::Records(Some(d)) => d,
-                            other => panic!("partition {:?}: records {other:?}", e.i32("partition_index")),
-                        };
-                        let offsets = records::batches(data)
-                            .filter_map(|b| match b {
-                                Ok(records::Item::Batch(b)) if b.header.records_count > 0 => Some(b.header.base_offset),
-                                _ => None,
-                            })
-                            .collect();
-                        (e.i32("partition_index").unwrap(), Got { error: e.i16("error_code").unwrap(), offsets })
-                    })
-                    .collect();
-                (t.str("topic").unwrap().to_string(), parts)
-            })
-            .collect()
-    }
-
-    fn ok(offsets: &[i64]) -> Got {
-        Got { error: 0, offsets: offsets.to_vec() }
-    }
-
-    /// The response's bytes, as the client gets them.
-    fn run(plan: &AnswerPlan, answers: &[Struct<'static>], version: i16) -> Vec<u8> {
-        let schema = &response_schema(1).unwrap().body;
-        let resp = answer(plan, answers, schema, version, &OwnerCache::default(), &mut AnswerStats::default());
-        crate::kafka::message::encode_response(1, version, 7, &[], &resp).unwrap()
-    }
-
-    fn decoded(bytes: &[u8], version: i16) -> Struct<'_> {
-        let (_, _, body) = crate::kafka::header::parse_response_header(bytes, 1, version).unwrap();
-        codec::decode(response_schema(1).unwrap(), version, body).unwrap()
-    }
-
-    fn names(v: &[(String, Vec<(i32, i64)>)]) -> Vec<(&str, Vec<(i32, i64)>)> {
-        v.iter().map(|(n, p)| (n.as_str(), p.clone())).collect()
-    }
-
-    /// librdkafka rotates its fetch list: `[ta:[1], tb:[0], ta:[0, 3]]`.
-    /// Kafka answers in three entries, each with the partitions it asked
-    /// (FetchResponse.toMessage groups only consecutive partitions of a
-    /// topic); physical 1 of ta is read once for VPs 1 and 3.
-    #[test]
-    fn a_topic_named_twice_is_read_once_and_answered_in_its_entries() {
-        for version in [4i16, 12] {
-            let req = request(version, &[("ta", &[(1, 0)]), ("tb", &[(0, 0)]), ("ta", &[(0, 0), (3, 0)])]);
-            let p = plan(&req, version, &resolve).unwrap();
-            assert_eq!(p.rounds.len(), 1, "v{version}");
-            assert_eq!(p.rounds[0].i32("max_bytes"), Some(MB), "v{version}");
-            assert_eq!(names(&asks(&p.rounds[0])), vec![("ta", vec![(1, 0), (0, 0)]), ("tb", vec![(0, 0)])], "v{version}");
-            let answers = vec![answer_body(
-                version,
-                vec![
-                    ("ta", vec![part(1, 2, &[batch(0, None), batch(1, Some(3))]), part(0, 1, &[batch(0, None)])]),
-                    ("tb", vec![part(0, 1, &[batch(0, None)])]),
-                ],
-            )];
-            let bytes = run(&p.answer, &answers, version);
-        let resp = decoded(&bytes, version);
-            assert_eq!(
-                got(&resp),
-                vec![
-                    ("ta".to_string(), vec![(1, ok(&[0]))]),
-                    ("tb".to_string(), vec![(0, ok(&[0]))]),
-                    ("ta".to_string(), vec![(0, ok(&[0])), (3, ok(&[1]))]),
-                ],
-                "v{version}"
-            );
-        }
-    }
-
-    /// Kafka's fetchData map keeps a partition named twice at its first
-    /// place with its last entry; two consecutive entries of one topic
-    /// become one.
-    #[test]
-    fn a_partition_named_twice_is_answered_once_from_its_last_entry() {
-        let req = request(4, &[("ta", &[(0, 5)]), ("ta", &[(3, 0), (0, 0)])]);
-        let p = plan(&req, 4, &resolve).unwrap();
-        assert_eq!(names(&asks(&p.rounds[0])), vec![("ta", vec![(0, 0), (1, 0)])]);
-        let answers = vec![answer_body(4, vec![("ta", vec![part(0, 1, &[batch(0, None)]), part(1, 1, &[batch(0, Some(3))])])])];
-        assert_eq!(got(&decoded(&run(&p.answer, &answers, 4), 4)), vec![("ta".to_string(), vec![(0, ok(&[0])), (3, ok(&[0]))])]);
-    }
-
-    /// Siblings of physical 0 at offsets 0, 10, 12 and 70 (beyond the high
-    /// watermark 60): one read per distinct offset. VP 2's own read gives it
-    /// its records though VP 0's read from 0 stops short of them; VP 4 is
-    /// answered from VP 2's read, which reaches its offset (so both move on
-    /// together); VP 6 gets OFFSET_OUT_OF_RANGE.
-    #[test]
-    fn siblings_at_different_offsets_each_read_from_their_own() {
-        let req = request(4, &[("ta", &[(0, 0), (2, 10), (4, 12), (6, 70), (1, 0)])]);
-        let p = plan(&req, 4, &resolve).unwrap();
-        let rounds: Vec<_> = p.rounds.iter().map(asks).collect();
-        assert_eq!(
-            rounds.iter().map(|r| names(r)).collect::<Vec<_>>(),
-            vec![
-                vec![("ta", vec![(0, 0), (1, 0)])],
-                vec![("ta", vec![(0, 10)])],
-                vec![("ta", vec![(0, 12)])],
-                vec![("ta", vec![(0, 70)])],
-            ]
-        );
-        assert_eq!(p.rounds[0].i32("max_wait_ms"), Some(500));
-        assert!(p.rounds[1..].iter().all(|r| r.i32("max_wait_ms") == Some(0)), "later rounds must not wait again");
-        let shares: Vec<i32> = p.rounds.iter().map(|r| r.i32("max_bytes").unwrap()).collect();
-        assert_eq!(shares, vec![MB / 4; 4], "the rounds share the client's max_bytes");
-        let answers = vec![
-            answer_body(4, vec![("ta", vec![part(0, 60, &[batch(0, None), batch(1, None), batch(2, Some(4))]), part(1, 0, &[])])]),
-            answer_body(4, vec![("ta", vec![part(0, 60, &[batch(10, Some(2)), batch(11, Some(2)), batch(12, Some(4)), batch(13, Some(6))])])]),
-            answer_body(4, vec![("ta", vec![part(0, 60, &[batch(12, Some(4))])])]),
-            answer_body(4, vec![("ta", vec![part(0, 60, &[])])]),
-        ];
-        let bytes = run(&p.answer, &answers, 4);
-        let resp = decoded(&bytes, 4);
-        assert_eq!(
-            got(&resp),
-            vec![(
-                "ta".to_string(),
-                vec![
-                    (0, ok(&[0, 1])),
-                    (2, ok(&[10, 11])),
-                    (4, ok(&[12])),
-                    (6, Got { error: error::OFFSET_OUT_OF_RANGE, offsets: vec![] }),
-                    (1, ok(&[])),
-                ]
-            )]
-        );
-        // VP 4 read round 1's data from its offset: its batch and the empty
-        // one standing in for VP 6's, so its next offset is VP 2's.
-        let vp4 = resp.structs("responses").flat_map(|t| t.structs("partitions")).find(|e| e.i32("partition_index") == Some(4)).unwrap();
-        let Value::Records(Some(data)) = vp4.get("records") else { panic!() };
-        let last = records::batches(data).filter_map(|b| match b {
-            Ok(records::Item::Batch(b)) => Some(b.header.last_offset()),
-            _ => None,
-        });
-        assert_eq!(last.max(), Some(13));
-    }
-
-    /// Offsets below the log start are Kafka's OFFSET_OUT_OF_RANGE too; a
-    /// broker error is the virtual partition's own, without the physical
-    /// partition's records.
-    #[test]
-    fn each_sibling_gets_its_own_error() {
-        let req = request(5, &[("ta", &[(0, 5), (2, 20), (1, 0)])]);
-        let p = plan(&req, 5, &resolve).unwrap();
-        assert_eq!(p.rounds.len(), 2);
-        let mut below = part(0, 30, &[]);
-        below.log_start = 20;
-        let mut not_leader = part(1, 30, &[batch(0, None)]);
-        not_leader.error = 6;
-        let mut in_range = part(0, 30, &[batch(20, Some(2))]);
-        in_range.log_start = 20;
-        let answers = vec![
-            answer_body(5, vec![("ta", vec![below, not_leader])]),
-            answer_body(5, vec![("ta", vec![in_range])]),
-        ];
-        let bytes = run(&p.answer, &answers, 5);
-        let resp = decoded(&bytes, 5);
-        assert_eq!(
-            got(&resp),
-            vec![(
-                "ta".to_string(),
-                vec![
-                    (0, Got { error: error::OFFSET_OUT_OF_RANGE, offsets: vec![] }),
-                    (2, ok(&[20])),
-                    (1, Got { error: 6, offsets: vec![] }),
-                ]
-            )]
-        );
-    }
-
-    /// Refused partitions carry an empty record set (Kafka's
-    /// MemoryRecords.EMPTY) and come after the others, as KafkaApis lists
-    /// the partitions it could not look up. Pass-through topics keep their
-    /// entries and their answers as the broker sent them.
-    #[test]
-    fn refused_partitions_come_last_with_empty_record_sets() {
-        let req = request(4, &[("ta", &[(99, 0), (0, 0)]), ("plain", &[(3, 0)]), ("odd", &[(1, 0)])]);
-        let p = plan(&req, 4, &resolve).unwrap();
-        assert_eq!(names(&asks(&p.rounds[0])), vec![("ta", vec![(0, 0)]), ("plain", vec![(3, 0)])]);
-        assert_eq!(p.refusals.len(), 2);
-        let mut plain = part(3, 1, &[]);
-        plain.records = None; // as Tansu sends an empty answer: forwarded as it came
-        let answers = vec![answer_body(4, vec![("ta", vec![part(0, 1, &[batch(0, None)])]), ("plain", vec![plain])])];
-        let bytes = run(&p.answer, &answers, 4);
-        let resp = decoded(&bytes, 4);
-        let layout: Vec<(String, Vec<(i32, i16)>)> = resp
-            .structs("responses")
-            .map(|t| (t.str("topic").unwrap().to_string(), t.structs("partitions").map(|e| (e.i32("partition_index").unwrap(), e.i16("error_code").unwrap())).collect()))
-            .collect();
-        assert_eq!(
-            layout,
-            vec![
-                ("ta".to_string(), vec![(0, 0)]),
-                ("plain".to_string(), vec![(3, 0)]),
-                ("ta".to_string(), vec![(99, error::UNKNOWN_TOPIC_OR_PARTITION)]),
-                ("odd".to_string(), vec![(1, error::INVALID_PARTITIONS)]),
-            ]
-        );
-        for e in resp.structs("responses").flat_map(|t| t.structs("partitions")) {
-            let want = if e.i32("partition_index") == Some(3) { Value::Records(None) } else { e.get("records").clone() };
-            assert_eq!(e.get("records"), &want);
-            if e.i16("error_code") != Some(0) {
-                assert_eq!(e.get("records"), &empty_records(), "{:?}", e.i32("partition_index"));
-            }
-        }
-
-        // Nothing to ask upstream: answered here.
-        let req = request(4, &[("ta", &[(99, 0)])]);
-        let p = plan(&req, 4, &resolve).unwrap();
-        assert!(p.rounds.is_empty());
-        let bytes = run(&p.answer, &[], 4);
-        let resp = decoded(&bytes, 4);
-        assert_eq!(got(&resp), vec![("ta".to_string(), vec![(99, Got { error: error::UNKNOWN_TOPIC_OR_PARTITION, offsets: vec![] })])]);
-    }
-
-    /// Kafka 3.7+ (Fetch v16) describes the leaders it names in
-    /// `current_leader` in the top-level `node_endpoints`; a later round's
-    /// must not be lost.
-    #[test]
-    fn leader_hints_of_every_round_are_kept() {
-        let version = 16;
-        let schema = &response_schema(1).unwrap().body;
-        let ns = codec::element_schema(schema, "node_endpoints");
-        let node = |id: i32| {
-            let mut n = codec::with_defaults(ns, version);
-            n.set("node_id", Value::Int32(id));
-            n.set("host", Value::str(format!("b{id}")));
-            Value::Struct(n)
-        };
-        let with_nodes = |ids: &[i32]| {
-            let mut a = codec::with_defaults(schema, version);
-            a.set("node_endpoints", Value::Array(Some(ids.iter().map(|&i| node(i)).collect())));
-            a
-        };
-        let mut resp = with_nodes(&[1]);
-        merge_node_endpoints(&mut resp, &[with_nodes(&[1, 2]), with_nodes(&[3])]);
-        let ids: Vec<i32> = resp.structs("node_endpoints").map(|n| n.i32("node_id").unwrap()).collect();
-        assert_eq!(ids, vec![1, 2, 3]);
-    }
-
-    #[test]
-    fn requests_without_remapped_topics_go_as_they_came() {
-        let req = request(4, &[("plain", &[(0, 0)])]);
-        assert!(plan(&req, 4, &resolve).is_none());
-    }
-}
+mod tests;

@@ -19,7 +19,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::kafka::api::error;
+use crate::kafka::api::{error, ErrorCode};
 
 /// The fixed suffix of derived groups; `k` follows it.
 pub const DERIVED_SUFFIX: &str = ".kpr-vp-k";
@@ -40,24 +40,21 @@ pub fn parse_derived(name: &str) -> Option<(&str, i32)> {
 /// a current member of the group: its derived commits must not be written.
 pub fn refuses_member(code: i16) -> bool {
     matches!(
-        code,
-        error::ILLEGAL_GENERATION
-            | error::UNKNOWN_MEMBER_ID
-            | error::FENCED_INSTANCE_ID
-            | error::NOT_COORDINATOR
-            | error::COORDINATOR_NOT_AVAILABLE
-            | COORDINATOR_LOAD_IN_PROGRESS
-            | GROUP_AUTHORIZATION_FAILED
-            | error::INVALID_REQUEST
-            | STALE_MEMBER_EPOCH
+        ErrorCode::from_code(code),
+        ErrorCode::ILLEGAL_GENERATION
+            | ErrorCode::UNKNOWN_MEMBER_ID
+            | ErrorCode::FENCED_INSTANCE_ID
+            | ErrorCode::NOT_COORDINATOR
+            | ErrorCode::COORDINATOR_NOT_AVAILABLE
+            | ErrorCode::COORDINATOR_LOAD_IN_PROGRESS
+            | ErrorCode::GROUP_AUTHORIZATION_FAILED
+            | ErrorCode::INVALID_REQUEST
+            | ErrorCode::STALE_MEMBER_EPOCH
     )
 }
 
-const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
-const GROUP_AUTHORIZATION_FAILED: i16 = 30;
-const STALE_MEMBER_EPOCH: i16 = 113;
-pub const NON_EMPTY_GROUP: i16 = 68;
-pub const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
+/// Where `proxy/` expects them (as `i16`, like `MainGroup::error_code`).
+pub use crate::kafka::api::error::{GROUP_SUBSCRIBED_TO_TOPIC, NON_EMPTY_GROUP};
 
 /// A group as DescribeGroups shows it: what admin actions on its derived
 /// groups (which have no members of their own) are judged by.
@@ -98,10 +95,10 @@ impl MainGroup {
     /// members, else UNKNOWN_MEMBER_ID; a group that does not exist is
     /// created empty.
     pub fn standalone_commit_refusal(&self) -> Option<i16> {
-        match self.error_code {
-            error::NONE if self.has_members() => Some(error::UNKNOWN_MEMBER_ID),
-            error::NONE | error::GROUP_ID_NOT_FOUND => None,
-            code => Some(code),
+        match ErrorCode::from_code(self.error_code) {
+            ErrorCode::NONE if self.has_members() => Some(error::UNKNOWN_MEMBER_ID),
+            ErrorCode::NONE | ErrorCode::GROUP_ID_NOT_FOUND => None,
+            code => Some(code.code()),
         }
     }
 
@@ -115,11 +112,12 @@ impl MainGroup {
     /// hold offsets (committed by a standalone consumer to k ≥ 1
     /// partitions only): they answer for themselves.
     pub fn offset_delete_verdict(&self) -> DeleteVerdict {
-        match self.error_code {
-            error::NONE | error::GROUP_ID_NOT_FOUND => {}
-            code => return DeleteVerdict::Refuse(code),
+        let code = ErrorCode::from_code(self.error_code);
+        match code {
+            ErrorCode::NONE | ErrorCode::GROUP_ID_NOT_FOUND => {}
+            refused => return DeleteVerdict::Refuse(refused.code()),
         }
-        if self.error_code == error::GROUP_ID_NOT_FOUND || !self.has_members() {
+        if code == ErrorCode::GROUP_ID_NOT_FOUND || !self.has_members() {
             return DeleteVerdict::Subscribed(BTreeSet::new());
         }
         if self.protocol_type != "consumer" {
@@ -319,8 +317,8 @@ mod tests {
         assert_eq!(connect.offset_delete_verdict(), DeleteVerdict::Refuse(NON_EMPTY_GROUP));
         let missing = MainGroup { error_code: error::GROUP_ID_NOT_FOUND, ..Default::default() };
         assert_eq!(missing.offset_delete_verdict().refusal("a"), None);
-        let loading = MainGroup { error_code: COORDINATOR_LOAD_IN_PROGRESS, ..Default::default() };
-        assert_eq!(loading.offset_delete_verdict().refusal("a"), Some(COORDINATOR_LOAD_IN_PROGRESS));
+        let loading = MainGroup { error_code: error::COORDINATOR_LOAD_IN_PROGRESS, ..Default::default() };
+        assert_eq!(loading.offset_delete_verdict().refusal("a"), Some(error::COORDINATOR_LOAD_IN_PROGRESS));
     }
 
     #[test]

@@ -10,6 +10,7 @@ use log::{error, info};
 use parking_lot::{Mutex, RwLock};
 
 use crate::cluster::ClusterView;
+use crate::kafka::api::ErrorCode;
 use crate::remap::rules::{MappingRules, Rule, RuleSource};
 
 /// A partition number as clients see it.
@@ -114,8 +115,8 @@ impl Decision {
     pub fn refusal_code(&self) -> Option<i16> {
         match self {
             Decision::PassThrough | Decision::Remap(_) => None,
-            Decision::Mismatch { .. } => Some(crate::kafka::api::error::INVALID_PARTITIONS),
-            Decision::Compacted { .. } => Some(crate::kafka::api::error::INVALID_CONFIG),
+            Decision::Mismatch { .. } => Some(ErrorCode::INVALID_PARTITIONS.code()),
+            Decision::Compacted { .. } => Some(ErrorCode::INVALID_CONFIG.code()),
         }
     }
 }

@@ -5,8 +5,10 @@
 //! would remap (INVALID_CONFIG), is reported with an error instead.
 
 use crate::cluster::ClusterView;
-use crate::kafka::api::error;
+use crate::kafka::api::ErrorCode;
 use crate::kafka::codec::{Struct, Value};
+use crate::kafka::fields::metadata_response::topics::{self as topic_f, partitions as partition_f};
+use crate::kafka::fields::metadata_response as response;
 
 use super::mapping::{Decision, Mapper, PhysicalPartition};
 
@@ -14,23 +16,23 @@ use super::mapping::{Decision, Mapper, PhysicalPartition};
 /// anything changed. `view` must already include this response.
 pub fn virtualize(body: &mut Struct<'_>, mapper: &Mapper, view: &ClusterView) -> bool {
     let mut changed = false;
-    for topic in body.structs_mut("topics") {
-        let Some(name) = topic.str("name").map(str::to_string) else { continue };
-        if topic.i16("error_code") != Some(error::NONE) {
+    for topic in body.iter_mut(response::TOPICS) {
+        let Some(name) = topic.read(topic_f::NAME).map(str::to_string) else { continue };
+        if topic.read(topic_f::ERROR_CODE) != Some(ErrorCode::NONE.code()) {
             continue;
         }
         match mapper.decide(&name, view) {
             Decision::PassThrough => {}
             Decision::Remap(m) => {
-                let physical: Vec<Struct<'_>> = topic.structs("partitions").cloned().collect();
-                let by_index = |p: PhysicalPartition| physical.iter().find(|s| s.i32("partition_index") == Some(p.0));
+                let physical: Vec<Struct<'_>> = topic.iter(topic_f::PARTITIONS).cloned().collect();
+                let by_index = |p: PhysicalPartition| physical.iter().find(|s| s.read(partition_f::PARTITION_INDEX) == Some(p.0));
                 if (0..m.physical_count).any(|p| by_index(PhysicalPartition(p)).is_none()) {
                     // A remapped topic this answer lists without (all) its
                     // physical partitions: what Kafka answers while a topic's
                     // metadata propagates. A client retries; shown with fewer
                     // partitions, a consumer group would rebalance them away.
-                    topic.set("error_code", Value::Int16(error::LEADER_NOT_AVAILABLE));
-                    topic.set("partitions", Value::Array(Some(Vec::new())));
+                    topic.write(topic_f::ERROR_CODE, ErrorCode::LEADER_NOT_AVAILABLE);
+                    topic.write(topic_f::PARTITIONS, Vec::<Value>::new());
                     changed = true;
                     continue;
                 }
@@ -39,16 +41,16 @@ pub fn virtualize(body: &mut Struct<'_>, mapper: &Mapper, view: &ClusterView) ->
                     let (p, _) = m.locate(super::mapping::VirtualPartition(v)).expect("in range");
                     if let Some(src) = by_index(p) {
                         let mut s = src.clone();
-                        s.set("partition_index", Value::Int32(v));
-                        partitions.push(Value::Struct(s));
+                        s.write(partition_f::PARTITION_INDEX, v);
+                        partitions.push(s);
                     }
                 }
-                topic.set("partitions", Value::Array(Some(partitions)));
+                topic.write(topic_f::PARTITIONS, partitions);
                 changed = true;
             }
             refused @ (Decision::Mismatch { .. } | Decision::Compacted { .. }) => {
-                topic.set("error_code", Value::Int16(refused.refusal_code().unwrap_or(error::INVALID_PARTITIONS)));
-                topic.set("partitions", Value::Array(Some(Vec::new())));
+                topic.write(topic_f::ERROR_CODE, refused.refusal_code().unwrap_or(ErrorCode::INVALID_PARTITIONS.code()));
+                topic.write(topic_f::PARTITIONS, Vec::<Value>::new());
                 changed = true;
             }
         }
@@ -60,8 +62,9 @@ pub fn virtualize(body: &mut Struct<'_>, mapper: &Mapper, view: &ClusterView) ->
 mod tests {
     use super::*;
     use crate::cluster::{ClusterView, TopicInfo};
+    use crate::kafka::codec;
+    use crate::kafka::fields::members;
     use crate::remap::rules::MappingRules;
-    use crate::kafka::codec::{self, Value};
     use crate::kafka::message::response_schema;
 
     const VERSION: i16 = 12;
@@ -69,19 +72,19 @@ mod tests {
     fn response(topic: &str, physical: i32) -> Struct<'static> {
         let schema = response_schema(3).unwrap();
         let mut body = codec::with_defaults(&schema.body, VERSION);
-        let ts = codec::element_schema(&schema.body, "topics");
-        let ps = codec::element_schema(ts, "partitions");
+        let ts = members(&schema.body, response::TOPICS);
+        let ps = members(ts, topic_f::PARTITIONS);
         let mut t = codec::with_defaults(ts, VERSION);
-        t.set("name", Value::str(topic));
+        t.write(topic_f::NAME, topic.to_string());
         let partitions = (0..physical)
             .map(|i| {
                 let mut p = codec::with_defaults(ps, VERSION);
-                p.set("partition_index", Value::Int32(i));
-                Value::Struct(p)
+                p.write(partition_f::PARTITION_INDEX, i);
+                p
             })
-            .collect();
-        t.set("partitions", Value::Array(Some(partitions)));
-        body.set("topics", Value::Array(Some(vec![Value::Struct(t)])));
+            .collect::<Vec<_>>();
+        t.write(topic_f::PARTITIONS, partitions);
+        body.write(response::TOPICS, vec![t]);
         body
     }
 
@@ -92,8 +95,8 @@ mod tests {
     }
 
     fn shown(body: &Struct<'_>) -> (i16, usize) {
-        let t = body.structs("topics").next().unwrap();
-        (t.i16("error_code").unwrap(), t.array("partitions").len())
+        let t = body.iter(response::TOPICS).next().unwrap();
+        (t.read(topic_f::ERROR_CODE).unwrap(), t.items(topic_f::PARTITIONS).len())
     }
 
     #[test]
@@ -101,15 +104,15 @@ mod tests {
         let mapper = Mapper::new(MappingRules::new(Some((4, 2)), vec![]).unwrap());
         let mut body = response("t", 2);
         assert!(virtualize(&mut body, &mapper, &view("t", 2)));
-        assert_eq!(shown(&body), (error::NONE, 4));
+        assert_eq!(shown(&body), (ErrorCode::NONE.code(), 4));
         // The same topic, listed while its metadata propagates: no partitions.
         let mut body = response("t", 0);
         assert!(virtualize(&mut body, &mapper, &view("t", 0)));
-        assert_eq!(shown(&body), (error::LEADER_NOT_AVAILABLE, 0));
+        assert_eq!(shown(&body), (ErrorCode::LEADER_NOT_AVAILABLE.code(), 0));
         // A topic never remapped, listed so: as the broker said.
         let mut body = response("u", 0);
         assert!(!virtualize(&mut body, &mapper, &view("u", 0)));
-        assert_eq!(shown(&body), (error::NONE, 0));
+        assert_eq!(shown(&body), (ErrorCode::NONE.code(), 0));
     }
 }
 
@@ -120,9 +123,9 @@ mod tests {
 /// changed anything.
 pub fn mark_internal(body: &mut Struct<'_>, topic: &str) -> bool {
     let mut changed = false;
-    for t in body.structs_mut("topics") {
-        if t.str("name") == Some(topic) && t.has_field("is_internal") && !matches!(t.get("is_internal"), Value::Bool(true)) {
-            t.set("is_internal", Value::Bool(true));
+    for t in body.iter_mut(response::TOPICS) {
+        if t.read(topic_f::NAME) == Some(topic) && t.has(topic_f::IS_INTERNAL) && t.read(topic_f::IS_INTERNAL) != Some(true) {
+            t.write(topic_f::IS_INTERNAL, true);
             changed = true;
         }
     }
@@ -139,20 +142,20 @@ mod internal_tests {
     fn the_proxys_own_topic_is_marked_internal_in_every_version_that_can_say_so() {
         let schema = response_schema(3).unwrap();
         for version in 1..=12 {
-            let ts = codec::element_schema(&schema.body, "topics");
+            let ts = crate::kafka::fields::members(&schema.body, response::TOPICS);
             let mut body = codec::with_defaults(&schema.body, version);
             let topics = ["orders", "__kpr_producer_ids"]
                 .iter()
                 .map(|n| {
                     let mut t = codec::with_defaults(ts, version);
-                    t.set("name", Value::str(*n));
-                    Value::Struct(t)
+                    t.write(topic_f::NAME, *n);
+                    t
                 })
-                .collect();
-            body.set("topics", Value::Array(Some(topics)));
+                .collect::<Vec<_>>();
+            body.write(response::TOPICS, topics);
             assert!(mark_internal(&mut body, "__kpr_producer_ids"), "v{version}");
             let internal: Vec<bool> =
-                body.structs("topics").map(|t| matches!(t.get("is_internal"), Value::Bool(true))).collect();
+                body.iter(response::TOPICS).map(|t| t.read(topic_f::IS_INTERNAL) == Some(true)).collect();
             assert_eq!(internal, vec![false, true], "v{version}");
             assert!(!mark_internal(&mut body, "__kpr_producer_ids"), "v{version}: already internal");
         }

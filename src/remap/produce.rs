@@ -9,8 +9,9 @@
 use std::borrow::Cow;
 
 
-use crate::kafka::api::error;
+use crate::kafka::api::ErrorCode;
 use crate::kafka::codec::{Struct, Value};
+use crate::kafka::fields::produce_request::topic_data::partition_data::RECORDS;
 use crate::kafka::records::{self, Item, RecordError, TAG_HEADER};
 
 use super::fetch::owner_of_tag;
@@ -89,14 +90,14 @@ pub fn rewrite_entry(
     ids: &mut dyn ProducerIdSource,
     stats: &mut TagStats,
 ) -> Result<(), Refusal> {
-    let data = match entry.get("records") {
+    let data = match entry.value(RECORDS) {
         Value::Records(Some(d)) if !d.is_empty() => d.clone(),
         _ => return Ok(()),
     };
     if let Some(magic) = records::first_magic(&data) {
         if magic != 2 {
             return Err((
-                error::UNSUPPORTED_FOR_MESSAGE_FORMAT,
+                ErrorCode::UNSUPPORTED_FOR_MESSAGE_FORMAT,
                 format!(
                     "record format v{magic} cannot carry the {TAG_HEADER} header: remapped topics need v2 record batches \
                      (magic 2, Kafka 0.11+ clients)"
@@ -107,7 +108,7 @@ pub fn rewrite_entry(
     let tag = v.0.to_string();
     if k == 0 {
         if let Some(retagged) = retag_foreign(topic, &data, mapping, v, p, &tag, stats)? {
-            entry.set("records", Value::Records(Some(Cow::Owned(retagged))));
+            entry.write(RECORDS, Some(Cow::Owned(retagged)));
         }
         return Ok(());
     }
@@ -118,9 +119,9 @@ pub fn rewrite_entry(
         let batch = match item {
             Ok(Item::Batch(b)) => b,
             Ok(Item::Partial(_)) => {
-                return Err((error::CORRUPT_MESSAGE, "produce request ends inside a record batch".into()));
+                return Err((ErrorCode::CORRUPT_MESSAGE, "produce request ends inside a record batch".into()));
             }
-            Err(e) => return Err((error::CORRUPT_MESSAGE, format!("malformed record batch: {e}"))),
+            Err(e) => return Err((ErrorCode::CORRUPT_MESSAGE, format!("malformed record batch: {e}"))),
         };
         // Before anything is read from the header (the attributes and
         // producer fields are covered by the CRC too), and before a
@@ -129,7 +130,7 @@ pub fn rewrite_entry(
             .map_err(|e| refuse_corrupt(topic, v, &e, &data[walked.position()..], stats))?;
         if batch.header.is_transactional() {
             return Err((
-                error::INVALID_TXN_STATE,
+                ErrorCode::INVALID_TXN_STATE,
                 format!(
                     "transactional produce to virtual partition {} is not supported: transactions work on 1:1 topics and \
                      partitions 0..P-1 of remapped topics",
@@ -139,18 +140,18 @@ pub fn rewrite_entry(
         }
         let producer = if batch.header.producer_id >= 0 {
             Some(ids.derived((batch.header.producer_id, batch.header.producer_epoch), k).map_err(|e| {
-                (error::KAFKA_STORAGE_ERROR, format!("cannot obtain a producer id for virtual partition {}: {e}", v.0))
+                (ErrorCode::KAFKA_STORAGE_ERROR, format!("cannot obtain a producer id for virtual partition {}: {e}", v.0))
             })?)
         } else {
             None
         };
         let mut tagged = Vec::new();
         records::tag_checked_into(checked, TAG_HEADER, tag.as_bytes(), producer, &mut tagged)
-            .map_err(|e| (error::CORRUPT_MESSAGE, format!("cannot tag record batch: {e}")))?;
+            .map_err(|e| (ErrorCode::CORRUPT_MESSAGE, format!("cannot tag record batch: {e}")))?;
         if let (Some((derived, _)), true) = (producer, batch.header.base_sequence >= 0) {
             let sequence = batch.header.base_sequence;
             let base = ids.sequence_base(derived, topic, p.0, sequence).map_err(|e| {
-                (error::KAFKA_STORAGE_ERROR, format!("cannot obtain a sequence base for virtual partition {}: {e}", v.0))
+                (ErrorCode::KAFKA_STORAGE_ERROR, format!("cannot obtain a sequence base for virtual partition {}: {e}", v.0))
             })?;
             records::set_base_sequence(&mut tagged, renumber(sequence, base));
         }
@@ -161,7 +162,7 @@ pub fn rewrite_entry(
     // Counted only now: an entry refused by a later batch sends nothing.
     stats.batches += tagged_count.batches;
     stats.records += tagged_count.records;
-    entry.set("records", Value::Records(Some(Cow::Owned(out))));
+    entry.write(RECORDS, Some(Cow::Owned(out)));
     Ok(())
 }
 
@@ -181,7 +182,7 @@ fn refuse_corrupt(topic: &str, v: VirtualPartition, failed: &RecordError, rest: 
         other => other.to_string(),
     };
     (
-        error::CORRUPT_MESSAGE,
+        ErrorCode::CORRUPT_MESSAGE,
         format!(
             "record batch for topic {topic} virtual partition {} is corrupt ({detail}): its bytes do not match its stored \
              CRC; nothing of this partition was written",
@@ -225,7 +226,7 @@ fn retag_foreign(
             buf.extend_from_slice(&data[copied..done]);
             records::tag_batch_into(&batch, TAG_HEADER, tag.as_bytes(), None, buf).map_err(|e| match e {
                 RecordError::Crc { .. } => refuse_corrupt(topic, v, &e, &data[done + len..], stats),
-                e => (error::CORRUPT_MESSAGE, format!("cannot tag record batch: {e}")),
+                e => (ErrorCode::CORRUPT_MESSAGE, format!("cannot tag record batch: {e}")),
             })?;
             copied = done + len;
             tagged_count.batches += 1;
@@ -244,6 +245,8 @@ fn retag_foreign(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kafka::fields::members;
+    use crate::kafka::fields::produce_request::{self, topic_data};
     use crate::kafka::records::{build_batch, record_owners, BuildOptions, Compression, RecordData};
 
     const V0: VirtualPartition = VirtualPartition(0);
@@ -341,23 +344,23 @@ mod tests {
     fn produce_request(topic: &str, entries: &[(i32, &[u8])]) -> Struct<'static> {
         use crate::kafka::codec;
         let schema = &crate::kafka::message::request_schema(0).unwrap().body;
-        let ts = codec::element_schema(schema, "topic_data");
-        let ps = codec::element_schema(ts, "partition_data");
+        let ts = members(schema, produce_request::TOPIC_DATA);
+        let ps = members(ts, topic_data::PARTITION_DATA);
         let mut req = codec::with_defaults(schema, 8);
-        req.set("acks", Value::Int16(-1));
+        req.write(produce_request::ACKS, -1);
         let mut t = codec::with_defaults(ts, 8);
-        t.set("name", Value::str(topic.to_string()));
+        t.write(topic_data::NAME, topic.to_string());
         let parts = entries
             .iter()
             .map(|(p, data)| {
                 let mut e = codec::with_defaults(ps, 8);
-                e.set("index", Value::Int32(*p));
-                e.set("records", Value::Records(Some(Cow::Owned(data.to_vec()))));
-                Value::Struct(e)
+                e.write(topic_data::partition_data::INDEX, *p);
+                e.write(RECORDS, Some(Cow::Owned(data.to_vec())));
+                e
             })
-            .collect();
-        t.set("partition_data", Value::Array(Some(parts)));
-        req.set("topic_data", Value::Array(Some(vec![Value::Struct(t)])));
+            .collect::<Vec<_>>();
+        t.write(topic_data::PARTITION_DATA, parts);
+        req.write(produce_request::TOPIC_DATA, vec![t]);
         req
     }
 
@@ -377,14 +380,11 @@ mod tests {
             .rounds
             .iter()
             .map(|r| {
-                r.structs("topic_data")
-                    .flat_map(|t| t.structs("partition_data"))
+                r.iter(produce_request::TOPIC_DATA)
+                    .flat_map(|t| t.iter(topic_data::PARTITION_DATA))
                     .map(|e| {
-                        let data = match e.get("records") {
-                            Value::Records(Some(d)) => d.to_vec(),
-                            _ => Vec::new(),
-                        };
-                        (e.i32("index").unwrap(), data)
+                        let data = e.read(RECORDS).unwrap_or_default().to_vec();
+                        (e.read(topic_data::partition_data::INDEX).unwrap(), data)
                     })
                     .collect()
             })
@@ -392,7 +392,7 @@ mod tests {
         (rounds, s.topics.into_iter().next().unwrap().1)
     }
 
-    fn refusal(placement: &super::super::split::Placement) -> Option<(i16, &str)> {
+    fn refusal(placement: &super::super::split::Placement) -> Option<(ErrorCode, &str)> {
         match &placement.dest {
             super::super::split::Dest::Local { error_code, message } => Some((*error_code, message.as_str())),
             _ => None,
@@ -429,7 +429,7 @@ mod tests {
                 let mut stats = TagStats::default();
                 let (rounds, placements) = rewrite(m, &req, &mut stats);
                 let (code, message) = refusal(&placements[0]).unwrap_or_else(|| panic!("{codec} {damage}: not refused"));
-                assert_eq!(code, error::CORRUPT_MESSAGE, "{codec} {damage}: {message}");
+                assert_eq!(code, ErrorCode::CORRUPT_MESSAGE, "{codec} {damage}: {message}");
                 for needle in ["CRC-32C", "topic t", "virtual partition 5", &format!("{:#010x}", b.header.crc), &format!("{computed:#010x}")] {
                     assert!(message.contains(needle), "{codec} {damage}: {message:?} does not name {needle:?}");
                 }
@@ -458,7 +458,7 @@ mod tests {
         let data = [good, bad.clone(), bad].concat();
         let mut stats = TagStats::default();
         let (rounds, placements) = rewrite(m, &produce_request("t", &[(6, &data)]), &mut stats);
-        assert_eq!(refusal(&placements[0]).map(|r| r.0), Some(error::CORRUPT_MESSAGE));
+        assert_eq!(refusal(&placements[0]).map(|r| r.0), Some(ErrorCode::CORRUPT_MESSAGE));
         assert!(rounds.is_empty(), "nothing of the partition goes upstream: {rounds:?}");
         assert_eq!(stats.corrupt, 2);
         assert_eq!(stats.batches, 0, "nothing was tagged");
@@ -485,7 +485,7 @@ mod tests {
                 }
                 let (code, message) =
                     refusal(&placements[0]).unwrap_or_else(|| panic!("{codec} {damage}: forwarded {rounds:?}"));
-                assert_eq!(code, error::CORRUPT_MESSAGE, "{codec} {damage}: {message}");
+                assert_eq!(code, ErrorCode::CORRUPT_MESSAGE, "{codec} {damage}: {message}");
                 assert!(message.contains("CRC-32C") && message.contains("virtual partition 0"), "{codec} {damage}: {message}");
                 assert!(rounds.is_empty(), "{codec} {damage}");
                 assert_eq!(stats, TagStats { batches: 0, records: 0, corrupt: 1 }, "{codec} {damage}");

@@ -8,13 +8,17 @@
 
 use std::collections::HashMap;
 
-use crate::kafka::api::error;
+use crate::kafka::api::ErrorCode;
 use crate::kafka::codec::{self, Struct, Value};
+use crate::kafka::fields::kinds::{Array, Child, Str};
+use crate::kafka::fields::{members, produce_request, produce_response, list_offsets_request, offset_for_leader_epoch_request, Field};
 use crate::kafka::schema::{FieldType, StructSchema};
 
 use super::mapping::{Decision, PhysicalPartition, TopicMapping, VirtualPartition};
 
-/// Field names of a topics → partitions message.
+/// Field names of a topics → partitions message. Names rather than typed
+/// keys while `proxy/` still builds shapes of its own; the constants here
+/// take them from the generated keys, so a misspelt one does not compile.
 #[derive(Debug, Clone, Copy)]
 pub struct Shape {
     pub topics: &'static str,
@@ -23,17 +27,53 @@ pub struct Shape {
     pub index: &'static str,
 }
 
-pub const PRODUCE_REQUEST: Shape = Shape { topics: "topic_data", name: "name", partitions: "partition_data", index: "index" };
-pub const PRODUCE_RESPONSE: Shape = Shape { topics: "responses", name: "name", partitions: "partition_responses", index: "index" };
-pub const LIST_OFFSETS: Shape = Shape { topics: "topics", name: "name", partitions: "partitions", index: "partition_index" };
-pub const LEADER_EPOCH: Shape = Shape { topics: "topics", name: "topic", partitions: "partitions", index: "partition" };
+/// A shape's fields as keys, looked up by name.
+#[derive(Debug, Clone, Copy)]
+pub struct ShapeKeys {
+    pub topics: Field<Array<Child>>,
+    pub name: Field<Str>,
+    pub partitions: Field<Array<Child>>,
+    pub index: Field<i32>,
+}
+
+impl Shape {
+    pub const fn of(topics: Field<Array<Child>>, name: Field<Str>, partitions: Field<Array<Child>>, index: Field<i32>) -> Shape {
+        Shape { topics: topics.name(), name: name.name(), partitions: partitions.name(), index: index.name() }
+    }
+
+    pub const fn keys(&self) -> ShapeKeys {
+        ShapeKeys {
+            topics: Field::named(self.topics),
+            name: Field::named(self.name),
+            partitions: Field::named(self.partitions),
+            index: Field::named(self.index),
+        }
+    }
+}
+
+pub const PRODUCE_REQUEST: Shape = {
+    use produce_request::topic_data as t;
+    Shape::of(produce_request::TOPIC_DATA, t::NAME, t::PARTITION_DATA, t::partition_data::INDEX)
+};
+pub const PRODUCE_RESPONSE: Shape = {
+    use produce_response::responses as t;
+    Shape::of(produce_response::RESPONSES, t::NAME, t::PARTITION_RESPONSES, t::partition_responses::INDEX)
+};
+pub const LIST_OFFSETS: Shape = {
+    use list_offsets_request::topics as t;
+    Shape::of(list_offsets_request::TOPICS, t::NAME, t::PARTITIONS, t::partitions::PARTITION_INDEX)
+};
+pub const LEADER_EPOCH: Shape = {
+    use offset_for_leader_epoch_request::topics as t;
+    Shape::of(offset_for_leader_epoch_request::TOPICS, t::TOPIC, t::PARTITIONS, t::partitions::PARTITION)
+};
 
 /// Where one entry of the client's request went.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Dest {
     Upstream { round: usize, physical: i32 },
     /// Answered by the proxy: refused with this error.
-    Local { error_code: i16, message: String },
+    Local { error_code: ErrorCode, message: String },
 }
 
 /// One client entry: the partition the client named and where it went.
@@ -53,7 +93,7 @@ pub struct Split<'a> {
 }
 
 /// A refusal of one entry: error code and the message to log and return.
-pub type Refusal = (i16, String);
+pub type Refusal = (ErrorCode, String);
 
 /// Rewrites one entry of a remapped topic after its index became physical:
 /// (topic, entry, mapping, virtual, physical, k).
@@ -67,33 +107,34 @@ pub fn split<'a>(req: &Struct<'a>, shape: &Shape, decide: &dyn Fn(&str) -> Decis
     let mut rounds_entries: Vec<Vec<(usize, Struct<'a>)>> = Vec::new();
     let mut topics = Vec::new();
     let mut remapped = false;
-    for (ti, topic) in req.structs(shape.topics).enumerate() {
-        let name = topic.str(shape.name).unwrap_or_default().to_string();
+    let keys = shape.keys();
+    for (ti, topic) in req.iter(keys.topics).enumerate() {
+        let name = topic.read(keys.name).unwrap_or_default().to_string();
         let decision = decide(&name);
         let mut occurrences: HashMap<i32, usize> = HashMap::new();
         let mut placements = Vec::new();
-        for entry in topic.structs(shape.partitions) {
-            let partition = entry.i32(shape.index).unwrap_or(-1);
+        for entry in topic.iter(keys.partitions) {
+            let partition = entry.read(keys.index).unwrap_or(-1);
             let mut entry = entry.clone();
             let physical = match &decision {
                 Decision::PassThrough => Ok(partition),
                 Decision::Mismatch { rule, expected, actual } => {
                     remapped = true;
                     Err((
-                        error::INVALID_PARTITIONS,
+                        ErrorCode::INVALID_PARTITIONS,
                         format!("Topic {name} has {actual} physical partitions but {rule} expects {expected}"),
                     ))
                 }
                 Decision::Compacted { rule } => {
                     remapped = true;
-                    Err((error::INVALID_CONFIG, super::mapping::compacted_message(&name, rule)))
+                    Err((ErrorCode::INVALID_CONFIG, super::mapping::compacted_message(&name, rule)))
                 }
                 Decision::Remap(m) => {
                     remapped = true;
                     match m.locate(VirtualPartition(partition)) {
-                        None => Err((error::UNKNOWN_TOPIC_OR_PARTITION, m.out_of_range_message(partition))),
+                        None => Err((ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, m.out_of_range_message(partition))),
                         Some((p, k)) => {
-                            entry.set(shape.index, Value::Int32(p.0));
+                            entry.write(keys.index, p.0);
                             rewrite(&name, &mut entry, *m, VirtualPartition(partition), p, k).map(|()| p.0)
                         }
                     }
@@ -116,7 +157,7 @@ pub fn split<'a>(req: &Struct<'a>, shape: &Shape, decide: &dyn Fn(&str) -> Decis
         }
         topics.push((name, placements));
     }
-    let template: Vec<&Struct<'a>> = req.structs(shape.topics).collect();
+    let template: Vec<&Struct<'a>> = req.iter(keys.topics).collect();
     let rounds = rounds_entries
         .into_iter()
         .map(|entries| {
@@ -126,13 +167,13 @@ pub fn split<'a>(req: &Struct<'a>, shape: &Shape, decide: &dyn Fn(&str) -> Decis
             for (ti, entry) in entries {
                 let slot = *out_index.entry(ti).or_insert_with(|| {
                     let mut t = template[ti].clone();
-                    t.set(shape.partitions, Value::Array(Some(Vec::new())));
+                    t.write(keys.partitions, Vec::<Value>::new());
                     out.push(t);
                     out.len() - 1
                 });
-                out[slot].array_mut(shape.partitions).expect("set above").push(Value::Struct(entry));
+                out[slot].items_mut(keys.partitions).expect("set above").push(Value::Struct(entry));
             }
-            body.set(shape.topics, Value::Array(Some(out.into_iter().map(Value::Struct).collect())));
+            body.write(keys.topics, out);
             body
         })
         .collect();
@@ -149,41 +190,42 @@ pub fn merge<'a>(
     topics: &[(String, Vec<Placement>)],
     version: i16,
 ) -> Struct<'a> {
-    let topic_schema: &'a StructSchema = element_schema(template.schema, shape.topics);
-    let entry_schema: &'a StructSchema = element_schema(topic_schema, shape.partitions);
+    let keys = shape.keys();
+    let topic_schema: &'a StructSchema = members(template.schema, keys.topics);
+    let entry_schema: &'a StructSchema = members(topic_schema, keys.partitions);
     let find = |round: usize, name: &str, physical: i32| -> Option<Struct<'a>> {
         answers
             .get(round)?
-            .structs(shape.topics)
-            .filter(|t| t.str(shape.name) == Some(name))
-            .flat_map(|t| t.structs(shape.partitions))
-            .find(|e| e.i32(shape.index) == Some(physical))
+            .iter(keys.topics)
+            .filter(|t| t.read(keys.name) == Some(name))
+            .flat_map(|t| t.iter(keys.partitions))
+            .find(|e| e.read(keys.index) == Some(physical))
             .cloned()
     };
     let mut out_topics = Vec::with_capacity(topics.len());
     for (name, placements) in topics {
         let mut t = codec::with_defaults(topic_schema, version);
-        t.set(shape.name, Value::str(name.clone()));
+        t.write(keys.name, name.clone());
         let entries = placements
             .iter()
             .map(|pl| {
                 let entry = match &pl.dest {
                     Dest::Upstream { round, physical } => match find(*round, name, *physical) {
                         Some(mut e) => {
-                            e.set(shape.index, Value::Int32(pl.partition));
+                            e.write(keys.index, pl.partition);
                             e
                         }
-                        None => error_entry(entry_schema, shape, version, pl.partition, error::UNKNOWN_SERVER_ERROR, "the broker did not answer for this partition"),
+                        None => error_entry(entry_schema, shape, version, pl.partition, ErrorCode::UNKNOWN_SERVER_ERROR, "the broker did not answer for this partition"),
                     },
                     Dest::Local { error_code, message } => error_entry(entry_schema, shape, version, pl.partition, *error_code, message),
                 };
                 Value::Struct(entry)
             })
-            .collect();
-        t.set(shape.partitions, Value::Array(Some(entries)));
-        out_topics.push(Value::Struct(t));
+            .collect::<Vec<_>>();
+        t.write(keys.partitions, entries);
+        out_topics.push(t);
     }
-    template.set(shape.topics, Value::Array(Some(out_topics)));
+    template.write(keys.topics, out_topics);
     merge_shared_fields(&mut template, answers);
     template
 }
@@ -194,22 +236,26 @@ pub fn merge<'a>(
 /// `node_endpoints`) of every round, once per node id, since the
 /// partitions' `current_leader` may name any of them.
 fn merge_shared_fields<'a>(template: &mut Struct<'a>, answers: &[Struct<'a>]) {
-    if template.has_field("throttle_time_ms") && template.i32("throttle_time_ms").is_some() {
-        if let Some(longest) = answers.iter().filter_map(|a| a.i32("throttle_time_ms")).max() {
-            template.set("throttle_time_ms", Value::Int32(longest.max(template.i32("throttle_time_ms").unwrap_or(0))));
+    // Produce, ListOffsets and OffsetForLeaderEpoch answers name these
+    // fields alike (where they have them), each at its own position.
+    const THROTTLE_TIME_MS: Field<i32> = Field::named(produce_response::THROTTLE_TIME_MS.name());
+    const NODE_ENDPOINTS: Field<Array<Child>> = Field::named(produce_response::NODE_ENDPOINTS.name());
+    use produce_response::node_endpoints::NODE_ID;
+    if template.has(THROTTLE_TIME_MS) {
+        if let Some(own) = template.read(THROTTLE_TIME_MS) {
+            if let Some(longest) = answers.iter().filter_map(|a| a.read(THROTTLE_TIME_MS)).max() {
+                template.write(THROTTLE_TIME_MS, longest.max(own));
+            }
         }
     }
-    if !template.has_field("node_endpoints") {
+    if !template.has(NODE_ENDPOINTS) {
         return;
     }
-    let mut nodes: Vec<Value<'a>> = match template.get("node_endpoints") {
-        Value::Array(Some(items)) => items.clone(),
-        _ => Vec::new(),
-    };
-    let mut seen: Vec<i32> = nodes.iter().filter_map(Value::as_struct).filter_map(|n| n.i32("node_id")).collect();
+    let mut nodes: Vec<Value<'a>> = template.items(NODE_ENDPOINTS).to_vec();
+    let mut seen: Vec<i32> = nodes.iter().filter_map(Value::as_struct).filter_map(|n| n.read(NODE_ID)).collect();
     for a in answers {
-        for n in a.structs("node_endpoints") {
-            if let Some(id) = n.i32("node_id") {
+        for n in a.iter(NODE_ENDPOINTS) {
+            if let Some(id) = n.read(NODE_ID) {
                 if !seen.contains(&id) {
                     seen.push(id);
                     nodes.push(Value::Struct(n.clone()));
@@ -218,20 +264,24 @@ fn merge_shared_fields<'a>(template: &mut Struct<'a>, answers: &[Struct<'a>]) {
         }
     }
     if !nodes.is_empty() {
-        template.set("node_endpoints", Value::Array(Some(nodes)));
+        template.write(NODE_ENDPOINTS, nodes);
     }
-}
-
-fn element_schema<'s>(schema: &'s StructSchema, field: &str) -> &'s StructSchema {
-    codec::element_schema(schema, field)
 }
 
 /// A response entry carrying only an error: offsets, epochs and the
 /// preferred read replica -1, an empty record set, the message where the
 /// version has a field for it.
-pub fn error_entry<'a>(schema: &'a StructSchema, shape: &Shape, version: i16, partition: i32, code: i16, message: &str) -> Struct<'a> {
+pub fn error_entry<'a>(
+    schema: &'a StructSchema,
+    shape: &Shape,
+    version: i16,
+    partition: i32,
+    code: impl Into<ErrorCode>,
+    message: &str,
+) -> Struct<'a> {
+    let code = code.into().code();
     let mut e = codec::with_defaults(schema, version);
-    e.set(shape.index, Value::Int32(partition));
+    e.write(shape.keys().index, partition);
     for (i, f) in schema.fields.iter().enumerate() {
         if !f.versions.contains(version) || f.is_tagged_in(version) {
             continue;
@@ -254,26 +304,31 @@ pub fn error_entry<'a>(schema: &'a StructSchema, shape: &Shape, version: i16, pa
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kafka::message::{request_schema, response_schema};
+    use crate::kafka::api::error;
+    use crate::kafka::fields::{fetch_response, list_offsets_request as lo_req, list_offsets_response as lo_resp};
+    use crate::kafka::fields::{offset_for_leader_epoch_response as le_resp, produce_response as pr_resp};
+    use crate::kafka::fields::offset_for_leader_epoch_request as le_req;
+    use crate::kafka::fields::produce_response::responses::partition_responses as pr_part;
+    use crate::kafka::message::{decode_response, request_schema, response_schema};
 
     fn list_offsets_request(version: i16, topic: &str, partitions: &[i32]) -> Struct<'static> {
         let schema = &request_schema(2).unwrap().body;
         let mut req = codec::with_defaults(schema, version);
-        let ts = codec::element_schema(schema, "topics");
-        let ps = codec::element_schema(ts, "partitions");
+        let ts = members(schema, lo_req::TOPICS);
+        let ps = members(ts, lo_req::topics::PARTITIONS);
         let mut t = codec::with_defaults(ts, version);
-        t.set("name", Value::str(topic));
+        t.write(lo_req::topics::NAME, topic.to_string());
         let entries = partitions
             .iter()
             .map(|&p| {
                 let mut e = codec::with_defaults(ps, version);
-                e.set("partition_index", Value::Int32(p));
-                e.set("timestamp", Value::Int64(-1));
+                e.write(lo_req::topics::partitions::PARTITION_INDEX, p);
+                e.write(lo_req::topics::partitions::TIMESTAMP, -1);
                 Value::Struct(e)
             })
             .collect();
-        t.set("partitions", Value::Array(Some(entries)));
-        req.set("topics", Value::Array(Some(vec![Value::Struct(t)])));
+        t.put(lo_req::topics::PARTITIONS, Value::Array(Some(entries)));
+        req.put(lo_req::TOPICS, Value::Array(Some(vec![Value::Struct(t)])));
         req
     }
 
@@ -285,36 +340,36 @@ mod tests {
         let s = split(&req, &LIST_OFFSETS, &decide, &mut |_, _, _, _, _, _| Ok(()));
         assert_eq!(s.rounds.len(), 3, "0, 4 and 8 all live on physical 0");
         let indexes = |r: &Struct<'_>| -> Vec<i32> {
-            r.structs("topics").flat_map(|t| t.structs("partitions")).map(|e| e.i32("partition_index").unwrap()).collect()
+            r.iter(lo_req::TOPICS).flat_map(|t| t.iter(lo_req::topics::PARTITIONS)).map(|e| e.read(lo_req::topics::partitions::PARTITION_INDEX).unwrap()).collect()
         };
         assert_eq!(indexes(&s.rounds[0]), vec![0, 1]);
         assert_eq!(indexes(&s.rounds[1]), vec![0]);
         assert_eq!(indexes(&s.rounds[2]), vec![0]);
-        assert_eq!(s.topics[0].1[4].dest, Dest::Local { error_code: error::UNKNOWN_TOPIC_OR_PARTITION, message: "Virtual partition 25 out of range (max: 19)".into() });
+        assert_eq!(s.topics[0].1[4].dest, Dest::Local { error_code: ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, message: "Virtual partition 25 out of range (max: 19)".into() });
 
         // Answers: physical offsets per round; merged back under virtual numbers in client order.
         let schema = &response_schema(2).unwrap().body;
         let answer = |entries: &[(i32, i64)]| {
             let mut r = codec::with_defaults(schema, 7);
-            let ts = codec::element_schema(schema, "topics");
-            let ps = codec::element_schema(ts, "partitions");
+            let ts = members(schema, lo_resp::TOPICS);
+            let ps = members(ts, lo_resp::topics::PARTITIONS);
             let mut t = codec::with_defaults(ts, 7);
-            t.set("name", Value::str("t"));
-            t.set("partitions", Value::Array(Some(entries.iter().map(|&(p, o)| {
+            t.write(lo_resp::topics::NAME, "t");
+            t.put(lo_resp::topics::PARTITIONS, Value::Array(Some(entries.iter().map(|&(p, o)| {
                 let mut e = codec::with_defaults(ps, 7);
-                e.set("partition_index", Value::Int32(p));
-                e.set("offset", Value::Int64(o));
+                e.write(lo_resp::topics::partitions::PARTITION_INDEX, p);
+                e.write(lo_resp::topics::partitions::OFFSET, o);
                 Value::Struct(e)
             }).collect())));
-            r.set("topics", Value::Array(Some(vec![Value::Struct(t)])));
+            r.put(lo_resp::TOPICS, Value::Array(Some(vec![Value::Struct(t)])));
             r
         };
         let answers = vec![answer(&[(0, 100), (1, 7)]), answer(&[(0, 100)]), answer(&[(0, 100)])];
         let merged = merge(answers[0].clone(), &answers, &LIST_OFFSETS, &s.topics, 7);
         let got: Vec<(i32, i16, i64)> = merged
-            .structs("topics")
-            .flat_map(|t| t.structs("partitions"))
-            .map(|e| (e.i32("partition_index").unwrap(), e.i16("error_code").unwrap(), e.i64("offset").unwrap()))
+            .iter(lo_resp::TOPICS)
+            .flat_map(|t| t.iter(lo_resp::topics::PARTITIONS))
+            .map(|e| (e.read(lo_resp::topics::partitions::PARTITION_INDEX).unwrap(), e.read(lo_resp::topics::partitions::ERROR_CODE).unwrap(), e.read(lo_resp::topics::partitions::OFFSET).unwrap()))
             .collect();
         assert_eq!(got, vec![(0, 0, 100), (4, 0, 100), (8, 0, 100), (1, 0, 7), (25, error::UNKNOWN_TOPIC_OR_PARTITION, -1)]);
     }
@@ -326,19 +381,22 @@ mod tests {
     fn fetch_error_entries_carry_an_empty_record_set() {
         use crate::kafka::message::encode_response;
         let schema = &response_schema(1).unwrap().body;
-        let ts = codec::element_schema(schema, "responses");
-        let ps = codec::element_schema(ts, "partitions");
-        let shape = Shape { topics: "responses", name: "topic", partitions: "partitions", index: "partition_index" };
+        let ts = members(schema, fetch_response::RESPONSES);
+        let ps = members(ts, fetch_response::responses::PARTITIONS);
+        let shape = {
+            use fetch_response::responses as t;
+            Shape::of(fetch_response::RESPONSES, t::TOPIC, t::PARTITIONS, t::partitions::PARTITION_INDEX)
+        };
         for version in [4i16, 11, 12, 16] {
             let e = error_entry(ps, &shape, version, 7, error::UNKNOWN_TOPIC_OR_PARTITION, "");
-            assert_eq!(e.get("records"), &Value::Records(Some(std::borrow::Cow::Borrowed(&[][..]))), "v{version}");
+            assert_eq!(e.value(fetch_response::responses::partitions::RECORDS), &Value::Records(Some(std::borrow::Cow::Borrowed(&[][..]))), "v{version}");
             if version >= 11 {
-                assert_eq!(e.i32("preferred_read_replica"), Some(-1), "v{version}");
+                assert_eq!(e.read(fetch_response::responses::partitions::PREFERRED_READ_REPLICA), Some(-1), "v{version}");
             }
             let mut body = codec::with_defaults(schema, version);
             let mut t = codec::with_defaults(ts, version);
-            t.set("partitions", Value::Array(Some(vec![Value::Struct(e)])));
-            body.set("responses", Value::Array(Some(vec![Value::Struct(t)])));
+            t.put(fetch_response::responses::PARTITIONS, Value::Array(Some(vec![Value::Struct(e)])));
+            body.put(fetch_response::RESPONSES, Value::Array(Some(vec![Value::Struct(t)])));
             let bytes = encode_response(1, version, 1, &[], &body).unwrap();
             // The record set is the partition's last field: length 0
             // (compact: 1) then, from v12, the partition's tagged fields.
@@ -365,22 +423,22 @@ mod tests {
         let m = TopicMapping::new(8, 2);
         for version in 0..=4i16 {
             let schema = &request_schema(23).unwrap().body;
-            let ts = codec::element_schema(schema, "topics");
-            let ps = codec::element_schema(ts, "partitions");
+            let ts = members(schema, le_req::TOPICS);
+            let ps = members(ts, le_req::topics::PARTITIONS);
             let mut req = codec::with_defaults(schema, version);
             let mut t = codec::with_defaults(ts, version);
-            t.set("topic", Value::str("t"));
+            t.write(le_req::topics::TOPIC, "t");
             let entries = [5, 1, 2]
                 .iter()
                 .map(|&v| {
                     let mut e = codec::with_defaults(ps, version);
-                    e.set("partition", Value::Int32(v));
-                    e.set("leader_epoch", Value::Int32(9));
+                    e.write(le_req::topics::partitions::PARTITION, v);
+                    e.write(le_req::topics::partitions::LEADER_EPOCH, 9);
                     Value::Struct(e)
                 })
                 .collect();
-            t.set("partitions", Value::Array(Some(entries)));
-            req.set("topics", Value::Array(Some(vec![Value::Struct(t)])));
+            t.put(le_req::topics::PARTITIONS, Value::Array(Some(entries)));
+            req.put(le_req::TOPICS, Value::Array(Some(vec![Value::Struct(t)])));
             // Through the wire and back, as the proxy receives it.
             let bytes = encode_request(23, version, 1, None, &req).unwrap();
             let (_, body) = crate::kafka::header::RequestHeader::parse(&bytes).unwrap();
@@ -391,34 +449,33 @@ mod tests {
             let physical: Vec<Vec<i32>> = s
                 .rounds
                 .iter()
-                .map(|r| r.structs("topics").flat_map(|t| t.structs("partitions")).map(|e| e.i32("partition").unwrap()).collect())
+                .map(|r| r.iter(le_req::TOPICS).flat_map(|t| t.iter(le_req::topics::PARTITIONS)).map(|e| e.read(le_req::topics::partitions::PARTITION).unwrap()).collect())
                 .collect();
             assert_eq!(physical, vec![vec![1, 0], vec![1]], "v{version}");
             let rs = &response_schema(23).unwrap().body;
-            let rts = codec::element_schema(rs, "topics");
-            let rps = codec::element_schema(rts, "partitions");
+            let rts = members(rs, le_resp::TOPICS);
+            let rps = members(rts, le_resp::topics::PARTITIONS);
             let answer = |entries: &[(i32, i64)]| {
                 let mut r = codec::with_defaults(rs, version);
                 let mut t = codec::with_defaults(rts, version);
-                t.set("topic", Value::str("t"));
-                t.set("partitions", Value::Array(Some(entries.iter().map(|&(p, end)| {
+                t.write(le_resp::topics::TOPIC, "t");
+                t.put(le_resp::topics::PARTITIONS, Value::Array(Some(entries.iter().map(|&(p, end)| {
                     let mut e = codec::with_defaults(rps, version);
-                    e.set("partition", Value::Int32(p));
-                    e.set("end_offset", Value::Int64(end));
+                    e.write(le_resp::topics::partitions::PARTITION, p);
+                    e.write(le_resp::topics::partitions::END_OFFSET, end);
                     Value::Struct(e)
                 }).collect())));
-                r.set("topics", Value::Array(Some(vec![Value::Struct(t)])));
+                r.put(le_resp::TOPICS, Value::Array(Some(vec![Value::Struct(t)])));
                 r
             };
             let answers = vec![answer(&[(1, 40), (0, 7)]), answer(&[(1, 40)])];
             let merged = merge(answers[0].clone(), &answers, &LEADER_EPOCH, &s.topics, version);
             let out = encode_response(23, version, 1, &[], &merged).unwrap();
-            let (_, _, body) = crate::kafka::header::parse_response_header(&out, 23, version).unwrap();
-            let back = codec::decode(response_schema(23).unwrap(), version, body).unwrap();
+            let back = decode_response(23, version, &out).unwrap().body;
             let got: Vec<(i32, i64)> = back
-                .structs("topics")
-                .flat_map(|t| t.structs("partitions"))
-                .map(|e| (e.i32("partition").unwrap(), e.i64("end_offset").unwrap()))
+                .iter(le_resp::TOPICS)
+                .flat_map(|t| t.iter(le_resp::topics::PARTITIONS))
+                .map(|e| (e.read(le_resp::topics::partitions::PARTITION).unwrap(), e.read(le_resp::topics::partitions::END_OFFSET).unwrap()))
                 .collect();
             assert_eq!(got, vec![(5, 40), (1, 40), (2, 7)], "v{version}");
         }
@@ -435,54 +492,51 @@ mod tests {
         for version in [10i16, 11] {
             let m = TopicMapping::new(4, 2);
             let rs = &request_schema(0).unwrap().body;
-            let rts = codec::element_schema(rs, "topic_data");
-            let rps = codec::element_schema(rts, "partition_data");
+            let rts = members(rs, produce_request::TOPIC_DATA);
+            let rps = members(rts, produce_request::topic_data::PARTITION_DATA);
             let mut req = codec::with_defaults(rs, version);
             let mut t = codec::with_defaults(rts, version);
-            t.set("name", Value::str("t"));
+            t.write(produce_request::topic_data::NAME, "t");
             let entries = [0, 2, 3]
                 .iter()
                 .map(|&v| {
                     let mut e = codec::with_defaults(rps, version);
-                    e.set("index", Value::Int32(v));
+                    e.write(produce_request::topic_data::partition_data::INDEX, v);
                     Value::Struct(e)
                 })
                 .collect();
-            t.set("partition_data", Value::Array(Some(entries)));
-            req.set("topic_data", Value::Array(Some(vec![Value::Struct(t)])));
+            t.put(produce_request::topic_data::PARTITION_DATA, Value::Array(Some(entries)));
+            req.put(produce_request::TOPIC_DATA, Value::Array(Some(vec![Value::Struct(t)])));
             let s = split(&req, &PRODUCE_REQUEST, &|_: &str| Decision::Remap(m), &mut |_, _, _, _, _, _| Ok(()));
             assert_eq!(s.rounds.len(), 2, "VPs 0 and 2 share physical 0");
 
             let schema = &response_schema(0).unwrap().body;
-            let ts = codec::element_schema(schema, "responses");
-            let ps = codec::element_schema(ts, "partition_responses");
-            let leader_schema = match &ps.fields[ps.index_of("current_leader").unwrap()].ty {
-                FieldType::Struct(st) => st,
-                other => panic!("current_leader is {other:?}"),
-            };
-            let es = codec::element_schema(schema, "node_endpoints");
+            let ts = members(schema, pr_resp::RESPONSES);
+            let ps = members(ts, pr_resp::responses::PARTITION_RESPONSES);
+            let leader_schema = members(ps, pr_part::CURRENT_LEADER);
+            let es = members(schema, pr_resp::NODE_ENDPOINTS);
             let answer = |entries: &[(i32, i64, i32)], nodes: &[(i32, &str)], throttle: i32| {
                 let mut r = codec::with_defaults(schema, version);
                 let mut t = codec::with_defaults(ts, version);
-                t.set("name", Value::str("t"));
-                t.set("partition_responses", Value::Array(Some(entries.iter().map(|&(p, offset, leader)| {
+                t.write(pr_resp::responses::NAME, "t");
+                t.put(pr_resp::responses::PARTITION_RESPONSES, Value::Array(Some(entries.iter().map(|&(p, offset, leader)| {
                     let mut e = codec::with_defaults(ps, version);
-                    e.set("index", Value::Int32(p));
-                    e.set("base_offset", Value::Int64(offset));
+                    e.write(pr_part::INDEX, p);
+                    e.write(pr_part::BASE_OFFSET, offset);
                     let mut l = codec::with_defaults(leader_schema, version);
-                    l.set("leader_id", Value::Int32(leader));
-                    l.set("leader_epoch", Value::Int32(leader * 10));
-                    e.set("current_leader", Value::Struct(l));
+                    l.write(pr_part::current_leader::LEADER_ID, leader);
+                    l.write(pr_part::current_leader::LEADER_EPOCH, leader * 10);
+                    e.put(pr_part::CURRENT_LEADER, Value::Struct(l));
                     Value::Struct(e)
                 }).collect())));
-                r.set("responses", Value::Array(Some(vec![Value::Struct(t)])));
-                r.set("throttle_time_ms", Value::Int32(throttle));
-                r.set("node_endpoints", Value::Array(Some(nodes.iter().map(|&(id, host)| {
+                r.put(pr_resp::RESPONSES, Value::Array(Some(vec![Value::Struct(t)])));
+                r.write(pr_resp::THROTTLE_TIME_MS, throttle);
+                r.put(pr_resp::NODE_ENDPOINTS, Value::Array(Some(nodes.iter().map(|&(id, host)| {
                     let mut n = codec::with_defaults(es, version);
-                    n.set("node_id", Value::Int32(id));
-                    n.set("host", Value::str(host));
-                    n.set("port", Value::Int32(9092));
-                    n.set("rack", Value::String(None));
+                    n.write(pr_resp::node_endpoints::NODE_ID, id);
+                    n.write(pr_resp::node_endpoints::HOST, host.to_string());
+                    n.write(pr_resp::node_endpoints::PORT, 9092);
+                    n.put(pr_resp::node_endpoints::RACK, Value::String(None));
                     Value::Struct(n)
                 }).collect())));
                 r
@@ -494,19 +548,18 @@ mod tests {
             let merged = merge(answers[0].clone(), &answers, &PRODUCE_RESPONSE, &s.topics, version);
             // Through the wire, as the client reads it.
             let bytes = encode_response(0, version, 1, &[], &merged).unwrap();
-            let (_, _, body) = crate::kafka::header::parse_response_header(&bytes, 0, version).unwrap();
-            let back = codec::decode(response_schema(0).unwrap(), version, body).unwrap();
+            let back = decode_response(0, version, &bytes).unwrap().body;
             let mut nodes: Vec<(i32, String)> = back
-                .structs("node_endpoints")
-                .map(|n| (n.i32("node_id").unwrap(), n.str("host").unwrap().to_string()))
+                .iter(pr_resp::NODE_ENDPOINTS)
+                .map(|n| (n.read(pr_resp::node_endpoints::NODE_ID).unwrap(), n.read(pr_resp::node_endpoints::HOST).unwrap().to_string()))
                 .collect();
             nodes.sort();
             assert_eq!(nodes, vec![(1, "b1".into()), (2, "b2".into())], "v{version}: node_endpoints of every round, once each");
-            assert_eq!(back.i32("throttle_time_ms"), Some(7), "v{version}: the longest throttle of the rounds");
+            assert_eq!(back.read(pr_resp::THROTTLE_TIME_MS), Some(7), "v{version}: the longest throttle of the rounds");
             let leaders: Vec<(i32, i64, i32)> = back
-                .structs("responses")
-                .flat_map(|t| t.structs("partition_responses"))
-                .map(|e| (e.i32("index").unwrap(), e.i64("base_offset").unwrap(), e.child("current_leader").unwrap().i32("leader_id").unwrap()))
+                .iter(pr_resp::RESPONSES)
+                .flat_map(|t| t.iter(pr_resp::responses::PARTITION_RESPONSES))
+                .map(|e| (e.read(pr_part::INDEX).unwrap(), e.read(pr_part::BASE_OFFSET).unwrap(), e.read(pr_part::CURRENT_LEADER).unwrap().read(pr_part::current_leader::LEADER_ID).unwrap()))
                 .collect();
             assert_eq!(leaders, vec![(0, 10, 1), (2, 11, 2), (3, 20, 1)], "v{version}");
 
@@ -514,8 +567,8 @@ mod tests {
             // throttle of 0.
             let refused = split(&req, &PRODUCE_REQUEST, &|_: &str| Decision::Compacted { rule: "r".into() }, &mut |_, _, _, _, _, _| Ok(()));
             let alone = merge(codec::with_defaults(schema, version), &[], &PRODUCE_RESPONSE, &refused.topics, version);
-            assert_eq!(alone.i32("throttle_time_ms"), Some(0));
-            assert!(alone.structs("responses").flat_map(|t| t.structs("partition_responses")).all(|e| e.i16("error_code") == Some(error::INVALID_CONFIG)));
+            assert_eq!(alone.read(pr_resp::THROTTLE_TIME_MS), Some(0));
+            assert!(alone.iter(pr_resp::RESPONSES).flat_map(|t| t.iter(pr_resp::responses::PARTITION_RESPONSES)).all(|e| e.read(pr_part::ERROR_CODE) == Some(error::INVALID_CONFIG)));
         }
     }
 }

@@ -13,6 +13,9 @@ use super::control::{ControlClient, UpstreamError};
 use crate::kafka::api::{error, ApiKey};
 use crate::kafka::codec::{self, Value};
 use crate::cluster::Cluster;
+use crate::kafka::fields::describe_configs_request::{self as request, resources as resource};
+use crate::kafka::fields::describe_configs_response::{self as response, results::{self as result, configs as config}};
+use crate::kafka::fields::members;
 use crate::remap::mapping::{CleanupPolicy, Mapper};
 
 const TOPIC_RESOURCE: i8 = 2;
@@ -123,33 +126,33 @@ pub fn describe(control: &mut ControlClient, topics: &[String]) -> Result<Vec<De
     control.call_any(
         ApiKey::DescribeConfigs,
         |b, v| {
-            let schema = codec::element_schema(b.schema, "resources");
+            let schema = members(b.schema, request::RESOURCES);
             let resources = topics
                 .iter()
                 .map(|t| {
                     let mut r = codec::with_defaults(schema, v);
-                    r.set("resource_type", Value::Int8(TOPIC_RESOURCE));
-                    r.set("resource_name", Value::str(t.clone()));
+                    r.write(resource::RESOURCE_TYPE, TOPIC_RESOURCE);
+                    r.write(resource::RESOURCE_NAME, t.clone());
                     // All of the topic's configs (null keys), not just
                     // cleanup.policy: Kafka takes either, but Tansu 0.6
                     // cannot decode a list of keys and closes the
                     // connection (seen in every version, 0-4).
-                    r.set("configuration_keys", Value::Array(None));
+                    r.put(resource::CONFIGURATION_KEYS, Value::Array(None));
                     Value::Struct(r.into_owned())
                 })
-                .collect();
-            b.set("resources", Value::Array(Some(resources)));
+                .collect::<Vec<_>>();
+            b.write(request::RESOURCES, resources);
         },
         |r| {
-            Ok(r.structs("results")
+            Ok(r.iter(response::RESULTS)
                 .map(|res| Described {
-                    topic: res.str("resource_name").unwrap_or_default().to_string(),
-                    error_code: res.i16("error_code").unwrap_or(error::NONE),
-                    error_message: res.str("error_message").unwrap_or_default().to_string(),
+                    topic: res.read(result::RESOURCE_NAME).unwrap_or_default().to_string(),
+                    error_code: res.read(result::ERROR_CODE).unwrap_or(error::NONE),
+                    error_message: res.read(result::ERROR_MESSAGE).unwrap_or_default().to_string(),
                     cleanup_policy: res
-                        .structs("configs")
-                        .find(|c| c.str("name") == Some(CLEANUP_POLICY))
-                        .and_then(|c| c.str("value").map(str::to_string)),
+                        .iter(result::CONFIGS)
+                        .find(|c| c.read(config::NAME) == Some(CLEANUP_POLICY))
+                        .and_then(|c| c.read(config::VALUE).map(str::to_string)),
                 })
                 .collect())
         },
