@@ -1,10 +1,11 @@
 """A TCP relay between the proxy and the broker that can misbehave on cue.
 
-Start the broker advertising the relay's port (broker_factory(...,
-advertised_port=relay.port)) and point the proxy at the relay: every
-upstream connection of the proxy then goes through it. The relay reads the
-Kafka frames going each way, remembers each request's API key and version by
-correlation id, and can:
+The broker_behind_relay fixture (conftest.py) starts a broker advertising
+the relay's port, with the relay in front; point the proxy at the relay
+(start_proxy(upstream=relay.address)): every upstream connection of the
+proxy then goes through it. The relay reads the Kafka frames going each
+way, remembers each request's API key and version by correlation id, and
+can:
 
 - lose_next_response(api_key): forward the request, let the broker act on
   it, then close both sides instead of forwarding its response, as when a

@@ -26,27 +26,20 @@ import uuid
 import pytest
 
 import clients
-import harness
 import kafkawire
 import virtual
-from relay import Relay
 
 V, P = 20, 4
 COMMIT, FETCH = kafkawire.API_OFFSET_COMMIT, kafkawire.API_OFFSET_FETCH
 
 
 @pytest.fixture
-def relayed(broker_factory, start_proxy):
-    relay_port = harness.free_port()
-    upstream = broker_factory(advertised_port=relay_port)
-    relay = Relay(upstream.port, port=relay_port)
-    try:
-        proxy = start_proxy(upstream=relay.address, mapping=virtual.mapping(V, P))
-        name = f"vp-coord-{relay_port}"
-        clients.create_topic(upstream.address, name, P)
-        yield proxy, relay, name
-    finally:
-        relay.close()
+def relayed(broker_behind_relay, start_proxy):
+    upstream, relay = broker_behind_relay
+    proxy = start_proxy(upstream=relay.address, mapping=virtual.mapping(V, P))
+    name = f"vp-coord-{relay.port}"
+    clients.create_topic(upstream.address, name, P)
+    yield proxy, relay, name
 
 
 def commit(sock, corr, group, name, offsets):
