@@ -22,6 +22,18 @@ RACK = "az1"
 V, P = 4, 2     # default rule: 4 virtual on 2 physical partitions
 
 
+def proxy_and_topic(start_proxy, broker_behind_relay, prefix, partitions=P, shown=V, **proxy_args):
+    """A proxy in front of the relay (rule V:P) and a new topic of
+    `partitions` physical partitions, once the proxy shows `shown`.
+    -> (proxy, topic name)."""
+    upstream, relay = broker_behind_relay
+    proxy = start_proxy(upstream=relay.address, mapping=virtual.mapping(V, P), **proxy_args)
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    clients.create_topic(upstream.address, name, partitions)
+    assert clients.wait_partition_count(proxy.address, name, shown) == shown
+    return proxy, name
+
+
 def produce_siblings(proxy, name, count=5):
     """count records on VP 0 (k = 0, untagged on PP 0) and VP 2 (k = 1,
     tagged, on the same PP 0). -> the values of each."""
@@ -71,11 +83,8 @@ def test_remapped_topic_missing_from_metadata_never_passes_through(broker_behind
     its own records or a retriable error, never its siblings' (tagged)
     records of the same physical partition."""
     upstream, relay = broker_behind_relay
-    proxy = start_proxy(upstream=relay.address, mapping=virtual.mapping(V, P),
-                        extra={"kafka": {"metadata_refresh_interval_ms": 200}})
-    name = f"fallback-{uuid.uuid4().hex[:8]}"
-    clients.create_topic(upstream.address, name, P)
-    assert clients.wait_partition_count(proxy.address, name, V) == V
+    proxy, name = proxy_and_topic(start_proxy, broker_behind_relay, "fallback",
+                                  extra={"kafka": {"metadata_refresh_interval_ms": 200}})
     values = produce_siblings(proxy, name)
 
     error, records = fetch_v4(proxy.address, name, 0)
@@ -140,10 +149,7 @@ def test_client_rack_is_not_passed_through_on_remapped_fetches(broker_behind_rel
     virtual partition, so it must not send the client's rack id upstream;
     otherwise the consumer never gets data."""
     upstream, relay = broker_behind_relay
-    proxy = start_proxy(upstream=relay.address, mapping=virtual.mapping(V, P))
-    name = f"rack-{uuid.uuid4().hex[:8]}"
-    clients.create_topic(upstream.address, name, P)
-    assert clients.wait_partition_count(proxy.address, name, V) == V
+    proxy, name = proxy_and_topic(start_proxy, broker_behind_relay, "rack")
     values = produce_siblings(proxy, name)
     relay.prefer_replica(RACK, node_id(upstream.address), once=False)
 
@@ -166,11 +172,8 @@ def test_proxy_client_rack_follows_the_preferred_replica(broker_behind_relay, st
     preference (its log names the node and partition), re-fetched, and got
     the data without a loop (few fetches)."""
     upstream, relay = broker_behind_relay
-    proxy = start_proxy(upstream=relay.address, mapping=virtual.mapping(V, P), log_level="debug",
-                        extra={"kafka": {"client_rack": RACK}})
-    name = f"prack-{uuid.uuid4().hex[:8]}"
-    clients.create_topic(upstream.address, name, P)
-    assert clients.wait_partition_count(proxy.address, name, V) == V
+    proxy, name = proxy_and_topic(start_proxy, broker_behind_relay, "prack", log_level="debug",
+                                  extra={"kafka": {"client_rack": RACK}})
     values = produce_siblings(proxy, name)
     node = node_id(upstream.address)
     relay.prefer_replica(RACK, node, once=True)
@@ -218,12 +221,9 @@ def test_fetch_split_by_preferred_replica(broker_behind_relay, start_proxy):
     metadata), but it must split the upstream fetch: PP 0 routed by its
     preference, PP 1 by its leader, the answers combined. Both partitions'
     records arrive."""
-    upstream, relay = broker_behind_relay
-    proxy = start_proxy(upstream=relay.address, mapping=virtual.mapping(V, P), log_level="debug",
-                        extra={"kafka": {"client_rack": RACK}})
-    name = f"split-{uuid.uuid4().hex[:8]}"
-    clients.create_topic(upstream.address, name, P)
-    assert clients.wait_partition_count(proxy.address, name, V) == V
+    _, relay = broker_behind_relay
+    proxy, name = proxy_and_topic(start_proxy, broker_behind_relay, "split", log_level="debug",
+                                  extra={"kafka": {"client_rack": RACK}})
     values = {vp: [f"vp{vp}-{i}" for i in range(5)] for vp in (0, 1)}
     for vp, lines in values.items():
         virtual.kcat_produce(proxy.address, name, lines, partition=vp)
@@ -249,10 +249,9 @@ def test_passthrough_fetch_follows_the_preferred_replica(broker_behind_relay, st
     answer per partition. Asserted: the proxy took the preference (log) and
     the data arrives without a loop."""
     upstream, relay = broker_behind_relay
-    proxy = start_proxy(upstream=relay.address, mapping=virtual.mapping(V, P), log_level="debug")
-    name = f"prpt-{uuid.uuid4().hex[:8]}"
-    clients.create_topic(upstream.address, name, 3)       # not the rule's P: 1:1
-    assert clients.wait_partition_count(proxy.address, name, 3) == 3
+    # Not the rule's P: a 1:1 topic.
+    proxy, name = proxy_and_topic(start_proxy, broker_behind_relay, "prpt", partitions=3, shown=3,
+                                  log_level="debug")
     lines = [f"pt-{i}" for i in range(5)]
     virtual.kcat_produce(proxy.address, name, lines, partition=1)
     node = node_id(upstream.address)
