@@ -13,9 +13,10 @@ from collections import defaultdict
 
 from confluent_kafka import (OFFSET_BEGINNING, Consumer, KafkaError,
                              KafkaException, Producer, TopicPartition)
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
 import kafka
 import kafka.admin
+import kafka.errors
 import kafka.structs
 
 CLIENT_TIMEOUT = 30.0
@@ -319,6 +320,30 @@ def consume_kafka_python(bootstrap, topic, partitions, expected, timeout=60.0):
 def kafka_python_admin(bootstrap):
     return kafka.admin.KafkaAdminClient(bootstrap_servers=kp_bootstrap(bootstrap),
                                         request_timeout_ms=30000)
+
+
+def create_partitions_refused(bootstrap, name, count, request_timeout=30):
+    """Both admin clients ask to grow `name` to `count` partitions, and each
+    must be refused. -> (confluent-kafka's KafkaError, kafka-python's
+    exception), for the test to check what they say."""
+    client = admin(bootstrap)  # must outlive its futures
+    futures = client.create_partitions([NewPartitions(name, count)], request_timeout=request_timeout)
+    try:
+        futures[name].result(timeout=30)
+        raise AssertionError(f"confluent-kafka grew {name} to {count} partitions")
+    except KafkaException as e:
+        confluent_error = e.args[0]
+    print(f"confluent-kafka create_partitions: {confluent_error}")
+    kp = kafka_python_admin(bootstrap)
+    try:
+        kp.create_partitions({name: kafka.admin.NewPartitions(count)})
+        raise AssertionError(f"kafka-python grew {name} to {count} partitions")
+    except kafka.errors.KafkaError as e:
+        kafka_python_error = e
+    finally:
+        kp.close()
+    print(f"kafka-python create_partitions: {kafka_python_error!r}")
+    return confluent_error, kafka_python_error
 
 
 # ------------------------------------------------------------ kcat

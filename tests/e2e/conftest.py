@@ -4,6 +4,8 @@
     broker_factory  more brokers for one test, e.g. with sqlite storage
     start_proxy     start kpr-proxy in front of a broker with a given config
     proxy           kpr-proxy with the default config in front of `broker`
+    broker_behind_relay  (upstream, relay): a fresh broker reached through a
+                    relay.Relay, to make the broker's answers misbehave
     topic           a factory creating uniquely named topics on `broker`
 
 Missing tools fail the test with a hint to run scripts/install-deps; nothing
@@ -21,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import harness  # noqa: E402
 from harness import Broker, DirectProxy, Proxy, proxy_config  # noqa: E402
+from relay import Relay  # noqa: E402
 
 try:
     import clients  # noqa: E402,F401  (imports confluent_kafka and kafka)
@@ -142,6 +145,26 @@ def start_proxy(broker, tmp_path, request):
 @pytest.fixture
 def proxy(start_proxy):
     return start_proxy()
+
+
+@pytest.fixture
+def broker_behind_relay(broker_factory, start_proxy):
+    """(upstream, relay): a fresh broker that advertises the relay's port,
+    so every connection of a proxy started with upstream=relay.address goes
+    through the relay, which the test can make misbehave (relay.py).
+    upstream.address reaches the broker directly.
+
+    It asks for start_proxy only so that pytest tears it down first: the
+    relay closes before the proxies get SIGTERM, so none waits out its
+    drain on answers the relay still holds.
+    """
+    relay_port = harness.free_port()
+    upstream = broker_factory(advertised_port=relay_port)
+    relay = Relay(upstream.port, port=relay_port)
+    try:
+        yield upstream, relay
+    finally:
+        relay.close()
 
 
 @pytest.fixture

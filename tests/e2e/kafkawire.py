@@ -541,22 +541,26 @@ def parse_produce_response(version, payload):
     return corr, result
 
 
+def _fetch_v4_partition(r):
+    """One partition of a Fetch v4 response: dict(partition, error,
+    high_watermark, last_stable_offset, records_length, records)."""
+    out = {"partition": r.int32(), "error": r.int16(), "high_watermark": r.int64(),
+           "last_stable_offset": r.int64()}
+    r.array(lambda r: (r.int64(), r.int64()))  # aborted transactions
+    n = r.int32()
+    out["records_length"] = n
+    out["records"] = b"" if n < 0 else r.take(n)
+    return out
+
+
 def parse_fetch_v4_response(payload):
     """-> (correlation_id, {(topic, partition): dict(error, high_watermark, records)})."""
     r = Reader(payload)
     corr = r.int32()
     r.int32()  # throttle_time_ms
 
-    def partition(r):
-        out = {"partition": r.int32(), "error": r.int16(), "high_watermark": r.int64(),
-               "last_stable_offset": r.int64()}
-        r.array(lambda r: (r.int64(), r.int64()))  # aborted transactions
-        n = r.int32()
-        out["records"] = b"" if n < 0 else r.take(n)
-        return out
-
     result = {}
-    for name, parts in r.array(lambda r: (r.string(), r.array(partition))):
+    for name, parts in r.array(lambda r: (r.string(), r.array(_fetch_v4_partition))):
         for part in parts:
             result[(name, part["partition"])] = part
     return corr, result
@@ -571,16 +575,7 @@ def parse_fetch_v4_entries(payload):
     corr = r.int32()
     r.int32()  # throttle_time_ms
 
-    def partition(r):
-        out = {"partition": r.int32(), "error": r.int16(), "high_watermark": r.int64(),
-               "last_stable_offset": r.int64()}
-        r.array(lambda r: (r.int64(), r.int64()))  # aborted transactions
-        n = r.int32()
-        out["records_length"] = n
-        out["records"] = b"" if n < 0 else r.take(n)
-        return out
-
-    entries = r.array(lambda r: (r.string(), r.array(partition)))
+    entries = r.array(lambda r: (r.string(), r.array(_fetch_v4_partition)))
     if not r.done():
         raise WireError(f"{len(r.data) - r.pos} bytes left after the Fetch v4 response")
     return corr, entries
@@ -660,16 +655,21 @@ def parse_offset_fetch_v3_response(payload):
     return corr, r.int16(), out
 
 
+def _per_partition(r, partition):
+    """Reads an array of (topic name, array of partitions), where
+    partition(r) reads one as (partition number, what it says).
+    -> {(topic, partition number): what it says}."""
+    return {(name, p): said
+            for name, parts in r.array(lambda r: (r.string(), r.array(partition)))
+            for p, said in parts}
+
+
 def parse_add_partitions_to_txn_response(payload):
     """v0 -> (correlation_id, {(topic, partition): error})."""
     r = Reader(payload)
     corr = r.int32()
     r.int32()  # throttle_time_ms
-    result = {}
-    for name, parts in r.array(lambda r: (r.string(), r.array(lambda r: (r.int32(), r.int16())))):
-        for p, err in parts:
-            result[(name, p)] = err
-    return corr, result
+    return corr, _per_partition(r, lambda r: (r.int32(), r.int16()))
 
 
 def parse_delete_records_response(payload):
@@ -677,12 +677,7 @@ def parse_delete_records_response(payload):
     r = Reader(payload)
     corr = r.int32()
     r.int32()  # throttle_time_ms
-    result = {}
-    for name, parts in r.array(lambda r: (r.string(), r.array(
-            lambda r: (r.int32(), r.int64(), r.int16())))):
-        for p, low, err in parts:
-            result[(name, p)] = (low, err)
-    return corr, result
+    return corr, _per_partition(r, lambda r: (r.int32(), (r.int64(), r.int16())))
 
 
 def parse_create_partitions_response(payload):

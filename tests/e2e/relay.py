@@ -1,10 +1,11 @@
 """A TCP relay between the proxy and the broker that can misbehave on cue.
 
-Start the broker advertising the relay's port (broker_factory(...,
-advertised_port=relay.port)) and point the proxy at the relay: every
-upstream connection of the proxy then goes through it. The relay reads the
-Kafka frames going each way, remembers each request's API key and version by
-correlation id, and can:
+The broker_behind_relay fixture (conftest.py) starts a broker advertising
+the relay's port, with the relay in front; point the proxy at the relay
+(start_proxy(upstream=relay.address)): every upstream connection of the
+proxy then goes through it. The relay reads the Kafka frames going each
+way, remembers each request's API key and version by correlation id, and
+can:
 
 - lose_next_response(api_key): forward the request, let the broker act on
   it, then close both sides instead of forwarding its response, as when a
@@ -173,13 +174,38 @@ def set_produce_error_codes(version, frame, code):
     return bytes(out)
 
 
+def _listen(port):
+    """A listening socket on 127.0.0.1:port (0: a free port)."""
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", port))
+    listener.listen(64)
+    return listener
+
+
+def _accepted_pairs(owner, target_port):
+    """(client, upstream) for each connection accepted on owner.listener,
+    upstream a new connection to 127.0.0.1:target_port(). A client whose
+    upstream cannot be reached (or that has none: port None) is closed.
+    Ends when the owner closes."""
+    while not owner.closed:
+        try:
+            client, _ = owner.listener.accept()
+        except OSError:
+            return
+        try:
+            upstream = socket.create_connection(("127.0.0.1", target_port()), timeout=10)
+            upstream.settimeout(None)
+        except (OSError, TypeError):
+            client.close()
+            continue
+        yield client, upstream
+
+
 class Relay:
     def __init__(self, upstream_port, port=None):
         self.upstream_port = upstream_port
-        self.listener = socket.socket()
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind(("127.0.0.1", port or 0))
-        self.listener.listen(64)
+        self.listener = _listen(port or 0)
         self.port = self.listener.getsockname()[1]
         self.lock = threading.Lock()
         self.lose = {}           # api_key -> responses still to lose
@@ -294,17 +320,7 @@ class Relay:
     # ------------------------------------------------------------ internals
 
     def _accept(self):
-        while not self.closed:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=10)
-                upstream.settimeout(None)
-            except OSError:
-                client.close()
-                continue
+        for client, upstream in _accepted_pairs(self, lambda: self.upstream_port):
             self.sockets += [client, upstream]
             inflight = {}
             threading.Thread(target=self._requests, args=(client, upstream, inflight),
@@ -437,10 +453,7 @@ class Switch:
 
     def __init__(self, target_port):
         self.target_port = target_port
-        self.listener = socket.socket()
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(64)
+        self.listener = _listen(0)
         self.port = self.listener.getsockname()[1]
         self.lock = threading.Lock()
         self.pairs = []
@@ -464,20 +477,12 @@ class Switch:
         Relay._shut(self.listener)
         self.switch_to(None)
 
+    def _target_port(self):
+        with self.lock:
+            return self.target_port
+
     def _accept(self):
-        while not self.closed:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            with self.lock:
-                port = self.target_port
-            try:
-                upstream = socket.create_connection(("127.0.0.1", port), timeout=10)
-                upstream.settimeout(None)
-            except (OSError, TypeError):
-                client.close()
-                continue
+        for client, upstream in _accepted_pairs(self, self._target_port):
             with self.lock:
                 self.pairs.append((client, upstream))
                 self.connections += 1

@@ -17,17 +17,14 @@ remapped topic itself, so nothing of it reaches Tansu (the relay counts).
 
 import uuid
 
-import kafka.admin
 import kafka.errors
 import pytest
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import NewPartitions, NewTopic
+from confluent_kafka.admin import NewTopic
 
 import clients
-import harness
 import kafkawire
 import virtual
-from relay import Relay
 
 ID = uuid.uuid4().hex[:6]
 EXACT = f"orders-{ID}"          # exact rule 20 over 4
@@ -112,47 +109,30 @@ def test_create_topics_kafka_python(broker, start_proxy):
     assert clients.wait_partition_count(proxy.address, name, 50) == 50
 
 
-def test_create_partitions_refused_by_the_proxy(broker_factory, start_proxy):
-    relay_port = harness.free_port()
-    upstream = broker_factory(advertised_port=relay_port)
-    relay = Relay(upstream.port, port=relay_port)
+def test_create_partitions_refused_by_the_proxy(broker_behind_relay, start_proxy):
+    upstream, relay = broker_behind_relay
     relay.offer_apis({kafkawire.API_CREATE_PARTITIONS: (0, 3)})
-    try:
-        proxy = start_proxy(upstream=relay.address, mapping=MAPPING)
-        name = f"dflt-cp-{relay_port}"
-        clients.create_topic(upstream.address, name, 10)     # 100 virtual
-        assert clients.partition_count(proxy.address, name) == 100
-        with kafkawire.connect(proxy.address) as s:
-            _, keys = kafkawire.api_versions(s, 0, 1)
-        assert kafkawire.API_CREATE_PARTITIONS in keys, (
-            "precondition: the proxy offers CreatePartitions once the broker does")
+    proxy = start_proxy(upstream=relay.address, mapping=MAPPING)
+    name = f"dflt-cp-{relay.port}"
+    clients.create_topic(upstream.address, name, 10)     # 100 virtual
+    assert clients.partition_count(proxy.address, name) == 100
+    with kafkawire.connect(proxy.address) as s:
+        _, keys = kafkawire.api_versions(s, 0, 1)
+    assert kafkawire.API_CREATE_PARTITIONS in keys, (
+        "precondition: the proxy offers CreatePartitions once the broker does")
 
-        client = clients.admin(proxy.address)
-        futures = client.create_partitions([NewPartitions(name, 200)], request_timeout=30)
-        with pytest.raises(KafkaException) as e:
-            futures[name].result(timeout=30)
-        err = e.value.args[0]
-        print(f"confluent-kafka: {err}")
-        assert err.code() == 37, f"create_partitions on a remapped topic: {err}"
-        assert name in err.str() or "remapped" in err.str() or "virtual" in err.str(), err.str()
+    err, kp_error = clients.create_partitions_refused(proxy.address, name, 200)
+    assert err.code() == 37, f"create_partitions on a remapped topic: {err}"
+    assert name in err.str() or "remapped" in err.str() or "virtual" in err.str(), err.str()
+    assert isinstance(kp_error, kafka.errors.InvalidPartitionsError), repr(kp_error)
 
-        kp = clients.kafka_python_admin(proxy.address)
-        try:
-            with pytest.raises(kafka.errors.InvalidPartitionsError) as e:
-                kp.create_partitions({name: kafka.admin.NewPartitions(200)})
-            print(f"kafka-python: {e.value!r}")
-        finally:
-            kp.close()
-
-        with kafkawire.connect(proxy.address) as s:
-            _, result = kafkawire.parse_create_partitions_response(kafkawire.round_trip(
-                s, kafkawire.create_partitions_request(51, {name: 20})))
-        code, message = result[name]
-        assert code == kafkawire.INVALID_PARTITIONS and message, result
-        print(f"raw: {result}")
-        assert relay.requests.get(kafkawire.API_CREATE_PARTITIONS, 0) == 0, (
-            "a CreatePartitions for a remapped topic reached the broker")
-        assert clients.partition_count(upstream.address, name) == 10
-        assert clients.partition_count(proxy.address, name) == 100
-    finally:
-        relay.close()
+    with kafkawire.connect(proxy.address) as s:
+        _, result = kafkawire.parse_create_partitions_response(kafkawire.round_trip(
+            s, kafkawire.create_partitions_request(51, {name: 20})))
+    code, message = result[name]
+    assert code == kafkawire.INVALID_PARTITIONS and message, result
+    print(f"raw: {result}")
+    assert relay.requests.get(kafkawire.API_CREATE_PARTITIONS, 0) == 0, (
+        "a CreatePartitions for a remapped topic reached the broker")
+    assert clients.partition_count(upstream.address, name) == 10
+    assert clients.partition_count(proxy.address, name) == 100

@@ -21,32 +21,26 @@ failed attempt), until the proxy asks FindCoordinator for that group again
 connection instead of answering (dead node).
 """
 
+import contextlib
 import uuid
 
 import pytest
 
 import clients
-import harness
 import kafkawire
 import virtual
-from relay import Relay
 
 V, P = 20, 4
 COMMIT, FETCH = kafkawire.API_OFFSET_COMMIT, kafkawire.API_OFFSET_FETCH
 
 
 @pytest.fixture
-def relayed(broker_factory, start_proxy):
-    relay_port = harness.free_port()
-    upstream = broker_factory(advertised_port=relay_port)
-    relay = Relay(upstream.port, port=relay_port)
-    try:
-        proxy = start_proxy(upstream=relay.address, mapping=virtual.mapping(V, P))
-        name = f"vp-coord-{relay_port}"
-        clients.create_topic(upstream.address, name, P)
-        yield proxy, relay, name
-    finally:
-        relay.close()
+def relayed(broker_behind_relay, start_proxy):
+    upstream, relay = broker_behind_relay
+    proxy = start_proxy(upstream=relay.address, mapping=virtual.mapping(V, P))
+    name = f"vp-coord-{relay.port}"
+    clients.create_topic(upstream.address, name, P)
+    yield proxy, relay, name
 
 
 def commit(sock, corr, group, name, offsets):
@@ -89,6 +83,18 @@ def arm(relay, fault, apis, derived):
         relay.lose_next_matching(apis, derived)
 
 
+@contextlib.contextmanager
+def first_committed(proxy, name):
+    """A new group with FIRST committed through the proxy on a fresh
+    connection: the commit teaches the proxy where the derived groups live.
+    Yields (socket, group, its k = 1 derived group as bytes)."""
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    with kafkawire.connect(proxy.address, timeout=20.0) as s:
+        kafkawire.api_versions(s, 0, 1)
+        assert commit(s, 2, group, name, FIRST) == {(name, v): 0 for v in FIRST}
+        yield s, group, f"{group}.kpr-vp-k1".encode()
+
+
 def check_looked_up_again(relay, fault, derived, before):
     assert relay.injected or relay.lost, "the relay never played the moved coordinator"
     if fault != "loading":  # loading: same coordinator, later
@@ -99,12 +105,7 @@ def check_looked_up_again(relay, fault, derived, before):
 @pytest.mark.parametrize("fault", FAULTS)
 def test_derived_group_commit_survives_a_coordinator_move(relayed, fault):
     proxy, relay, name = relayed
-    group = f"g-{uuid.uuid4().hex[:8]}"
-    derived = f"{group}.kpr-vp-k1".encode()
-    with kafkawire.connect(proxy.address, timeout=20.0) as s:
-        kafkawire.api_versions(s, 0, 1)
-        # The first commit teaches the proxy where the derived groups live.
-        assert commit(s, 2, group, name, FIRST) == {(name, v): 0 for v in FIRST}
+    with first_committed(proxy, name) as (s, group, derived):
         found_before = relay.find_coordinator_requests(derived)
         arm(relay, fault, [COMMIT], derived)
         codes = commit(s, 3, group, name, SECOND)
@@ -119,11 +120,7 @@ def test_derived_group_commit_survives_a_coordinator_move(relayed, fault):
 @pytest.mark.parametrize("fault", FAULTS)
 def test_committed_offsets_survive_a_coordinator_move(relayed, fault):
     proxy, relay, name = relayed
-    group = f"g-{uuid.uuid4().hex[:8]}"
-    derived = f"{group}.kpr-vp-k1".encode()
-    with kafkawire.connect(proxy.address, timeout=20.0) as s:
-        kafkawire.api_versions(s, 0, 1)
-        assert commit(s, 2, group, name, FIRST) == {(name, v): 0 for v in FIRST}
+    with first_committed(proxy, name) as (s, group, derived):
         # The proxy knows where the derived groups live; now they move.
         assert fetch(s, 3, group, name, list(FIRST)) == (0, {(name, v): (o, 0) for v, o in FIRST.items()})
         found_before = relay.find_coordinator_requests(derived)

@@ -36,9 +36,8 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException
 
 import clients
-import harness
 import virtual
-from relay import API_DELETE_GROUPS, Relay
+from relay import API_DELETE_GROUPS
 
 V, P = 20, 4
 PER_VP = 300
@@ -273,7 +272,7 @@ def test_simple_commits_and_delete_group(broker, start_proxy, topic):
     assert all(not v for v in left.values()), f"offsets left after DeleteGroups: {left}"
 
 
-def test_a_failed_derived_group_deletion_is_reported(broker_factory, start_proxy):
+def test_a_failed_derived_group_deletion_is_reported(broker_behind_relay, start_proxy):
     """Deleting a group through the proxy also deletes its derived groups
     (GROUP.kpr-vp-k<k>). When one of those deletions fails (here the relay
     answers it GROUP_AUTHORIZATION_FAILED, 30, as a cluster whose ACLs let
@@ -282,30 +281,25 @@ def test_a_failed_derived_group_deletion_is_reported(broker_factory, start_proxy
     proxy logs which derived group is left, instead of answering success
     over offsets that stay behind. Kafka's own DeleteGroups answers each
     group's failure in its result."""
-    relay_port = harness.free_port()
-    upstream = broker_factory(advertised_port=relay_port)
-    relay = Relay(upstream.port, port=relay_port)
+    upstream, relay = broker_behind_relay
+    proxy = start_proxy(upstream=relay.address, mapping=virtual.mapping(V, P))
+    name = f"vp-delgrp-{relay.port}"
+    clients.create_topic(upstream.address, name, P)
+    group = f"vd-{uuid.uuid4().hex[:8]}"
+    consumer = Consumer(clients.confluent_conf(proxy.address, **{
+        "group.id": group, "enable.auto.commit": False}))
     try:
-        proxy = start_proxy(upstream=relay.address, mapping=virtual.mapping(V, P))
-        name = f"vp-delgrp-{relay_port}"
-        clients.create_topic(upstream.address, name, P)
-        group = f"vd-{uuid.uuid4().hex[:8]}"
-        consumer = Consumer(clients.confluent_conf(proxy.address, **{
-            "group.id": group, "enable.auto.commit": False}))
-        try:
-            done = consumer.commit(offsets=[clients.TopicPartition(name, vp, 1) for vp in (0, 5, 9)],
-                                   asynchronous=False)
-            assert all(tp.error is None for tp in done), [(tp.partition, tp.error) for tp in done]
-        finally:
-            consumer.close()
-        derived = f"{group}.kpr-vp-k1".encode()
-        relay.answer_error([API_DELETE_GROUPS], 30, derived)
-        mark = proxy.log_mark()
-        client = clients.admin(proxy.address)  # must outlive the futures
-        futures = client.delete_consumer_groups([group], request_timeout=30)
-        with pytest.raises(KafkaException) as failed:
-            futures[group].result(timeout=30)
-        assert failed.value.args[0].code() == KafkaError.GROUP_AUTHORIZATION_FAILED, failed.value
-        proxy.wait_for_log(rf"{group}\.kpr-vp-k1", since=mark)
+        done = consumer.commit(offsets=[clients.TopicPartition(name, vp, 1) for vp in (0, 5, 9)],
+                               asynchronous=False)
+        assert all(tp.error is None for tp in done), [(tp.partition, tp.error) for tp in done]
     finally:
-        relay.close()
+        consumer.close()
+    derived = f"{group}.kpr-vp-k1".encode()
+    relay.answer_error([API_DELETE_GROUPS], 30, derived)
+    mark = proxy.log_mark()
+    client = clients.admin(proxy.address)  # must outlive the futures
+    futures = client.delete_consumer_groups([group], request_timeout=30)
+    with pytest.raises(KafkaException) as failed:
+        futures[group].result(timeout=30)
+    assert failed.value.args[0].code() == KafkaError.GROUP_AUTHORIZATION_FAILED, failed.value
+    proxy.wait_for_log(rf"{group}\.kpr-vp-k1", since=mark)

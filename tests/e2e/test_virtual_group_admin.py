@@ -34,10 +34,8 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 import clients
-import harness
 import kafkawire
 import virtual
-from relay import Relay
 
 V, P = 20, 4
 UNKNOWN_MEMBER_ID = 25
@@ -146,10 +144,8 @@ def test_standalone_commit_refused_while_the_group_has_members(broker, start_pro
         member.close()
 
 
-def test_offset_delete_keeps_derived_offsets_of_subscribed_topics(broker_factory, start_proxy, topic):
-    relay_port = harness.free_port()
-    upstream = broker_factory(advertised_port=relay_port)
-    relay = Relay(upstream.port, port=relay_port)
+def test_offset_delete_keeps_derived_offsets_of_subscribed_topics(broker_behind_relay, start_proxy, topic):
+    upstream, relay = broker_behind_relay
     relay.offer_apis({kafkawire.API_OFFSET_DELETE: (0, 0)})
     deletes = []    # (group, {topic: [partition]}) that reached the "broker"
 
@@ -161,45 +157,40 @@ def test_offset_delete_keeps_derived_offsets_of_subscribed_topics(broker_factory
         return kafkawire.offset_delete_response(corr, 0, {t: {p: 0 for p in ps} for t, ps in topics.items()})
 
     relay.answer_requests(answer)
+    proxy = start_proxy(upstream=relay.address, mapping=virtual.mapping(V, P))
+    name = f"vp-gadm-delete-{relay.port}"
+    clients.create_topic(upstream.address, name, P)
+    assert clients.partition_count(proxy.address, name) == V
+    group = f"gad-{uuid.uuid4().hex[:8]}"
+    assert standalone_commit(proxy.address, group, name, {5: 3, 6: 4}) == {5: 0, 6: 0}
+
+    def delete(vps, corr):
+        with kafkawire.connect(proxy.address, timeout=30) as s:
+            _, top, topics = kafkawire.parse_offset_delete_response(kafkawire.round_trip(
+                s, kafkawire.offset_delete_request(corr, group, {name: vps})))
+        return top, topics.get(name, {})
+
+    member = Heartbeats(join(proxy.address, group, name))
     try:
-        proxy = start_proxy(upstream=relay.address, mapping=virtual.mapping(V, P))
-        name = f"vp-gadm-delete-{relay_port}"
-        clients.create_topic(upstream.address, name, P)
-        assert clients.partition_count(proxy.address, name) == V
-        group = f"gad-{uuid.uuid4().hex[:8]}"
-        assert standalone_commit(proxy.address, group, name, {5: 3, 6: 4}) == {5: 0, 6: 0}
-
-        def delete(vps, corr):
-            with kafkawire.connect(proxy.address, timeout=30) as s:
-                _, top, topics = kafkawire.parse_offset_delete_response(kafkawire.round_trip(
-                    s, kafkawire.offset_delete_request(corr, group, {name: vps})))
-            return top, topics.get(name, {})
-
-        member = Heartbeats(join(proxy.address, group, name))
-        try:
-            top, codes = delete([5, 6], 71)
-            assert (top, codes) == (0, {5: GROUP_SUBSCRIBED_TO_TOPIC, 6: GROUP_SUBSCRIBED_TO_TOPIC}), (
-                f"OffsetDelete of VPs 5, 6 while {group} is subscribed to {name}: top {top}, {codes} "
-                "(Kafka: GROUP_SUBSCRIBED_TO_TOPIC)")
-            assert deletes == [], f"OffsetDelete sent upstream while the group is subscribed: {deletes}"
-        finally:
-            member.close()
-        print(f"{group} after its member left: {wait_group_empty(upstream.address, group)}")
-
-        top, codes = delete([5, 6], 72)
-        assert (top, codes) == (0, {5: 0, 6: 0}), f"OffsetDelete of an empty group's VPs 5, 6: top {top}, {codes}"
-        assert deletes == [(f"{group}.kpr-vp-k1", {name: [1, 2]})], deletes
+        top, codes = delete([5, 6], 71)
+        assert (top, codes) == (0, {5: GROUP_SUBSCRIBED_TO_TOPIC, 6: GROUP_SUBSCRIBED_TO_TOPIC}), (
+            f"OffsetDelete of VPs 5, 6 while {group} is subscribed to {name}: top {top}, {codes} "
+            "(Kafka: GROUP_SUBSCRIBED_TO_TOPIC)")
+        assert deletes == [], f"OffsetDelete sent upstream while the group is subscribed: {deletes}"
     finally:
-        relay.close()
+        member.close()
+    print(f"{group} after its member left: {wait_group_empty(upstream.address, group)}")
+
+    top, codes = delete([5, 6], 72)
+    assert (top, codes) == (0, {5: 0, 6: 0}), f"OffsetDelete of an empty group's VPs 5, 6: top {top}, {codes}"
+    assert deletes == [(f"{group}.kpr-vp-k1", {name: [1, 2]})], deletes
 
 
 INTERVAL_MS = 1500
 
 
-def test_derived_offsets_recommitted_while_members_commit(broker_factory, start_proxy):
-    relay_port = harness.free_port()
-    upstream = broker_factory(advertised_port=relay_port)
-    relay = Relay(upstream.port, port=relay_port)
+def test_derived_offsets_recommitted_while_members_commit(broker_behind_relay, start_proxy):
+    upstream, relay = broker_behind_relay
     commits = []    # (monotonic time, group, {(topic, p): offset}) of OffsetCommits that reached the broker
     lock = threading.Lock()
 
@@ -211,54 +202,51 @@ def test_derived_offsets_recommitted_while_members_commit(broker_factory, start_
         return None
 
     relay.answer_requests(observe)
+    proxy = start_proxy(upstream=relay.address, mapping=virtual.mapping(V, P),
+                        extra={"kafka": {"derived_offset_refresh_interval_ms": INTERVAL_MS}})
+    name = f"vp-gadm-keep-{relay.port}"
+    clients.create_topic(upstream.address, name, P)
+    assert clients.partition_count(proxy.address, name) == V
+    group = f"gak-{uuid.uuid4().hex[:8]}"
+    derived = f"{group}.kpr-vp-k1"
+
+    consumer = join(proxy.address, group, name)
     try:
-        proxy = start_proxy(upstream=relay.address, mapping=virtual.mapping(V, P),
-                            extra={"kafka": {"derived_offset_refresh_interval_ms": INTERVAL_MS}})
-        name = f"vp-gadm-keep-{relay_port}"
-        clients.create_topic(upstream.address, name, P)
-        assert clients.partition_count(proxy.address, name) == V
-        group = f"gak-{uuid.uuid4().hex[:8]}"
-        derived = f"{group}.kpr-vp-k1"
-
-        consumer = join(proxy.address, group, name)
-        try:
-            # A member commits VP 5 (k = 1, physical 1) once, then only VP 1
-            # (k = 0) and VP 6 (k = 1, physical 2). VP 6's offset is fresh at
-            # every refresh, so re-committing it would only risk moving it
-            # back: the refreshes carry VP 5 alone.
-            consumer.commit(offsets=[TopicPartition(name, 5, 3)], asynchronous=False)
-            time.sleep(0.2)
-            start = time.monotonic()
-            main_commits = 0
-            while time.monotonic() - start < 4 * INTERVAL_MS / 1000 + 0.5:
-                consumer.poll(0.05)
-                consumer.commit(offsets=[TopicPartition(name, 1, 10 + main_commits),
-                                         TopicPartition(name, 6, 10 + main_commits)], asynchronous=False)
-                main_commits += 1
-                time.sleep(0.05)
-            elapsed = time.monotonic() - start
-        finally:
-            consumer.close()
-
-        with lock:
-            to_derived = [(t, offs) for t, g, offs in commits if g == derived and t >= start]
-            others = sorted({g for _, g, _ in commits if g not in (group, derived)})
-        refreshes = [t for t, offs in to_derived if (name, 1) in offs]
-        print(f"{main_commits} commits of VPs 1, 6 in {elapsed:.1f}s; re-commits of {derived} at "
-              f"{[round(t - start, 2) for t in refreshes]}")
-        assert not others, f"commits to groups other than {group} and {derived}: {others}"
-        for t, offs in to_derived:
-            assert offs == {(name, 1): 3} or set(offs) == {(name, 2)}, (
-                f"a commit to {derived} at {t - start:.2f}s: {offs} (re-commits carry VP 5's offset 3 alone)")
-        assert len(refreshes) >= 2, (
-            f"{derived} re-committed {len(refreshes)} times in {elapsed:.1f}s of k = 0 commits every "
-            f"~0.1 s with a {INTERVAL_MS} ms refresh interval")
-        gaps = [b - a for a, b in zip(refreshes, refreshes[1:])]
-        assert all(g >= INTERVAL_MS / 1000 * 0.9 for g in gaps), f"re-commits closer than the interval: {gaps}"
-        assert len(refreshes) <= elapsed * 1000 / INTERVAL_MS + 1, refreshes
-        on_broker = virtual.committed_on_broker(upstream.address, derived)
-        assert on_broker == {(name, 1): 3, (name, 2): 10 + main_commits - 1}, (
-            f"{derived} on the broker after re-commits: {on_broker}")
-        assert virtual.committed_on_broker(upstream.address, group) == {(name, 1): 10 + main_commits - 1}
+        # A member commits VP 5 (k = 1, physical 1) once, then only VP 1
+        # (k = 0) and VP 6 (k = 1, physical 2). VP 6's offset is fresh at
+        # every refresh, so re-committing it would only risk moving it
+        # back: the refreshes carry VP 5 alone.
+        consumer.commit(offsets=[TopicPartition(name, 5, 3)], asynchronous=False)
+        time.sleep(0.2)
+        start = time.monotonic()
+        main_commits = 0
+        while time.monotonic() - start < 4 * INTERVAL_MS / 1000 + 0.5:
+            consumer.poll(0.05)
+            consumer.commit(offsets=[TopicPartition(name, 1, 10 + main_commits),
+                                     TopicPartition(name, 6, 10 + main_commits)], asynchronous=False)
+            main_commits += 1
+            time.sleep(0.05)
+        elapsed = time.monotonic() - start
     finally:
-        relay.close()
+        consumer.close()
+
+    with lock:
+        to_derived = [(t, offs) for t, g, offs in commits if g == derived and t >= start]
+        others = sorted({g for _, g, _ in commits if g not in (group, derived)})
+    refreshes = [t for t, offs in to_derived if (name, 1) in offs]
+    print(f"{main_commits} commits of VPs 1, 6 in {elapsed:.1f}s; re-commits of {derived} at "
+          f"{[round(t - start, 2) for t in refreshes]}")
+    assert not others, f"commits to groups other than {group} and {derived}: {others}"
+    for t, offs in to_derived:
+        assert offs == {(name, 1): 3} or set(offs) == {(name, 2)}, (
+            f"a commit to {derived} at {t - start:.2f}s: {offs} (re-commits carry VP 5's offset 3 alone)")
+    assert len(refreshes) >= 2, (
+        f"{derived} re-committed {len(refreshes)} times in {elapsed:.1f}s of k = 0 commits every "
+        f"~0.1 s with a {INTERVAL_MS} ms refresh interval")
+    gaps = [b - a for a, b in zip(refreshes, refreshes[1:])]
+    assert all(g >= INTERVAL_MS / 1000 * 0.9 for g in gaps), f"re-commits closer than the interval: {gaps}"
+    assert len(refreshes) <= elapsed * 1000 / INTERVAL_MS + 1, refreshes
+    on_broker = virtual.committed_on_broker(upstream.address, derived)
+    assert on_broker == {(name, 1): 3, (name, 2): 10 + main_commits - 1}, (
+        f"{derived} on the broker after re-commits: {on_broker}")
+    assert virtual.committed_on_broker(upstream.address, group) == {(name, 1): 10 + main_commits - 1}

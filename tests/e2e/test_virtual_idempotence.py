@@ -27,9 +27,7 @@ import kafka
 from confluent_kafka import Producer
 
 import clients
-import harness
 import virtual
-from relay import Relay
 
 V, P = 20, 4
 
@@ -182,29 +180,24 @@ def test_idempotent_producers_every_vp(broker, start_proxy, topic):
     assert derived == 2 * (V // P - 1), f"derived_producer_ids_total {derived} after 2 producers"
 
 
-def test_idempotent_retry_after_lost_response(broker_factory, start_proxy):
-    relay_port = harness.free_port()
-    upstream = broker_factory(advertised_port=relay_port)
-    relay = Relay(upstream.port, port=relay_port)
-    try:
-        proxy = start_proxy(upstream=relay.address, mapping=virtual.mapping(V, P), metrics=True)
-        name = f"vp-retry-{relay_port}"
-        clients.create_topic(upstream.address, name, P)
-        tags = ["before", "lost", "after"]
-        mark = proxy.log_mark()
+def test_idempotent_retry_after_lost_response(broker_behind_relay, start_proxy):
+    upstream, relay = broker_behind_relay
+    proxy = start_proxy(upstream=relay.address, mapping=virtual.mapping(V, P), metrics=True)
+    name = f"vp-retry-{relay.port}"
+    clients.create_topic(upstream.address, name, P)
+    tags = ["before", "lost", "after"]
+    mark = proxy.log_mark()
 
-        def lose(n):
-            if n == 1:
-                relay.lose_next_response(0)  # the next Produce response
+    def lose(n):
+        if n == 1:
+            relay.lose_next_response(0)  # the next Produce response
 
-        produce_phases(proxy.address, name, tags, between=lose)
-        assert relay.lost, "the relay never dropped a Produce response"
-        print(f"lost responses: {relay.lost}; proxy: "
-              + "; ".join(virtual.log_lines(proxy, r"warn|error", mark)[:3]))
-        assert_exactly_once(proxy.address, name, tags, 5)
-        check_producer_ids(producer_ids_on_broker(upstream.address, name))
-    finally:
-        relay.close()
+    produce_phases(proxy.address, name, tags, between=lose)
+    assert relay.lost, "the relay never dropped a Produce response"
+    print(f"lost responses: {relay.lost}; proxy: "
+          + "; ".join(virtual.log_lines(proxy, r"warn|error", mark)[:3]))
+    assert_exactly_once(proxy.address, name, tags, 5)
+    check_producer_ids(producer_ids_on_broker(upstream.address, name))
 
 
 def test_idempotent_producer_across_proxy_restart(broker, start_proxy, topic):

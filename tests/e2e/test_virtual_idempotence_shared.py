@@ -30,9 +30,8 @@ from collections import Counter, defaultdict
 from confluent_kafka import Producer
 
 import clients
-import harness
 import virtual
-from relay import Relay, Switch
+from relay import Switch
 from test_virtual_idempotence import check_producer_ids, producer_ids_on_broker
 
 V, P = 20, 4
@@ -83,14 +82,6 @@ def produce_through(bootstrap, name, at_fractions, action):
     assert len(delivered) == RECORDS, f"{len(delivered)} acknowledged"
 
 
-def broker_behind_relay(broker_factory):
-    """A broker reached through a relay (it advertises the relay's port),
-    so that the test can hold its answers back."""
-    relay_port = harness.free_port()
-    upstream = broker_factory(advertised_port=relay_port)
-    return upstream, Relay(upstream.port, port=relay_port)
-
-
 def in_flight_when(relay, act):
     """Hold the broker's answers until it has acted on produce requests,
     then act (kill the proxy, move the client), then drop them: the client
@@ -132,37 +123,34 @@ def assert_mappings_logged(broker_address):
     assert len({k.rsplit("/", 1)[1] for k in pids}) == V // P - 1, f"mappings: {sorted(keys)}"
 
 
-def test_sigkill_of_the_proxy_mid_run_stores_nothing_twice(broker_factory, start_proxy):
-    upstream, relay = broker_behind_relay(broker_factory)
-    try:
-        proxy = start_proxy(upstream=relay.address, mapping=virtual.mapping(V, P))
-        name = f"vp-kill-{relay.port}"
-        clients.create_topic(upstream.address, name, P)
+def test_sigkill_of_the_proxy_mid_run_stores_nothing_twice(broker_behind_relay, start_proxy):
+    upstream, relay = broker_behind_relay
+    proxy = start_proxy(upstream=relay.address, mapping=virtual.mapping(V, P))
+    name = f"vp-kill-{relay.port}"
+    clients.create_topic(upstream.address, name, P)
 
-        def kill():
-            proxy.process.proc.kill()   # SIGKILL: nothing flushed, nothing said
-            proxy.process.proc.wait()
+    def kill():
+        proxy.process.proc.kill()   # SIGKILL: nothing flushed, nothing said
+        proxy.process.proc.wait()
 
-        def kill_and_restart(_):
-            in_flight_when(relay, kill)
-            proxy.start()
+    def kill_and_restart(_):
+        in_flight_when(relay, kill)
+        proxy.start()
 
-        produce_through(proxy.address, name, [0.3], kill_and_restart)
-        print(f"answers held and dropped: {relay.held_count()}")
-        assert_stored_once(upstream.address, name)
-        check_producer_ids(producer_ids_on_broker(upstream.address, name))
-        assert_mappings_logged(upstream.address)
-    finally:
-        relay.close()
+    produce_through(proxy.address, name, [0.3], kill_and_restart)
+    print(f"answers held and dropped: {relay.held_count()}")
+    assert_stored_once(upstream.address, name)
+    check_producer_ids(producer_ids_on_broker(upstream.address, name))
+    assert_mappings_logged(upstream.address)
 
 
-def test_retries_moving_between_two_instances_store_nothing_twice(broker_factory, start_proxy):
+def test_retries_moving_between_two_instances_store_nothing_twice(broker_behind_relay, start_proxy):
     """Two instances behind one address (the Switch plays the load
     balancer; both advertise its address, as they would behind an NLB).
     Twice mid-run the client's connections are cut while the broker has
     stored batches whose answers have not come back, and it reconnects
     to the other instance, which gets the retries."""
-    upstream, relay = broker_behind_relay(broker_factory)
+    upstream, relay = broker_behind_relay
     switch = Switch(None)
     try:
         name = f"vp-two-{relay.port}"
@@ -180,4 +168,3 @@ def test_retries_moving_between_two_instances_store_nothing_twice(broker_factory
         assert_mappings_logged(upstream.address)
     finally:
         switch.close()
-        relay.close()

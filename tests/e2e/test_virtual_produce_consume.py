@@ -45,6 +45,22 @@ def _rec(vp, key, value, headers):
     return {"vp": vp, "key": key, "value": value, "headers": list(headers), "offset": None}
 
 
+def explicit_and_keyed(client, codec, headers):
+    """Two records per VP for one client and codec: one sent to the VP
+    (null key on odd VPs), one keyed for it and sent with no partition.
+    -> (the records expected, in order; the sends: (partition or None,
+    key, value, headers))."""
+    batch, sends = [], []
+    for vp in range(V):
+        e = _rec(vp, None if vp % 2 else f"{client}-e-{vp}".encode(),
+                 f"{client}|{codec}|explicit|{vp}{PAD}".encode(), headers)
+        kk = virtual.key_for(vp, V, f"{client}-{codec}")
+        k = _rec(vp, kk, f"{client}|{codec}|keyed|{vp}{PAD}".encode(), headers)
+        batch += [e, k]
+        sends += [(vp, e["key"], e["value"], headers), (None, kk, k["value"], headers)]
+    return batch, sends
+
+
 def produce_all(proxy_address, name):
     """Every client x every codec x every virtual partition; returns the
     records in production order (dicts: vp, key, value, headers, offset)."""
@@ -58,30 +74,14 @@ def produce_all(proxy_address, name):
 
     for codec in CODECS:
         # confluent-kafka: explicit partition (null key on odd VPs) and keyed.
-        batch, sends = [], []
-        for vp in range(V):
-            h = [("app", b"ck"), ("codec", codec.encode())]
-            e = _rec(vp, None if vp % 2 else f"ck-e-{vp}".encode(),
-                     f"ck|{codec}|explicit|{vp}{PAD}".encode(), h)
-            kk = virtual.key_for(vp, V, f"ck-{codec}")
-            k = _rec(vp, kk, f"ck|{codec}|keyed|{vp}{PAD}".encode(), h)
-            batch += [e, k]
-            sends += [(vp, e["key"], e["value"], h), (None, kk, k["value"], h)]
+        batch, sends = explicit_and_keyed("ck", codec, [("app", b"ck"), ("codec", codec.encode())])
         reports = virtual.produce_confluent_full(proxy_address, name, sends,
                                                  **{"compression.type": codec})
         check_placement(batch, reports, f"confluent-kafka {codec}")
         produced += batch
 
         # kafka-python: the same shape.
-        batch, sends = [], []
-        for vp in range(V):
-            h = [("app", b"kp")]
-            e = _rec(vp, None if vp % 2 else f"kp-e-{vp}".encode(),
-                     f"kp|{codec}|explicit|{vp}{PAD}".encode(), h)
-            kk = virtual.key_for(vp, V, f"kp-{codec}")
-            k = _rec(vp, kk, f"kp|{codec}|keyed|{vp}{PAD}".encode(), h)
-            batch += [e, k]
-            sends += [(vp, e["key"], e["value"], h), (None, kk, k["value"], h)]
+        batch, sends = explicit_and_keyed("kp", codec, [("app", b"kp")])
         reports = virtual.produce_kafka_python_full(
             proxy_address, name, sends,
             compression_type=None if codec == "none" else codec)

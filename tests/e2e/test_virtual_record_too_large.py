@@ -18,27 +18,20 @@ answer; the broker has stored the records, which this test does not read.
 import pytest
 
 import clients
-import harness
 import kafkawire
 import virtual
-from relay import Relay
 
 V, P = 40, 2
 MESSAGE_TOO_LARGE = 10
 
 
 @pytest.fixture
-def relayed(broker_factory, start_proxy):
-    relay_port = harness.free_port()
-    upstream = broker_factory(advertised_port=relay_port)
-    relay = Relay(upstream.port, port=relay_port)
-    try:
-        name = f"big-records-{relay_port}"
-        proxy = start_proxy(upstream=relay.address, mapping=virtual.mapping(100, 10, {name: (V, P)}))
-        clients.create_topic(upstream.address, name, P)
-        yield proxy, relay, name
-    finally:
-        relay.close()
+def relayed(broker_behind_relay, start_proxy):
+    upstream, relay = broker_behind_relay
+    name = f"big-records-{relay.port}"
+    proxy = start_proxy(upstream=relay.address, mapping=virtual.mapping(100, 10, {name: (V, P)}))
+    clients.create_topic(upstream.address, name, P)
+    yield proxy, relay, name
 
 
 def test_too_large_on_a_tagged_partition_says_the_tag_is_why(relayed):

@@ -27,12 +27,10 @@ field for it) carry a message:
 import time
 import uuid
 
-import kafka.admin
 import kafka.errors
 import kafka.structs
 import pytest
 from confluent_kafka import KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import NewPartitions
 
 import clients
 import kafkawire
@@ -101,19 +99,7 @@ def test_create_partitions_refused(broker, big):
     assert kafkawire.API_CREATE_PARTITIONS not in keys, (
         f"proxy offers CreatePartitions {keys[37]}, which its upstream (Tansu) lacks")
 
-    admin = clients.admin(proxy.address)
-    futures = admin.create_partitions([NewPartitions(name, 200)], request_timeout=15)
-    with pytest.raises(KafkaException) as e:
-        futures[name].result(timeout=30)
-    print(f"confluent-kafka create_partitions: {e.value}")
-
-    kp = clients.kafka_python_admin(proxy.address)
-    try:
-        with pytest.raises(kafka.errors.KafkaError) as e:
-            kp.create_partitions({name: kafka.admin.NewPartitions(200)})
-        print(f"kafka-python create_partitions: {e.value!r}")
-    finally:
-        kp.close()
+    clients.create_partitions_refused(proxy.address, name, 200, request_timeout=15)
 
     assert clients.partition_count(proxy.address, name) == V
     assert clients.partition_count(broker.address, name) == P

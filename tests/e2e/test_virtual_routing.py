@@ -14,28 +14,24 @@ import uuid
 
 from confluent_kafka import TopicCollection
 
-import pytest
-
 import clients
-import harness
 import kafkawire
 import virtual
-from relay import Relay
 
 RACK = "az1"
 V, P = 4, 2     # default rule: 4 virtual on 2 physical partitions
 
 
-@pytest.fixture
-def relayed(broker_factory):
-    """(relay, upstream broker) with the broker advertising the relay."""
-    relay_port = harness.free_port()
-    upstream = broker_factory(advertised_port=relay_port)
-    relay = Relay(upstream.port, port=relay_port)
-    try:
-        yield relay, upstream
-    finally:
-        relay.close()
+def proxy_and_topic(start_proxy, broker_behind_relay, prefix, partitions=P, shown=V, **proxy_args):
+    """A proxy in front of the relay (rule V:P) and a new topic of
+    `partitions` physical partitions, once the proxy shows `shown`.
+    -> (proxy, topic name)."""
+    upstream, relay = broker_behind_relay
+    proxy = start_proxy(upstream=relay.address, mapping=virtual.mapping(V, P), **proxy_args)
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    clients.create_topic(upstream.address, name, partitions)
+    assert clients.wait_partition_count(proxy.address, name, shown) == shown
+    return proxy, name
 
 
 def produce_siblings(proxy, name, count=5):
@@ -79,19 +75,16 @@ def topic_id_on_broker(broker_address, name):
     return struct.pack(">qq", tid.get_most_significant_bits(), tid.get_least_significant_bits())
 
 
-def test_remapped_topic_missing_from_metadata_never_passes_through(relayed, start_proxy):
+def test_remapped_topic_missing_from_metadata_never_passes_through(broker_behind_relay, start_proxy):
     """While the proxy's metadata refreshes say the topic does not exist
     (UNKNOWN_TOPIC_OR_PARTITION, as a broker whose metadata cache lacks a
     topic answers in Kafka while it propagates, or after a deletion), a k = 0
     consumer that already knows its partition keeps fetching it. It must get
     its own records or a retriable error, never its siblings' (tagged)
     records of the same physical partition."""
-    relay, upstream = relayed
-    proxy = start_proxy(upstream=relay.address, mapping=virtual.mapping(V, P),
-                        extra={"kafka": {"metadata_refresh_interval_ms": 200}})
-    name = f"fallback-{uuid.uuid4().hex[:8]}"
-    clients.create_topic(upstream.address, name, P)
-    assert clients.wait_partition_count(proxy.address, name, V) == V
+    upstream, relay = broker_behind_relay
+    proxy, name = proxy_and_topic(start_proxy, broker_behind_relay, "fallback",
+                                  extra={"kafka": {"metadata_refresh_interval_ms": 200}})
     values = produce_siblings(proxy, name)
 
     error, records = fetch_v4(proxy.address, name, 0)
@@ -146,7 +139,7 @@ def node_id(address):
     return brokers[0][0]
 
 
-def test_client_rack_is_not_passed_through_on_remapped_fetches(relayed, start_proxy):
+def test_client_rack_is_not_passed_through_on_remapped_fetches(broker_behind_relay, start_proxy):
     """A consumer with client.rack fetching a remapped topic. The relay
     answers every fetch carrying that rack id as a rack-aware leader does
     whose partition has a replica in the client's rack: a preferred read
@@ -155,11 +148,8 @@ def test_client_rack_is_not_passed_through_on_remapped_fetches(relayed, start_pr
     fetch that reaches it). The proxy cannot follow a preferred replica per
     virtual partition, so it must not send the client's rack id upstream;
     otherwise the consumer never gets data."""
-    relay, upstream = relayed
-    proxy = start_proxy(upstream=relay.address, mapping=virtual.mapping(V, P))
-    name = f"rack-{uuid.uuid4().hex[:8]}"
-    clients.create_topic(upstream.address, name, P)
-    assert clients.wait_partition_count(proxy.address, name, V) == V
+    upstream, relay = broker_behind_relay
+    proxy, name = proxy_and_topic(start_proxy, broker_behind_relay, "rack")
     values = produce_siblings(proxy, name)
     relay.prefer_replica(RACK, node_id(upstream.address), once=False)
 
@@ -169,7 +159,7 @@ def test_client_rack_is_not_passed_through_on_remapped_fetches(relayed, start_pr
         f"{relay.fetches_with_rack} upstream fetches carried the client's rack id")
 
 
-def test_proxy_client_rack_follows_the_preferred_replica(relayed, start_proxy):
+def test_proxy_client_rack_follows_the_preferred_replica(broker_behind_relay, start_proxy):
     """kafka.client_rack: the proxy sends its own rack id on its upstream
     fetches of remapped topics and follows the preferred read replica the
     leader names, per physical partition, as the Java consumer does
@@ -181,12 +171,9 @@ def test_proxy_client_rack_follows_the_preferred_replica(relayed, start_proxy):
     partition. The test asserts that the proxy sent its rack id, took the
     preference (its log names the node and partition), re-fetched, and got
     the data without a loop (few fetches)."""
-    relay, upstream = relayed
-    proxy = start_proxy(upstream=relay.address, mapping=virtual.mapping(V, P), log_level="debug",
-                        extra={"kafka": {"client_rack": RACK}})
-    name = f"prack-{uuid.uuid4().hex[:8]}"
-    clients.create_topic(upstream.address, name, P)
-    assert clients.wait_partition_count(proxy.address, name, V) == V
+    upstream, relay = broker_behind_relay
+    proxy, name = proxy_and_topic(start_proxy, broker_behind_relay, "prack", log_level="debug",
+                                  extra={"kafka": {"client_rack": RACK}})
     values = produce_siblings(proxy, name)
     node = node_id(upstream.address)
     relay.prefer_replica(RACK, node, once=True)
@@ -226,7 +213,7 @@ def read_partitions_confluent(bootstrap, name, partitions, timeout=20.0):
         consumer.close()
 
 
-def test_fetch_split_by_preferred_replica(relayed, start_proxy):
+def test_fetch_split_by_preferred_replica(broker_behind_relay, start_proxy):
     """kafka.client_rack, a consumer of VP 0 (PP 0) and VP 1 (PP 1) in one
     fetch. The relay names node 999 as PP 0's preferred replica, once; the
     cluster has no such broker, so the proxy fetches PP 0 from the leader
@@ -234,12 +221,9 @@ def test_fetch_split_by_preferred_replica(relayed, start_proxy):
     metadata), but it must split the upstream fetch: PP 0 routed by its
     preference, PP 1 by its leader, the answers combined. Both partitions'
     records arrive."""
-    relay, upstream = relayed
-    proxy = start_proxy(upstream=relay.address, mapping=virtual.mapping(V, P), log_level="debug",
-                        extra={"kafka": {"client_rack": RACK}})
-    name = f"split-{uuid.uuid4().hex[:8]}"
-    clients.create_topic(upstream.address, name, P)
-    assert clients.wait_partition_count(proxy.address, name, V) == V
+    _, relay = broker_behind_relay
+    proxy, name = proxy_and_topic(start_proxy, broker_behind_relay, "split", log_level="debug",
+                                  extra={"kafka": {"client_rack": RACK}})
     values = {vp: [f"vp{vp}-{i}" for i in range(5)] for vp in (0, 1)}
     for vp, lines in values.items():
         virtual.kcat_produce(proxy.address, name, lines, partition=vp)
@@ -253,7 +237,7 @@ def test_fetch_split_by_preferred_replica(relayed, start_proxy):
     proxy.wait_for_log(rf'Fetch -> .*Leader {{ topic: "{name}", partition: 1 }}', since=mark)
 
 
-def test_passthrough_fetch_follows_the_preferred_replica(relayed, start_proxy):
+def test_passthrough_fetch_follows_the_preferred_replica(broker_behind_relay, start_proxy):
     """A pass-through topic, a consumer with client.rack: its fetches go
     upstream as they came (rack id included); when the leader names a
     preferred read replica, the client follows it to that node id, which is
@@ -264,11 +248,10 @@ def test_passthrough_fetch_follows_the_preferred_replica(relayed, start_proxy):
     Limitation: one Tansu, one node id; the relay rewrites only the first
     answer per partition. Asserted: the proxy took the preference (log) and
     the data arrives without a loop."""
-    relay, upstream = relayed
-    proxy = start_proxy(upstream=relay.address, mapping=virtual.mapping(V, P), log_level="debug")
-    name = f"prpt-{uuid.uuid4().hex[:8]}"
-    clients.create_topic(upstream.address, name, 3)       # not the rule's P: 1:1
-    assert clients.wait_partition_count(proxy.address, name, 3) == 3
+    upstream, relay = broker_behind_relay
+    # Not the rule's P: a 1:1 topic.
+    proxy, name = proxy_and_topic(start_proxy, broker_behind_relay, "prpt", partitions=3, shown=3,
+                                  log_level="debug")
     lines = [f"pt-{i}" for i in range(5)]
     virtual.kcat_produce(proxy.address, name, lines, partition=1)
     node = node_id(upstream.address)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Capture real client record batches for tests/records.rs.
+"""Capture real client record batches for tests/it/records.rs.
 
 Starts a Tansu broker (memory storage) behind a small TCP relay, produces a
 few records with confluent-kafka (librdkafka) and kafka-python for every

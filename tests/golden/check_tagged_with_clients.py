@@ -6,7 +6,7 @@ and the appended kpr.vp header. This shows the re-compressed output of every
 codec decodes in the clients, not only in our own decoder.
 
 Usage:
-  KPR_TAGGED_OUT=/tmp/kpr-tagged cargo test --test records write_tagged_batches_for_client_check
+  KPR_TAGGED_OUT=/tmp/kpr-tagged cargo test --test it records::write_tagged_batches_for_client_check
   python3 tests/golden/check_tagged_with_clients.py /tmp/kpr-tagged [--port 39321]
 
 Starts its own Tansu broker (memory storage) and stops it before exiting.

@@ -6,11 +6,9 @@
 //! the same value, and re-encoded to the same bytes. Request and response
 //! headers are round-tripped for every API and version too.
 
-mod common;
-
 use std::borrow::Cow;
 
-use common::{all_messages, random_message, random_string, unknown_tags, GenOptions, Rng};
+use crate::common::{all_messages, random_message, random_string, unknown_tags, GenOptions, Rng};
 use kpr_proxy::kafka::codec::{self, Value};
 use kpr_proxy::kafka::header::{
     encode_response_header, parse_response_header, peek_request, response_header_is_flexible, RequestHeader,

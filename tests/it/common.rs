@@ -1,8 +1,6 @@
 //! Shared by the codec tests: a small seeded PRNG and a generator of random
 //! message values shaped by a schema.
 
-#![allow(dead_code)]
-
 use std::borrow::Cow;
 
 use kpr_proxy::kafka::codec::{Struct, Value};
