@@ -140,11 +140,13 @@ impl Worker {
                 };
                 self.apply(conn, verdict);
             }
-            ToWorker::ClientClosed { conn } => {
-                if let Some(s) = self.sessions.remove(&conn) {
-                    s.teardown(&self.ctx);
-                }
-            }
+            ToWorker::ClientClosed { conn } => match self.sessions.get_mut(&conn) {
+                // Requests the client sent whole go upstream even though it
+                // left, as Kafka handles them: those waiting for look-ups
+                // too, so the session stays until they are sent.
+                Some(s) if s.has_deferred() && !s.closing => s.client_gone = true,
+                _ => self.teardown(conn),
+            },
             ToWorker::Shutdown => {}
         }
     }
@@ -224,6 +226,9 @@ impl Worker {
         let conn = done.conn;
         let Some(session) = self.sessions.get_mut(&conn) else { return };
         if session.closing {
+            if session.client_gone {
+                self.teardown(conn);
+            }
             return;
         }
         session.lookup_failures = done.failures;
@@ -244,10 +249,19 @@ impl Worker {
                 break;
             }
         }
-        if let Some(session) = self.sessions.get_mut(&conn) {
-            session.lookup_failures.clear();
+        let Some(session) = self.sessions.get_mut(&conn) else { return };
+        session.lookup_failures.clear();
+        if session.client_gone && (session.closing || !session.has_deferred()) {
+            self.teardown(conn);
+            return;
         }
         self.burst_unfinished(conn);
+    }
+
+    fn teardown(&mut self, conn: Token) {
+        if let Some(s) = self.sessions.remove(&conn) {
+            s.teardown(&self.ctx);
+        }
     }
 
     fn burst_unfinished(&mut self, conn: Token) {

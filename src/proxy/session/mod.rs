@@ -79,6 +79,9 @@ pub struct Session {
     pub last_fetch_addr: Option<String>,
     /// A close was asked for; events still queued for it are ignored.
     pub closing: bool,
+    /// The client closed while requests of its waited for look-ups: they
+    /// are still sent, then the session is torn down.
+    pub client_gone: bool,
     /// Correlation ids of requests the proxy builds itself. Answers are
     /// matched by order on each upstream connection, so these only need to
     /// differ from their neighbours to catch a confused broker.
@@ -113,6 +116,7 @@ impl Session {
             held: Vec::new(),
             last_fetch_addr: None,
             closing: false,
+            client_gone: false,
             next_correlation: 0x4b50_0000,
             redos: Vec::new(),
             deferred: VecDeque::new(),
