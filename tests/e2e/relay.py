@@ -53,6 +53,14 @@ can:
   reaches the broker: a stand-in for an API Tansu lacks (OffsetDelete). It
   waits for the connection's earlier requests to be answered first, which
   is enough for one client's sequential requests, not for a pipelining one.
+- hold_requests(api_key, containing): requests of that API whose bytes
+  contain `containing` wait in the relay, not sent to the broker, until the
+  returned Hold is released (hold.seen is set when one arrives): an answer
+  that does not come, e.g. a FindCoordinator the proxy must wait for. Later
+  requests on that connection wait behind it, as behind a slow answer.
+- extra_broker(node_id, port): every Metadata answer also lists broker
+  node_id at 127.0.0.1:port, e.g. a listener that never accepts, so that a
+  request routed to that broker makes the proxy connect there.
 """
 
 import socket
@@ -202,6 +210,28 @@ def _accepted_pairs(owner, target_port):
         yield client, upstream
 
 
+class Hold:
+    """Requests of one API containing some bytes, kept in the relay until
+    release() (see Relay.hold_requests)."""
+
+    def __init__(self, api_key, containing):
+        self.api_key = api_key
+        self.containing = containing
+        self.seen = threading.Event()
+        self.released = threading.Event()
+
+    def catches(self, api_key, frame):
+        return (api_key == self.api_key and self.containing in frame
+                and not self.released.is_set())
+
+    def wait(self):
+        self.seen.set()
+        self.released.wait()
+
+    def release(self):
+        self.released.set()
+
+
 class Relay:
     def __init__(self, upstream_port, port=None):
         self.upstream_port = upstream_port
@@ -222,6 +252,8 @@ class Relay:
         self.rack = None         # (rack id, node id, once, partitions) of prefer_replica
         self.preferred = []      # (topic, partition) answered with a preferred replica
         self.fetches_with_rack = 0
+        self.holds = []          # Hold of hold_requests, released or not
+        self.extra_brokers = {}  # node id -> port, added to Metadata answers
         self.sockets = []
         self.closed = False
         threading.Thread(target=self._accept, daemon=True, name="relay-accept").start()
@@ -301,12 +333,26 @@ class Relay:
     def answer_requests(self, hook):
         self.request_hook = hook
 
+    def hold_requests(self, api_key, containing):
+        hold = Hold(api_key, containing)
+        with self.lock:
+            self.holds.append(hold)
+        return hold
+
+    def extra_broker(self, node_id, port):
+        with self.lock:
+            self.extra_brokers[node_id] = port
+
     def pending_losses(self):
         with self.lock:
             return sum(self.lose.values())
 
     def close(self):
         self.closed = True
+        with self.lock:
+            holds = list(self.holds)
+        for hold in holds:
+            hold.release()
         try:
             self.listener.shutdown(socket.SHUT_RDWR)
         except OSError:
@@ -379,6 +425,10 @@ class Relay:
                     client.sendall(struct.pack(">i", len(answer)) + answer)
                     continue
                 with self.lock:
+                    holds = [h for h in self.holds if h.catches(api_key, frame)]
+                for hold in holds:
+                    hold.wait()
+                with self.lock:
                     self.requests[api_key] = self.requests.get(api_key, 0) + 1
                     fault = self._take_fault(api_key, frame)
                     rack = self.rack
@@ -425,6 +475,9 @@ class Relay:
                 if api_key == kafkawire.API_METADATA:
                     with self.lock:
                         hidden = dict(self.hidden)
+                        extra_brokers = dict(self.extra_brokers)
+                    if extra_brokers:
+                        frame = add_brokers(api_version, frame, extra_brokers)
                     if hidden:
                         frame, names = hide_topics(api_version, frame, hidden)
                         with self.lock:
@@ -536,23 +589,55 @@ def _skip_tags(r, flexible):
         r.skip_tagged_fields()
 
 
-def hide_topics(version, frame, hidden):
-    """A Metadata response (v1-v12) with the error code of every topic named
-    in `hidden` set to UNKNOWN_TOPIC_OR_PARTITION (3), in place; and the
-    names patched."""
+def _skip_to_brokers(r, version):
+    """Move a Metadata response (v1-v12) reader to its brokers array."""
     assert 1 <= version <= 12, f"Metadata v{version} not handled by the relay"
-    flexible = version >= 9
-    r = kafkawire.Reader(frame)
     r.int32()  # correlation id
-    _skip_tags(r, flexible)
+    _skip_tags(r, version >= 9)
     if version >= 3:
         r.int32()  # throttle
-    for _ in range(_array_len(r, flexible)):
+
+
+def _skip_brokers(r, flexible, count):
+    for _ in range(count):
         r.int32()
         _skip_string(r, flexible)
         r.int32()
         _skip_string(r, flexible)  # rack
         _skip_tags(r, flexible)
+
+
+def add_brokers(version, frame, brokers):
+    """A Metadata response (v1-v12) that also lists `brokers` ({node id:
+    port}, host 127.0.0.1, no rack) after the broker's own."""
+    flexible = version >= 9
+    r = kafkawire.Reader(frame)
+    _skip_to_brokers(r, version)
+    count_at = r.pos
+    count = _array_len(r, flexible)
+    first_at = r.pos
+    _skip_brokers(r, flexible, count)
+    added = b""
+    for node_id, port in sorted(brokers.items()):
+        if flexible:
+            added += (struct.pack(">i", node_id) + kafkawire._compact_string("127.0.0.1")
+                      + struct.pack(">i", port) + kafkawire._uvarint(0) + b"\x00")
+        else:
+            added += (struct.pack(">i", node_id) + kafkawire._string("127.0.0.1")
+                      + struct.pack(">i", port) + kafkawire._string(None))
+    total = count + len(brokers)
+    head = kafkawire._uvarint(total + 1) if flexible else struct.pack(">i", total)
+    return frame[:count_at] + head + frame[first_at:r.pos] + added + frame[r.pos:]
+
+
+def hide_topics(version, frame, hidden):
+    """A Metadata response (v1-v12) with the error code of every topic named
+    in `hidden` set to UNKNOWN_TOPIC_OR_PARTITION (3), in place; and the
+    names patched."""
+    flexible = version >= 9
+    r = kafkawire.Reader(frame)
+    _skip_to_brokers(r, version)
+    _skip_brokers(r, flexible, _array_len(r, flexible))
     if version >= 2:
         _skip_string(r, flexible)  # cluster id
     r.int32()  # controller

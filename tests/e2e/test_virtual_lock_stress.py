@@ -13,8 +13,13 @@ view), and many new idempotent producers write every virtual partition of a
 40-over-2 topic in parallel, round after round, so that every request of a
 new producer makes up to 19 derived-id look-ups. Every producer must finish,
 and the proxy must still answer afterwards.
+
+Issue 9 asks for this to run 5 minutes without a hang: rounds repeat for
+KPR_STRESS_SECONDS (300 by default; less for a quick local run), each round
+checked before the next starts.
 """
 
+import os
 import threading
 import time
 
@@ -27,7 +32,7 @@ import virtual
 
 V, P = 40, 2
 PARALLEL = 6
-ROUNDS = 8
+DURATION = float(os.environ.get("KPR_STRESS_SECONDS", "300"))
 FLUSH_TIMEOUT = 20.0
 
 
@@ -51,15 +56,18 @@ def produce_one_of_each(bootstrap, name, tag, outcome):
     outcome[tag] = "ok" if left == 0 and not errors else f"{left} undelivered, errors {errors[:3]}"
 
 
-@pytest.mark.timeout(300)
+# The last round may start just before DURATION ends and take a round's
+# bound (FLUSH_TIMEOUT + 15 s); the rest is for the broker and proxy.
+@pytest.mark.timeout(int(DURATION) + 120)
 def test_new_idempotent_producers_during_constant_metadata_refreshes_never_hang(start_proxy, topic):
     name = topic(P, prefix="vp-lock")
     proxy = start_proxy(mapping=virtual.mapping(V, P), log_level="info",
                         extra={"kafka": {"metadata_refresh_interval_ms": 1}})
     outcome = {}
     started = time.monotonic()
-    for r in range(ROUNDS):
-        threads = [threading.Thread(target=produce_one_of_each, args=(proxy.address, name, f"r{r}p{i}", outcome),
+    rounds = 0
+    while rounds == 0 or time.monotonic() - started < DURATION:
+        threads = [threading.Thread(target=produce_one_of_each, args=(proxy.address, name, f"r{rounds}p{i}", outcome),
                                     daemon=True)
                    for i in range(PARALLEL)]
         for t in threads:
@@ -69,9 +77,11 @@ def test_new_idempotent_producers_during_constant_metadata_refreshes_never_hang(
         stuck = [t.name for t in threads if t.is_alive()]
         failed = {k: v for k, v in outcome.items() if v != "ok"}
         assert not stuck and not failed, (
-            f"round {r} ({time.monotonic() - started:.1f}s in): producers did not finish: "
+            f"round {rounds} ({time.monotonic() - started:.1f}s in): producers did not finish: "
             f"{failed or stuck}; the proxy hangs")
-    assert len(outcome) == ROUNDS * PARALLEL
+        rounds += 1
+    assert len(outcome) == rounds * PARALLEL
+    print(f"{rounds} rounds of {PARALLEL} new idempotent producers in {time.monotonic() - started:.0f} s")
     # Still answering: a fresh connection gets its metadata.
     brokers = kafkawire.probe(proxy.address, timeout=5.0)
     assert brokers, "the proxy answered Metadata with no broker"
