@@ -67,11 +67,10 @@
 //! them, so when their coordinator moved or its connection failed they are
 //! sent again after a short wait (`Session::resend_due`).
 
+pub mod apis;
 pub mod coalesce;
-pub mod groups;
 pub mod lookups;
 pub mod plan;
-pub mod remapped;
 pub mod replicas;
 pub mod requests;
 pub mod route;
