@@ -13,6 +13,7 @@ use crate::kafka::api::{error, ApiKey};
 use crate::kafka::codec::{self, Struct, Value};
 use crate::kafka::header::{parse_response_header, RequestHeader};
 use crate::kafka::message::{encode_request, encode_response, request_schema, response_schema};
+use crate::kafka::schema::StructSchema;
 use crate::proxy::plan::Part;
 use crate::proxy::route::Route;
 use crate::proxy::session::Session;
@@ -140,28 +141,50 @@ pub fn codes_response(
     if body.has_field("error_code") {
         set_if(&mut body, "error_code", Value::Int16(top_error), version);
     }
-    let ts = codec::element_schema(schema, "topics");
+    let topics = placements.iter().map(|(name, parts)| (name.as_str(), parts.as_slice()));
+    let topics = topics_array(schema, version, topics, &|name, e, (v, target)| {
+        e.set("partition_index", Value::Int32(*v));
+        e.set("error_code", Value::Int16(code_of(name, target)));
+    });
+    body.set("topics", Value::Array(Some(topics)));
+    encode_response(api as i16, version, correlation_id, &[], &body).map_err(|e| e.to_string())
+}
+
+/// The `topics` array of a message of schema `parent` (topics →
+/// partitions): one topic per `(name, items)`, one partition entry per
+/// item, filled in by `fill(topic, entry, item)`.
+pub fn topics_array<'i, T: 'i>(
+    parent: &'static StructSchema,
+    version: i16,
+    topics: impl IntoIterator<Item = (&'i str, &'i [T])>,
+    fill: &dyn Fn(&str, &mut Struct<'static>, &T),
+) -> Vec<Value<'static>> {
+    let ts = codec::element_schema(parent, "topics");
     let ps = codec::element_schema(ts, "partitions");
-    let topics = placements
-        .iter()
-        .map(|(name, parts)| {
+    topics
+        .into_iter()
+        .map(|(name, items)| {
             let mut t = codec::with_defaults(ts, version);
-            t.set("name", Value::str(name.clone()));
-            let entries = parts
+            t.set("name", Value::str(name.to_string()));
+            let entries = items
                 .iter()
-                .map(|(v, target)| {
+                .map(|item| {
                     let mut e = codec::with_defaults(ps, version);
-                    e.set("partition_index", Value::Int32(*v));
-                    e.set("error_code", Value::Int16(code_of(name, target)));
+                    fill(name, &mut e, item);
                     Value::Struct(e)
                 })
                 .collect();
             t.set("partitions", Value::Array(Some(entries)));
             Value::Struct(t)
         })
-        .collect();
-    body.set("topics", Value::Array(Some(topics)));
-    encode_response(api as i16, version, correlation_id, &[], &body).map_err(|e| e.to_string())
+        .collect()
+}
+
+/// Where each partition of a group request goes, and its group; `None`
+/// when it names no remapped topic (it is forwarded as it came).
+pub fn remapped_placements(ctx: &ProxyContext, req: &Struct<'_>) -> Option<(Placements, String)> {
+    let (placements, remapped) = placements_of(ctx, req);
+    remapped.then(|| (placements, req.str("group_id").unwrap_or_default().to_string()))
 }
 
 pub fn placements_of(ctx: &ProxyContext, req: &Struct<'_>) -> (Placements, bool) {

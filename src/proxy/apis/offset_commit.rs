@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use log::{debug, warn};
 
-use super::derived::{codes_response, decode_offsets, derived_ks, describe_group_part, filtered, main_group_of, part, partition_codes, placements_of, ReservedIds, set_if, Target};
+use super::derived::{codes_response, decode_offsets, derived_ks, describe_group_part, filtered, main_group_of, part, partition_codes, remapped_placements, ReservedIds, set_if, Target};
 use super::Request;
 use crate::kafka::api::{error, ApiKey};
 use crate::kafka::codec::{self, Struct, Value};
@@ -200,11 +200,7 @@ enum MemberCheck {
 pub fn remapped(r: &mut Request<'_, '_>) -> Option<Plan> {
     let (ctx, header, req, session) = (r.ctx, r.header, r.body, &mut *r.session);
     let version = header.api_version;
-    let (placements, remapped) = placements_of(ctx, req);
-    if !remapped {
-        return None;
-    }
-    let group = req.str("group_id").unwrap_or_default().to_string();
+    let (placements, group) = remapped_placements(ctx, req)?;
     let (main, main_count) = filtered(req, &placements, "partition_index", &|t| if let Target::Main(p) = t { Some(*p) } else { None });
     let ks = derived_ks(&placements);
     let mut derived_parts = Vec::new();

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use log::warn;
 
-use super::derived::{codes_response, derived_ks, describe_group_part, filtered, main_group_of, part, partition_codes, PartitionCodes, Placements, placements_of, ReservedIds, Target};
+use super::derived::{codes_response, derived_ks, describe_group_part, filtered, main_group_of, part, partition_codes, PartitionCodes, Placements, remapped_placements, ReservedIds, Target};
 use super::Request;
 use crate::kafka::api::{error, ApiKey};
 use crate::kafka::codec::{self, Value};
@@ -31,11 +31,7 @@ pub fn forward(r: &mut Request<'_, '_>) -> Plan {
 pub fn remapped(r: &mut Request<'_, '_>) -> Option<Plan> {
     let (ctx, header, req, session) = (r.ctx, r.header, r.body, &mut *r.session);
     let version = header.api_version;
-    let (placements, remapped) = placements_of(ctx, req);
-    if !remapped {
-        return None;
-    }
-    let group = req.str("group_id").unwrap_or_default().to_string();
+    let (placements, group) = remapped_placements(ctx, req)?;
     let ks = derived_ks(&placements);
     let mut stage1 = Vec::new();
     let (main, main_count) = filtered(req, &placements, "partition_index", &|t| if let Target::Main(p) = t { Some(*p) } else { None });

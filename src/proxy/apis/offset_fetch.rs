@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::derived::{decode_offsets, part, place, set_if, Target};
+use super::derived::{decode_offsets, part, place, set_if, topics_array, Target};
 use super::passthrough::{forward as forward_as_is, group_route};
 use super::Request;
 use crate::kafka::api::ApiKey;
@@ -178,31 +178,14 @@ fn encode_offset_fetch(version: i16, corr: i32, names: &[String], groups: &[Grou
     let schema = &response_schema(ApiKey::OffsetFetch as i16).expect("declared").body;
     let mut body = codec::with_defaults(schema, version);
     let topics_value = |parent: &'static StructSchemaRef, topics: &[(String, Vec<(i32, Committed)>)]| -> Value<'static> {
-        let ts = codec::element_schema(parent, "topics");
-        let ps = codec::element_schema(ts, "partitions");
-        Value::Array(Some(
-            topics
-                .iter()
-                .map(|(name, parts)| {
-                    let mut t = codec::with_defaults(ts, version);
-                    t.set("name", Value::str(name.clone()));
-                    let entries = parts
-                        .iter()
-                        .map(|(v, c)| {
-                            let mut e = codec::with_defaults(ps, version);
-                            e.set("partition_index", Value::Int32(*v));
-                            e.set("committed_offset", Value::Int64(c.offset));
-                            set_if(&mut e, "committed_leader_epoch", Value::Int32(c.leader_epoch), version);
-                            e.set("metadata", Value::String(c.metadata.clone().map(std::borrow::Cow::Owned)));
-                            e.set("error_code", Value::Int16(c.error_code));
-                            Value::Struct(e.into_owned())
-                        })
-                        .collect();
-                    t.set("partitions", Value::Array(Some(entries)));
-                    Value::Struct(t.into_owned())
-                })
-                .collect(),
-        ))
+        let topics = topics.iter().map(|(name, parts)| (name.as_str(), parts.as_slice()));
+        Value::Array(Some(topics_array(parent, version, topics, &|_, e, (v, c)| {
+            e.set("partition_index", Value::Int32(*v));
+            e.set("committed_offset", Value::Int64(c.offset));
+            set_if(e, "committed_leader_epoch", Value::Int32(c.leader_epoch), version);
+            e.set("metadata", Value::String(c.metadata.clone().map(std::borrow::Cow::Owned)));
+            e.set("error_code", Value::Int16(c.error_code));
+        })))
     };
     if version >= 8 {
         let gs = codec::element_schema(schema, "groups");
