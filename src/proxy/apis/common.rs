@@ -1,9 +1,9 @@
-//! Small helpers for answers the handlers read or build.
+//! Reading the answers handlers build on.
 
 use crate::kafka::api::ApiKey;
 use crate::kafka::codec::{self, Struct};
 use crate::kafka::header::parse_response_header;
-use crate::kafka::message::{encode_response, response_schema};
+use crate::kafka::message::response_schema;
 
 /// A decoded answer (header skipped), or an empty answer with the schema's
 /// defaults when nothing went upstream.
@@ -22,8 +22,3 @@ pub fn decode_answer(api: ApiKey, version: i16, answer: &[u8]) -> Result<Struct<
     codec::decode(schema, version, body).map_err(|e| e.to_string())
 }
 
-/// The client's answer: `body` under its correlation id, no tagged header
-/// fields.
-pub fn encode_answer(api: ApiKey, version: i16, correlation_id: i32, body: &Struct<'_>) -> Result<Vec<u8>, String> {
-    encode_response(api as i16, version, correlation_id, &[], body).map_err(|e| e.to_string())
-}

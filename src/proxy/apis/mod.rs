@@ -35,9 +35,10 @@
 //! - [`txn`]: InitProducerId, AddOffsetsToTxn, EndTxn;
 //!   [`add_partitions_to_txn`].
 //! - [`create_topics`]; [`admin`]: DeleteRecords, CreatePartitions,
-//!   DeleteTopics, configs, DescribeCluster, DescribeProducers,
-//!   DescribeTopicPartitions.
-//! - [`passthrough`]: forwarding helpers every handler uses.
+//!   DeleteTopics, configs, DescribeCluster, DescribeProducers;
+//!   DescribeTopicPartitions goes to any broker ([`passthrough::to_any`]).
+//! - [`passthrough`]: forwarding helpers every handler uses; [`common`]:
+//!   decoding answers.
 
 pub mod add_partitions_to_txn;
 pub mod admin;
