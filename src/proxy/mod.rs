@@ -18,11 +18,13 @@
 //!    advertises. It decodes the body with the declared schema
 //!    (`kafka::codec::decode_prefix`).
 //! 3. **A plan is made.** ApiVersions is answered here (`Plan::Answer`).
-//!    When a rule remaps anything, `requests::remapped_plan` gives the
-//!    remap-aware handlers (`remapped`, `groups`) the first look; they use
-//!    the pure rewrites of `crate::remap` (split into rounds, tag records,
-//!    derive groups). A request naming no remapped topic is forwarded as the
-//!    bytes that came, with a `route::Route` read from its content. A plan
+//!    Every other API has one handler under `apis` (`apis::handler` is
+//!    the table): when a rule remaps anything, its `remapped` plan has the
+//!    first look, using the pure rewrites of `crate::remap` (split into
+//!    rounds, tag records, derive groups), and says how the answers become
+//!    the client's (`plan::Finish`). A request naming no remapped topic
+//!    goes to the handler's `forward`: it is sent as the bytes that came,
+//!    with a `route::Route` read from its content. A plan
 //!    that needs something the proxy must ask the cluster first (metadata
 //!    of a topic it has not seen, a cleanup policy, a derived producer id)
 //!    asks for it (`lookups::Needs`) and returns `Plan::AfterLookups`: the
@@ -67,11 +69,10 @@
 //! them, so when their coordinator moved or its connection failed they are
 //! sent again after a short wait (`Session::resend_due`).
 
+pub mod apis;
 pub mod coalesce;
-pub mod groups;
 pub mod lookups;
 pub mod plan;
-pub mod remapped;
 pub mod replicas;
 pub mod requests;
 pub mod route;

@@ -1,5 +1,5 @@
-//! What to do with one client request, decided by `requests::plan` and
-//! carried out by the session: answer it here, or send one or more parts
+//! What to do with one client request, decided by its API's handler
+//! (`apis`) and carried out by the session: answer it here, or send one or more parts
 //! upstream and build the client's response from their answers.
 
 use std::time::Duration;

@@ -1,0 +1,146 @@
+//! DeleteGroups. Pass-through: to the coordinator of the first group. While
+//! any rule remaps, the groups are deleted, then the derived groups of
+//! those that were (never before: a group that refuses deletion keeps all
+//! its offsets); a derived group left behind is reported on its group.
+
+use std::time::Duration;
+
+use log::warn;
+
+use super::passthrough::{first_str, forward as forward_as_is, group_route};
+use super::Request;
+use crate::kafka::api::{error, ApiKey};
+use crate::kafka::codec::{self, Value};
+use crate::kafka::header::{parse_response_header, RequestHeader};
+use crate::kafka::message::{encode_request, encode_response, request_schema, response_schema};
+use crate::proxy::plan::{CorrelationIds, Finish, Part, PartFrame, Plan, Step};
+use crate::proxy::route::Route;
+use crate::remap::groups::{derived_group, parse_derived};
+
+
+pub fn forward(r: &mut Request<'_, '_>) -> Plan {
+    forward_as_is(r, group_route(first_str(r.body.array("groups_names"))), Duration::ZERO, Finish::AsIs)
+}
+
+
+/// DeleteGroups: delete the groups, then the derived groups of those that
+/// were deleted (never before: a group that refuses deletion keeps all its
+/// offsets).
+pub fn remapped(r: &mut Request<'_, '_>) -> Option<Plan> {
+    let (ctx, header, frame, session) = (r.ctx, r.header, r.frame, &mut *r.session);
+    let max_k = ctx.mapper.max_ratio();
+    if max_k <= 1 {
+        return None;
+    }
+    let version = header.api_version;
+    let client_id = header.client_id.as_deref().map(str::to_string);
+    let first = Part {
+        route: Route::Any,
+        frame: PartFrame::Original,
+        correlation_id: header.correlation_id,
+        broker_wait: Duration::ZERO,
+    };
+    let groups: Vec<String> = {
+        let Ok((_, body)) = RequestHeader::parse(frame) else { return None };
+        let Ok(req) = codec::decode(request_schema(ApiKey::DeleteGroups as i16).expect("declared"), version, body) else { return None };
+        req.array("groups_names").iter().filter_map(|v| if let Value::String(Some(s)) = v { Some(s.to_string()) } else { None }).collect()
+    };
+    let first = Part { route: groups.first().map_or(Route::Any, |g| Route::Group(g.clone())), ..first };
+    let mut next_correlation = session.next_correlation_id();
+    Some(Plan::Forward {
+        parts: vec![first],
+        expect_response: true,
+        finish: Finish::Then(Box::new(move |_ctx, _v, corr, mut answers| {
+            let mut answer = answers.pop().ok_or("no answer")?;
+            let (_, _, body) = parse_response_header(&answer, ApiKey::DeleteGroups as i16, version).map_err(|e| e.to_string())?;
+            let resp = codec::decode(response_schema(ApiKey::DeleteGroups as i16).expect("declared"), version, body).map_err(|e| e.to_string())?;
+            // Derived groups go with a deleted group, and with one already
+            // gone (a retry after a derived deletion failed).
+            let deleted: Vec<String> = resp
+                .structs("results")
+                .filter(|r| matches!(r.i16("error_code"), Some(error::NONE | error::GROUP_ID_NOT_FOUND)))
+                .filter_map(|r| r.str("group_id").map(str::to_string))
+                .collect();
+            crate::proxy::plan::set_correlation_id(&mut answer, corr);
+            if deleted.is_empty() {
+                return Ok(Step::Done(answer));
+            }
+            let schema = &request_schema(ApiKey::DeleteGroups as i16).expect("declared").body;
+            let mut parts = Vec::new();
+            let mut asked: Vec<String> = Vec::new(); // the derived group of each part
+            for g in &deleted {
+                for k in 1..max_k {
+                    let name = derived_group(g, k);
+                    asked.push(name.clone());
+                    let mut body = codec::with_defaults(schema, version);
+                    body.set("groups_names", Value::Array(Some(vec![Value::str(name.clone())])));
+                    next_correlation = next_correlation.wrapping_add(1);
+                    let frame = encode_request(ApiKey::DeleteGroups as i16, version, next_correlation, client_id.as_deref(), &body)
+                        .map_err(|e| e.to_string())?;
+                    parts.push(Part { route: Route::Group(name), frame: frame.into(), correlation_id: next_correlation, broker_wait: Duration::ZERO });
+                }
+            }
+            // The client sees the answer for its own groups; a derived group
+            // that never existed answers GROUP_ID_NOT_FOUND, which is fine.
+            // Any other failure leaves offsets behind: the group's own
+            // result carries it, so the deletion is not taken as done.
+            Ok(Step::More {
+                parts,
+                finish: Finish::Merge(Box::new(move |_c, version, corr, answers| {
+                    let failures = derived_deletion_failures(version, &asked, &answers);
+                    if failures.is_empty() {
+                        return Ok(answer);
+                    }
+                    report_derived_deletion_failures(version, corr, &answer, &failures)
+                })),
+            })
+        })),
+    })
+}
+
+/// (group, derived group, error) for each derived group whose deletion
+/// failed with anything but GROUP_ID_NOT_FOUND; an answer that cannot be
+/// read counts as UNKNOWN_SERVER_ERROR.
+fn derived_deletion_failures(version: i16, asked: &[String], answers: &[Vec<u8>]) -> Vec<(String, String, i16)> {
+    let schema = response_schema(ApiKey::DeleteGroups as i16).expect("declared");
+    let mut out = Vec::new();
+    for (derived, answer) in asked.iter().zip(answers) {
+        let code = parse_response_header(answer, ApiKey::DeleteGroups as i16, version)
+            .ok()
+            .and_then(|(_, _, body)| codec::decode(schema, version, body).ok())
+            // Each request named this one group: its one result is the answer.
+            .map_or(error::UNKNOWN_SERVER_ERROR, |r| {
+                r.structs("results").next().and_then(|g| g.i16("error_code")).unwrap_or(error::UNKNOWN_SERVER_ERROR)
+            });
+        if code != error::NONE && code != error::GROUP_ID_NOT_FOUND {
+            let group = parse_derived(derived).map_or_else(|| derived.clone(), |(g, _)| g.to_string());
+            out.push((group, derived.clone(), code));
+        }
+    }
+    out
+}
+
+/// The client's DeleteGroups answer with each group whose derived groups
+/// could not all be deleted answered with the first such error.
+fn report_derived_deletion_failures(
+    version: i16,
+    corr: i32,
+    answer: &[u8],
+    failures: &[(String, String, i16)],
+) -> Result<Vec<u8>, String> {
+    let (_, _, body) = parse_response_header(answer, ApiKey::DeleteGroups as i16, version).map_err(|e| e.to_string())?;
+    let mut resp =
+        codec::decode(response_schema(ApiKey::DeleteGroups as i16).expect("declared"), version, body).map_err(|e| e.to_string())?;
+    for r in resp.structs_mut("results") {
+        let Some(group) = r.str("group_id").map(str::to_string) else { continue };
+        let Some((_, derived, code)) = failures.iter().find(|(g, _, _)| *g == group) else { continue };
+        warn!(
+            "DeleteGroups: group {group} is deleted, but its derived group {derived} (offsets of virtual partitions with \
+             k >= 1) was not: Kafka error code {code}; answering {group} with that error"
+        );
+        if r.i16("error_code") == Some(error::NONE) {
+            r.set("error_code", Value::Int16(*code));
+        }
+    }
+    encode_response(ApiKey::DeleteGroups as i16, version, corr, &[], &resp).map_err(|e| e.to_string())
+}

@@ -1,0 +1,22 @@
+//! ListOffsets: a virtual partition's offsets are its physical partition's,
+//! so a request on remapped topics is split by physical partition and the
+//! answers are given back under the client's partition numbers.
+
+use std::time::Duration;
+
+use super::passthrough::first_partition;
+use super::split::split_unchanged;
+use super::Request;
+use crate::kafka::api::ApiKey;
+use crate::proxy::plan::{Finish, Plan};
+use crate::remap::split;
+
+pub fn remapped(r: &mut Request<'_, '_>) -> Option<Plan> {
+    split_unchanged(r, ApiKey::ListOffsets, split::LIST_OFFSETS)
+}
+
+/// To the leader of the first partition named.
+pub fn forward(r: &mut Request<'_, '_>) -> Plan {
+    let route = first_partition(r.body, "topics", "name", "partitions", "partition_index");
+    super::passthrough::forward(r, route, Duration::ZERO, Finish::AsIs)
+}
