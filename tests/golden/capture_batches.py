@@ -255,27 +255,34 @@ def write_variants():
         print(f"variant_{name}: {len(data)} compressed bytes")
 
 
+def start_tansu(port, advertised_port=None):
+    """A Tansu broker with memory storage on 127.0.0.1:port (advertising
+    advertised_port, default port), once it accepts connections."""
+    broker = subprocess.Popen(
+        [TANSU, "broker",
+         "--listener-url", f"tcp://127.0.0.1:{port}",
+         "--advertised-listener-url", f"tcp://127.0.0.1:{advertised_port or port}",
+         "--storage-engine", "memory://tansu/"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port)).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    return broker
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, default=39311, help="relay port (broker uses port+1)")
     args = ap.parse_args()
     relay_port, broker_port = args.port, args.port + 1
     os.makedirs(OUT, exist_ok=True)
-    broker = subprocess.Popen(
-        [TANSU, "broker",
-         "--listener-url", f"tcp://127.0.0.1:{broker_port}",
-         "--advertised-listener-url", f"tcp://127.0.0.1:{relay_port}",
-         "--storage-engine", "memory://tansu/"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    broker = start_tansu(broker_port, advertised_port=relay_port)
     relay = None
     failures = 0
     try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", broker_port)).close()
-                break
-            except OSError:
-                time.sleep(0.1)
         relay = Relay(relay_port, broker_port)
         bootstrap = f"127.0.0.1:{relay_port}"
         for client, produce in CLIENTS.items():

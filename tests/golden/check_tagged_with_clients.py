@@ -22,7 +22,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from capture_batches import TANSU, records_for, split_batches  # noqa: E402
+from capture_batches import TANSU, records_for, split_batches, start_tansu  # noqa: E402
 
 
 def produce_raw(port, topic, batch):
@@ -97,18 +97,9 @@ def main():
     ap.add_argument("--port", type=int, default=39321)
     args = ap.parse_args()
     port = args.port
-    broker = subprocess.Popen(
-        [TANSU, "broker", "--listener-url", f"tcp://127.0.0.1:{port}",
-         "--advertised-listener-url", f"tcp://127.0.0.1:{port}", "--storage-engine", "memory://tansu/"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    broker = start_tansu(port)
     failures = 0
     try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port)).close()
-                break
-            except OSError:
-                time.sleep(0.1)
         for f in sorted(os.listdir(args.dir)):
             if not f.endswith(".bin"):
                 continue
