@@ -273,6 +273,16 @@ def start_tansu(port, advertised_port=None):
     return broker
 
 
+def stop_tansu(broker):
+    """Stop a broker start_tansu started (SIGTERM, then SIGKILL after 10 s)."""
+    broker.send_signal(signal.SIGTERM)
+    try:
+        broker.wait(10)
+    except subprocess.TimeoutExpired:
+        broker.kill()
+        broker.wait()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, default=39311, help="relay port (broker uses port+1)")
@@ -317,12 +327,7 @@ def main():
     finally:
         if relay:
             relay.close()
-        broker.send_signal(signal.SIGTERM)
-        try:
-            broker.wait(10)
-        except subprocess.TimeoutExpired:
-            broker.kill()
-            broker.wait()
+        stop_tansu(broker)
     write_variants()
     sys.exit(1 if failures else 0)
 

@@ -14,7 +14,6 @@ Starts its own Tansu broker (memory storage) and stops it before exiting.
 
 import argparse
 import os
-import signal
 import socket
 import struct
 import subprocess
@@ -22,7 +21,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from capture_batches import TANSU, records_for, split_batches, start_tansu  # noqa: E402
+from capture_batches import TANSU, records_for, split_batches, start_tansu, stop_tansu  # noqa: E402
 
 
 def produce_raw(port, topic, batch):
@@ -126,12 +125,7 @@ def main():
                             print("  want", repr(w)[:200])
                             break
     finally:
-        broker.send_signal(signal.SIGTERM)
-        try:
-            broker.wait(10)
-        except subprocess.TimeoutExpired:
-            broker.kill()
-            broker.wait()
+        stop_tansu(broker)
     sys.exit(1 if failures else 0)
 
 
