@@ -105,7 +105,7 @@ fn a_members_commit_goes_to_its_group_then_to_the_derived_group() {
     let (reads, finish) = more(step);
     let routes: Vec<Route> = reads.iter().map(|p| p.route.clone()).collect();
     assert_eq!(routes, (1..=4).map(|k| Route::Group(format!("g.kpr-vp-k{k}"))).collect::<Vec<_>>());
-    let nothing_held = reads.iter().map(|part| empty_offset_fetch_answer(part)).collect();
+    let nothing_held = reads.iter().map(empty_offset_fetch_answer).collect();
     let bytes = done(h.complete(finish, ApiKey::OffsetCommit, VERSION, nothing_held));
     assert_eq!(client_codes(&bytes), vec![(1, error::NONE), (7, error::NONE)]);
 }
