@@ -13,6 +13,7 @@ mod codec_corruption;
 mod codec_golden;
 mod codec_round_trip;
 mod common;
+mod fake_broker;
 mod records;
 mod remap_properties;
 mod schema_matches_kafka_specs;

@@ -62,6 +62,9 @@ pub mod split;
 pub mod txn;
 pub mod txn_offset_commit;
 
+#[cfg(test)]
+mod tests;
+
 use super::lookups::Needs;
 use super::plan::Plan;
 use super::session::Session;
