@@ -42,8 +42,8 @@
 //!    (`net::socket::SharedSocket::send_frames`, queued until the
 //!    connection is made), and records an in-flight entry with a deadline.
 //!    A worker never waits on a socket. Produce requests the proxy
-//!    re-encoded for remapped topics are held instead until the worker's queue is empty
-//!    (the client's burst, and whatever else arrived meanwhile:
+//!    re-encoded for remapped topics are held instead until the worker's
+//!    queue is empty (the client's burst, and whatever else arrived meanwhile:
 //!    `Worker::finish_bursts`, `Session::flush_held`), and longer while
 //!    that broker is still answering the client's earlier ones; then they
 //!    go upstream merged into as few requests as Kafka allows
@@ -68,6 +68,28 @@
 //! requests to derived groups are the exception: no client would retry
 //! them, so when their coordinator moved or its connection failed they are
 //! sent again after a short wait (`Session::resend_due`).
+//!
+//! # A remapped Produce, file by file
+//!
+//! In: `net/event_loop.rs` reads, `frame.rs` cuts the frame,
+//! `proxy/worker.rs` takes it, `kafka/header.rs` parses the header,
+//! `proxy/requests.rs` checks the version and decodes the body
+//! (`kafka/codec.rs`), `proxy/apis/mod.rs` picks the handler,
+//! `proxy/apis/produce.rs` plans it with `proxy/apis/split.rs`, which
+//! splits it per physical partition (`remap/split.rs`, deciding with
+//! `remap/mapping.rs`) and tags each batch (`remap/produce.rs`,
+//! `kafka/records/`); `proxy/plan.rs` encodes the rounds
+//! (`kafka/message.rs`). Out: `proxy/session/mod.rs` resolves the route
+//! (`proxy/route.rs`), holds the parts (`proxy/session/hold.rs`), merges
+//! them (`proxy/coalesce.rs`) and writes them on the client's connection to
+//! the leader (`proxy/session/upstreams.rs`, `upstream/connect.rs`,
+//! `net/socket.rs`). Back: `net/event_loop.rs` reads the answer,
+//! `proxy/worker.rs` hands it to `proxy/session/upstreams.rs`, which cuts
+//! a merged answer apart (`proxy/coalesce.rs`); `proxy/session/mod.rs`
+//! completes the request through the handler's `Finish`
+//! (`proxy/plan.rs` → the merge in `proxy/apis/split.rs`, with
+//! `remap/split.rs` and `proxy/apis/produce.rs`) and writes it in order
+//! (`net/socket.rs`).
 
 pub mod apis;
 pub mod coalesce;
