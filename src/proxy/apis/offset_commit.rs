@@ -306,7 +306,7 @@ pub fn remapped(r: &mut Request<'_, '_>) -> Option<Plan> {
                 MemberCheck::MainCommit => {
                     let answer = answers.next().ok_or("no answer")?;
                     let (_, codes) = partition_codes(&OFFSET_COMMIT, version, &answer)?;
-                    let refusal = codes.values().copied().find(|c| refuses_member(*c) || *c == REBALANCE_IN_PROGRESS);
+                    let refusal = codes.values().copied().find(|c| refuses_member(*c) || *c == error::REBALANCE_IN_PROGRESS);
                     (codes, refusal)
                 }
                 MemberCheck::Heartbeat(hb_version) => {
@@ -314,7 +314,7 @@ pub fn remapped(r: &mut Request<'_, '_>) -> Option<Plan> {
                     let hb = decode_response(ApiKey::Heartbeat as i16, hb_version, &answer)?.body;
                     // REBALANCE_IN_PROGRESS from a heartbeat still means member and generation are current.
                     let code = hb.read(heartbeat_response::ERROR_CODE).unwrap_or(0);
-                    (BTreeMap::new(), if code == error::NONE || code == REBALANCE_IN_PROGRESS { None } else { Some(code) })
+                    (BTreeMap::new(), if code == error::NONE || code == error::REBALANCE_IN_PROGRESS { None } else { Some(code) })
                 }
                 MemberCheck::None => (BTreeMap::new(), None),
             };
@@ -361,5 +361,3 @@ pub fn remapped(r: &mut Request<'_, '_>) -> Option<Plan> {
         })),
     })
 }
-
-const REBALANCE_IN_PROGRESS: i16 = 27;
