@@ -270,10 +270,16 @@ impl<'a> Struct<'a> {
     /// Set a field only where `version` has it as a regular (not tagged)
     /// field; a no-op otherwise.
     pub fn write_in<T: Accepts<'a, V>, V>(&mut self, f: Field<T>, v: V, version: i16) {
+        self.put_in(f, T::value(v), version);
+    }
+
+    /// `put` where `version` has the field as a regular (not tagged) field
+    /// (a null, say); a no-op otherwise.
+    pub fn put_in<T>(&mut self, f: Field<T>, v: Value<'a>, version: i16) {
         if let Some(i) = self.slot(f) {
             let declared = &self.schema.fields[i];
             if declared.versions.contains(version) && !declared.is_tagged_in(version) {
-                self.fields[i] = T::value(v);
+                self.fields[i] = v;
             }
         }
     }

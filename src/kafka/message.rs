@@ -87,6 +87,14 @@ impl std::fmt::Display for ResponseError {
 
 impl std::error::Error for ResponseError {}
 
+/// Handlers report a failed answer as text (it is logged, and the client
+/// gets an error answer).
+impl From<ResponseError> for String {
+    fn from(e: ResponseError) -> String {
+        e.to_string()
+    }
+}
+
 /// Read a response frame (without size prefix) to `version` of `api_key`:
 /// its header, then its body by the API's response schema.
 pub fn decode_response(api_key: i16, version: i16, frame: &[u8]) -> Result<DecodedResponse<'_>, ResponseError> {

@@ -21,8 +21,12 @@ use std::time::Instant;
 
 use crate::kafka::api::ApiKey;
 use crate::kafka::codec::{self, Struct, Value};
-use crate::kafka::header::{parse_response_header, RequestHeader};
-use crate::kafka::message::{encode_request, encode_response, request_schema, response_schema};
+use crate::kafka::fields::produce_request::{self as request, topic_data as req_topic};
+use crate::kafka::fields::produce_request::topic_data::partition_data as req_entry;
+use crate::kafka::fields::produce_response::{self as response, responses as resp_topic};
+use crate::kafka::fields::produce_response::responses::partition_responses as resp_entry;
+use crate::kafka::header::RequestHeader;
+use crate::kafka::message::{decode_response, encode_request, encode_response, request_schema};
 
 /// A merged request stays below this many bytes unless one part alone is
 /// bigger (brokers accept 100 MB; smaller keeps one answer's latency down).
@@ -77,24 +81,24 @@ fn decode(frame: &[u8]) -> Option<Decoded<'_>> {
         return None;
     }
     let body = codec::decode(request_schema(ApiKey::Produce as i16)?, header.api_version, body).ok()?;
-    if body.str("transactional_id").is_some() || !body.unknown_tags.is_empty() || body.i16("acks")? == 0 {
+    if body.read(request::TRANSACTIONAL_ID).is_some() || !body.unknown_tags.is_empty() || body.read(request::ACKS)? == 0 {
         return None;
     }
     let mut entries = Vec::new();
-    for topic in body.structs("topic_data") {
+    for topic in body.iter(request::TOPIC_DATA) {
         if !topic.unknown_tags.is_empty() {
             return None;
         }
-        let name = topic.str("name")?;
-        for entry in topic.structs("partition_data") {
-            entries.push((name.to_string(), entry.i32("index")?));
+        let name = topic.read(req_topic::NAME)?;
+        for entry in topic.iter(req_topic::PARTITION_DATA) {
+            entries.push((name.to_string(), entry.read(req_entry::INDEX)?));
         }
     }
     let key = Key {
         version: header.api_version,
         client_id: header.client_id.map(|c| c.into_owned()),
-        acks: body.i16("acks")?,
-        timeout_ms: body.i32("timeout_ms")?,
+        acks: body.read(request::ACKS)?,
+        timeout_ms: body.read(request::TIMEOUT_MS)?,
     };
     Some(Decoded { key, body, entries })
 }
@@ -183,18 +187,18 @@ fn merged_request(parts: &[&Decoded<'_>], correlation_id: i32) -> Option<Vec<u8>
     let mut body = first.body.clone();
     let mut topics: Vec<Struct<'_>> = Vec::new();
     for part in parts {
-        for topic in part.body.structs("topic_data") {
-            let name = topic.str("name");
-            match topics.iter_mut().find(|t| t.str("name") == name) {
+        for topic in part.body.iter(request::TOPIC_DATA) {
+            let name = topic.read(req_topic::NAME);
+            match topics.iter_mut().find(|t| t.read(req_topic::NAME) == name) {
                 Some(existing) => {
-                    let entries = topic.array("partition_data").to_vec();
-                    existing.array_mut("partition_data")?.extend(entries);
+                    let entries = topic.items(req_topic::PARTITION_DATA).to_vec();
+                    existing.items_mut(req_topic::PARTITION_DATA)?.extend(entries);
                 }
                 None => topics.push(topic.clone()),
             }
         }
     }
-    body.set("topic_data", Value::Array(Some(topics.into_iter().map(Value::Struct).collect())));
+    body.write(request::TOPIC_DATA, topics);
     encode_request(ApiKey::Produce as i16, first.key.version, correlation_id, first.key.client_id.as_deref(), &body).ok()
 }
 
@@ -203,11 +207,10 @@ fn merged_request(parts: &[&Decoded<'_>], correlation_id: i32) -> Option<Vec<u8>
 /// endpoints, its own correlation id.
 pub fn split_response(frame: &[u8], version: i16, members: &[Member]) -> Result<Vec<Vec<u8>>, String> {
     let api = ApiKey::Produce as i16;
-    let schema = response_schema(api).ok_or("no Produce response schema")?;
-    let (_, header_tags, body) = parse_response_header(frame, api, version).map_err(|e| e.to_string())?;
-    let mut shared = codec::decode(schema, version, body).map_err(|e| format!("malformed Produce answer: {e}"))?;
+    let answer = decode_response(api, version, frame)?;
+    let (header_tags, mut shared) = (answer.header_tags, answer.body);
     // The partition answers are handed out; the rest is copied to each.
-    let responses = std::mem::replace(shared.get_mut("responses"), Value::Array(Some(Vec::new())));
+    let responses = std::mem::replace(shared.value_mut(response::RESPONSES).ok_or("no responses")?, Value::Array(Some(Vec::new())));
     // Each topic once without its partition answers (copied per member
     // that has some), and its partition answers.
     let topics: Vec<(Struct<'_>, Vec<&Struct<'_>>)> = match &responses {
@@ -216,8 +219,8 @@ pub fn split_response(frame: &[u8], version: i16, members: &[Member]) -> Result<
             .filter_map(Value::as_struct)
             .map(|t| {
                 let mut shell = t.clone();
-                shell.set("partition_responses", Value::Array(Some(Vec::new())));
-                (shell, t.structs("partition_responses").collect())
+                shell.write(resp_topic::PARTITION_RESPONSES, Vec::<Value>::new());
+                (shell, t.iter(resp_topic::PARTITION_RESPONSES).collect())
             })
             .collect(),
         _ => Vec::new(),
@@ -229,21 +232,21 @@ pub fn split_response(frame: &[u8], version: i16, members: &[Member]) -> Result<
             let own_topics: Vec<Value<'_>> = topics
                 .iter()
                 .filter_map(|(shell, entries)| {
-                    let name = shell.str("name")?;
+                    let name = shell.read(resp_topic::NAME)?;
                     let entries: Vec<Value<'_>> = entries
                         .iter()
-                        .filter(|e| e.i32("index").is_some_and(|p| m.entries.iter().any(|(n, q)| n == name && *q == p)))
+                        .filter(|e| e.read(resp_entry::INDEX).is_some_and(|p| m.entries.iter().any(|(n, q)| n == name && *q == p)))
                         .map(|e| Value::Struct((*e).clone()))
                         .collect();
                     if entries.is_empty() {
                         return None;
                     }
                     let mut t = shell.clone();
-                    t.set("partition_responses", Value::Array(Some(entries)));
+                    t.write(resp_topic::PARTITION_RESPONSES, entries);
                     Some(Value::Struct(t))
                 })
                 .collect();
-            own.set("responses", Value::Array(Some(own_topics)));
+            own.write(response::RESPONSES, own_topics);
             encode_response(api, version, m.correlation_id, &header_tags, &own).map_err(|e| e.to_string())
         })
         .collect()
@@ -253,32 +256,34 @@ pub fn split_response(frame: &[u8], version: i16, members: &[Member]) -> Result<
 mod tests {
     use super::*;
     use crate::kafka::codec::with_defaults;
+    use crate::kafka::fields::members as members_of;
+    use crate::kafka::message::response_schema;
     use std::borrow::Cow;
 
     fn produce(version: i16, correlation_id: i32, acks: i16, entries: &[(&str, i32, &[u8])]) -> Vec<u8> {
         let schema = request_schema(0).unwrap();
         let mut body = with_defaults(&schema.body, version);
-        body.set("transactional_id", Value::String(None));
-        body.set("acks", Value::Int16(acks));
-        body.set("timeout_ms", Value::Int32(30_000));
-        let topic_schema = codec::element_schema(&schema.body, "topic_data");
-        let entry_schema = codec::element_schema(topic_schema, "partition_data");
+        body.put(request::TRANSACTIONAL_ID, Value::String(None));
+        body.write(request::ACKS, acks);
+        body.write(request::TIMEOUT_MS, 30_000);
+        let topic_schema = members_of(&schema.body, request::TOPIC_DATA);
+        let entry_schema = members_of(topic_schema, req_topic::PARTITION_DATA);
         let mut topics: Vec<Struct<'_>> = Vec::new();
         for (name, p, records) in entries {
             let mut e = with_defaults(entry_schema, version);
-            e.set("index", Value::Int32(*p));
-            e.set("records", Value::Records(Some(Cow::Owned(records.to_vec()))));
-            match topics.iter_mut().find(|t| t.str("name") == Some(*name)) {
-                Some(t) => t.array_mut("partition_data").unwrap().push(Value::Struct(e)),
+            e.write(req_entry::INDEX, *p);
+            e.put(req_entry::RECORDS, Value::Records(Some(Cow::Owned(records.to_vec()))));
+            match topics.iter_mut().find(|t| t.read(req_topic::NAME) == Some(*name)) {
+                Some(t) => t.items_mut(req_topic::PARTITION_DATA).unwrap().push(Value::Struct(e)),
                 None => {
                     let mut t = with_defaults(topic_schema, version);
-                    t.set("name", Value::str(*name));
-                    t.set("partition_data", Value::Array(Some(vec![Value::Struct(e)])));
+                    t.write(req_topic::NAME, *name);
+                    t.write(req_topic::PARTITION_DATA, vec![Value::Struct(e)]);
                     topics.push(t);
                 }
             }
         }
-        body.set("topic_data", Value::Array(Some(topics.into_iter().map(Value::Struct).collect())));
+        body.write(request::TOPIC_DATA, topics);
         encode_request(0, version, correlation_id, Some("client"), &body).unwrap()
     }
 
@@ -292,13 +297,13 @@ mod tests {
         let (h, body) = RequestHeader::parse(frame).unwrap();
         let body = codec::decode(request_schema(0).unwrap(), h.api_version, body).unwrap();
         let mut out = Vec::new();
-        for t in body.structs("topic_data") {
-            for e in t.structs("partition_data") {
-                let records = match e.get("records") {
+        for t in body.iter(request::TOPIC_DATA) {
+            for e in t.iter(req_topic::PARTITION_DATA) {
+                let records = match e.value(req_entry::RECORDS) {
                     Value::Records(Some(r)) => r.to_vec(),
                     _ => Vec::new(),
                 };
-                out.push((t.str("name").unwrap().to_string(), e.i32("index").unwrap(), records));
+                out.push((t.read(req_topic::NAME).unwrap().to_string(), e.read(req_entry::INDEX).unwrap(), records));
             }
         }
         out
@@ -355,7 +360,7 @@ mod tests {
         {
             let (h, body) = RequestHeader::parse(&txn).unwrap();
             let mut b = codec::decode(request_schema(0).unwrap(), 9, body).unwrap().into_owned();
-            b.set("transactional_id", Value::str("tx"));
+            b.write(request::TRANSACTIONAL_ID, "tx");
             txn = encode_request(0, 9, h.correlation_id, Some("client"), &b).unwrap();
         }
         let out = coalesce(
@@ -380,40 +385,40 @@ mod tests {
             ];
             let schema = response_schema(0).unwrap();
             let mut body = with_defaults(&schema.body, version);
-            let topic_schema = codec::element_schema(&schema.body, "responses");
-            let entry_schema = codec::element_schema(topic_schema, "partition_responses");
+            let topic_schema = members_of(&schema.body, response::RESPONSES);
+            let entry_schema = members_of(topic_schema, resp_topic::PARTITION_RESPONSES);
             let topic = |name: &str, parts: &[(i32, i64)]| {
                 let mut t = with_defaults(topic_schema, version);
-                t.set("name", Value::str(name));
-                let entries = parts
+                t.write(resp_topic::NAME, name.to_string());
+                let entries: Vec<Value> = parts
                     .iter()
                     .map(|(p, offset)| {
                         let mut e = with_defaults(entry_schema, version);
-                        e.set("index", Value::Int32(*p));
-                        e.set("base_offset", Value::Int64(*offset));
+                        e.write(resp_entry::INDEX, *p);
+                        e.write(resp_entry::BASE_OFFSET, *offset);
                         Value::Struct(e)
                     })
                     .collect();
-                t.set("partition_responses", Value::Array(Some(entries)));
+                t.write(resp_topic::PARTITION_RESPONSES, entries);
                 Value::Struct(t)
             };
-            body.set("responses", Value::Array(Some(vec![topic("t", &[(0, 100), (1, 200)]), topic("u", &[(1, 300)])])));
-            body.set("throttle_time_ms", Value::Int32(5));
+            body.write(response::RESPONSES, vec![topic("t", &[(0, 100), (1, 200)]), topic("u", &[(1, 300)])]);
+            body.write(response::THROTTLE_TIME_MS, 5);
             let frame = encode_response(0, version, 99, &[], &body).unwrap();
             let answers = split_response(&frame, version, &members).unwrap();
             let read = |a: &[u8]| {
-                let (corr, _, b) = parse_response_header(a, 0, version).unwrap();
-                let b = codec::decode(schema, version, b).unwrap().into_owned();
+                let answer = decode_response(0, version, a).unwrap();
+                let (corr, b) = (answer.correlation_id, answer.body);
                 let offsets: Vec<(String, i32, i64)> = b
-                    .structs("responses")
+                    .iter(response::RESPONSES)
                     .flat_map(|t| {
-                        let name = t.str("name").unwrap().to_string();
-                        t.structs("partition_responses")
-                            .map(move |e| (name.clone(), e.i32("index").unwrap(), e.i64("base_offset").unwrap()))
+                        let name = t.read(resp_topic::NAME).unwrap().to_string();
+                        t.iter(resp_topic::PARTITION_RESPONSES)
+                            .map(move |e| (name.clone(), e.read(resp_entry::INDEX).unwrap(), e.read(resp_entry::BASE_OFFSET).unwrap()))
                             .collect::<Vec<_>>()
                     })
                     .collect();
-                (corr, b.i32("throttle_time_ms"), offsets)
+                (corr, b.read(response::THROTTLE_TIME_MS), offsets)
             };
             assert_eq!(read(&answers[0]), (11, Some(5), vec![("t".into(), 0, 100), ("u".into(), 1, 300)]), "v{version}");
             assert_eq!(read(&answers[1]), (12, Some(5), vec![("t".into(), 1, 200)]), "v{version}");
@@ -425,24 +430,24 @@ mod tests {
     fn answer_for(frame: &[u8], version: i16) -> Vec<u8> {
         let schema = response_schema(0).unwrap();
         let mut body = with_defaults(&schema.body, version);
-        let topic_schema = codec::element_schema(&schema.body, "responses");
-        let entry_schema = codec::element_schema(topic_schema, "partition_responses");
+        let topic_schema = members_of(&schema.body, response::RESPONSES);
+        let entry_schema = members_of(topic_schema, resp_topic::PARTITION_RESPONSES);
         let mut topics: Vec<Struct<'_>> = Vec::new();
         for (name, p, records) in entries_of(frame) {
             let mut e = with_defaults(entry_schema, version);
-            e.set("index", Value::Int32(p));
-            e.set("base_offset", Value::Int64(records.len() as i64));
-            match topics.iter_mut().find(|t| t.str("name") == Some(name.as_str())) {
-                Some(t) => t.array_mut("partition_responses").unwrap().push(Value::Struct(e)),
+            e.write(resp_entry::INDEX, p);
+            e.write(resp_entry::BASE_OFFSET, records.len() as i64);
+            match topics.iter_mut().find(|t| t.read(resp_topic::NAME) == Some(name.as_str())) {
+                Some(t) => t.items_mut(resp_topic::PARTITION_RESPONSES).unwrap().push(Value::Struct(e)),
                 None => {
                     let mut t = with_defaults(topic_schema, version);
-                    t.set("name", Value::str(name));
-                    t.set("partition_responses", Value::Array(Some(vec![Value::Struct(e)])));
+                    t.write(resp_topic::NAME, name);
+                    t.write(resp_topic::PARTITION_RESPONSES, vec![Value::Struct(e)]);
                     topics.push(t);
                 }
             }
         }
-        body.set("responses", Value::Array(Some(topics.into_iter().map(Value::Struct).collect())));
+        body.write(response::RESPONSES, topics);
         encode_response(0, version, 1, &[], &body).unwrap()
     }
 
@@ -493,20 +498,20 @@ mod tests {
                 }
                 if let Some(members) = members {
                     let (h, body) = RequestHeader::parse(frame).unwrap();
-                    let acks = codec::decode(request_schema(0).unwrap(), h.api_version, body).unwrap().i16("acks");
+                    let acks = codec::decode(request_schema(0).unwrap(), h.api_version, body).unwrap().read(request::ACKS);
                     for m in members {
                         proptest::prop_assert_eq!(Some(acks_of[&m.seq]), acks);
                     }
                     let answers = split_response(&answer_for(frame, version), version, members).unwrap();
                     for (m, a) in members.iter().zip(answers) {
-                        let (corr, _, b) = parse_response_header(&a, 0, version).unwrap();
-                        proptest::prop_assert_eq!(corr, m.correlation_id);
-                        let b = codec::decode(response_schema(0).unwrap(), version, b).unwrap();
+                        let answer = decode_response(0, version, &a).unwrap();
+                        proptest::prop_assert_eq!(answer.correlation_id, m.correlation_id);
+                        let b = answer.body;
                         let mut answered: Vec<(String, i32)> = b
-                            .structs("responses")
+                            .iter(response::RESPONSES)
                             .flat_map(|t| {
-                                let name = t.str("name").unwrap().to_string();
-                                t.structs("partition_responses").map(move |e| (name.clone(), e.i32("index").unwrap())).collect::<Vec<_>>()
+                                let name = t.read(resp_topic::NAME).unwrap().to_string();
+                                t.iter(resp_topic::PARTITION_RESPONSES).map(move |e| (name.clone(), e.read(resp_entry::INDEX).unwrap())).collect::<Vec<_>>()
                             })
                             .collect();
                         let mut own = m.entries.clone();

@@ -6,9 +6,8 @@ use std::time::Duration;
 
 use super::route::Route;
 use super::ProxyContext;
-use crate::kafka::codec::{self, Struct};
-use crate::kafka::header::parse_response_header;
-use crate::kafka::message::{encode_response, response_schema};
+use crate::kafka::codec::Struct;
+use crate::kafka::message::{decode_response, encode_response};
 
 pub enum Plan {
     /// The response, complete (header and body, no size prefix).
@@ -188,12 +187,10 @@ fn rewrite_response(
     mut answer: Vec<u8>,
     f: RewriteFn,
 ) -> Result<Vec<u8>, String> {
-    let schema = response_schema(api_key).ok_or("no response schema")?;
     let rebuilt = {
-        let (_, tags, body) = parse_response_header(&answer, api_key, version).map_err(|e| e.to_string())?;
-        let mut decoded = codec::decode(schema, version, body).map_err(|e| format!("malformed response from Kafka: {e}"))?;
-        if f(ctx, version, &mut decoded)? {
-            Some(encode_response(api_key, version, correlation_id, &tags, &decoded).map_err(|e| e.to_string())?)
+        let mut decoded = decode_response(api_key, version, &answer)?;
+        if f(ctx, version, &mut decoded.body)? {
+            Some(encode_response(api_key, version, correlation_id, &decoded.header_tags, &decoded.body).map_err(|e| e.to_string())?)
         } else {
             None
         }

@@ -9,6 +9,8 @@ use super::session::Session;
 use super::ProxyContext;
 use crate::kafka::api::ApiKey;
 use crate::kafka::codec::{self, Struct};
+use crate::kafka::fields::kinds::{Array, Child, Str, Uuid};
+use crate::kafka::fields::{add_partitions_to_txn_request as add_partitions, fetch_request, list_offsets_request, offset_fetch_request, produce_request, Field};
 use crate::kafka::header::RequestHeader;
 use crate::kafka::message::request_schema;
 
@@ -92,37 +94,49 @@ fn ask_what_remapping_needs(ctx: &ProxyContext, needs: &mut Needs<'_>, req: &Str
     !unknown_policies.is_empty() && needs.ask(Lookup::CleanupPolicies(unknown_policies)).is_ok()
 }
 
-/// The topic ids a Fetch (v13+) names.
+/// The topic ids a Fetch (v13+) names. Read in every request by name:
+/// any other naming its topics alike is read alike.
 fn topic_ids(req: &Struct<'_>) -> Vec<[u8; 16]> {
-    if !req.has_field("topics") {
+    const TOPICS: Field<Array<Child>> = fetch_request::TOPICS.by_name();
+    const TOPIC_ID: Field<Uuid> = fetch_request::topics::TOPIC_ID.by_name();
+    if !req.has(TOPICS) {
         return Vec::new();
     }
-    req.structs("topics").filter(|t| t.has_field("topic_id")).filter_map(|t| t.uuid("topic_id")).collect()
+    req.iter(TOPICS).filter(|t| t.has(TOPIC_ID)).filter_map(|t| t.read(TOPIC_ID)).collect()
 }
 
+/// Where the remap-aware APIs list topics: (topics array, a topic's name),
+/// read in every request by name, since each API names them so at its own
+/// position.
+const TOPIC_LISTS: [(Field<Array<Child>>, Field<Str>); 4] = [
+    (produce_request::TOPIC_DATA.by_name(), produce_request::topic_data::NAME.by_name()),
+    (list_offsets_request::TOPICS.by_name(), list_offsets_request::topics::NAME.by_name()),
+    (fetch_request::TOPICS.by_name(), fetch_request::topics::TOPIC.by_name()),
+    (add_partitions::V3_AND_BELOW_TOPICS.by_name(), add_partitions::v3_and_below_topics::NAME.by_name()),
+];
+
 /// The topic names a request names, in the places the remap-aware APIs
-/// keep them.
+/// keep them (OffsetFetch v8+: per group).
 fn topic_names<'r>(req: &'r Struct<'_>) -> Vec<&'r str> {
+    use offset_fetch_request::groups;
+    const GROUPS: Field<Array<Child>> = offset_fetch_request::GROUPS.by_name();
+    const GROUP_TOPICS: Field<Array<Child>> = groups::TOPICS.by_name();
+    const GROUP_TOPIC_NAME: Field<Str> = groups::topics::NAME.by_name();
     let mut out = Vec::new();
-    for (list, name) in [
-        ("topic_data", "name"),
-        ("topics", "name"),
-        ("topics", "topic"),
-        ("v3_and_below_topics", "name"),
-    ] {
-        if !req.has_field(list) {
+    for (list, name) in TOPIC_LISTS {
+        if !req.has(list) {
             continue;
         }
-        for t in req.structs(list) {
-            if t.has_field(name) {
-                out.extend(t.str(name));
+        for t in req.iter(list) {
+            if t.has(name) {
+                out.extend(t.read(name));
             }
         }
     }
-    if req.has_field("groups") {
-        for g in req.structs("groups") {
-            if g.has_field("topics") {
-                out.extend(g.structs("topics").filter_map(|t| t.str("name")));
+    if req.has(GROUPS) {
+        for g in req.iter(GROUPS) {
+            if g.has(GROUP_TOPICS) {
+                out.extend(g.iter(GROUP_TOPICS).filter_map(|t| t.read(GROUP_TOPIC_NAME)));
             }
         }
     }

@@ -4,9 +4,9 @@
 
 use crate::cluster::{Cluster, CoordinatorKind};
 use crate::kafka::api::{api_name, error};
-use crate::kafka::codec::{self, Struct, Value};
-use crate::kafka::header::parse_response_header;
-use crate::kafka::message::response_schema;
+use crate::kafka::codec::{Struct, Value};
+use crate::kafka::fields::fetch_response::responses as topic;
+use crate::kafka::message::decode_response;
 use super::lookups::{Lookup, Needs};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,9 +97,9 @@ pub fn fetch_from(ctx: &super::ProxyContext, rack: Option<&str>, topic: String, 
 /// Take in the preferred read replicas (and errors) of a fetch answer
 /// given to a fetcher in `rack`, logging each new preference.
 pub fn note_preferred_replicas(ctx: &super::ProxyContext, rack: &str, topic: &str, partition: &crate::kafka::codec::Struct<'_>) {
-    let Some(index) = partition.i32("partition_index") else { return };
-    let preferred = partition.i32("preferred_read_replica").unwrap_or(-1);
-    let code = partition.i16("error_code").unwrap_or(0);
+    let Some(index) = partition.read(topic::partitions::PARTITION_INDEX) else { return };
+    let preferred = partition.read(topic::partitions::PREFERRED_READ_REPLICA).unwrap_or(-1);
+    let code = partition.read(topic::partitions::ERROR_CODE).unwrap_or(0);
     if ctx.preferred_replicas.note(rack, topic, index, preferred, code) && preferred >= 0 {
         log::debug!(
             "Rack {rack}: fetching from preferred read replica {preferred} for {topic}[{index}] \
@@ -112,14 +112,14 @@ pub fn note_preferred_replicas(ctx: &super::ProxyContext, rack: &str, topic: &st
 /// `note_preferred_replicas` for every partition of one topic of a fetch
 /// answer (named, or by id).
 pub fn note_fetch_topic(ctx: &super::ProxyContext, rack: &str, topic: &crate::kafka::codec::Struct<'_>) {
-    let name = match topic.str("topic") {
+    let name = match topic.read(topic::TOPIC) {
         Some(name) => name.to_string(),
-        None => match topic.uuid("topic_id").and_then(|id| ctx.cluster.topic_name(&id).or_else(|| ctx.mapper.remapped_name(&id))) {
+        None => match topic.read(topic::TOPIC_ID).and_then(|id| ctx.cluster.topic_name(&id).or_else(|| ctx.mapper.remapped_name(&id))) {
             Some(name) => name,
             None => return,
         },
     };
-    for p in topic.structs("partitions") {
+    for p in topic.iter(topic::PARTITIONS) {
         note_preferred_replicas(ctx, rack, &name, p);
     }
 }
@@ -152,9 +152,8 @@ pub fn coordinator_retriable(code: i16) -> bool {
 /// answer: top level, per group, per partition. `None` when there is none,
 /// or the answer cannot be read (then it goes to the client as it is).
 pub fn coordinator_error(api_key: i16, version: i16, answer: &[u8]) -> Option<i16> {
-    let (_, _, body) = parse_response_header(answer, api_key, version).ok()?;
-    let decoded = codec::decode(response_schema(api_key)?, version, body).ok()?;
-    first_coordinator_error(&decoded)
+    let decoded = decode_response(api_key, version, answer).ok()?;
+    first_coordinator_error(&decoded.body)
 }
 
 fn first_coordinator_error(s: &Struct<'_>) -> Option<i16> {
@@ -189,22 +188,24 @@ pub fn note_coordinator_answer(
 mod tests {
     use super::*;
     use crate::kafka::api::ApiKey;
-    use crate::kafka::message::encode_response;
+    use crate::kafka::codec;
+    use crate::kafka::fields::{end_txn_response, members, offset_commit_response as commit};
+    use crate::kafka::message::{encode_response, response_schema};
 
     /// An OffsetCommit v8 answer (flexible) for one partition.
     fn offset_commit_answer(code: i16) -> Vec<u8> {
         let (api, version) = (ApiKey::OffsetCommit as i16, 8);
         let schema = &response_schema(api).unwrap().body;
-        let ts = codec::element_schema(schema, "topics");
-        let ps = codec::element_schema(ts, "partitions");
+        let ts = members(schema, commit::TOPICS);
+        let ps = members(ts, commit::topics::PARTITIONS);
         let mut p = codec::with_defaults(ps, version);
-        p.set("partition_index", Value::Int32(3));
-        p.set("error_code", Value::Int16(code));
+        p.write(commit::topics::partitions::PARTITION_INDEX, 3);
+        p.write(commit::topics::partitions::ERROR_CODE, code);
         let mut t = codec::with_defaults(ts, version);
-        t.set("name", Value::str("events"));
-        t.set("partitions", Value::Array(Some(vec![Value::Struct(p)])));
+        t.write(commit::topics::NAME, "events");
+        t.write(commit::topics::PARTITIONS, vec![Value::Struct(p)]);
         let mut body = codec::with_defaults(schema, version);
-        body.set("topics", Value::Array(Some(vec![Value::Struct(t)])));
+        body.write(commit::TOPICS, vec![Value::Struct(t)]);
         encode_response(api, version, 7, &[], &body).unwrap()
     }
 
@@ -212,7 +213,7 @@ mod tests {
     fn end_txn_answer(code: i16) -> Vec<u8> {
         let (api, version) = (ApiKey::EndTxn as i16, 3);
         let mut body = codec::with_defaults(&response_schema(api).unwrap().body, version);
-        body.set("error_code", Value::Int16(code));
+        body.write(end_txn_response::ERROR_CODE, code);
         encode_response(api, version, 7, &[], &body).unwrap()
     }
 

@@ -4,27 +4,27 @@
 
 use crate::kafka::api::error;
 use crate::kafka::codec::{Struct, Value};
-use crate::remap::fetch_plan::set_if_present;
+use crate::kafka::fields::fetch_response::{self as response, responses as topic};
 
 /// Several decoded Fetch answers as one: their topics and partitions
 /// together, the largest throttle, the first top-level error.
 pub fn combine_fetch_answers<'a>(version: i16, mut decoded: impl Iterator<Item = Struct<'a>>) -> Option<Struct<'a>> {
     let mut combined = decoded.next()?;
     for other in decoded {
-        let throttle = combined.i32("throttle_time_ms").unwrap_or(0).max(other.i32("throttle_time_ms").unwrap_or(0));
-        set_if_present(&mut combined, "throttle_time_ms", Value::Int32(throttle), version);
-        if combined.i16("error_code") == Some(error::NONE) {
-            if let Some(code) = other.i16("error_code") {
-                set_if_present(&mut combined, "error_code", Value::Int16(code), version);
+        let throttle = combined.read(response::THROTTLE_TIME_MS).unwrap_or(0).max(other.read(response::THROTTLE_TIME_MS).unwrap_or(0));
+        combined.write_in(response::THROTTLE_TIME_MS, throttle, version);
+        if combined.read(response::ERROR_CODE) == Some(error::NONE) {
+            if let Some(code) = other.read(response::ERROR_CODE) {
+                combined.write_in(response::ERROR_CODE, code, version);
             }
         }
-        let topics = combined.array_mut("responses").expect("a Fetch answer has responses");
-        for t in other.structs("responses") {
+        let topics = combined.items_mut(response::RESPONSES).expect("a Fetch answer has responses");
+        for t in other.iter(response::RESPONSES) {
             let same = |x: &Value<'_>| {
-                x.as_struct().is_some_and(|x| x.str("topic") == t.str("topic") && x.uuid("topic_id") == t.uuid("topic_id"))
+                x.as_struct().is_some_and(|x| x.read(topic::TOPIC) == t.read(topic::TOPIC) && x.read(topic::TOPIC_ID) == t.read(topic::TOPIC_ID))
             };
             match topics.iter_mut().find(|x| same(x)).and_then(Value::as_struct_mut) {
-                Some(mine) => mine.array_mut("partitions").expect("a topic has partitions").extend(t.array("partitions").iter().cloned()),
+                Some(mine) => mine.items_mut(topic::PARTITIONS).expect("a topic has partitions").extend(t.items(topic::PARTITIONS).iter().cloned()),
                 None => topics.push(Value::Struct(t.clone())),
             }
         }
@@ -37,35 +37,36 @@ mod tests {
     use super::*;
     use crate::kafka::api::ApiKey;
     use crate::kafka::codec;
-    use crate::kafka::header::parse_response_header;
-    use crate::kafka::message::{encode_response, response_schema};
+    use crate::kafka::fields::fetch_response::responses::partitions as part;
+    use crate::kafka::fields::members;
+    use crate::kafka::message::{decode_response, encode_response, response_schema};
 
     const VERSION: i16 = 12;
 
     /// A Fetch answer of `partitions` (topic, index, error), with a throttle.
     fn answer(throttle: i32, partitions: &[(&str, i32, i16)]) -> Vec<u8> {
         let schema = response_schema(ApiKey::Fetch as i16).unwrap();
-        let ts = codec::element_schema(&schema.body, "responses");
-        let ps = codec::element_schema(ts, "partitions");
+        let ts = members(&schema.body, response::RESPONSES);
+        let ps = members(ts, topic::PARTITIONS);
         let mut body = codec::with_defaults(&schema.body, VERSION);
-        body.set("throttle_time_ms", Value::Int32(throttle));
+        body.write(response::THROTTLE_TIME_MS, throttle);
         let mut topics: Vec<Value<'_>> = Vec::new();
         for &(topic, index, code) in partitions {
             let mut p = codec::with_defaults(ps, VERSION);
-            p.set("partition_index", Value::Int32(index));
-            p.set("error_code", Value::Int16(code));
-            let found = topics.iter_mut().filter_map(Value::as_struct_mut).find(|t| t.str("topic") == Some(topic));
+            p.write(part::PARTITION_INDEX, index);
+            p.write(part::ERROR_CODE, code);
+            let found = topics.iter_mut().filter_map(Value::as_struct_mut).find(|t| t.read(topic::TOPIC) == Some(topic));
             match found {
-                Some(t) => t.array_mut("partitions").unwrap().push(Value::Struct(p)),
+                Some(t) => t.items_mut(topic::PARTITIONS).unwrap().push(Value::Struct(p)),
                 None => {
                     let mut t = codec::with_defaults(ts, VERSION);
-                    t.set("topic", Value::str(topic));
-                    t.set("partitions", Value::Array(Some(vec![Value::Struct(p)])));
+                    t.write(topic::TOPIC, topic);
+                    t.write(topic::PARTITIONS, vec![Value::Struct(p)]);
                     topics.push(Value::Struct(t));
                 }
             }
         }
-        body.set("responses", Value::Array(Some(topics)));
+        body.write(response::RESPONSES, topics);
         encode_response(ApiKey::Fetch as i16, VERSION, 9, &[], &body).unwrap()
     }
 
@@ -73,18 +74,15 @@ mod tests {
     fn answers_of_a_split_fetch_combine_into_one() {
         let a = answer(5, &[("t", 0, error::NONE), ("u", 2, error::NONE)]);
         let b = answer(20, &[("t", 1, error::NOT_LEADER_OR_FOLLOWER), ("v", 0, error::NONE)]);
-        let schema = response_schema(ApiKey::Fetch as i16).unwrap();
-        let (_, _, body_a) = parse_response_header(&a, ApiKey::Fetch as i16, VERSION).unwrap();
-        let (_, _, body_b) = parse_response_header(&b, ApiKey::Fetch as i16, VERSION).unwrap();
-        let decoded = [codec::decode(schema, VERSION, body_a).unwrap(), codec::decode(schema, VERSION, body_b).unwrap()];
+        let decoded = [&a, &b].map(|frame| decode_response(ApiKey::Fetch as i16, VERSION, frame).unwrap().body);
         let body = combine_fetch_answers(VERSION, decoded.into_iter()).unwrap();
-        assert_eq!(body.i32("throttle_time_ms"), Some(20));
+        assert_eq!(body.read(response::THROTTLE_TIME_MS), Some(20));
         let seen: Vec<(String, i32, i16)> = body
-            .structs("responses")
+            .iter(response::RESPONSES)
             .flat_map(|t| {
-                let name = t.str("topic").unwrap().to_string();
-                t.structs("partitions")
-                    .map(move |p| (name.clone(), p.i32("partition_index").unwrap(), p.i16("error_code").unwrap()))
+                let name = t.read(topic::TOPIC).unwrap().to_string();
+                t.iter(topic::PARTITIONS)
+                    .map(move |p| (name.clone(), p.read(part::PARTITION_INDEX).unwrap(), p.read(part::ERROR_CODE).unwrap()))
                     .collect::<Vec<_>>()
             })
             .collect();

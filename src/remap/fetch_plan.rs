@@ -470,16 +470,5 @@ fn merge_node_endpoints<'a>(resp: &mut Struct<'a>, later: &[Struct<'a>]) {
     }
 }
 
-/// Set a field the version has (and not as a tagged field); others stay.
-/// By name, for `proxy/` until it uses typed keys (`Struct::write_in`).
-pub(crate) fn set_if_present(s: &mut Struct<'_>, name: &str, value: Value<'static>, version: i16) {
-    if let Some(i) = s.schema.index_of(name) {
-        let f = &s.schema.fields[i];
-        if f.versions.contains(version) && !f.is_tagged_in(version) {
-            s.fields[i] = value;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests;

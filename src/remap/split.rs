@@ -16,20 +16,10 @@ use crate::kafka::schema::{FieldType, StructSchema};
 
 use super::mapping::{Decision, PhysicalPartition, TopicMapping, VirtualPartition};
 
-/// Field names of a topics → partitions message. Names rather than typed
-/// keys while `proxy/` still builds shapes of its own; the constants here
-/// take them from the generated keys, so a misspelt one does not compile.
+/// The keys of a topics → partitions message: its topics array, a
+/// topic's name, its partitions array and an entry's partition index.
 #[derive(Debug, Clone, Copy)]
 pub struct Shape {
-    pub topics: &'static str,
-    pub name: &'static str,
-    pub partitions: &'static str,
-    pub index: &'static str,
-}
-
-/// A shape's fields as keys, looked up by name.
-#[derive(Debug, Clone, Copy)]
-pub struct ShapeKeys {
     pub topics: Field<Array<Child>>,
     pub name: Field<Str>,
     pub partitions: Field<Array<Child>>,
@@ -38,16 +28,7 @@ pub struct ShapeKeys {
 
 impl Shape {
     pub const fn of(topics: Field<Array<Child>>, name: Field<Str>, partitions: Field<Array<Child>>, index: Field<i32>) -> Shape {
-        Shape { topics: topics.name(), name: name.name(), partitions: partitions.name(), index: index.name() }
-    }
-
-    pub const fn keys(&self) -> ShapeKeys {
-        ShapeKeys {
-            topics: Field::named(self.topics),
-            name: Field::named(self.name),
-            partitions: Field::named(self.partitions),
-            index: Field::named(self.index),
-        }
+        Shape { topics, name, partitions, index }
     }
 }
 
@@ -107,14 +88,13 @@ pub fn split<'a>(req: &Struct<'a>, shape: &Shape, decide: &dyn Fn(&str) -> Decis
     let mut rounds_entries: Vec<Vec<(usize, Struct<'a>)>> = Vec::new();
     let mut topics = Vec::new();
     let mut remapped = false;
-    let keys = shape.keys();
-    for (ti, topic) in req.iter(keys.topics).enumerate() {
-        let name = topic.read(keys.name).unwrap_or_default().to_string();
+    for (ti, topic) in req.iter(shape.topics).enumerate() {
+        let name = topic.read(shape.name).unwrap_or_default().to_string();
         let decision = decide(&name);
         let mut occurrences: HashMap<i32, usize> = HashMap::new();
         let mut placements = Vec::new();
-        for entry in topic.iter(keys.partitions) {
-            let partition = entry.read(keys.index).unwrap_or(-1);
+        for entry in topic.iter(shape.partitions) {
+            let partition = entry.read(shape.index).unwrap_or(-1);
             let mut entry = entry.clone();
             let physical = match &decision {
                 Decision::PassThrough => Ok(partition),
@@ -134,7 +114,7 @@ pub fn split<'a>(req: &Struct<'a>, shape: &Shape, decide: &dyn Fn(&str) -> Decis
                     match m.locate(VirtualPartition(partition)) {
                         None => Err((ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, m.out_of_range_message(partition))),
                         Some((p, k)) => {
-                            entry.write(keys.index, p.0);
+                            entry.write(shape.index, p.0);
                             rewrite(&name, &mut entry, *m, VirtualPartition(partition), p, k).map(|()| p.0)
                         }
                     }
@@ -157,7 +137,7 @@ pub fn split<'a>(req: &Struct<'a>, shape: &Shape, decide: &dyn Fn(&str) -> Decis
         }
         topics.push((name, placements));
     }
-    let template: Vec<&Struct<'a>> = req.iter(keys.topics).collect();
+    let template: Vec<&Struct<'a>> = req.iter(shape.topics).collect();
     let rounds = rounds_entries
         .into_iter()
         .map(|entries| {
@@ -167,13 +147,13 @@ pub fn split<'a>(req: &Struct<'a>, shape: &Shape, decide: &dyn Fn(&str) -> Decis
             for (ti, entry) in entries {
                 let slot = *out_index.entry(ti).or_insert_with(|| {
                     let mut t = template[ti].clone();
-                    t.write(keys.partitions, Vec::<Value>::new());
+                    t.write(shape.partitions, Vec::<Value>::new());
                     out.push(t);
                     out.len() - 1
                 });
-                out[slot].items_mut(keys.partitions).expect("set above").push(Value::Struct(entry));
+                out[slot].items_mut(shape.partitions).expect("set above").push(Value::Struct(entry));
             }
-            body.write(keys.topics, out);
+            body.write(shape.topics, out);
             body
         })
         .collect();
@@ -190,29 +170,28 @@ pub fn merge<'a>(
     topics: &[(String, Vec<Placement>)],
     version: i16,
 ) -> Struct<'a> {
-    let keys = shape.keys();
-    let topic_schema: &'a StructSchema = members(template.schema, keys.topics);
-    let entry_schema: &'a StructSchema = members(topic_schema, keys.partitions);
+    let topic_schema: &'a StructSchema = members(template.schema, shape.topics);
+    let entry_schema: &'a StructSchema = members(topic_schema, shape.partitions);
     let find = |round: usize, name: &str, physical: i32| -> Option<Struct<'a>> {
         answers
             .get(round)?
-            .iter(keys.topics)
-            .filter(|t| t.read(keys.name) == Some(name))
-            .flat_map(|t| t.iter(keys.partitions))
-            .find(|e| e.read(keys.index) == Some(physical))
+            .iter(shape.topics)
+            .filter(|t| t.read(shape.name) == Some(name))
+            .flat_map(|t| t.iter(shape.partitions))
+            .find(|e| e.read(shape.index) == Some(physical))
             .cloned()
     };
     let mut out_topics = Vec::with_capacity(topics.len());
     for (name, placements) in topics {
         let mut t = codec::with_defaults(topic_schema, version);
-        t.write(keys.name, name.clone());
+        t.write(shape.name, name.clone());
         let entries = placements
             .iter()
             .map(|pl| {
                 let entry = match &pl.dest {
                     Dest::Upstream { round, physical } => match find(*round, name, *physical) {
                         Some(mut e) => {
-                            e.write(keys.index, pl.partition);
+                            e.write(shape.index, pl.partition);
                             e
                         }
                         None => error_entry(entry_schema, shape, version, pl.partition, ErrorCode::UNKNOWN_SERVER_ERROR, "the broker did not answer for this partition"),
@@ -222,10 +201,10 @@ pub fn merge<'a>(
                 Value::Struct(entry)
             })
             .collect::<Vec<_>>();
-        t.write(keys.partitions, entries);
+        t.write(shape.partitions, entries);
         out_topics.push(t);
     }
-    template.write(keys.topics, out_topics);
+    template.write(shape.topics, out_topics);
     merge_shared_fields(&mut template, answers);
     template
 }
@@ -281,7 +260,7 @@ pub fn error_entry<'a>(
 ) -> Struct<'a> {
     let code = code.into().code();
     let mut e = codec::with_defaults(schema, version);
-    e.write(shape.keys().index, partition);
+    e.write(shape.index, partition);
     for (i, f) in schema.fields.iter().enumerate() {
         if !f.versions.contains(version) || f.is_tagged_in(version) {
             continue;

@@ -15,8 +15,10 @@ use crate::cluster::{Cluster, CoordinatorKind};
 use crate::frame::with_size_prefix;
 use crate::kafka::api::{error, ApiKey};
 use crate::kafka::codec::{self, Struct, Value};
-use crate::kafka::header::parse_response_header;
-use crate::kafka::message::{encode_request, request_schema, response_schema};
+use crate::kafka::fields::{api_versions_request, api_versions_response, find_coordinator_request, find_coordinator_response};
+use crate::kafka::fields::{members, metadata_request};
+use crate::kafka::header::peek_correlation_id;
+use crate::kafka::message::{decode_response, encode_request, request_schema, ResponseError};
 use crate::kafka::wire::DecodeError;
 
 pub const CLIENT_ID: &str = "kpr-proxy";
@@ -54,6 +56,26 @@ impl fmt::Display for UpstreamError {
 
 impl std::error::Error for UpstreamError {}
 
+/// One broker's answer to a `ControlClient::call`: the whole response
+/// frame, its correlation id checked.
+pub struct Answer {
+    addr: String,
+    api: ApiKey,
+    version: i16,
+    frame: Vec<u8>,
+}
+
+impl Answer {
+    /// The decoded body.
+    pub fn body(&self) -> Result<Struct<'_>, UpstreamError> {
+        match decode_response(self.api as i16, self.version, &self.frame) {
+            Ok(r) => Ok(r.body),
+            Err(ResponseError::NoSchema { .. }) => Err(UpstreamError::Unsupported { api: self.api }),
+            Err(ResponseError::Malformed { source, .. }) => Err(UpstreamError::Decode { addr: self.addr.clone(), api: self.api, source }),
+        }
+    }
+}
+
 pub struct ControlClient {
     cluster: Arc<Cluster>,
     conns: HashMap<String, TcpStream>,
@@ -90,8 +112,8 @@ impl ControlClient {
         }
     }
 
-    /// Send one request to `addr` and return the response body bytes.
-    pub fn call(&mut self, addr: &str, api: ApiKey, version: i16, body: &Struct<'_>) -> Result<Vec<u8>, UpstreamError> {
+    /// Send one request to `addr` and return its answer.
+    pub fn call(&mut self, addr: &str, api: ApiKey, version: i16, body: &Struct<'_>) -> Result<Answer, UpstreamError> {
         let correlation = self.next_correlation;
         self.next_correlation = self.next_correlation.wrapping_add(1).max(1);
         let frame = encode_request(api as i16, version, correlation, Some(CLIENT_ID), body)
@@ -104,8 +126,7 @@ impl ControlClient {
                 return Err(e);
             }
         };
-        let (got, _tags, body) = parse_response_header(&response, api as i16, version)
-            .map_err(|source| UpstreamError::Decode { addr: addr.to_string(), api, source })?;
+        let got = peek_correlation_id(&response).map_err(|source| UpstreamError::Decode { addr: addr.to_string(), api, source })?;
         if got != correlation {
             self.conns.remove(addr);
             return Err(UpstreamError::Io {
@@ -113,7 +134,7 @@ impl ControlClient {
                 source: io::Error::new(io::ErrorKind::InvalidData, format!("correlation id {got}, expected {correlation}")),
             });
         }
-        Ok(body.to_vec())
+        Ok(Answer { addr: addr.to_string(), api, version, frame: response })
     }
 
     fn round_trip(&mut self, addr: &str, frame: &[u8]) -> Result<Vec<u8>, UpstreamError> {
@@ -170,11 +191,7 @@ impl ControlClient {
         let req_schema = request_schema(api as i16).ok_or(UpstreamError::Unsupported { api })?;
         let mut body = codec::with_defaults(&req_schema.body, version);
         build(&mut body, version);
-        let bytes = self.call(addr, api, version, &body)?;
-        let schema = response_schema(api as i16).ok_or(UpstreamError::Unsupported { api })?;
-        let resp = codec::decode(schema, version, &bytes)
-            .map_err(|source| UpstreamError::Decode { addr: addr.to_string(), api, source })?;
-        read(&resp)
+        read(&self.call(addr, api, version, &body)?.body()?)
     }
 
     /// Learn the cluster's API versions and full metadata from the first
@@ -197,28 +214,27 @@ impl ControlClient {
 
     fn api_versions(&mut self, addr: &str) -> Result<HashMap<i16, (i16, i16)>, UpstreamError> {
         let read = |r: &Struct<'_>| -> Result<HashMap<i16, (i16, i16)>, UpstreamError> {
-            let code = r.i16("error_code").unwrap_or(0);
-            if code != error::NONE && r.array("api_keys").is_empty() {
+            use api_versions_response::{api_keys, API_KEYS, ERROR_CODE};
+            let code = r.read(ERROR_CODE).unwrap_or(0);
+            if code != error::NONE && r.items(API_KEYS).is_empty() {
                 return Err(UpstreamError::Kafka { api: ApiKey::ApiVersions, code, message: String::new() });
             }
-            Ok(r.structs("api_keys")
-                .filter_map(|k| Some((k.i16("api_key")?, (k.i16("min_version")?, k.i16("max_version")?))))
+            Ok(r.iter(API_KEYS)
+                .filter_map(|k| Some((k.read(api_keys::API_KEY)?, (k.read(api_keys::MIN_VERSION)?, k.read(api_keys::MAX_VERSION)?))))
                 .collect())
         };
         let build = |b: &mut Struct<'static>, v: i16| {
             if v >= 3 {
-                b.set("client_software_name", Value::str(CLIENT_ID));
-                b.set("client_software_version", Value::str(env!("CARGO_PKG_VERSION")));
+                b.write(api_versions_request::CLIENT_SOFTWARE_NAME, CLIENT_ID);
+                b.write(api_versions_request::CLIENT_SOFTWARE_VERSION, env!("CARGO_PKG_VERSION"));
             }
         };
         // Version 3 first; a broker that does not know it answers with v0
         // and UNSUPPORTED_VERSION plus its ranges, which `read` accepts.
         match self.call_decoded(addr, ApiKey::ApiVersions, build, read) {
             Err(UpstreamError::Decode { .. }) => {
-                let bytes = self.call(addr, ApiKey::ApiVersions, 0, &codec::with_defaults(&request_schema(18).unwrap().body, 0))?;
-                let resp = codec::decode(response_schema(18).unwrap(), 0, &bytes)
-                    .map_err(|source| UpstreamError::Decode { addr: addr.to_string(), api: ApiKey::ApiVersions, source })?;
-                read(&resp)
+                let answer = self.call(addr, ApiKey::ApiVersions, 0, &codec::with_defaults(&request_schema(18).unwrap().body, 0))?;
+                read(&answer.body()?)
             }
             other => other,
         }
@@ -231,7 +247,7 @@ impl ControlClient {
             ApiKey::Metadata,
             |b, v| {
                 if v >= 1 {
-                    b.set("topics", Value::Array(None));
+                    b.put(metadata_request::TOPICS, Value::Array(None));
                 }
             },
             |r| {
@@ -250,18 +266,18 @@ impl ControlClient {
         let result = self.call_any(
             ApiKey::Metadata,
             |b, v| {
-                let schema = codec::element_schema(b.schema, "topics");
-                let items = names
+                let schema = members(b.schema, metadata_request::TOPICS);
+                let items: Vec<Value> = names
                     .iter()
                     .map(|n| {
                         let mut t = codec::with_defaults(schema, v);
-                        t.set("name", Value::str(n.clone()));
+                        t.write(metadata_request::topics::NAME, n.clone());
                         Value::Struct(t.into_owned())
                     })
                     .collect();
-                b.set("topics", Value::Array(Some(items)));
+                b.write(metadata_request::TOPICS, items);
                 if v >= 4 {
-                    b.set("allow_auto_topic_creation", Value::Bool(false));
+                    b.write(metadata_request::ALLOW_AUTO_TOPIC_CREATION, false);
                 }
             },
             |r| {
@@ -284,21 +300,21 @@ impl ControlClient {
         self.call_any(
             ApiKey::FindCoordinator,
             |b, v| {
+                use find_coordinator_request as request;
                 if v >= 1 {
-                    b.set("key_type", Value::Int8(kind as i8));
+                    b.write(request::KEY_TYPE, kind as i8);
                 }
                 if v >= 4 {
-                    b.set("coordinator_keys", Value::Array(Some(vec![Value::str(key_owned.clone())])));
+                    b.write(request::COORDINATOR_KEYS, vec![Value::str(key_owned.clone())]);
                 } else {
-                    b.set("key", Value::str(key_owned.clone()));
+                    b.write(request::KEY, key_owned.clone());
                 }
             },
             |r| {
-                let (code, node) = if r.has_field("coordinators") && !r.array("coordinators").is_empty() {
-                    let c = r.structs("coordinators").next().expect("non-empty");
-                    (c.i16("error_code").unwrap_or(0), c.i32("node_id").unwrap_or(-1))
-                } else {
-                    (r.i16("error_code").unwrap_or(0), r.i32("node_id").unwrap_or(-1))
+                use find_coordinator_response::{coordinators, COORDINATORS, ERROR_CODE, NODE_ID};
+                let (code, node) = match r.iter(COORDINATORS).next() {
+                    Some(c) => (c.read(coordinators::ERROR_CODE).unwrap_or(0), c.read(coordinators::NODE_ID).unwrap_or(-1)),
+                    None => (r.read(ERROR_CODE).unwrap_or(0), r.read(NODE_ID).unwrap_or(-1)),
                 };
                 if code != error::NONE || node < 0 {
                     return Err(UpstreamError::Kafka { api: ApiKey::FindCoordinator, code, message: key_owned.clone() });

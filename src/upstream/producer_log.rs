@@ -18,6 +18,12 @@ use log::{debug, info, warn};
 use super::control::{ControlClient, UpstreamError};
 use crate::kafka::api::{error, ApiKey};
 use crate::kafka::codec::{self, Struct, Value};
+use crate::kafka::fields::fetch_request::topics::partitions as fetch_req_entry;
+use crate::kafka::fields::fetch_response::responses::partitions as fetch_entry;
+use crate::kafka::fields::produce_response::responses::partition_responses as produce_entry;
+use crate::kafka::fields::{create_topics_request as ct_req, create_topics_response as ct_resp, fetch_request as fetch_req};
+use crate::kafka::fields::{fetch_response as fetch_resp, init_producer_id_request as ipi_req, init_producer_id_response as ipi_resp};
+use crate::kafka::fields::{members, produce_request as produce_req, produce_response as produce_resp};
 use crate::kafka::records::{self, BuildOptions, Item, RecordData};
 use crate::net::Shared;
 use crate::remap::producer_ids::{Apply, IdKey, IdValue, LogRecord, ProducerIdTable};
@@ -76,14 +82,14 @@ impl ProducerLog {
         // a smaller cluster): the mapping must outlive a broker.
         let replicas = control.cluster().read().brokers.len().clamp(1, 3) as i16;
         let build = |b: &mut Struct<'static>, v: i16| {
-                let ts = codec::element_schema(b.schema, "topics");
+                let ts = members(b.schema, ct_req::TOPICS);
                 let mut t = codec::with_defaults(ts, v);
-                t.set("name", Value::str(name.clone()));
-                t.set("num_partitions", Value::Int32(1));
-                t.set("replication_factor", Value::Int16(replicas));
-                let cs = codec::element_schema(ts, "configs");
+                t.write(ct_req::topics::NAME, name.clone());
+                t.write(ct_req::topics::NUM_PARTITIONS, 1);
+                t.write(ct_req::topics::REPLICATION_FACTOR, replicas);
+                let cs = members(ts, ct_req::topics::CONFIGS);
                 let min_insync = if replicas >= 3 { "2" } else { "1" };
-                let configs = [
+                let configs: Vec<Value> = [
                     ("cleanup.policy", "compact"),
                     ("min.compaction.lag.ms", MIN_COMPACTION_LAG_MS),
                     ("min.insync.replicas", min_insync),
@@ -91,18 +97,18 @@ impl ProducerLog {
                     .iter()
                     .map(|(k, val)| {
                         let mut c = codec::with_defaults(cs, v);
-                        c.set("name", Value::str(*k));
-                        c.set("value", Value::str(*val));
+                        c.write(ct_req::topics::configs::NAME, *k);
+                        c.write(ct_req::topics::configs::VALUE, *val);
                         Value::Struct(c.into_owned())
                     })
                     .collect();
-                t.set("configs", Value::Array(Some(configs)));
-                b.set("topics", Value::Array(Some(vec![Value::Struct(t.into_owned())])));
-                b.set("timeout_ms", Value::Int32(30_000));
+                t.write(ct_req::topics::CONFIGS, configs);
+                b.write(ct_req::TOPICS, vec![Value::Struct(t.into_owned())]);
+                b.write(ct_req::TIMEOUT_MS, 30_000);
             };
         let read = |r: &Struct<'_>| {
-                let t = r.structs("topics").next();
-                match t.and_then(|t| t.i16("error_code")).unwrap_or(error::NONE) {
+                let t = r.iter(ct_resp::TOPICS).next();
+                match t.and_then(|t| t.read(ct_resp::topics::ERROR_CODE)).unwrap_or(error::NONE) {
                     error::NONE => Ok(true),
                     error::TOPIC_ALREADY_EXISTS => Ok(false),
                     code => Err(UpstreamError::Kafka {
@@ -111,7 +117,7 @@ impl ProducerLog {
                         message: format!(
                             "cannot create the producer-id topic {name}{}: the proxy's identity needs Create, Read and \
                              Write on it",
-                            t.and_then(|t| t.str("error_message")).map(|m| format!(" ({m})")).unwrap_or_default()
+                            t.and_then(|t| t.read(ct_resp::topics::ERROR_MESSAGE)).map(|m| format!(" ({m})")).unwrap_or_default()
                         ),
                     }),
                 }
@@ -166,23 +172,21 @@ impl ProducerLog {
         let topic = self.settings.topic.clone();
         let version = control.pick_version(ApiKey::Fetch)?.min(FETCH_MAX_VERSION);
         let body = fetch_request(&topic, from, wait_ms, version);
-        let bytes = control.call(&addr, ApiKey::Fetch, version, &body)?;
-        let schema = crate::kafka::message::response_schema(ApiKey::Fetch as i16).expect("declared");
-        let resp = codec::decode(schema, version, &bytes)
-            .map_err(|source| UpstreamError::Decode { addr: addr.clone(), api: ApiKey::Fetch, source })?;
+        let answer = control.call(&addr, ApiKey::Fetch, version, &body)?;
+        let resp = answer.body()?;
         let part = resp
-            .structs("responses")
-            .flat_map(|t| t.structs("partitions"))
-            .find(|p| p.i32("partition_index") == Some(PARTITION))
+            .iter(fetch_resp::RESPONSES)
+            .flat_map(|t| t.iter(fetch_resp::responses::PARTITIONS))
+            .find(|p| p.read(fetch_entry::PARTITION_INDEX) == Some(PARTITION))
             .ok_or_else(|| log_error(format!("Fetch of {topic} answered no partition {PARTITION}")))?;
-        let code = part.i16("error_code").unwrap_or(error::NONE);
-        let log_start = part.i64("log_start_offset").unwrap_or(-1);
+        let code = part.read(fetch_entry::ERROR_CODE).unwrap_or(error::NONE);
+        let log_start = part.read(fetch_entry::LOG_START_OFFSET).unwrap_or(-1);
         if code == error::OFFSET_OUT_OF_RANGE && log_start > from {
             // Records below the log start are gone (a delete policy or
             // DeleteRecords on the topic): read on from the start.
             warn!("The producer-id topic {topic} starts at offset {log_start}, past {from}: reading on from there");
             self.table.apply(&[], log_start);
-            return Ok(part.i64("high_watermark").unwrap_or(-1));
+            return Ok(part.read(fetch_entry::HIGH_WATERMARK).unwrap_or(-1));
         }
         if code != error::NONE {
             if matches!(code, error::NOT_LEADER_OR_FOLLOWER | error::UNKNOWN_TOPIC_OR_PARTITION | error::FENCED_LEADER_EPOCH) {
@@ -190,8 +194,8 @@ impl ProducerLog {
             }
             return Err(UpstreamError::Kafka { api: ApiKey::Fetch, code, message: topic });
         }
-        let high_watermark = part.i64("high_watermark").unwrap_or(-1);
-        let data: &[u8] = match part.get("records") {
+        let high_watermark = part.read(fetch_entry::HIGH_WATERMARK).unwrap_or(-1);
+        let data: &[u8] = match part.value(fetch_entry::RECORDS) {
             Value::Records(Some(d)) => d,
             _ => &[],
         };
@@ -298,34 +302,32 @@ impl ProducerLog {
         let body = {
             let schema = crate::kafka::message::request_schema(ApiKey::Produce as i16).expect("declared");
             let mut b = codec::with_defaults(&schema.body, version);
-            b.set("transactional_id", Value::String(None));
-            b.set("acks", Value::Int16(-1));
+            b.put(produce_req::TRANSACTIONAL_ID, Value::String(None));
+            b.write(produce_req::ACKS, -1);
             // Below the socket's timeout, so a slow write is the broker's
             // REQUEST_TIMED_OUT, not a lost connection.
             let timeout = self.settings.timeout.as_millis() * 2 / 3;
-            b.set("timeout_ms", Value::Int32(timeout.min(i32::MAX as u128) as i32));
-            let ts = codec::element_schema(&schema.body, "topic_data");
-            let ps = codec::element_schema(ts, "partition_data");
+            b.write(produce_req::TIMEOUT_MS, timeout.min(i32::MAX as u128) as i32);
+            let ts = members(&schema.body, produce_req::TOPIC_DATA);
+            let ps = members(ts, produce_req::topic_data::PARTITION_DATA);
             let mut p = codec::with_defaults(ps, version);
-            p.set("index", Value::Int32(PARTITION));
-            p.set("records", Value::Records(Some(Cow::Owned(batch))));
+            p.write(produce_req::topic_data::partition_data::INDEX, PARTITION);
+            p.put(produce_req::topic_data::partition_data::RECORDS, Value::Records(Some(Cow::Owned(batch))));
             let mut t = codec::with_defaults(ts, version);
-            t.set("name", Value::str(topic.clone()));
-            t.set("partition_data", Value::Array(Some(vec![Value::Struct(p)])));
-            b.set("topic_data", Value::Array(Some(vec![Value::Struct(t)])));
+            t.write(produce_req::topic_data::NAME, topic.clone());
+            t.write(produce_req::topic_data::PARTITION_DATA, vec![Value::Struct(p)]);
+            b.write(produce_req::TOPIC_DATA, vec![Value::Struct(t)]);
             b.into_owned()
         };
-        let bytes = control.call(&addr, ApiKey::Produce, version, &body)?;
-        let schema = crate::kafka::message::response_schema(ApiKey::Produce as i16).expect("declared");
-        let resp = codec::decode(schema, version, &bytes)
-            .map_err(|source| UpstreamError::Decode { addr: addr.clone(), api: ApiKey::Produce, source })?;
+        let answer = control.call(&addr, ApiKey::Produce, version, &body)?;
+        let resp = answer.body()?;
         let part = resp
-            .structs("responses")
-            .flat_map(|t| t.structs("partition_responses"))
+            .iter(produce_resp::RESPONSES)
+            .flat_map(|t| t.iter(produce_resp::responses::PARTITION_RESPONSES))
             .next()
             .ok_or_else(|| log_error(format!("Produce to {topic} answered no partition")))?;
-        match part.i16("error_code").unwrap_or(error::NONE) {
-            error::NONE => Ok(part.i64("base_offset").unwrap_or(-1)),
+        match part.read(produce_entry::ERROR_CODE).unwrap_or(error::NONE) {
+            error::NONE => Ok(part.read(produce_entry::BASE_OFFSET).unwrap_or(-1)),
             code => {
                 if matches!(code, error::NOT_LEADER_OR_FOLLOWER | error::UNKNOWN_TOPIC_OR_PARTITION) {
                     control.cluster().forget_leader(&topic);
@@ -518,14 +520,14 @@ fn init_producer_id(control: &mut ControlClient) -> Result<IdValue, UpstreamErro
     control.call_any(
         ApiKey::InitProducerId,
         |b, v| {
-            b.set("transactional_id", Value::String(None));
-            b.set("transaction_timeout_ms", Value::Int32(60_000));
+            b.put(ipi_req::TRANSACTIONAL_ID, Value::String(None));
+            b.write(ipi_req::TRANSACTION_TIMEOUT_MS, 60_000);
             if v >= 3 {
-                b.set("producer_id", Value::Int64(-1));
-                b.set("producer_epoch", Value::Int16(-1));
+                b.write(ipi_req::PRODUCER_ID, -1);
+                b.write(ipi_req::PRODUCER_EPOCH, -1);
             }
         },
-        |r: &Struct<'_>| match (r.i16("error_code"), r.i64("producer_id"), r.i16("producer_epoch")) {
+        |r: &Struct<'_>| match (r.read(ipi_resp::ERROR_CODE), r.read(ipi_resp::PRODUCER_ID), r.read(ipi_resp::PRODUCER_EPOCH)) {
             (Some(0), Some(id), Some(epoch)) if id >= 0 => Ok(IdValue::Derived { id, epoch }),
             (code, _, _) => {
                 Err(UpstreamError::Kafka { api: ApiKey::InitProducerId, code: code.unwrap_or(-1), message: String::new() })
@@ -539,35 +541,31 @@ fn init_producer_id(control: &mut ControlClient) -> Result<IdValue, UpstreamErro
 fn fetch_request(topic: &str, from: i64, wait_ms: i32, version: i16) -> Struct<'static> {
     let schema = crate::kafka::message::request_schema(ApiKey::Fetch as i16).expect("declared");
     let mut b = codec::with_defaults(&schema.body, version);
-    b.set("replica_id", Value::Int32(-1));
-    b.set("max_wait_ms", Value::Int32(wait_ms));
-    b.set("min_bytes", Value::Int32(1));
-    b.set("max_bytes", Value::Int32(16 << 20));
-    b.set("isolation_level", Value::Int8(0));
+    b.write(fetch_req::REPLICA_ID, -1);
+    b.write(fetch_req::MAX_WAIT_MS, wait_ms);
+    b.write(fetch_req::MIN_BYTES, 1);
+    b.write(fetch_req::MAX_BYTES, 16 << 20);
+    b.write(fetch_req::ISOLATION_LEVEL, 0);
     if version >= 7 {
-        b.set("session_id", Value::Int32(0));
-        b.set("session_epoch", Value::Int32(-1));
+        b.write(fetch_req::SESSION_ID, 0);
+        b.write(fetch_req::SESSION_EPOCH, -1);
     }
-    let ts = codec::element_schema(&schema.body, "topics");
-    let ps = codec::element_schema(ts, "partitions");
+    let ts = members(&schema.body, fetch_req::TOPICS);
+    let ps = members(ts, fetch_req::topics::PARTITIONS);
     let mut p = codec::with_defaults(ps, version);
-    p.set("partition", Value::Int32(PARTITION));
-    p.set("fetch_offset", Value::Int64(from));
-    p.set("partition_max_bytes", Value::Int32(8 << 20));
+    p.write(fetch_req_entry::PARTITION, PARTITION);
+    p.write(fetch_req_entry::FETCH_OFFSET, from);
+    p.write(fetch_req_entry::PARTITION_MAX_BYTES, 8 << 20);
     // -1: no epoch to check. Zeros (the defaults) would be taken as
     // epoch 0, which Kafka fences once the leader epoch has moved.
-    for field in ["current_leader_epoch", "last_fetched_epoch"] {
-        if p.has_field(field) {
-            p.set(field, Value::Int32(-1));
-        }
+    for field in [fetch_req_entry::CURRENT_LEADER_EPOCH, fetch_req_entry::LAST_FETCHED_EPOCH] {
+        p.write(field, -1);
     }
-    if p.has_field("log_start_offset") {
-        p.set("log_start_offset", Value::Int64(-1));
-    }
+    p.write(fetch_req_entry::LOG_START_OFFSET, -1);
     let mut t = codec::with_defaults(ts, version);
-    t.set("topic", Value::str(topic.to_string()));
-    t.set("partitions", Value::Array(Some(vec![Value::Struct(p)])));
-    b.set("topics", Value::Array(Some(vec![Value::Struct(t)])));
+    t.write(fetch_req::topics::TOPIC, topic.to_string());
+    t.write(fetch_req::topics::PARTITIONS, vec![Value::Struct(p)]);
+    b.write(fetch_req::TOPICS, vec![Value::Struct(t)]);
     b.into_owned()
 }
 
@@ -616,15 +614,15 @@ mod tests {
             let mut bytes = Vec::new();
             codec::encode(schema, version, &req, &mut bytes).unwrap();
             let back = codec::decode(schema, version, &bytes).unwrap();
-            let p = back.structs("topics").next().unwrap().structs("partitions").next().unwrap().clone();
-            assert_eq!(p.i64("fetch_offset"), Some(42), "v{version}");
+            let p = back.iter(fetch_req::TOPICS).next().unwrap().iter(fetch_req::topics::PARTITIONS).next().unwrap().clone();
+            assert_eq!(p.read(fetch_req_entry::FETCH_OFFSET), Some(42), "v{version}");
             if version >= 9 {
-                assert_eq!(p.i32("current_leader_epoch"), Some(-1), "v{version}: epoch 0 is fenced once the leader moved");
+                assert_eq!(p.read(fetch_req_entry::CURRENT_LEADER_EPOCH), Some(-1), "v{version}: epoch 0 is fenced once the leader moved");
             }
             if version >= 12 {
-                assert_eq!(p.i32("last_fetched_epoch"), Some(-1), "v{version}");
+                assert_eq!(p.read(fetch_req_entry::LAST_FETCHED_EPOCH), Some(-1), "v{version}");
             }
-            assert_eq!(back.i32("replica_id"), Some(-1), "v{version}: a consumer's fetch");
+            assert_eq!(back.read(fetch_req::REPLICA_ID), Some(-1), "v{version}: a consumer's fetch");
         }
     }
 

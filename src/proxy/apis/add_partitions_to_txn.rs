@@ -10,6 +10,8 @@ use super::passthrough::{forward as forward_as_is, transaction_route};
 use super::Request;
 use crate::kafka::api::{error, ApiKey};
 use crate::kafka::codec::{self, Value};
+use crate::kafka::fields::add_partitions_to_txn_response::{self as response, results_by_topic_v3_and_below as topic_result};
+use crate::kafka::fields::{add_partitions_to_txn_request as request, members};
 use crate::kafka::message::{encode_response, response_schema};
 use crate::proxy::plan::{Finish, Plan};
 use crate::remap::mapping::{Decision, VirtualPartition};
@@ -17,8 +19,8 @@ use crate::remap::mapping::{Decision, VirtualPartition};
 pub fn forward(r: &mut Request<'_, '_>) -> Plan {
     let txn = r
         .body
-        .str("v3_and_below_transactional_id")
-        .or_else(|| r.body.structs("transactions").next().and_then(|t| t.str("transactional_id")));
+        .read(request::V3_AND_BELOW_TRANSACTIONAL_ID)
+        .or_else(|| r.body.iter(request::TRANSACTIONS).next().and_then(|t| t.read(request::transactions::TRANSACTIONAL_ID)));
     forward_as_is(r, transaction_route(txn), Duration::ZERO, Finish::AsIs)
 }
 
@@ -28,7 +30,6 @@ pub fn forward(r: &mut Request<'_, '_>) -> Plan {
 /// gets the error, the others OPERATION_NOT_ATTEMPTED.
 pub fn remapped(r: &mut Request<'_, '_>) -> Option<Plan> {
     let (ctx, header, req, session) = (r.ctx, r.header, r.body, &*r.session);
-    const OPERATION_NOT_ATTEMPTED: i16 = 55;
     let version = header.api_version;
     if version > 3 {
         return None;
@@ -36,11 +37,11 @@ pub fn remapped(r: &mut Request<'_, '_>) -> Option<Plan> {
     let view = ctx.cluster.read();
     let mut results: Vec<(String, Vec<(i32, i16)>)> = Vec::new();
     let mut any_bad = false;
-    for t in req.structs("v3_and_below_topics") {
-        let name = t.str("name").unwrap_or_default().to_string();
+    for t in req.iter(request::V3_AND_BELOW_TOPICS) {
+        let name = t.read(request::v3_and_below_topics::NAME).unwrap_or_default().to_string();
         let decision = ctx.mapper.decide(&name, &view);
         let parts = t
-            .array("partitions")
+            .items(request::v3_and_below_topics::PARTITIONS)
             .iter()
             .filter_map(|v| if let Value::Int32(i) = v { Some(*i) } else { None })
             .map(|v| {
@@ -73,27 +74,27 @@ pub fn remapped(r: &mut Request<'_, '_>) -> Option<Plan> {
     }
     let schema = response_schema(ApiKey::AddPartitionsToTxn as i16).expect("declared");
     let mut body = codec::with_defaults(&schema.body, version);
-    let ts = codec::element_schema(&schema.body, "results_by_topic_v3_and_below");
-    let ps = codec::element_schema(ts, "results_by_partition");
-    let topics = results
+    let ts = members(&schema.body, response::RESULTS_BY_TOPIC_V3_AND_BELOW);
+    let ps = members(ts, topic_result::RESULTS_BY_PARTITION);
+    let topics: Vec<Value> = results
         .into_iter()
         .map(|(name, parts)| {
             let mut t = codec::with_defaults(ts, version);
-            t.set("name", Value::str(name));
-            let entries = parts
+            t.write(topic_result::NAME, name);
+            let entries: Vec<Value> = parts
                 .into_iter()
                 .map(|(p, code)| {
                     let mut e = codec::with_defaults(ps, version);
-                    e.set("partition_index", Value::Int32(p));
-                    e.set("partition_error_code", Value::Int16(if code == error::NONE { OPERATION_NOT_ATTEMPTED } else { code }));
+                    e.write(topic_result::results_by_partition::PARTITION_INDEX, p);
+                    e.write(topic_result::results_by_partition::PARTITION_ERROR_CODE, if code == error::NONE { error::OPERATION_NOT_ATTEMPTED } else { code });
                     Value::Struct(e)
                 })
                 .collect();
-            t.set("results_by_partition", Value::Array(Some(entries)));
+            t.write(topic_result::RESULTS_BY_PARTITION, entries);
             Value::Struct(t)
         })
         .collect();
-    body.set("results_by_topic_v3_and_below", Value::Array(Some(topics)));
+    body.write(response::RESULTS_BY_TOPIC_V3_AND_BELOW, topics);
     Some(match encode_response(ApiKey::AddPartitionsToTxn as i16, version, header.correlation_id, &[], &body) {
         Ok(b) => Plan::Answer(b),
         Err(e) => Plan::Close(e.to_string()),

@@ -3,6 +3,7 @@
 
 use crate::kafka::api::{error, ApiKey};
 use crate::kafka::codec::{self, Value};
+use crate::kafka::fields::{api_versions_response as response, members};
 use crate::kafka::message::{encode_response, response_schema};
 use crate::kafka::schema::registry;
 use crate::proxy::ProxyContext;
@@ -44,8 +45,8 @@ pub fn response(ctx: &ProxyContext, requested: i16, correlation_id: i32) -> Vec<
     let ours = registry().supported_versions(ApiKey::ApiVersions as i16).expect("declared");
     let (version, code) = if ours.contains(requested) { (requested, error::NONE) } else { (0, error::UNSUPPORTED_VERSION) };
     let mut body = codec::with_defaults(&schema.body, version);
-    body.set("error_code", Value::Int16(code));
-    let key_schema = codec::element_schema(&schema.body, "api_keys");
+    body.write(response::ERROR_CODE, code);
+    let key_schema = members(&schema.body, response::API_KEYS);
     let keys: Vec<Value<'_>> = ApiKey::ALL
         .iter()
         .filter_map(|&api| {
@@ -56,12 +57,12 @@ pub fn response(ctx: &ProxyContext, requested: i16, correlation_id: i32) -> Vec<
             // refused when they come.
             let min = if api == ApiKey::Produce { 0 } else { min };
             let mut k = codec::with_defaults(key_schema, version);
-            k.set("api_key", Value::Int16(api as i16));
-            k.set("min_version", Value::Int16(min));
-            k.set("max_version", Value::Int16(max));
+            k.write(response::api_keys::API_KEY, api as i16);
+            k.write(response::api_keys::MIN_VERSION, min);
+            k.write(response::api_keys::MAX_VERSION, max);
             Some(Value::Struct(k))
         })
         .collect();
-    body.set("api_keys", Value::Array(Some(keys)));
+    body.write(response::API_KEYS, keys);
     encode_response(ApiKey::ApiVersions as i16, version, correlation_id, &[], &body).expect("well-formed ApiVersions response")
 }

@@ -11,6 +11,9 @@ use super::common::answer_or_defaults;
 use super::Request;
 use crate::kafka::api::{error, ApiKey};
 use crate::kafka::codec::{self, Value};
+use crate::kafka::fields::create_topics_request::{self as request, topics as req_topic};
+use crate::kafka::fields::create_topics_response::{self as response, topics as resp_topic};
+use crate::kafka::fields::members;
 use crate::kafka::message::{encode_response, response_schema};
 use crate::proxy::plan::{single_request, Plan};
 use crate::proxy::route::Route;
@@ -37,16 +40,16 @@ pub fn remapped(r: &mut Request<'_, '_>) -> Option<Plan> {
     let mut out = req.clone();
     let mut changed = false;
     let mut kept = Vec::new();
-    for (i, t) in req.structs("topics").enumerate() {
-        let name = t.str("name").unwrap_or_default().to_string();
+    for (i, t) in req.iter(request::TOPICS).enumerate() {
+        let name = t.read(req_topic::NAME).unwrap_or_default().to_string();
         let mut t = t.clone();
         let rule = if name.starts_with("__") { None } else { ctx.mapper.rule_for(&name) };
         if let Some(rule) = rule.filter(|r| !r.is_passthrough()) {
             let (v, p) = (rule.virtual_partitions as i32, rule.physical_partitions as i32);
-            let asked = t.i32("num_partitions").unwrap_or(-1);
+            let asked = t.read(req_topic::NUM_PARTITIONS).unwrap_or(-1);
             let default_rule = matches!(rule.source, crate::config::RuleSource::Default);
             if asked == v || (asked == -1 && !default_rule) {
-                let policy = t.structs("configs").filter(|c| c.str("name") == Some("cleanup.policy")).last().map(|c| c.str("value"));
+                let policy = t.iter(req_topic::CONFIGS).filter(|c| c.read(req_topic::configs::NAME) == Some("cleanup.policy")).last().map(|c| c.read(req_topic::configs::VALUE));
                 if let Some(value) = policy {
                     if crate::remap::mapping::CleanupPolicy::from_value(value) == crate::remap::mapping::CleanupPolicy::Compact {
                         // Kafka answers a topic its CreateTopicPolicy rejects with POLICY_VIOLATION.
@@ -65,12 +68,12 @@ pub fn remapped(r: &mut Request<'_, '_>) -> Option<Plan> {
                         continue;
                     }
                 }
-                if !t.array("assignments").is_empty() {
+                if !t.items(req_topic::ASSIGNMENTS).is_empty() {
                     refused.push((i, error::INVALID_REQUEST, format!("Topic {name} falls under {}: manual replica assignments are not supported for remapped topics", rule.name())));
                     changed = true;
                     continue;
                 }
-                t.set("num_partitions", Value::Int32(p));
+                t.write(req_topic::NUM_PARTITIONS, p);
                 created_as.push((name.clone(), v));
                 changed = true;
             } else if !default_rule || asked == p {
@@ -94,42 +97,39 @@ pub fn remapped(r: &mut Request<'_, '_>) -> Option<Plan> {
     for (_, _, msg) in &refused {
         warn!("CreateTopics from {}: {msg}", session.peer());
     }
-    out.set("topics", Value::Array(Some(kept)));
-    let names: Vec<String> = req.structs("topics").map(|t| t.str("name").unwrap_or_default().to_string()).collect();
+    out.write(request::TOPICS, kept);
+    let names: Vec<String> = req.iter(request::TOPICS).map(|t| t.read(req_topic::NAME).unwrap_or_default().to_string()).collect();
     let finish = move |_ctx: &ProxyContext, version: i16, corr: i32, answer: Option<&[u8]>| -> Result<Vec<u8>, String> {
         let schema = response_schema(ApiKey::CreateTopics as i16).expect("declared");
         let resp = answer_or_defaults(ApiKey::CreateTopics, version, answer)?;
-        let ts = codec::element_schema(&schema.body, "topics");
+        let ts = members(&schema.body, response::TOPICS);
         let mut results = Vec::new();
         for (i, name) in names.iter().enumerate() {
             if let Some((_, code, msg)) = refused.iter().find(|(j, _, _)| *j == i) {
                 let mut t = codec::with_defaults(ts, version);
-                t.set("name", Value::str(name.clone()));
-                t.set("error_code", Value::Int16(*code));
-                if t.has_field("error_message") && ts.fields[ts.index_of("error_message").unwrap()].versions.contains(version) {
-                    t.set("error_message", Value::str(msg.clone()));
-                }
-                if ts.index_of("num_partitions").is_some_and(|j| ts.fields[j].versions.contains(version)) {
-                    t.set("num_partitions", Value::Int32(-1));
-                    t.set("replication_factor", Value::Int16(-1));
-                    t.set("configs", Value::Array(None));
-                }
+                t.write(resp_topic::NAME, name.clone());
+                t.write(resp_topic::ERROR_CODE, *code);
+                t.write_in(resp_topic::ERROR_MESSAGE, msg.clone(), version);
+                // v5+ answers these, as Kafka does for a refused topic.
+                t.write_in(resp_topic::NUM_PARTITIONS, -1, version);
+                t.write_in(resp_topic::REPLICATION_FACTOR, -1, version);
+                t.put_in(resp_topic::CONFIGS, Value::Array(None), version);
                 results.push(Value::Struct(t));
-            } else if let Some(mut t) = resp.structs("topics").find(|t| t.str("name") == Some(name)).cloned() {
+            } else if let Some(mut t) = resp.iter(response::TOPICS).find(|t| t.read(resp_topic::NAME) == Some(name)).cloned() {
                 if let Some((_, v)) = created_as.iter().find(|(n, _)| n == name) {
-                    if t.i16("error_code") == Some(error::NONE) && t.i32("num_partitions").is_some() {
-                        t.set("num_partitions", Value::Int32(*v));
+                    if t.read(resp_topic::ERROR_CODE) == Some(error::NONE) && t.read(resp_topic::NUM_PARTITIONS).is_some() {
+                        t.write(resp_topic::NUM_PARTITIONS, *v);
                     }
                 }
                 results.push(Value::Struct(t));
             }
         }
         let mut body = resp.clone();
-        body.set("topics", Value::Array(Some(results)));
+        body.write(response::TOPICS, results);
         encode_response(ApiKey::CreateTopics as i16, version, corr, &[], &body).map_err(|e| e.to_string())
     };
-    let wait = Duration::from_millis(req.i32("timeout_ms").unwrap_or(0).max(0) as u64);
-    let body = (!out.array("topics").is_empty()).then_some(&out);
+    let wait = Duration::from_millis(req.read(request::TIMEOUT_MS).unwrap_or(0).max(0) as u64);
+    let body = (!out.items(request::TOPICS).is_empty()).then_some(&out);
     Some(single_request(
         ctx,
         session,

@@ -11,15 +11,17 @@ use super::passthrough::{first_str, forward as forward_as_is, group_route};
 use super::Request;
 use crate::kafka::api::{error, ApiKey};
 use crate::kafka::codec::{self, Value};
-use crate::kafka::header::{parse_response_header, RequestHeader};
-use crate::kafka::message::{encode_request, encode_response, request_schema, response_schema};
+use crate::kafka::fields::delete_groups_response::{results, RESULTS};
+use crate::kafka::fields::delete_groups_request::GROUPS_NAMES;
+use crate::kafka::header::RequestHeader;
+use crate::kafka::message::{decode_response, encode_request, encode_response, request_schema};
 use crate::proxy::plan::{CorrelationIds, Finish, Part, PartFrame, Plan, Step};
 use crate::proxy::route::Route;
 use crate::remap::groups::{derived_group, parse_derived};
 
 
 pub fn forward(r: &mut Request<'_, '_>) -> Plan {
-    forward_as_is(r, group_route(first_str(r.body.array("groups_names"))), Duration::ZERO, Finish::AsIs)
+    forward_as_is(r, group_route(first_str(r.body.items(GROUPS_NAMES))), Duration::ZERO, Finish::AsIs)
 }
 
 
@@ -43,7 +45,7 @@ pub fn remapped(r: &mut Request<'_, '_>) -> Option<Plan> {
     let groups: Vec<String> = {
         let Ok((_, body)) = RequestHeader::parse(frame) else { return None };
         let Ok(req) = codec::decode(request_schema(ApiKey::DeleteGroups as i16).expect("declared"), version, body) else { return None };
-        req.array("groups_names").iter().filter_map(|v| if let Value::String(Some(s)) = v { Some(s.to_string()) } else { None }).collect()
+        req.items(GROUPS_NAMES).iter().filter_map(|v| if let Value::String(Some(s)) = v { Some(s.to_string()) } else { None }).collect()
     };
     let first = Part { route: groups.first().map_or(Route::Any, |g| Route::Group(g.clone())), ..first };
     let mut next_correlation = session.next_correlation_id();
@@ -52,14 +54,13 @@ pub fn remapped(r: &mut Request<'_, '_>) -> Option<Plan> {
         expect_response: true,
         finish: Finish::Then(Box::new(move |_ctx, _v, corr, mut answers| {
             let mut answer = answers.pop().ok_or("no answer")?;
-            let (_, _, body) = parse_response_header(&answer, ApiKey::DeleteGroups as i16, version).map_err(|e| e.to_string())?;
-            let resp = codec::decode(response_schema(ApiKey::DeleteGroups as i16).expect("declared"), version, body).map_err(|e| e.to_string())?;
+            let resp = decode_response(ApiKey::DeleteGroups as i16, version, &answer)?.body;
             // Derived groups go with a deleted group, and with one already
             // gone (a retry after a derived deletion failed).
             let deleted: Vec<String> = resp
-                .structs("results")
-                .filter(|r| matches!(r.i16("error_code"), Some(error::NONE | error::GROUP_ID_NOT_FOUND)))
-                .filter_map(|r| r.str("group_id").map(str::to_string))
+                .iter(RESULTS)
+                .filter(|r| matches!(r.read(results::ERROR_CODE), Some(error::NONE | error::GROUP_ID_NOT_FOUND)))
+                .filter_map(|r| r.read(results::GROUP_ID).map(str::to_string))
                 .collect();
             crate::proxy::plan::set_correlation_id(&mut answer, corr);
             if deleted.is_empty() {
@@ -73,7 +74,7 @@ pub fn remapped(r: &mut Request<'_, '_>) -> Option<Plan> {
                     let name = derived_group(g, k);
                     asked.push(name.clone());
                     let mut body = codec::with_defaults(schema, version);
-                    body.set("groups_names", Value::Array(Some(vec![Value::str(name.clone())])));
+                    body.write(GROUPS_NAMES, vec![Value::str(name.clone())]);
                     next_correlation = next_correlation.wrapping_add(1);
                     let frame = encode_request(ApiKey::DeleteGroups as i16, version, next_correlation, client_id.as_deref(), &body)
                         .map_err(|e| e.to_string())?;
@@ -102,15 +103,13 @@ pub fn remapped(r: &mut Request<'_, '_>) -> Option<Plan> {
 /// failed with anything but GROUP_ID_NOT_FOUND; an answer that cannot be
 /// read counts as UNKNOWN_SERVER_ERROR.
 fn derived_deletion_failures(version: i16, asked: &[String], answers: &[Vec<u8>]) -> Vec<(String, String, i16)> {
-    let schema = response_schema(ApiKey::DeleteGroups as i16).expect("declared");
     let mut out = Vec::new();
     for (derived, answer) in asked.iter().zip(answers) {
-        let code = parse_response_header(answer, ApiKey::DeleteGroups as i16, version)
+        let code = decode_response(ApiKey::DeleteGroups as i16, version, answer)
             .ok()
-            .and_then(|(_, _, body)| codec::decode(schema, version, body).ok())
             // Each request named this one group: its one result is the answer.
             .map_or(error::UNKNOWN_SERVER_ERROR, |r| {
-                r.structs("results").next().and_then(|g| g.i16("error_code")).unwrap_or(error::UNKNOWN_SERVER_ERROR)
+                r.body.iter(RESULTS).next().and_then(|g| g.read(results::ERROR_CODE)).unwrap_or(error::UNKNOWN_SERVER_ERROR)
             });
         if code != error::NONE && code != error::GROUP_ID_NOT_FOUND {
             let group = parse_derived(derived).map_or_else(|| derived.clone(), |(g, _)| g.to_string());
@@ -128,18 +127,16 @@ fn report_derived_deletion_failures(
     answer: &[u8],
     failures: &[(String, String, i16)],
 ) -> Result<Vec<u8>, String> {
-    let (_, _, body) = parse_response_header(answer, ApiKey::DeleteGroups as i16, version).map_err(|e| e.to_string())?;
-    let mut resp =
-        codec::decode(response_schema(ApiKey::DeleteGroups as i16).expect("declared"), version, body).map_err(|e| e.to_string())?;
-    for r in resp.structs_mut("results") {
-        let Some(group) = r.str("group_id").map(str::to_string) else { continue };
+    let mut resp = decode_response(ApiKey::DeleteGroups as i16, version, answer)?.body;
+    for r in resp.iter_mut(RESULTS) {
+        let Some(group) = r.read(results::GROUP_ID).map(str::to_string) else { continue };
         let Some((_, derived, code)) = failures.iter().find(|(g, _, _)| *g == group) else { continue };
         warn!(
             "DeleteGroups: group {group} is deleted, but its derived group {derived} (offsets of virtual partitions with \
              k >= 1) was not: Kafka error code {code}; answering {group} with that error"
         );
-        if r.i16("error_code") == Some(error::NONE) {
-            r.set("error_code", Value::Int16(*code));
+        if r.read(results::ERROR_CODE) == Some(error::NONE) {
+            r.write(results::ERROR_CODE, *code);
         }
     }
     encode_response(ApiKey::DeleteGroups as i16, version, corr, &[], &resp).map_err(|e| e.to_string())

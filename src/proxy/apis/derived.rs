@@ -11,8 +11,12 @@ use log::warn;
 
 use crate::kafka::api::{error, ApiKey};
 use crate::kafka::codec::{self, Struct, Value};
-use crate::kafka::header::{parse_response_header, RequestHeader};
-use crate::kafka::message::{encode_request, encode_response, request_schema, response_schema};
+use crate::kafka::fields::kinds::Str;
+use crate::kafka::fields::{describe_groups_request, describe_groups_response, members, offset_fetch_response, Field};
+use crate::kafka::fields::{offset_commit_request, offset_commit_response, offset_delete_request, offset_delete_response};
+use crate::kafka::fields::{txn_offset_commit_request, txn_offset_commit_response};
+use crate::kafka::header::RequestHeader;
+use crate::kafka::message::{decode_response, encode_request, encode_response, request_schema, response_schema};
 use crate::kafka::schema::StructSchema;
 use crate::proxy::plan::{CorrelationIds, Part};
 use crate::proxy::route::Route;
@@ -21,6 +25,62 @@ use crate::proxy::ProxyContext;
 use crate::remap::groups::MainGroup;
 use crate::remap::mapping::{Decision, VirtualPartition};
 use crate::remap::offset_fetch::{Committed, GroupOffsets};
+use crate::remap::split::Shape;
+
+/// The keys the shared code below reads and writes of OffsetCommit,
+/// OffsetDelete and TxnOffsetCommit: the request's group and topics →
+/// partitions, the answer's topics → partitions and error codes.
+pub struct OffsetApi {
+    pub api: ApiKey,
+    pub group_id: Field<Str>,
+    pub request: Shape,
+    pub response: Shape,
+    pub entry_error: Field<i16>,
+    /// The answer's top-level error (OffsetDelete only).
+    pub top_error: Option<Field<i16>>,
+}
+
+macro_rules! topics_shape {
+    ($message:ident) => {{
+        use $message::topics as t;
+        Shape::of($message::TOPICS, t::NAME, t::PARTITIONS, t::partitions::PARTITION_INDEX)
+    }};
+}
+
+pub const OFFSET_COMMIT: OffsetApi = OffsetApi {
+    api: ApiKey::OffsetCommit,
+    group_id: offset_commit_request::GROUP_ID,
+    request: topics_shape!(offset_commit_request),
+    response: topics_shape!(offset_commit_response),
+    entry_error: offset_commit_response::topics::partitions::ERROR_CODE,
+    top_error: None,
+};
+
+pub const OFFSET_DELETE: OffsetApi = OffsetApi {
+    api: ApiKey::OffsetDelete,
+    group_id: offset_delete_request::GROUP_ID,
+    request: topics_shape!(offset_delete_request),
+    response: topics_shape!(offset_delete_response),
+    entry_error: offset_delete_response::topics::partitions::ERROR_CODE,
+    top_error: Some(offset_delete_response::ERROR_CODE),
+};
+
+pub const TXN_OFFSET_COMMIT: OffsetApi = OffsetApi {
+    api: ApiKey::TxnOffsetCommit,
+    group_id: txn_offset_commit_request::GROUP_ID,
+    request: topics_shape!(txn_offset_commit_request),
+    response: topics_shape!(txn_offset_commit_response),
+    entry_error: txn_offset_commit_response::topics::partitions::ERROR_CODE,
+    top_error: None,
+};
+
+/// OffsetFetch answers below v8 list topics at the top; v8+ lists them per
+/// group, laid out alike (the same keys read both).
+pub const OFFSET_FETCH_TOPICS: Shape = topics_shape!(offset_fetch_response);
+pub const OFFSET_FETCH_GROUP_TOPICS: Shape = {
+    use offset_fetch_response::groups::topics as t;
+    Shape::of(offset_fetch_response::groups::TOPICS, t::NAME, t::PARTITIONS, t::partitions::PARTITION_INDEX)
+};
 
 /// Where one partition of a group request goes.
 #[derive(Debug, Clone)]
@@ -62,46 +122,36 @@ pub fn place(ctx: &ProxyContext, topic: &str, partition: i32, remapped: &mut boo
     }
 }
 
-/// Set a field only in versions that have it.
-pub fn set_if(s: &mut Struct<'_>, name: &str, value: Value<'static>, version: i16) {
-    if let Some(i) = s.schema.index_of(name) {
-        let f = &s.schema.fields[i];
-        if f.versions.contains(version) && !f.is_tagged_in(version) {
-            s.fields[i] = value;
-        }
-    }
-}
-
 /// A copy of `req` keeping, per topic, only the partition entries `keep`
 /// selects (rewritten by it); topics left empty are dropped.
 pub fn filtered<'a>(
     req: &Struct<'a>,
+    shape: &Shape,
     placements: &Placements,
-    index_field: &str,
     keep: &dyn Fn(&Target) -> Option<i32>,
 ) -> (Struct<'a>, usize) {
     let mut out = req.clone();
     let mut count = 0;
     let mut topics = Vec::new();
-    for (t, (_, parts)) in req.structs("topics").zip(placements) {
+    for (t, (_, parts)) in req.iter(shape.topics).zip(placements) {
         let mut t = t.clone();
         let entries: Vec<Value<'a>> = t
-            .structs("partitions")
+            .iter(shape.partitions)
             .zip(parts)
             .filter_map(|(e, (_, target))| {
                 let p = keep(target)?;
                 let mut e = e.clone();
-                e.set(index_field, Value::Int32(p));
+                e.write(shape.index, p);
                 Some(Value::Struct(e))
             })
             .collect();
         if !entries.is_empty() {
             count += entries.len();
-            t.set("partitions", Value::Array(Some(entries)));
+            t.write(shape.partitions, entries);
             topics.push(Value::Struct(t));
         }
     }
-    out.set("topics", Value::Array(Some(topics)));
+    out.write(shape.topics, topics);
     (out, count)
 }
 
@@ -111,62 +161,63 @@ pub fn part(session: &mut Session, header: &RequestHeader<'_>, api: ApiKey, vers
 
 /// Error code per (topic, physical partition) from an OffsetCommit or
 /// OffsetDelete answer.
-pub fn partition_codes(api: ApiKey, version: i16, answer: &[u8]) -> Result<(i16, PartitionCodes), String> {
-    let (_, _, body) = parse_response_header(answer, api as i16, version).map_err(|e| e.to_string())?;
-    let resp = codec::decode(response_schema(api as i16).expect("declared"), version, body).map_err(|e| e.to_string())?;
+pub fn partition_codes(keys: &OffsetApi, version: i16, answer: &[u8]) -> Result<(i16, PartitionCodes), String> {
+    let resp = decode_response(keys.api as i16, version, answer)?.body;
+    let shape = &keys.response;
     let mut codes = BTreeMap::new();
-    for t in resp.structs("topics") {
-        for p in t.structs("partitions") {
-            if let (Some(name), Some(i), Some(c)) = (t.str("name"), p.i32("partition_index"), p.i16("error_code")) {
+    for t in resp.iter(shape.topics) {
+        for p in t.iter(shape.partitions) {
+            if let (Some(name), Some(i), Some(c)) = (t.read(shape.name), p.read(shape.index), p.read(keys.entry_error)) {
                 codes.insert((name.to_string(), i), c);
             }
         }
     }
-    let top = if resp.has_field("error_code") { resp.i16("error_code").unwrap_or(0) } else { 0 };
+    let top = keys.top_error.and_then(|f| resp.read(f)).unwrap_or(0);
     Ok((top, codes))
 }
 
 /// Build an OffsetCommit/OffsetDelete response: one error code per client
 /// partition, looked up where it went.
 pub fn codes_response(
-    api: ApiKey,
+    keys: &OffsetApi,
     version: i16,
     correlation_id: i32,
     top_error: i16,
     placements: &Placements,
     code_of: &dyn Fn(&str, &Target) -> i16,
 ) -> Result<Vec<u8>, String> {
-    let schema = &response_schema(api as i16).expect("declared").body;
+    let schema = &response_schema(keys.api as i16).expect("declared").body;
     let mut body = codec::with_defaults(schema, version);
-    if body.has_field("error_code") {
-        set_if(&mut body, "error_code", Value::Int16(top_error), version);
+    if let Some(f) = keys.top_error {
+        body.write_in(f, top_error, version);
     }
     let topics = placements.iter().map(|(name, parts)| (name.as_str(), parts.as_slice()));
-    let topics = topics_array(schema, version, topics, &|name, e, (v, target)| {
-        e.set("partition_index", Value::Int32(*v));
-        e.set("error_code", Value::Int16(code_of(name, target)));
+    let topics = topics_array(schema, &keys.response, version, topics, &|name, e, (v, target)| {
+        e.write(keys.response.index, *v);
+        e.write(keys.entry_error, code_of(name, target));
     });
-    body.set("topics", Value::Array(Some(topics)));
-    encode_response(api as i16, version, correlation_id, &[], &body).map_err(|e| e.to_string())
+    body.write(keys.response.topics, topics);
+    encode_response(keys.api as i16, version, correlation_id, &[], &body).map_err(|e| e.to_string())
 }
 
-/// The `topics` array of a message of schema `parent` (topics →
-/// partitions): one topic per `(name, items)`, one partition entry per
-/// item, filled in by `fill(topic, entry, item)`.
+/// The topics array (`shape.topics`) of a struct of schema `parent`: one
+/// topic per `(name, items)`, one partition entry per item, filled in by
+/// `fill(topic, entry, item)`.
 pub fn topics_array<'i, T: 'i>(
     parent: &'static StructSchema,
+    shape: &Shape,
     version: i16,
     topics: impl IntoIterator<Item = (&'i str, &'i [T])>,
     fill: &dyn Fn(&str, &mut Struct<'static>, &T),
 ) -> Vec<Value<'static>> {
-    let ts = codec::element_schema(parent, "topics");
-    let ps = codec::element_schema(ts, "partitions");
+    let ts = members(parent, shape.topics);
+    let ps = members(ts, shape.partitions);
     topics
         .into_iter()
         .map(|(name, items)| {
             let mut t = codec::with_defaults(ts, version);
-            t.set("name", Value::str(name.to_string()));
-            let entries = items
+            t.write(shape.name, name.to_string());
+            let entries: Vec<Value> = items
                 .iter()
                 .map(|item| {
                     let mut e = codec::with_defaults(ps, version);
@@ -174,7 +225,7 @@ pub fn topics_array<'i, T: 'i>(
                     Value::Struct(e)
                 })
                 .collect();
-            t.set("partitions", Value::Array(Some(entries)));
+            t.write(shape.partitions, entries);
             Value::Struct(t)
         })
         .collect()
@@ -182,21 +233,21 @@ pub fn topics_array<'i, T: 'i>(
 
 /// Where each partition of a group request goes, and its group; `None`
 /// when it names no remapped topic (it is forwarded as it came).
-pub fn remapped_placements(ctx: &ProxyContext, req: &Struct<'_>) -> Option<(Placements, String)> {
-    let (placements, remapped) = placements_of(ctx, req);
-    remapped.then(|| (placements, req.str("group_id").unwrap_or_default().to_string()))
+pub fn remapped_placements(ctx: &ProxyContext, keys: &OffsetApi, req: &Struct<'_>) -> Option<(Placements, String)> {
+    let (placements, remapped) = placements_of(ctx, &keys.request, req);
+    remapped.then(|| (placements, req.read(keys.group_id).unwrap_or_default().to_string()))
 }
 
-pub fn placements_of(ctx: &ProxyContext, req: &Struct<'_>) -> (Placements, bool) {
+pub fn placements_of(ctx: &ProxyContext, shape: &Shape, req: &Struct<'_>) -> (Placements, bool) {
     let mut remapped = false;
     let placements = req
-        .structs("topics")
+        .iter(shape.topics)
         .map(|t| {
-            let name = t.str("name").unwrap_or_default().to_string();
+            let name = t.read(shape.name).unwrap_or_default().to_string();
             let parts = t
-                .structs("partitions")
+                .iter(shape.partitions)
                 .map(|e| {
-                    let v = e.i32("partition_index").unwrap_or(-1);
+                    let v = e.read(shape.index).unwrap_or(-1);
                     (v, place(ctx, &name, v, &mut remapped))
                 })
                 .collect();
@@ -238,60 +289,55 @@ impl ReservedIds {
 pub fn describe_group_part(ctx: &ProxyContext, session: &mut Session, header: &RequestHeader<'_>, group: &str) -> Result<(Part, i16), String> {
     let version = ctx.cluster.upstream_versions(ApiKey::DescribeGroups as i16).map_or(0, |(_, max)| max.min(5));
     let mut body = codec::with_defaults(&request_schema(ApiKey::DescribeGroups as i16).expect("declared").body, version);
-    body.set("groups", Value::Array(Some(vec![Value::str(group)])));
+    body.write(describe_groups_request::GROUPS, vec![Value::str(group)]);
     Ok((part(session, header, ApiKey::DescribeGroups, version, &body, Route::Group(group.to_string()))?, version))
 }
 
 pub fn main_group_of(version: i16, answer: &[u8]) -> Result<MainGroup, String> {
-    let (_, _, body) = parse_response_header(answer, ApiKey::DescribeGroups as i16, version).map_err(|e| e.to_string())?;
-    let resp = codec::decode(response_schema(ApiKey::DescribeGroups as i16).expect("declared"), version, body).map_err(|e| e.to_string())?;
-    let g = resp.structs("groups").next().ok_or("DescribeGroups answered no group")?;
+    use describe_groups_response::{groups, GROUPS};
+    let resp = decode_response(ApiKey::DescribeGroups as i16, version, answer)?.body;
+    let g = resp.iter(GROUPS).next().ok_or("DescribeGroups answered no group")?;
     Ok(MainGroup {
-        error_code: g.i16("error_code").unwrap_or(error::NONE),
-        state: g.str("group_state").unwrap_or_default().to_string(),
-        protocol_type: g.str("protocol_type").unwrap_or_default().to_string(),
-        member_metadata: g
-            .structs("members")
-            .map(|m| match m.get("member_metadata") {
-                Value::Bytes(Some(b)) => b.to_vec(),
-                _ => Vec::new(),
-            })
-            .collect(),
+        error_code: g.read(groups::ERROR_CODE).unwrap_or(error::NONE),
+        state: g.read(groups::GROUP_STATE).unwrap_or_default().to_string(),
+        protocol_type: g.read(groups::PROTOCOL_TYPE).unwrap_or_default().to_string(),
+        member_metadata: g.iter(groups::MEMBERS).map(|m| m.read(groups::members::MEMBER_METADATA).unwrap_or_default().to_vec()).collect(),
     })
 }
 
 /// The groups of an OffsetFetch answer (one below v8), with their
 /// committed offsets.
 pub fn decode_offsets(version: i16, answer: &[u8]) -> Result<Vec<GroupOffsets>, String> {
-    let (_, _, body) = parse_response_header(answer, ApiKey::OffsetFetch as i16, version).map_err(|e| e.to_string())?;
-    let resp = codec::decode(response_schema(ApiKey::OffsetFetch as i16).expect("declared"), version, body).map_err(|e| e.to_string())?;
-    let read_topics = |s: &Struct<'_>| -> Vec<(String, Vec<(i32, Committed)>)> {
-        s.structs("topics")
+    use offset_fetch_response::{groups, topics::partitions as entry};
+    let resp = decode_response(ApiKey::OffsetFetch as i16, version, answer)?.body;
+    let read_topics = |s: &Struct<'_>, shape: &Shape| -> Vec<(String, Vec<(i32, Committed)>)> {
+        s.iter(shape.topics)
             .map(|t| {
                 let parts = t
-                    .structs("partitions")
+                    .iter(shape.partitions)
                     .map(|p| {
                         (
-                            p.i32("partition_index").unwrap_or(-1),
+                            p.read(shape.index).unwrap_or(-1),
                             Committed {
-                                offset: p.i64("committed_offset").unwrap_or(-1),
-                                leader_epoch: p.i32("committed_leader_epoch").unwrap_or(-1),
-                                metadata: p.str("metadata").map(str::to_string),
-                                error_code: p.i16("error_code").unwrap_or(0),
+                                offset: p.read(entry::COMMITTED_OFFSET).unwrap_or(-1),
+                                leader_epoch: p.read(entry::COMMITTED_LEADER_EPOCH).unwrap_or(-1),
+                                metadata: p.read(entry::METADATA).map(str::to_string),
+                                error_code: p.read(entry::ERROR_CODE).unwrap_or(0),
                             },
                         )
                     })
                     .collect();
-                (t.str("name").unwrap_or_default().to_string(), parts)
+                (t.read(shape.name).unwrap_or_default().to_string(), parts)
             })
             .collect()
     };
     if version >= 8 {
         Ok(resp
-            .structs("groups")
-            .map(|g| GroupOffsets { error_code: g.i16("error_code").unwrap_or(0), topics: read_topics(g) })
+            .iter(offset_fetch_response::GROUPS)
+            .map(|g| GroupOffsets { error_code: g.read(groups::ERROR_CODE).unwrap_or(0), topics: read_topics(g, &OFFSET_FETCH_GROUP_TOPICS) })
             .collect())
     } else {
-        Ok(vec![GroupOffsets { error_code: resp.i16("error_code").unwrap_or(0), topics: read_topics(&resp) }])
+        let error_code = resp.read(offset_fetch_response::ERROR_CODE).unwrap_or(0);
+        Ok(vec![GroupOffsets { error_code, topics: read_topics(&resp, &OFFSET_FETCH_TOPICS) }])
     }
 }

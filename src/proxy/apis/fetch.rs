@@ -13,16 +13,17 @@ use super::passthrough::{endpoints_rewrite, forward as forward_as_is};
 use super::split::names_remapped;
 use super::Request;
 use crate::kafka::api::ApiKey;
-use crate::kafka::codec::{self, Struct, Value};
-use crate::kafka::header::parse_response_header;
-use crate::kafka::message::{encode_response, response_schema};
+use crate::kafka::codec::{Struct, Value};
+use crate::kafka::fields::fetch_request::{self as request, topics as req_topic};
+use crate::kafka::fields::fetch_response::{self as response, responses as resp_topic};
+use crate::kafka::message::{decode_response, encode_response, response_schema};
 use crate::proxy::plan::{Finish, Part, Plan};
 use crate::proxy::route::{self, Route};
 use crate::proxy::session::extra_wait;
 use crate::proxy::ProxyContext;
 use crate::remap::addresses;
 use crate::remap::fetch_answers::combine_fetch_answers;
-use crate::remap::fetch_plan::{self, set_if_present, TopicKey};
+use crate::remap::fetch_plan::{self, TopicKey};
 use crate::remap::mapping::Decision;
 
 pub fn forward(r: &mut Request<'_, '_>) -> Plan {
@@ -30,9 +31,9 @@ pub fn forward(r: &mut Request<'_, '_>) -> Plan {
     // A client with a rack id (v11+) may be told by a rack-aware
     // leader to read from a replica; following it means reaching the
     // proxy again, so the proxy itself routes the partition there.
-    let rack = req.str("rack_id").filter(|r| !r.is_empty()).map(str::to_string);
+    let rack = req.read(request::RACK_ID).filter(|r| !r.is_empty()).map(str::to_string);
     let route = fetch_route(ctx, req, rack.as_deref());
-    let wait = extra_wait(req.i32("max_wait_ms").unwrap_or(0));
+    let wait = extra_wait(req.read(request::MAX_WAIT_MS).unwrap_or(0));
     let route = match (&route, &r.session.last_fetch_addr) {
         (Route::Any, Some(addr)) => Route::Address(addr.clone()),
         _ => route,
@@ -45,14 +46,14 @@ pub fn forward(r: &mut Request<'_, '_>) -> Plan {
 }
 
 fn fetch_route(ctx: &ProxyContext, req: &Struct<'_>, rack: Option<&str>) -> Route {
-    req.structs("topics")
+    req.iter(request::TOPICS)
         .find_map(|t| {
-            let topic = match t.str("topic") {
+            let topic = match t.read(req_topic::TOPIC) {
                 Some(name) => name.to_string(),
-                None => ctx.cluster.topic_name(&t.uuid("topic_id")?)?,
+                None => ctx.cluster.topic_name(&t.read(req_topic::TOPIC_ID)?)?,
             };
-            let p = t.structs("partitions").next()?;
-            Some(route::fetch_from(ctx, rack, topic, p.i32("partition")?))
+            let p = t.iter(req_topic::PARTITIONS).next()?;
+            Some(route::fetch_from(ctx, rack, topic, p.read(req_topic::partitions::PARTITION)?))
         })
         .unwrap_or(Route::Any)
 }
@@ -62,7 +63,7 @@ fn fetch_route(ctx: &ProxyContext, req: &Struct<'_>, rack: Option<&str>) -> Rout
 /// errors noted for routing that rack's next fetches.
 fn follow_preferred_replicas(rack: String, has_endpoints: bool) -> Finish {
     Finish::Rewrite(Box::new(move |ctx, _v, body| {
-        for t in body.structs("responses") {
+        for t in body.iter(response::RESPONSES) {
             route::note_fetch_topic(ctx, &rack, t);
         }
         Ok(has_endpoints && addresses::rewrite_brokers(body, &ctx.settings.advertised))
@@ -76,16 +77,16 @@ fn follow_preferred_replicas(rack: String, has_endpoints: bool) -> Finish {
 pub fn remapped(r: &mut Request<'_, '_>) -> Option<Plan> {
     let (ctx, header, req, session) = (r.ctx, r.header, r.body, &mut *r.session);
     let version = header.api_version;
-    if !names_remapped(ctx, req, "topics", "topic") {
+    if !names_remapped(ctx, req, request::TOPICS, req_topic::TOPIC, Some(req_topic::TOPIC_ID)) {
         return None;
     }
     let planned = {
         let view = ctx.cluster.read();
         let resolve = |t: &Struct<'_>| {
-            let (key, name) = match t.str("topic") {
+            let (key, name) = match t.read(req_topic::TOPIC) {
                 Some(n) if version < 13 => (TopicKey::Name(n.to_string()), Some(n.to_string())),
                 _ => {
-                    let id = t.uuid("topic_id").unwrap_or([0; 16]);
+                    let id = t.read(req_topic::TOPIC_ID).unwrap_or([0; 16]);
                     (TopicKey::Id(id), view.topic_names.get(&id).cloned().or_else(|| ctx.mapper.remapped_name(&id)))
                 }
             };
@@ -104,16 +105,15 @@ pub fn remapped(r: &mut Request<'_, '_>) -> Option<Plan> {
         let schema = response_schema(ApiKey::Fetch as i16).expect("declared");
         let mut decoded = Vec::with_capacity(answers.len());
         for a in &answers {
-            let (_, _, body) = parse_response_header(a, ApiKey::Fetch as i16, version).map_err(|e| e.to_string())?;
-            let mut answer = codec::decode(schema, version, body).map_err(|e| format!("malformed Fetch answer: {e}"))?;
-            for t in answer.structs_mut("responses") {
+            let mut answer = decode_response(ApiKey::Fetch as i16, version, a)?.body;
+            for t in answer.iter_mut(response::RESPONSES) {
                 if let Some(rack) = &ctx.settings.client_rack {
                     route::note_fetch_topic(ctx, rack, t);
                 }
                 // The proxy follows a preferred read replica itself: the
                 // client, which sees virtual partitions, must not.
-                for p in t.structs_mut("partitions") {
-                    set_if_present(p, "preferred_read_replica", Value::Int32(-1), version);
+                for p in t.iter_mut(resp_topic::PARTITIONS) {
+                    p.write_in(resp_topic::partitions::PREFERRED_READ_REPLICA, -1, version);
                 }
             }
             decoded.push(answer);
@@ -147,7 +147,7 @@ pub fn remapped(r: &mut Request<'_, '_>) -> Option<Plan> {
         });
     }
     // Every round waits behind the first on the broker's connection.
-    let wait = Duration::from_millis(req.i32("max_wait_ms").unwrap_or(0).max(0) as u64);
+    let wait = Duration::from_millis(req.read(request::MAX_WAIT_MS).unwrap_or(0).max(0) as u64);
     // The client's rack id is never passed on: a preferred read replica is
     // per physical partition, which the client does not know. The proxy
     // fetches in its own rack (kafka.client_rack), or from leaders. Each
@@ -158,8 +158,8 @@ pub fn remapped(r: &mut Request<'_, '_>) -> Option<Plan> {
     let mut parts_per_round = Vec::with_capacity(planned.rounds.len());
     for round in &planned.rounds {
         let mut round = round.clone();
-        set_if_present(&mut round, "rack_id", Value::str(rack.clone().unwrap_or_default()), version);
-        let destinations = fetch_destinations(ctx, rack.as_deref(), round.array("topics"));
+        round.write_in(request::RACK_ID, rack.clone().unwrap_or_default(), version);
+        let destinations = fetch_destinations(ctx, rack.as_deref(), round.items(request::TOPICS));
         let bodies: Vec<(Route, Struct<'_>)> = if destinations.is_empty() {
             vec![(Route::Any, round.clone())]
         } else {
@@ -167,7 +167,7 @@ pub fn remapped(r: &mut Request<'_, '_>) -> Option<Plan> {
                 .into_iter()
                 .map(|(route, topics)| {
                     let mut body = round.clone();
-                    body.set("topics", Value::Array(Some(topics)));
+                    body.write(request::TOPICS, topics);
                     (route, body)
                 })
                 .collect()
@@ -192,12 +192,12 @@ pub fn remapped(r: &mut Request<'_, '_>) -> Option<Plan> {
 fn fetch_destinations<'a>(ctx: &ProxyContext, rack: Option<&str>, topics: &[Value<'a>]) -> Vec<(Route, Vec<Value<'a>>)> {
     let mut groups: Vec<(Option<i32>, Route, Vec<Value<'a>>)> = Vec::new();
     for t in topics.iter().filter_map(Value::as_struct) {
-        let name = match t.str("topic") {
+        let name = match t.read(req_topic::TOPIC) {
             Some(n) => Some(n.to_string()),
-            None => t.uuid("topic_id").and_then(|id| ctx.cluster.topic_name(&id).or_else(|| ctx.mapper.remapped_name(&id))),
+            None => t.read(req_topic::TOPIC_ID).and_then(|id| ctx.cluster.topic_name(&id).or_else(|| ctx.mapper.remapped_name(&id))),
         };
-        for e in t.structs("partitions") {
-            let route = match (&name, e.i32("partition")) {
+        for e in t.iter(req_topic::PARTITIONS) {
+            let route = match (&name, e.read(req_topic::partitions::PARTITION)) {
                 (Some(n), Some(p)) => route::fetch_from(ctx, rack, n.clone(), p),
                 _ => Route::Any,
             };
@@ -215,13 +215,13 @@ fn fetch_destinations<'a>(ctx: &ProxyContext, rack: Option<&str>, topics: &[Valu
             };
             let entries = &mut groups[i].2;
             let same_topic = |x: &Value<'a>| {
-                x.as_struct().is_some_and(|x| x.str("topic") == t.str("topic") && x.uuid("topic_id") == t.uuid("topic_id"))
+                x.as_struct().is_some_and(|x| x.read(req_topic::TOPIC) == t.read(req_topic::TOPIC) && x.read(req_topic::TOPIC_ID) == t.read(req_topic::TOPIC_ID))
             };
             match entries.iter_mut().rev().find(|x| same_topic(x)).and_then(Value::as_struct_mut) {
-                Some(topic) => topic.array_mut("partitions").expect("a fetch topic has partitions").push(Value::Struct(e.clone())),
+                Some(topic) => topic.items_mut(req_topic::PARTITIONS).expect("a fetch topic has partitions").push(Value::Struct(e.clone())),
                 None => {
                     let mut topic = t.clone();
-                    topic.set("partitions", Value::Array(Some(vec![Value::Struct(e.clone())])));
+                    topic.write(req_topic::PARTITIONS, vec![Value::Struct(e.clone())]);
                     entries.push(Value::Struct(topic));
                 }
             }

@@ -8,14 +8,15 @@ use super::Request;
 use crate::cluster::CoordinatorKind;
 use crate::kafka::api::error;
 use crate::kafka::codec::Struct;
+use crate::kafka::fields::{find_coordinator_request as request, find_coordinator_response as response};
 use crate::proxy::plan::{Finish, Plan};
 use crate::proxy::route::Route;
 use crate::proxy::ProxyContext;
 use crate::remap::addresses;
 
 pub fn forward_and_remember(r: &mut Request<'_, '_>) -> Plan {
-    let kind = if r.body.i8("key_type") == Some(1) { CoordinatorKind::Transaction } else { CoordinatorKind::Group };
-    let single_key = r.body.str("key").map(str::to_string);
+    let kind = if r.body.read(request::KEY_TYPE) == Some(1) { CoordinatorKind::Transaction } else { CoordinatorKind::Group };
+    let single_key = r.body.read(request::KEY).map(str::to_string);
     forward(
         r,
         Route::Any,
@@ -29,13 +30,13 @@ pub fn forward_and_remember(r: &mut Request<'_, '_>) -> Plan {
 
 /// Note each coordinator found: the one key of v0-3, or each of v4's batch.
 fn remember_coordinators(ctx: &ProxyContext, kind: CoordinatorKind, single_key: Option<&str>, body: &Struct<'_>) {
-    if let (Some(key), Some(node)) = (single_key, body.i32("node_id")) {
-        if body.i16("error_code") == Some(error::NONE) && node >= 0 {
+    if let (Some(key), Some(node)) = (single_key, body.read(response::NODE_ID)) {
+        if body.read(response::ERROR_CODE) == Some(error::NONE) && node >= 0 {
             ctx.cluster.set_coordinator(kind, key, node);
         }
     }
-    for c in body.structs("coordinators") {
-        if let (Some(key), Some(node), Some(error::NONE)) = (c.str("key"), c.i32("node_id"), c.i16("error_code")) {
+    for c in body.iter(response::COORDINATORS) {
+        if let (Some(key), Some(node), Some(error::NONE)) = (c.read(response::coordinators::KEY), c.read(response::coordinators::NODE_ID), c.read(response::coordinators::ERROR_CODE)) {
             if node >= 0 {
                 ctx.cluster.set_coordinator(kind, key, node);
             }

@@ -18,6 +18,6 @@ pub fn remapped(r: &mut Request<'_, '_>) -> Option<Plan> {
 
 /// To the leader of the first partition named.
 pub fn forward(r: &mut Request<'_, '_>) -> Plan {
-    let route = first_partition(r.body, "topics", "topic", "partitions", "partition");
+    let route = first_partition(r.body, &split::LEADER_EPOCH);
     super::passthrough::forward(r, route, Duration::ZERO, Finish::AsIs)
 }

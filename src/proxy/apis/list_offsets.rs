@@ -17,6 +17,6 @@ pub fn remapped(r: &mut Request<'_, '_>) -> Option<Plan> {
 
 /// To the leader of the first partition named.
 pub fn forward(r: &mut Request<'_, '_>) -> Plan {
-    let route = first_partition(r.body, "topics", "name", "partitions", "partition_index");
+    let route = first_partition(r.body, &split::LIST_OFFSETS);
     super::passthrough::forward(r, route, Duration::ZERO, Finish::AsIs)
 }

@@ -10,12 +10,14 @@ use std::time::Instant;
 
 use log::{debug, warn};
 
-use super::derived::{codes_response, decode_offsets, derived_ks, describe_group_part, filtered, main_group_of, part, partition_codes, remapped_placements, ReservedIds, set_if, Target};
+use super::derived::{codes_response, decode_offsets, derived_ks, describe_group_part, filtered, main_group_of, part, partition_codes, remapped_placements, ReservedIds, Target, OFFSET_COMMIT};
 use super::Request;
 use crate::kafka::api::{error, ApiKey};
 use crate::kafka::codec::{self, Struct, Value};
-use crate::kafka::header::parse_response_header;
-use crate::kafka::message::{request_schema, response_schema};
+use crate::kafka::fields::offset_commit_request::topics::{self as commit_topic, partitions as commit_entry};
+use crate::kafka::fields::offset_commit_request as commit_req;
+use crate::kafka::fields::{heartbeat_request, heartbeat_response, members, offset_fetch_request as fetch_req};
+use crate::kafka::message::{decode_response, request_schema};
 use crate::proxy::plan::{Finish, Plan, Step};
 use crate::proxy::route::Route;
 use crate::proxy::ProxyContext;
@@ -61,15 +63,15 @@ fn keepalive_stage(
         let name = derived_group(&group, k);
         let mut body = codec::with_defaults(schema, fetch_version);
         if fetch_version >= 8 {
-            let mut g = codec::with_defaults(codec::element_schema(schema, "groups"), fetch_version);
-            g.set("group_id", Value::str(name.clone()));
-            set_if(&mut g, "member_id", Value::String(None), fetch_version);
-            set_if(&mut g, "member_epoch", Value::Int32(-1), fetch_version);
-            g.set("topics", Value::Array(None));
-            body.set("groups", Value::Array(Some(vec![Value::Struct(g)])));
+            let mut g = codec::with_defaults(members(schema, fetch_req::GROUPS), fetch_version);
+            g.write(fetch_req::groups::GROUP_ID, name.clone());
+            g.put_in(fetch_req::groups::MEMBER_ID, Value::String(None), fetch_version);
+            g.write_in(fetch_req::groups::MEMBER_EPOCH, -1, fetch_version);
+            g.put(fetch_req::groups::TOPICS, Value::Array(None));
+            body.write(fetch_req::GROUPS, vec![Value::Struct(g)]);
         } else {
-            body.set("group_id", Value::str(name.clone()));
-            body.set("topics", Value::Array(None));
+            body.write(fetch_req::GROUP_ID, name.clone());
+            body.put(fetch_req::TOPICS, Value::Array(None));
         }
         match ids.part(client_id.as_deref(), ApiKey::OffsetFetch, fetch_version, &body, Route::Group(name)) {
             Ok(p) => fetches.push(p),
@@ -120,7 +122,7 @@ fn keepalive_stage(
                 parts: commits,
                 finish: Finish::Merge(Box::new(move |_ctx, _v, _corr, answers| {
                     for answer in &answers {
-                        match partition_codes(ApiKey::OffsetCommit, commit_version, answer) {
+                        match partition_codes(&OFFSET_COMMIT, commit_version, answer) {
                             Ok((_, codes)) => {
                                 if let Some(((t, p), c)) = codes.iter().find(|(_, c)| **c != error::NONE) {
                                     warn!("Refreshing derived offsets of group {group}: {t}/{p} answered error {c}");
@@ -141,8 +143,8 @@ fn keepalive_stage(
 /// left.
 fn recommit_body(version: i16, name: &str, held: &GroupOffsets, fresh: &dyn Fn(&str, i32) -> bool) -> Option<(Struct<'static>, usize)> {
     let schema = &request_schema(ApiKey::OffsetCommit as i16).expect("declared").body;
-    let ts = codec::element_schema(schema, "topics");
-    let ps = codec::element_schema(ts, "partitions");
+    let ts = members(schema, commit_req::TOPICS);
+    let ps = members(ts, commit_topic::PARTITIONS);
     let mut count = 0;
     let topics: Vec<Value<'static>> = held
         .topics
@@ -153,20 +155,20 @@ fn recommit_body(version: i16, name: &str, held: &GroupOffsets, fresh: &dyn Fn(&
                 .filter(|(p, c)| c.error_code == error::NONE && c.offset >= 0 && !fresh(topic, *p))
                 .map(|(p, c)| {
                     let mut e = codec::with_defaults(ps, version);
-                    e.set("partition_index", Value::Int32(*p));
-                    e.set("committed_offset", Value::Int64(c.offset));
-                    set_if(&mut e, "committed_leader_epoch", Value::Int32(c.leader_epoch), version);
+                    e.write(commit_entry::PARTITION_INDEX, *p);
+                    e.write(commit_entry::COMMITTED_OFFSET, c.offset);
+                    e.write_in(commit_entry::COMMITTED_LEADER_EPOCH, c.leader_epoch, version);
                     // v1: -1 is "the broker's time", so the commit counts from now.
-                    set_if(&mut e, "commit_timestamp", Value::Int64(-1), version);
-                    e.set("committed_metadata", Value::String(c.metadata.clone().map(std::borrow::Cow::Owned)));
+                    e.write_in(commit_entry::COMMIT_TIMESTAMP, -1, version);
+                    e.put(commit_entry::COMMITTED_METADATA, Value::String(c.metadata.clone().map(std::borrow::Cow::Owned)));
                     Value::Struct(e.into_owned())
                 })
                 .collect();
             count += entries.len();
             (!entries.is_empty()).then(|| {
                 let mut t = codec::with_defaults(ts, version);
-                t.set("name", Value::str(topic.clone()));
-                t.set("partitions", Value::Array(Some(entries)));
+                t.write(commit_topic::NAME, topic.clone());
+                t.write(commit_topic::PARTITIONS, entries);
                 Value::Struct(t.into_owned())
             })
         })
@@ -175,13 +177,13 @@ fn recommit_body(version: i16, name: &str, held: &GroupOffsets, fresh: &dyn Fn(&
         return None;
     }
     let mut body = codec::with_defaults(schema, version);
-    body.set("group_id", Value::str(name));
-    set_if(&mut body, "generation_id_or_member_epoch", Value::Int32(-1), version);
-    set_if(&mut body, "member_id", Value::str(""), version);
-    set_if(&mut body, "group_instance_id", Value::String(None), version);
+    body.write(commit_req::GROUP_ID, name.to_string());
+    body.write_in(commit_req::GENERATION_ID_OR_MEMBER_EPOCH, -1, version);
+    body.write_in(commit_req::MEMBER_ID, "", version);
+    body.put_in(commit_req::GROUP_INSTANCE_ID, Value::String(None), version);
     // v2-v4: -1 is the broker's offsets.retention.minutes (0 would expire at once).
-    set_if(&mut body, "retention_time_ms", Value::Int64(-1), version);
-    body.set("topics", Value::Array(Some(topics)));
+    body.write_in(commit_req::RETENTION_TIME_MS, -1, version);
+    body.write(commit_req::TOPICS, topics);
     Some((body.into_owned(), count))
 }
 
@@ -200,28 +202,28 @@ enum MemberCheck {
 pub fn remapped(r: &mut Request<'_, '_>) -> Option<Plan> {
     let (ctx, header, req, session) = (r.ctx, r.header, r.body, &mut *r.session);
     let version = header.api_version;
-    let (placements, group) = remapped_placements(ctx, req)?;
-    let (main, main_count) = filtered(req, &placements, "partition_index", &|t| if let Target::Main(p) = t { Some(*p) } else { None });
+    let (placements, group) = remapped_placements(ctx, &OFFSET_COMMIT, req)?;
+    let (main, main_count) = filtered(req, &OFFSET_COMMIT.request, &placements, &|t| if let Target::Main(p) = t { Some(*p) } else { None });
     let ks = derived_ks(&placements);
     let mut derived_parts = Vec::new();
     for &k in &ks {
-        let (mut body, _) = filtered(req, &placements, "partition_index", &|t| match t {
+        let (mut body, _) = filtered(req, &OFFSET_COMMIT.request, &placements, &|t| match t {
             Target::Derived(kk, p) if *kk == k => Some(*p),
             _ => None,
         });
         let name = derived_group(&group, k);
-        body.set("group_id", Value::str(name.clone()));
-        set_if(&mut body, "generation_id_or_member_epoch", Value::Int32(-1), version);
-        set_if(&mut body, "member_id", Value::str(""), version);
-        set_if(&mut body, "group_instance_id", Value::String(None), version);
+        body.write(commit_req::GROUP_ID, name.clone());
+        body.write_in(commit_req::GENERATION_ID_OR_MEMBER_EPOCH, -1, version);
+        body.write_in(commit_req::MEMBER_ID, "", version);
+        body.put_in(commit_req::GROUP_INSTANCE_ID, Value::String(None), version);
         match part(session, header, ApiKey::OffsetCommit, version, &body, Route::Group(name)) {
             Ok(p) => derived_parts.push(p),
             Err(e) => return Some(Plan::Close(e)),
         }
     }
-    let generation = req.i32("generation_id_or_member_epoch").unwrap_or(-1);
-    let member = req.str("member_id").unwrap_or_default().to_string();
-    let instance = req.str("group_instance_id").map(str::to_string);
+    let generation = req.read(commit_req::GENERATION_ID_OR_MEMBER_EPOCH).unwrap_or(-1);
+    let member = req.read(commit_req::MEMBER_ID).unwrap_or_default().to_string();
+    let instance = req.read(commit_req::GROUP_INSTANCE_ID).map(str::to_string);
     // Kafka validates the member when any of these is given
     // (`ClassicGroup.validateOffsetCommit`); without them the commit is
     // standalone.
@@ -239,12 +241,12 @@ pub fn remapped(r: &mut Request<'_, '_>) -> Option<Plan> {
             None => 0,
         };
         let mut hb = codec::with_defaults(&request_schema(ApiKey::Heartbeat as i16).expect("declared").body, hb_version);
-        hb.set("group_id", Value::str(group.clone()));
-        hb.set("generation_id", Value::Int32(generation));
-        hb.set("member_id", Value::str(member.clone()));
+        hb.write(heartbeat_request::GROUP_ID, group.clone());
+        hb.write(heartbeat_request::GENERATION_ID, generation);
+        hb.write(heartbeat_request::MEMBER_ID, member.clone());
         match &instance {
-            Some(i) => set_if(&mut hb, "group_instance_id", Value::str(i.clone()), hb_version),
-            None => set_if(&mut hb, "group_instance_id", Value::String(None), hb_version),
+            Some(i) => hb.write_in(heartbeat_request::GROUP_INSTANCE_ID, i.clone(), hb_version),
+            None => hb.put_in(heartbeat_request::GROUP_INSTANCE_ID, Value::String(None), hb_version),
         }
         match part(session, header, ApiKey::Heartbeat, hb_version, &hb, Route::Group(group.clone())) {
             Ok(p) => stage1.push(p),
@@ -277,12 +279,12 @@ pub fn remapped(r: &mut Request<'_, '_>) -> Option<Plan> {
     let finish_all = move |main_codes: BTreeMap<(String, i32), i16>, refusal: Option<i16>, derived_answers: Vec<Vec<u8>>, ks: Vec<i32>, correlation_id: i32| -> Result<Vec<u8>, String> {
         let mut derived_codes: BTreeMap<(i32, String, i32), i16> = BTreeMap::new();
         for (k, answer) in ks.iter().zip(&derived_answers) {
-            let (_, codes) = partition_codes(ApiKey::OffsetCommit, version, answer)?;
+            let (_, codes) = partition_codes(&OFFSET_COMMIT, version, answer)?;
             for ((t, p), c) in codes {
                 derived_codes.insert((*k, t, p), c);
             }
         }
-        codes_response(ApiKey::OffsetCommit, version, correlation_id, 0, &placements_final, &|name, target| match target {
+        codes_response(&OFFSET_COMMIT, version, correlation_id, 0, &placements_final, &|name, target| match target {
             Target::Main(p) => *main_codes.get(&(name.to_string(), *p)).unwrap_or(&error::UNKNOWN_SERVER_ERROR),
             Target::Derived(k, p) => refusal.unwrap_or_else(|| *derived_codes.get(&(*k, name.to_string(), *p)).unwrap_or(&error::UNKNOWN_SERVER_ERROR)),
             Target::Local(c) => *c,
@@ -303,17 +305,16 @@ pub fn remapped(r: &mut Request<'_, '_>) -> Option<Plan> {
             let (main_codes, member_error) = match member_check {
                 MemberCheck::MainCommit => {
                     let answer = answers.next().ok_or("no answer")?;
-                    let (_, codes) = partition_codes(ApiKey::OffsetCommit, version, &answer)?;
-                    let refusal = codes.values().copied().find(|c| refuses_member(*c) || *c == REBALANCE_IN_PROGRESS);
+                    let (_, codes) = partition_codes(&OFFSET_COMMIT, version, &answer)?;
+                    let refusal = codes.values().copied().find(|c| refuses_member(*c) || *c == error::REBALANCE_IN_PROGRESS);
                     (codes, refusal)
                 }
                 MemberCheck::Heartbeat(hb_version) => {
                     let answer = answers.next().ok_or("no answer")?;
-                    let (_, _, body) = parse_response_header(&answer, ApiKey::Heartbeat as i16, hb_version).map_err(|e| e.to_string())?;
-                    let hb = codec::decode(response_schema(ApiKey::Heartbeat as i16).expect("declared"), hb_version, body).map_err(|e| e.to_string())?;
+                    let hb = decode_response(ApiKey::Heartbeat as i16, hb_version, &answer)?.body;
                     // REBALANCE_IN_PROGRESS from a heartbeat still means member and generation are current.
-                    let code = hb.i16("error_code").unwrap_or(0);
-                    (BTreeMap::new(), if code == error::NONE || code == REBALANCE_IN_PROGRESS { None } else { Some(code) })
+                    let code = hb.read(heartbeat_response::ERROR_CODE).unwrap_or(0);
+                    (BTreeMap::new(), if code == error::NONE || code == error::REBALANCE_IN_PROGRESS { None } else { Some(code) })
                 }
                 MemberCheck::None => (BTreeMap::new(), None),
             };
@@ -349,7 +350,7 @@ pub fn remapped(r: &mut Request<'_, '_>) -> Option<Plan> {
                 finish: Finish::Then(Box::new(move |ctx, _v, corr, answers| {
                     let mut committed = Vec::new();
                     for (k, answer) in ks.iter().zip(&answers) {
-                        if let Ok((_, codes)) = partition_codes(ApiKey::OffsetCommit, version, answer) {
+                        if let Ok((_, codes)) = partition_codes(&OFFSET_COMMIT, version, answer) {
                             committed.extend(codes.into_iter().filter(|(_, c)| *c == error::NONE).map(|((t, p), _)| (*k, t, p)));
                         }
                     }
@@ -360,5 +361,3 @@ pub fn remapped(r: &mut Request<'_, '_>) -> Option<Plan> {
         })),
     })
 }
-
-const REBALANCE_IN_PROGRESS: i16 = 27;

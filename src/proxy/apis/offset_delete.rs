@@ -8,10 +8,11 @@ use std::collections::BTreeMap;
 
 use log::warn;
 
-use super::derived::{codes_response, derived_ks, describe_group_part, filtered, main_group_of, part, partition_codes, PartitionCodes, Placements, remapped_placements, ReservedIds, Target};
+use super::derived::{codes_response, derived_ks, describe_group_part, filtered, main_group_of, part, partition_codes, PartitionCodes, Placements, remapped_placements, ReservedIds, Target, OFFSET_DELETE};
 use super::Request;
 use crate::kafka::api::{error, ApiKey};
 use crate::kafka::codec::{self, Value};
+use crate::kafka::fields::{members, offset_delete_request as delete_req};
 use crate::kafka::message::request_schema;
 use crate::proxy::plan::{Finish, Plan, Step};
 use crate::proxy::route::Route;
@@ -31,10 +32,10 @@ pub fn forward(r: &mut Request<'_, '_>) -> Plan {
 pub fn remapped(r: &mut Request<'_, '_>) -> Option<Plan> {
     let (ctx, header, req, session) = (r.ctx, r.header, r.body, &mut *r.session);
     let version = header.api_version;
-    let (placements, group) = remapped_placements(ctx, req)?;
+    let (placements, group) = remapped_placements(ctx, &OFFSET_DELETE, req)?;
     let ks = derived_ks(&placements);
     let mut stage1 = Vec::new();
-    let (main, main_count) = filtered(req, &placements, "partition_index", &|t| if let Target::Main(p) = t { Some(*p) } else { None });
+    let (main, main_count) = filtered(req, &OFFSET_DELETE.request, &placements, &|t| if let Target::Main(p) = t { Some(*p) } else { None });
     if main_count > 0 {
         match part(session, header, ApiKey::OffsetDelete, version, &main, Route::Group(group.clone())) {
             Ok(p) => stage1.push(p),
@@ -57,7 +58,7 @@ pub fn remapped(r: &mut Request<'_, '_>) -> Option<Plan> {
     let mut ids = ReservedIds::take(session, ks.len());
     let client_id = header.client_id.as_deref().map(str::to_string);
     let respond = move |placements: &Placements, top: i16, main_codes: &PartitionCodes, derived: &BTreeMap<(i32, String, i32), i16>, corr: i32| {
-        codes_response(ApiKey::OffsetDelete, version, corr, top, placements, &|name, target| match target {
+        codes_response(&OFFSET_DELETE, version, corr, top, placements, &|name, target| match target {
             Target::Main(p) => *main_codes.get(&(name.to_string(), *p)).unwrap_or(&top),
             Target::Derived(k, p) => *derived.get(&(*k, name.to_string(), *p)).unwrap_or(&error::NONE),
             Target::Local(c) => *c,
@@ -75,7 +76,7 @@ pub fn remapped(r: &mut Request<'_, '_>) -> Option<Plan> {
         finish: Finish::Then(Box::new(move |_ctx, _v, corr, answers| {
             let mut answers = answers.into_iter();
             let (main_top, main_codes) = if main_count > 0 {
-                partition_codes(ApiKey::OffsetDelete, version, &answers.next().ok_or("no answer")?)?
+                partition_codes(&OFFSET_DELETE, version, &answers.next().ok_or("no answer")?)?
             } else {
                 (error::NONE, BTreeMap::new())
             };
@@ -117,8 +118,8 @@ pub fn remapped(r: &mut Request<'_, '_>) -> Option<Plan> {
             let mut parts = Vec::new();
             let mut sources = Vec::new();
             let schema = &request_schema(ApiKey::OffsetDelete as i16).expect("declared").body;
-            let ts = codec::element_schema(schema, "topics");
-            let ps = codec::element_schema(ts, "partitions");
+            let ts = members(schema, delete_req::TOPICS);
+            let ps = members(ts, delete_req::topics::PARTITIONS);
             for &k in &ks {
                 // OffsetDelete has no flexible version, so no tagged fields to carry.
                 let topics: Vec<Value<'static>> = placements
@@ -130,7 +131,7 @@ pub fn remapped(r: &mut Request<'_, '_>) -> Option<Plan> {
                             .filter_map(|(_, target)| match target {
                                 Target::Derived(kk, p) if *kk == k => {
                                     let mut e = codec::with_defaults(ps, version);
-                                    e.set("partition_index", Value::Int32(*p));
+                                    e.write(delete_req::topics::partitions::PARTITION_INDEX, *p);
                                     Some(Value::Struct(e))
                                 }
                                 _ => None,
@@ -138,8 +139,8 @@ pub fn remapped(r: &mut Request<'_, '_>) -> Option<Plan> {
                             .collect();
                         (!entries.is_empty()).then(|| {
                             let mut t = codec::with_defaults(ts, version);
-                            t.set("name", Value::str(name.clone()));
-                            t.set("partitions", Value::Array(Some(entries)));
+                            t.write(delete_req::topics::NAME, name.clone());
+                            t.write(delete_req::topics::PARTITIONS, entries);
                             Value::Struct(t)
                         })
                     })
@@ -149,8 +150,8 @@ pub fn remapped(r: &mut Request<'_, '_>) -> Option<Plan> {
                 }
                 let name = derived_group(&group, k);
                 let mut body = codec::with_defaults(schema, version);
-                body.set("group_id", Value::str(name.clone()));
-                body.set("topics", Value::Array(Some(topics)));
+                body.write(delete_req::GROUP_ID, name.clone());
+                body.write(delete_req::TOPICS, topics);
                 parts.push(ids.part(client_id.as_deref(), ApiKey::OffsetDelete, version, &body, Route::Group(name))?);
                 sources.push(k);
             }
@@ -163,7 +164,7 @@ pub fn remapped(r: &mut Request<'_, '_>) -> Option<Plan> {
                     for (k, answer) in sources.iter().zip(&answers) {
                         // A derived group that holds nothing answers for itself
                         // (GROUP_ID_NOT_FOUND): nothing was there to delete.
-                        let (_, derived) = partition_codes(ApiKey::OffsetDelete, version, answer)?;
+                        let (_, derived) = partition_codes(&OFFSET_DELETE, version, answer)?;
                         for ((t, p), c) in derived {
                             codes.insert((*k, t, p), c);
                         }

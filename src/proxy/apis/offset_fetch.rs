@@ -6,48 +6,51 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::derived::{decode_offsets, part, place, set_if, topics_array, Target};
+use super::derived::{decode_offsets, part, place, topics_array, Target, OFFSET_FETCH_GROUP_TOPICS, OFFSET_FETCH_TOPICS};
 use super::passthrough::{forward as forward_as_is, group_route};
 use super::Request;
 use crate::kafka::api::ApiKey;
 use crate::kafka::codec::{self, Struct, Value};
+use crate::kafka::fields::kinds::{Array, Child};
+use crate::kafka::fields::{members, offset_fetch_request as request, offset_fetch_response as response, Field};
 use crate::kafka::message::{encode_response, request_schema, response_schema};
 use crate::proxy::plan::{Finish, Plan};
 use crate::proxy::route::Route;
 use crate::proxy::ProxyContext;
 use crate::remap::groups::derived_group;
 use crate::remap::offset_fetch::{self, Committed, GroupOffsets, Query, TopicPartitions};
+use crate::remap::split::Shape;
 
 
 /// To the coordinator of the group (v8+: the first group), as it came.
 pub fn forward(r: &mut Request<'_, '_>) -> Plan {
     let req = r.body;
-    let group = req.str("group_id").or_else(|| req.structs("groups").next().and_then(|g| g.str("group_id")));
+    let group = req.read(request::GROUP_ID).or_else(|| req.iter(request::GROUPS).next().and_then(|g| g.read(request::groups::GROUP_ID)));
     forward_as_is(r, group_route(group), Duration::ZERO, Finish::AsIs)
 }
 
 
 /// The groups of an OffsetFetch request, whatever its version: (group,
-/// topics or None for all).
+/// topics or None for all). v8+ lists topics per group, laid out as the
+/// top-level ones before (the same keys read both).
 fn offset_fetch_groups(req: &Struct<'_>) -> Vec<(String, TopicPartitions)> {
-    let topics_of = |s: &Struct<'_>| -> Option<Vec<(String, Vec<i32>)>> {
-        match s.get("topics") {
-            Value::Array(Some(ts)) => Some(
-                ts.iter()
-                    .filter_map(Value::as_struct)
-                    .map(|t| {
-                        let parts = t.array("partition_indexes").iter().filter_map(|v| if let Value::Int32(i) = v { Some(*i) } else { None }).collect();
-                        (t.str("name").unwrap_or_default().to_string(), parts)
-                    })
-                    .collect(),
-            ),
-            _ => None,
-        }
+    use request::topics;
+    let topics_of = |s: &Struct<'_>, field: Field<Array<Child>>| -> Option<Vec<(String, Vec<i32>)>> {
+        let ts = s.read(field)?;
+        Some(
+            ts.iter()
+                .filter_map(Value::as_struct)
+                .map(|t| {
+                    let parts = t.items(topics::PARTITION_INDEXES).iter().filter_map(|v| if let Value::Int32(i) = v { Some(*i) } else { None }).collect();
+                    (t.read(topics::NAME).unwrap_or_default().to_string(), parts)
+                })
+                .collect(),
+        )
     };
-    if let Some(g) = req.str("group_id") {
-        return vec![(g.to_string(), topics_of(req))];
+    if let Some(g) = req.read(request::GROUP_ID) {
+        return vec![(g.to_string(), topics_of(req, request::TOPICS))];
     }
-    req.structs("groups").map(|g| (g.str("group_id").unwrap_or_default().to_string(), topics_of(g))).collect()
+    req.iter(request::GROUPS).map(|g| (g.read(request::groups::GROUP_ID).unwrap_or_default().to_string(), topics_of(g, request::groups::TOPICS))).collect()
 }
 
 /// OffsetFetch touching remapped topics (or asking for all topics of a
@@ -111,8 +114,8 @@ pub fn remapped(r: &mut Request<'_, '_>) -> Option<Plan> {
                     ts.iter()
                         .map(|(name, ps)| {
                             let mut t = codec::with_defaults(s, version);
-                            t.set("name", Value::str(name.clone()));
-                            t.set("partition_indexes", Value::Array(Some(ps.iter().map(|p| Value::Int32(*p)).collect())));
+                            t.write(request::topics::NAME, name.clone());
+                            t.write(request::topics::PARTITION_INDEXES, ps.iter().map(|p| Value::Int32(*p)).collect::<Vec<_>>());
                             Value::Struct(t.into_owned())
                         })
                         .collect(),
@@ -120,30 +123,31 @@ pub fn remapped(r: &mut Request<'_, '_>) -> Option<Plan> {
             }
         };
         if version >= 8 {
-            let gs = codec::element_schema(schema, "groups");
+            use request::groups;
+            let gs = members(schema, request::GROUPS);
             let mut g = codec::with_defaults(gs, version);
-            g.set("group_id", Value::str(group.clone()));
+            g.write(groups::GROUP_ID, group.clone());
             if *k == 0 {
-                if let Some(orig) = req.structs("groups").nth(*gi) {
-                    if let Some(m) = orig.str("member_id") {
-                        set_if(&mut g, "member_id", Value::str(m), version);
+                if let Some(orig) = req.iter(request::GROUPS).nth(*gi) {
+                    if let Some(m) = orig.read(groups::MEMBER_ID) {
+                        g.write_in(groups::MEMBER_ID, m, version);
                     }
-                    if let Some(e) = orig.i32("member_epoch") {
-                        set_if(&mut g, "member_epoch", Value::Int32(e), version);
+                    if let Some(e) = orig.read(groups::MEMBER_EPOCH) {
+                        g.write_in(groups::MEMBER_EPOCH, e, version);
                     }
                 }
             } else {
-                set_if(&mut g, "member_id", Value::String(None), version);
-                set_if(&mut g, "member_epoch", Value::Int32(-1), version);
+                g.put_in(groups::MEMBER_ID, Value::String(None), version);
+                g.write_in(groups::MEMBER_EPOCH, -1, version);
             }
-            g.set("topics", topic_values(codec::element_schema(gs, "topics")));
-            body.set("groups", Value::Array(Some(vec![Value::Struct(g)])));
+            g.put(groups::TOPICS, topic_values(members(gs, groups::TOPICS)));
+            body.write(request::GROUPS, vec![Value::Struct(g)]);
         } else {
-            body.set("group_id", Value::str(group.clone()));
-            body.set("topics", topic_values(codec::element_schema(schema, "topics")));
+            body.write(request::GROUP_ID, group.clone());
+            body.put(request::TOPICS, topic_values(members(schema, request::TOPICS)));
         }
-        if let Value::Bool(b) = req.get("require_stable") {
-            set_if(&mut body, "require_stable", Value::Bool(*b), version);
+        if let Some(b) = req.read(request::REQUIRE_STABLE) {
+            body.write_in(request::REQUIRE_STABLE, b, version);
         }
         match part(session, header, ApiKey::OffsetFetch, version, &body, Route::Group(group)) {
             Ok(p) => parts.push(p),
@@ -177,34 +181,37 @@ type StructSchemaRef = crate::kafka::schema::StructSchema;
 fn encode_offset_fetch(version: i16, corr: i32, names: &[String], groups: &[GroupOffsets]) -> Result<Vec<u8>, String> {
     let schema = &response_schema(ApiKey::OffsetFetch as i16).expect("declared").body;
     let mut body = codec::with_defaults(schema, version);
-    let topics_value = |parent: &'static StructSchemaRef, topics: &[(String, Vec<(i32, Committed)>)]| -> Value<'static> {
+    // v8+ groups list their topics as the top-level ones below v8.
+    use response::topics::partitions as entry;
+    let topics_value = |parent: &'static StructSchemaRef, shape: &Shape, topics: &[(String, Vec<(i32, Committed)>)]| -> Vec<Value<'static>> {
         let topics = topics.iter().map(|(name, parts)| (name.as_str(), parts.as_slice()));
-        Value::Array(Some(topics_array(parent, version, topics, &|_, e, (v, c)| {
-            e.set("partition_index", Value::Int32(*v));
-            e.set("committed_offset", Value::Int64(c.offset));
-            set_if(e, "committed_leader_epoch", Value::Int32(c.leader_epoch), version);
-            e.set("metadata", Value::String(c.metadata.clone().map(std::borrow::Cow::Owned)));
-            e.set("error_code", Value::Int16(c.error_code));
-        })))
+        topics_array(parent, shape, version, topics, &|_, e, (v, c)| {
+            e.write(entry::PARTITION_INDEX, *v);
+            e.write(entry::COMMITTED_OFFSET, c.offset);
+            e.write_in(entry::COMMITTED_LEADER_EPOCH, c.leader_epoch, version);
+            e.put(entry::METADATA, Value::String(c.metadata.clone().map(std::borrow::Cow::Owned)));
+            e.write(entry::ERROR_CODE, c.error_code);
+        })
     };
     if version >= 8 {
-        let gs = codec::element_schema(schema, "groups");
-        let gv = names
+        use response::groups;
+        let gs = members(schema, response::GROUPS);
+        let gv: Vec<Value> = names
             .iter()
             .zip(groups)
             .map(|(name, g)| {
                 let mut s = codec::with_defaults(gs, version);
-                s.set("group_id", Value::str(name.clone()));
-                s.set("error_code", Value::Int16(g.error_code));
-                s.set("topics", topics_value(gs, &g.topics));
+                s.write(groups::GROUP_ID, name.clone());
+                s.write(groups::ERROR_CODE, g.error_code);
+                s.write(groups::TOPICS, topics_value(gs, &OFFSET_FETCH_GROUP_TOPICS, &g.topics));
                 Value::Struct(s)
             })
             .collect();
-        body.set("groups", Value::Array(Some(gv)));
+        body.write(response::GROUPS, gv);
     } else {
         let g = groups.first().ok_or("no group")?;
-        body.set("topics", topics_value(schema, &g.topics));
-        set_if(&mut body, "error_code", Value::Int16(g.error_code), version);
+        body.write(response::TOPICS, topics_value(schema, &OFFSET_FETCH_TOPICS, &g.topics));
+        body.write_in(response::ERROR_CODE, g.error_code, version);
     }
     encode_response(ApiKey::OffsetFetch as i16, version, corr, &[], &body).map_err(|e| e.to_string())
 }

@@ -8,6 +8,7 @@ use crate::kafka::codec::{Struct, Value};
 use crate::proxy::plan::{Finish, Part, PartFrame, Plan};
 use crate::proxy::route::Route;
 use crate::remap::addresses;
+use crate::remap::split::Shape;
 
 /// The client's frame to `route`, its answer finished by `finish`;
 /// `broker_wait` is how long the broker may hold it on top of the request
@@ -31,11 +32,11 @@ pub fn to_any(r: &mut Request<'_, '_>) -> Plan {
 }
 
 /// The leader of the first partition named (`topics[].partitions[]`).
-pub fn first_partition(req: &Struct<'_>, topics: &str, name: &str, partitions: &str, index: &str) -> Route {
-    req.structs(topics)
+pub fn first_partition(req: &Struct<'_>, shape: &Shape) -> Route {
+    req.iter(shape.topics)
         .find_map(|t| {
-            let p = t.structs(partitions).next()?;
-            Some(Route::Leader { topic: t.str(name)?.to_string(), partition: p.i32(index)? })
+            let p = t.iter(shape.partitions).next()?;
+            Some(Route::Leader { topic: t.read(shape.name)?.to_string(), partition: p.read(shape.index)? })
         })
         .unwrap_or(Route::Any)
 }

@@ -13,8 +13,10 @@ use log::warn;
 use super::passthrough::{endpoints_rewrite, first_partition, forward_expecting};
 use super::split::split_plan;
 use super::Request;
-use crate::kafka::api::{error, ApiKey};
-use crate::kafka::codec::{Struct, Value};
+use crate::kafka::api::{ApiKey, ErrorCode};
+use crate::kafka::codec::Struct;
+use crate::kafka::fields::produce_request as request;
+use crate::kafka::fields::produce_response::responses::partition_responses as answer_entry;
 use crate::proxy::lookups::{Lookup, Needs};
 use crate::proxy::plan::Plan;
 use crate::proxy::session::extra_wait;
@@ -23,9 +25,9 @@ use crate::remap::mapping::VirtualPartition;
 use crate::remap::split;
 
 pub fn forward(r: &mut Request<'_, '_>) -> Plan {
-    let route = first_partition(r.body, "topic_data", "name", "partition_data", "index");
-    let acks = r.body.i16("acks").unwrap_or(-1);
-    let wait = extra_wait(r.body.i32("timeout_ms").unwrap_or(0));
+    let route = first_partition(r.body, &split::PRODUCE_REQUEST);
+    let acks = r.body.read(request::ACKS).unwrap_or(-1);
+    let wait = extra_wait(r.body.read(request::TIMEOUT_MS).unwrap_or(0));
     forward_expecting(r, route, wait, acks != 0, endpoints_rewrite(r.version() >= 10))
 }
 
@@ -74,8 +76,8 @@ impl crate::remap::produce::ProducerIdSource for BrokerProducerIds<'_, '_> {
 pub fn remapped(r: &mut Request<'_, '_>) -> Option<Plan> {
     let (ctx, header, req) = (r.ctx, r.header, r.body);
     let (session, needs) = (&mut *r.session, &mut *r.needs);
-    let acks = req.i16("acks").unwrap_or(-1);
-    let wait = Duration::from_millis(req.i32("timeout_ms").unwrap_or(0).max(0) as u64);
+    let acks = req.read(request::ACKS).unwrap_or(-1);
+    let wait = Duration::from_millis(req.read(request::TIMEOUT_MS).unwrap_or(0).max(0) as u64);
     let mut stats = crate::remap::produce::TagStats::default();
     let looking_up = Cell::new(false);
     let mut ids = BrokerProducerIds { ctx, needs, looking_up: &looking_up };
@@ -122,8 +124,8 @@ pub fn remapped(r: &mut Request<'_, '_>) -> Option<Plan> {
 fn explain_too_large(tagged: &[(String, i32, i32)], topic: &str, v: i32, entry: &mut Struct<'_>) {
     use std::sync::{Mutex, OnceLock};
     static LOGGED: OnceLock<Mutex<std::collections::HashSet<String>>> = OnceLock::new();
-    let code = entry.i16("error_code").unwrap_or(error::NONE);
-    if code != error::MESSAGE_TOO_LARGE && code != error::RECORD_LIST_TOO_LARGE {
+    let code = ErrorCode::from(entry.read(answer_entry::ERROR_CODE).unwrap_or(0));
+    if code != ErrorCode::MESSAGE_TOO_LARGE && code != ErrorCode::RECORD_LIST_TOO_LARGE {
         return;
     }
     let Some(&(_, _, physical_count)) = tagged.iter().find(|(t, tv, _)| t == topic && *tv == v) else { return };
@@ -132,7 +134,7 @@ fn explain_too_large(tagged: &[(String, i32, i32)], topic: &str, v: i32, entry: 
         warn!("Produce: {message} (logged once per topic)");
     }
     // Below v8 the field is not in the version, and the encoder skips it.
-    if entry.has_field("error_message") {
-        entry.set("error_message", Value::str(message));
+    if entry.has(answer_entry::ERROR_MESSAGE) {
+        entry.write(answer_entry::ERROR_MESSAGE, message);
     }
 }

@@ -9,8 +9,10 @@ use log::warn;
 
 use crate::kafka::api::ApiKey;
 use crate::kafka::codec::{self, Struct};
-use crate::kafka::header::{parse_response_header, RequestHeader};
-use crate::kafka::message::{encode_response, response_schema};
+use crate::kafka::fields::kinds::{Array, Child, Str, Uuid};
+use crate::kafka::fields::Field;
+use crate::kafka::header::RequestHeader;
+use crate::kafka::message::{decode_response, encode_response, response_schema};
 use crate::proxy::plan::{Finish, Part, Plan};
 use crate::proxy::route::Route;
 use crate::proxy::session::Session;
@@ -20,15 +22,17 @@ use crate::remap::split::{self, Dest, EntryRewrite, Shape};
 
 /// Whether a request names any topic that is not passed through (remapped
 /// or mismatched): a cheap look at the names before any rewriting, so that
-/// traffic on 1:1 topics costs nothing more when a rule exists.
-pub fn names_remapped(ctx: &ProxyContext, req: &Struct<'_>, topics: &str, name: &str) -> bool {
+/// traffic on 1:1 topics costs nothing more when a rule exists. A topic
+/// without a name is known by its `topic_id`, where the request has one.
+pub fn names_remapped(ctx: &ProxyContext, req: &Struct<'_>, topics: Field<Array<Child>>, name: Field<Str>, topic_id: Option<Field<Uuid>>) -> bool {
     let view = ctx.cluster.read();
-    req.structs(topics).any(|t| {
-        let topic = match t.str(name) {
+    req.iter(topics).any(|t| {
+        let id = || topic_id.and_then(|f| t.read(f));
+        let topic = match t.read(name) {
             Some(n) => Some(n),
-            None => t.uuid("topic_id").and_then(|id| view.topic_names.get(&id).map(String::as_str)),
+            None => id().and_then(|id| view.topic_names.get(&id).map(String::as_str)),
         };
-        let forgotten = || t.uuid("topic_id").and_then(|id| ctx.mapper.remapped_name(&id));
+        let forgotten = || id().and_then(|id| ctx.mapper.remapped_name(&id));
         match topic {
             Some(n) => ctx.mapper.decide(n, &view) != Decision::PassThrough,
             None => forgotten().is_some(),
@@ -61,7 +65,7 @@ pub fn split_plan<'a>(
     adjust: Option<AnswerAdjust>,
 ) -> Option<Plan> {
     let version = header.api_version;
-    if !names_remapped(ctx, req, request_shape.topics, request_shape.name) {
+    if !names_remapped(ctx, req, request_shape.topics, request_shape.name, None) {
         return None;
     }
     // Decided before the rewrite runs, and the view released: no lock is
@@ -70,8 +74,8 @@ pub fn split_plan<'a>(
     // a waiting writer, and then every thread, stuck (issue 8).
     let decisions: std::collections::HashMap<String, Decision> = {
         let view = ctx.cluster.read();
-        req.structs(request_shape.topics)
-            .filter_map(|t| t.str(request_shape.name))
+        req.iter(request_shape.topics)
+            .filter_map(|t| t.read(request_shape.name))
             .map(|name| (name.to_string(), ctx.mapper.decide(name, &view)))
             .collect()
     };
@@ -102,16 +106,15 @@ pub fn split_plan<'a>(
         let schema = response_schema(api as i16).expect("declared");
         let mut decoded = Vec::with_capacity(answers.len());
         for a in &answers {
-            let (_, _, body) = parse_response_header(a, api as i16, version).map_err(|e| e.to_string())?;
-            decoded.push(codec::decode(schema, version, body).map_err(|e| format!("malformed {} answer: {e}", api.name()))?);
+            decoded.push(decode_response(api as i16, version, a)?.body);
         }
         let template = decoded.first().cloned().unwrap_or_else(|| codec::with_defaults(&schema.body, version));
         let mut merged = split::merge(template, &decoded, &response_shape, &topics, version);
         if let Some(adjust) = &adjust {
-            for t in merged.structs_mut(response_shape.topics) {
-                let name = t.str(response_shape.name).unwrap_or_default().to_string();
-                for e in t.structs_mut(response_shape.partitions) {
-                    let partition = e.i32(response_shape.index).unwrap_or(-1);
+            for t in merged.iter_mut(response_shape.topics) {
+                let name = t.read(response_shape.name).unwrap_or_default().to_string();
+                for e in t.iter_mut(response_shape.partitions) {
+                    let partition = e.read(response_shape.index).unwrap_or(-1);
                     adjust(&name, partition, e);
                 }
             }
@@ -130,10 +133,10 @@ pub fn split_plan<'a>(
     let mut parts = Vec::with_capacity(s.rounds.len());
     for round in &s.rounds {
         let route = round
-            .structs(request_shape.topics)
+            .iter(request_shape.topics)
             .find_map(|t| {
-                let e = t.structs(request_shape.partitions).next()?;
-                Some(Route::Leader { topic: t.str(request_shape.name)?.to_string(), partition: e.i32(request_shape.index)? })
+                let e = t.iter(request_shape.partitions).next()?;
+                Some(Route::Leader { topic: t.read(request_shape.name)?.to_string(), partition: e.read(request_shape.index)? })
             })
             .unwrap_or(Route::Any);
         match Part::build(session, header.client_id.as_deref(), api as i16, version, round, route, broker_wait) {

@@ -7,9 +7,9 @@
 
 use log::warn;
 
-use super::derived::{codes_response, placements_of, Target};
+use super::derived::{codes_response, placements_of, Target, TXN_OFFSET_COMMIT};
 use super::Request;
-use crate::kafka::api::{error, ApiKey};
+use crate::kafka::api::error;
 use crate::proxy::plan::Plan;
 
 
@@ -25,7 +25,7 @@ pub fn forward(r: &mut Request<'_, '_>) -> Plan {
 /// no transaction commits a part of its offsets.
 pub fn remapped(r: &mut Request<'_, '_>) -> Option<Plan> {
     let (ctx, header, req) = (r.ctx, r.header, r.body);
-    let (placements, remapped) = placements_of(ctx, req);
+    let (placements, remapped) = placements_of(ctx, &TXN_OFFSET_COMMIT.request, req);
     if !remapped {
         return None;
     }
@@ -39,10 +39,10 @@ pub fn remapped(r: &mut Request<'_, '_>) -> Option<Plan> {
     warn!(
         "Refusing TxnOffsetCommit of group {:?}: virtual partitions {} are not partition 0..P-1 of their topic, and \
          transactions on those are not supported",
-        req.str("group_id").unwrap_or_default(),
+        req.read(TXN_OFFSET_COMMIT.group_id).unwrap_or_default(),
         refused.join(", ")
     );
-    Some(match codes_response(ApiKey::TxnOffsetCommit, header.api_version, header.correlation_id, 0, &placements, &|_, t| match t {
+    Some(match codes_response(&TXN_OFFSET_COMMIT, header.api_version, header.correlation_id, 0, &placements, &|_, t| match t {
         Target::Local(c) => *c,
         _ => error::INVALID_TXN_STATE,
     }) {
