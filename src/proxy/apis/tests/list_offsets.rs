@@ -39,15 +39,9 @@ fn list_offsets_is_split_per_physical_partition_and_merged_back() {
         let mut a = response(ApiKey::ListOffsets, VERSION);
         let mut t = element(a.schema, resp::TOPICS, VERSION);
         t.write(answered::NAME, EVENTS);
-        let entries: Vec<Struct<'static>> = physical
-            .iter()
-            .map(|&p| {
-                let mut e = element(t.schema, answered::PARTITIONS, VERSION);
-                e.write(answered::partitions::PARTITION_INDEX, p);
-                e.write(answered::partitions::OFFSET, 1000 * (round as i64 + 1) + p as i64);
-                e
-            })
-            .collect();
+        let rows = physical.iter().map(|&p| (p, 1000 * (round as i64 + 1) + p as i64));
+        let (index, offset) = (answered::partitions::PARTITION_INDEX, answered::partitions::OFFSET);
+        let entries = partition_entries(&t, answered::PARTITIONS, index, offset, VERSION, rows);
         t.write(answered::PARTITIONS, entries);
         a.write(resp::TOPICS, vec![t]);
         answers.push(answer_to(part, ApiKey::ListOffsets, VERSION, &a));

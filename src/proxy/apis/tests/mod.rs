@@ -215,6 +215,25 @@ pub fn element<'s>(parent: &'s StructSchema, field: Field<Array<Child>>, version
     codec::with_defaults(members(parent, field), version)
 }
 
+/// Per-partition entries of a canned answer, in the `list` array of
+/// `parent`: one per (partition, offset), written with the API's own keys.
+pub fn partition_entries(
+    parent: &Struct<'static>,
+    list: Field<Array<Child>>,
+    index: Field<i32>,
+    offset: Field<i64>,
+    version: i16,
+    rows: impl Iterator<Item = (i32, i64)>,
+) -> Vec<Struct<'static>> {
+    rows.map(|(partition, at)| {
+        let mut e = element(parent.schema, list, version);
+        e.write(index, partition);
+        e.write(offset, at);
+        e
+    })
+    .collect()
+}
+
 /// The canned answer to `part`, as the broker would frame it.
 pub fn answer_to(part: &Part, api: ApiKey, version: i16, body: &Struct<'_>) -> Vec<u8> {
     encode_response(api as i16, version, part.correlation_id, &[], body).expect("an encodable answer")

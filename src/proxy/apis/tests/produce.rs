@@ -99,17 +99,12 @@ fn a_remapped_produce_is_split_per_physical_partition_tagged_and_merged_back() {
             let mut body = response(ApiKey::Produce, VERSION);
             let mut r = element(body.schema, resp::RESPONSES, VERSION);
             r.write(responses::NAME, EVENTS);
-            let entries: Vec<Struct<'static>> = sent
-                .iter(req::TOPIC_DATA)
-                .flat_map(|t| t.iter(topic_data::PARTITION_DATA))
-                .map(|p| {
-                    let physical = p.read(topic_data::partition_data::INDEX).expect("an index");
-                    let mut e = element(r.schema, responses::PARTITION_RESPONSES, VERSION);
-                    e.write(responses::partition_responses::INDEX, physical);
-                    e.write(responses::partition_responses::BASE_OFFSET, 100 * (i as i64 + 1) + physical as i64);
-                    e
-                })
-                .collect();
+            let rows = sent.iter(req::TOPIC_DATA).flat_map(|t| t.iter(topic_data::PARTITION_DATA)).map(|p| {
+                let physical = p.read(topic_data::partition_data::INDEX).expect("an index");
+                (physical, 100 * (i as i64 + 1) + physical as i64)
+            });
+            let (index, offset) = (responses::partition_responses::INDEX, responses::partition_responses::BASE_OFFSET);
+            let entries = partition_entries(&r, responses::PARTITION_RESPONSES, index, offset, VERSION, rows);
             r.write(responses::PARTITION_RESPONSES, entries);
             body.write(resp::RESPONSES, vec![r]);
             answer_to(part, ApiKey::Produce, VERSION, &body)
