@@ -22,8 +22,8 @@ pub enum Deferred {
 }
 
 impl Session {
-    /// Park `work` until `lookups` are answered (`ToWorker` from the
-    /// look-up threads: the worker calls `take_deferred` then).
+    /// Park `work` until `lookups` are answered (`LookupsDone` from a
+    /// look-up thread: the worker calls `take_deferred` then).
     pub fn defer(&mut self, ctx: &ProxyContext, work: Deferred, lookups: Vec<Lookup>) {
         debug!("{}: waiting for look-ups {lookups:?}", self.client.peer);
         self.deferred.push_front(work);
