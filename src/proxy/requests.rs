@@ -85,12 +85,11 @@ fn ask_what_remapping_needs(ctx: &ProxyContext, needs: &mut Needs<'_>, req: &Str
     if asked {
         return true;
     }
-    let mut named: Vec<String> = names.into_iter().map(str::to_string).collect();
-    {
+    let unknown_policies = {
         let view = ctx.cluster.read();
-        named.extend(ids.iter().filter_map(|id| view.topic_names.get(id).cloned()));
-    }
-    let unknown_policies = crate::upstream::cleanup::unknown_policies(&ctx.cluster, &ctx.mapper, &named);
+        let named_by_id = ids.iter().filter_map(|id| view.topic_names.get(id).map(String::as_str));
+        crate::upstream::cleanup::unknown_policies(&view, &ctx.mapper, names.iter().copied().chain(named_by_id))
+    };
     !unknown_policies.is_empty() && needs.ask(Lookup::CleanupPolicies(unknown_policies)).is_ok()
 }
 

@@ -12,7 +12,7 @@ use parking_lot::Mutex;
 use super::control::{ControlClient, UpstreamError};
 use crate::kafka::api::{error, ApiKey};
 use crate::kafka::codec::{self, Value};
-use crate::cluster::Cluster;
+use crate::cluster::ClusterView;
 use crate::kafka::fields::describe_configs_request::{self as request, resources as resource};
 use crate::kafka::fields::describe_configs_response::{self as response, results::{self as result, configs as config}};
 use crate::kafka::fields::members;
@@ -50,13 +50,14 @@ static FAILED_AT: Mutex<Option<Instant>> = Mutex::new(None);
 
 /// Those of `topics` whose cleanup policy must be read before they are
 /// served (a rule would remap them and their policy is not known for their
-/// current id), unless reading failed a moment ago. Does not wait.
-pub fn unknown_policies(cluster: &Cluster, mapper: &Mapper, topics: &[String]) -> Vec<String> {
+/// current id), unless reading failed a moment ago. Does not wait; runs on
+/// every request naming topics while a rule remaps, so it copies only the
+/// names it returns.
+pub fn unknown_policies<'t>(view: &ClusterView, mapper: &Mapper, topics: impl IntoIterator<Item = &'t str>) -> Vec<String> {
     if FAILED_AT.lock().is_some_and(|at| at.elapsed() < RETRY_AFTER_FAILURE) {
         return Vec::new();
     }
-    let view = cluster.read();
-    topics.iter().filter(|t| view.topics.contains_key(*t) && mapper.needs_policy(t, &view)).cloned().collect()
+    topics.into_iter().filter(|t| view.topics.contains_key(*t) && mapper.needs_policy(t, view)).map(str::to_string).collect()
 }
 
 /// Read the cleanup policy of those of `topics` that need it
@@ -67,9 +68,9 @@ pub fn unknown_policies(cluster: &Cluster, mapper: &Mapper, topics: &[String]) -
 /// earliest.
 pub fn learn(control: &mut ControlClient, mapper: &Mapper, topics: &[String]) -> Vec<String> {
     let wanted: Vec<(String, [u8; 16])> = {
-        let unknown = unknown_policies(control.cluster(), mapper, topics);
         let view = control.cluster().read();
-        unknown.into_iter().filter_map(|t| Some((view.topics.get(&t)?.id, t))).map(|(id, name)| (name, id)).collect()
+        unknown_policies(&view, mapper, topics.iter().map(String::as_str))
+            .into_iter().filter_map(|t| Some((view.topics.get(&t)?.id, t))).map(|(id, name)| (name, id)).collect()
     };
     if wanted.is_empty() {
         return Vec::new();

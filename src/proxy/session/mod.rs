@@ -222,8 +222,7 @@ impl Session {
             self.deferred.push_back(Deferred::Send { seq, api_key, parts, expect_response, attempt, round });
             return Ok(());
         }
-        let failures = self.lookup_failures.clone();
-        let mut needs = Needs::new(&failures, round);
+        let mut needs = Needs::new(&self.lookup_failures, round);
         let mut addrs = Vec::with_capacity(parts.len());
         for (i, part) in &parts {
             let preferred = self.some_upstream_addr().map(str::to_string);
