@@ -6,6 +6,7 @@
 //! `proxy` ties them together in the worker pool; `cluster` is the shared view
 //! of the upstream cluster; `config`, `cli` and `logging` set the process up.
 
+pub mod auth;
 pub mod cache;
 pub mod cli;
 pub mod cluster;

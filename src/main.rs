@@ -194,6 +194,12 @@ fn settings(config: &Config) -> Result<ProxySettings, String> {
         workers,
         shutdown_grace: SHUTDOWN_GRACE,
         client_rack: config.kafka.client_rack.clone(),
+        listen_security: config.listen.security.clone(),
+        kafka_security: kpr_proxy::proxy::KafkaSecurity {
+            protocol: config.kafka.security_protocol,
+            tls: config.kafka.tls.clone(),
+            sasl: config.kafka.sasl.clone(),
+        },
     })
 }
 

@@ -135,6 +135,19 @@ pub struct ProxySettings {
     pub shutdown_grace: Duration,
     /// `kafka.client_rack`: the rack id of the proxy's own fetches.
     pub client_rack: Option<String>,
+    /// `listen.security`: TLS and SASL toward clients.
+    pub listen_security: crate::config::ListenSecurity,
+    /// `kafka.security_protocol`, `kafka.tls`, `kafka.sasl`: TLS and SASL
+    /// toward the cluster.
+    pub kafka_security: KafkaSecurity,
+}
+
+/// How the proxy connects to the cluster's brokers.
+#[derive(Debug, Clone, Default)]
+pub struct KafkaSecurity {
+    pub protocol: crate::config::SecurityProtocol,
+    pub tls: Option<crate::config::KafkaTls>,
+    pub sasl: Option<crate::config::KafkaSasl>,
 }
 
 /// What every worker reads.

@@ -275,6 +275,8 @@ impl Running {
             workers: 1,
             shutdown_grace: Duration::from_secs(1),
             client_rack: None,
+            listen_security: Default::default(),
+            kafka_security: Default::default(),
         };
         let shared = Arc::new(Shared::new());
         let mapper = Mapper::new(MappingRules::new(None, Vec::new()).expect("no rules"));

@@ -282,7 +282,7 @@ mod tests {
         assert!(c.kafka.tls.is_none());
         assert_eq!(
             c.unsupported_features(),
-            vec!["kafka.security_protocol SSL is not supported yet by this version of kpr-proxy: refusing to start rather than ignoring it"]
+            vec!["kafka.security_protocol SSL (TLS toward the cluster) is not supported yet by this version of kpr-proxy: refusing to start rather than ignoring it"]
         );
     }
 

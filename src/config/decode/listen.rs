@@ -281,7 +281,7 @@ mod tests {
         assert_eq!(tls.ca_cert_path.as_deref(), Some(Path::new("/ca")));
         assert_eq!(
             c.unsupported_features(),
-            vec!["listen.security.protocol SSL is not supported yet by this version of kpr-proxy: refusing to start rather than ignoring it"]
+            vec!["listen.security.protocol SSL (TLS toward clients) is not supported yet by this version of kpr-proxy: refusing to start rather than ignoring it"]
         );
     }
 

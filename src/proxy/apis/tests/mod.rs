@@ -155,6 +155,8 @@ fn settings() -> ProxySettings {
         workers: 1,
         shutdown_grace: Duration::from_secs(1),
         client_rack: None,
+        listen_security: Default::default(),
+        kafka_security: Default::default(),
     }
 }
 
