@@ -92,7 +92,6 @@
 //! (`net/socket.rs`).
 
 pub mod apis;
-pub mod coalesce;
 pub mod lookups;
 pub mod plan;
 pub mod replicas;
