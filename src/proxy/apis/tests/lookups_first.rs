@@ -1,5 +1,6 @@
-//! `requests::plan` and `requests::take`: what deciding whether a request is remapped needs is
-//! looked up first; a look-up that failed is gone on without.
+//! `requests::plan` and `requests::take`: what deciding whether a request
+//! is remapped needs is looked up first, the request parked in its
+//! session meanwhile; a look-up that failed is gone on without.
 
 use super::*;
 use crate::kafka::fields::list_offsets_request::{self as req, topics};
