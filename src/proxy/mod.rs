@@ -79,7 +79,7 @@
 //! *used* by that stage: listed beside it in parentheses, not counted.
 //! Calls that only say *when* a stage goes on carry nothing and are no
 //! stage: the worker's `finish_bursts` (then `flush_held`, `write_ready`)
-//! and the loop's flush of what the kernel did not take at once.
+//! and the loop's `flush` of a socket when it is writable.
 //!
 //! Out, client to broker:
 //!
@@ -89,8 +89,9 @@
 //! 3. `proxy/requests.rs` parses the header (`kafka/header.rs`), checks the
 //!    version (`proxy/apis/api_versions.rs`), decodes
 //!    (`kafka/codec.rs`, `kafka/message.rs`), asks what remapping needs
-//!    (`proxy/lookups.rs`, `cluster.rs`), and has the handler
-//!    (`proxy/apis/mod.rs`) plan it: `proxy/apis/produce.rs` `remapped`,
+//!    (`proxy/lookups.rs`, `cluster.rs`, `upstream/cleanup.rs`), and has
+//!    the handler (`proxy/apis/mod.rs`) plan it: `proxy/apis/produce.rs`
+//!    `remapped`,
 //!    splitting into rounds with `proxy/apis/split.rs` (`remap/split.rs`,
 //!    `remap/mapping.rs`), tagging each batch (`remap/produce.rs`,
 //!    `kafka/records/`, `upstream/producer_log.rs`), encoding the parts
@@ -101,8 +102,10 @@
 //!    (`Session::upstream` in `proxy/session/upstreams.rs`,
 //!    `upstream/connect.rs`) and hands each part to `Session::hold`.
 //! 5. `proxy/session/hold.rs` holds the parts, merges them
-//!    (`proxy/session/coalesce.rs`), writes them to the broker
-//!    (`net/socket.rs`) and records them in flight.
+//!    (`proxy/session/coalesce.rs`), hands them to the connection's socket
+//!    (`Session::upstream`) and records them in flight.
+//! 6. `net/socket.rs` writes them to the broker, queueing what the kernel
+//!    does not take at once (written when the socket is writable).
 //!
 //! Back, broker to client:
 //!
@@ -119,10 +122,11 @@
 //!    `session::complete` calls the handler's answer function directly:
 //!    `proxy/apis/produce.rs` `answer` (`proxy/apis/split.rs`
 //!    `merge_answers`, `remap/split.rs`, `remap/produce.rs`,
-//!    `remap/addresses.rs`, `kafka/message.rs`); `write_ready` writes the
-//!    responses in request order (`net/socket.rs`).
+//!    `remap/addresses.rs`, `kafka/message.rs`); `write_ready` hands the
+//!    responses, in request order, to the client's socket.
+//! 6. `net/socket.rs` writes them to the client, queueing as in Out 6.
 //!
-//! Seven stage files in all (five per direction). A request that must wait
+//! Eight stage files in all, six per direction, none twice in one. A request that must wait
 //! for look-ups is parked (`proxy/session/deferred.rs`) and, once they are
 //! answered, starts again at Out 2: a second pass, not a return.
 

@@ -19,6 +19,10 @@
 //!    bytes that came, with a `route::Route` read from its content, and its
 //!    answer comes back as it came or with addresses rewritten.
 //!
+//! `requests::take` hands the plan to the session, which sends it and,
+//! once the answers are in, calls the handler's function
+//! (`session::complete`).
+//!
 //! # The handlers
 //!
 //! - [`api_versions`]: ApiVersions, answered by the proxy, and the versions

@@ -7,10 +7,11 @@
 //! none), so answers are collected per request and written to the client
 //! only from the front of the queue.
 //!
-//! This file keeps the order (`Pending`, `forward`, `deliver`,
+//! This file keeps the order (`Pending`, `forward`, `deliver`, `complete`,
 //! `write_ready`); `upstreams` the connections to brokers and the matching
-//! of answers, `hold` the held produce requests, `redo` the proxy's own
-//! retries to derived groups, `deferred` the work waiting for look-ups.
+//! of answers, `hold` the held produce requests (merged and cut apart with
+//! `coalesce`), `redo` the proxy's own retries to derived groups,
+//! `deferred` the work waiting for look-ups.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
