@@ -12,19 +12,20 @@
 //!    the connection (fixed at accept). Past
 //!    `max_in_flight_per_client` unanswered requests, the loop stops
 //!    reading that client until the worker sends `ToLoop::ResumeClient`.
-//! 2. **The worker decodes.** `worker::Worker::client_frame` parses the
-//!    header (`kafka::header::RequestHeader::parse`), and
-//!    `requests::plan` checks the version is one `offered_versions`
-//!    advertises. It decodes the body with the declared schema
-//!    (`kafka::codec::decode_prefix`).
+//! 2. **The worker decodes.** `worker::Worker::client_frame` hands the
+//!    frame to `requests::take`, which parses the header
+//!    (`kafka::header::RequestHeader::parse`); `requests::plan` checks the
+//!    version is one `offered_versions` advertises and decodes the body
+//!    with the declared schema (`kafka::codec::decode_prefix`).
 //! 3. **A plan is made.** ApiVersions is answered here (`Plan::Answer`).
 //!    Every other API has one handler under `apis` (`apis::handler` is
 //!    the table): when a rule remaps anything, its `remapped` plan has the
 //!    first look, using the pure rewrites of `crate::remap` (split into
 //!    rounds, tag records, derive groups), and says how the answers become
-//!    the client's (`plan::Finish`). A request naming no remapped topic
-//!    goes to the handler's `forward`: it is sent as the bytes that came,
-//!    with a `route::Route` read from its content. A plan
+//!    the client's (`plan::Finish`, naming the handler's own function). A
+//!    request naming no remapped topic goes to the handler's `forward`: it
+//!    is sent as the bytes that came, with a `route::Route` read from its
+//!    content. `requests::take` hands the plan to the session. A plan
 //!    that needs something the proxy must ask the cluster first (metadata
 //!    of a topic it has not seen, a cleanup policy, a derived producer id)
 //!    asks for it (`lookups::Needs`) and returns `Plan::AfterLookups`: the
@@ -47,16 +48,17 @@
 //!    `Worker::finish_bursts`, `Session::flush_held`), and longer while
 //!    that broker is still answering the client's earlier ones; then they
 //!    go upstream merged into as few requests as Kafka allows
-//!    (`coalesce`).
+//!    (`session::hold`, with the pure `coalesce`).
 //! 5. **The answer comes back.** The loop reads the upstream frames and
 //!    sends `ToWorker::UpstreamFrames`. `Session::on_upstream_frame` matches
 //!    each to the oldest in-flight entry of that connection (Kafka answers
 //!    in order) and checks the correlation id; the answer to a merged
-//!    request is cut back into one per original request. When every part of
-//!    a request has answered, `plan::Finish::complete` builds the client's
-//!    response: as it came, rewritten (addresses, virtual metadata), merged
-//!    (rounds, fetch filtering), or a further stage (`Step::More`, e.g.
-//!    derived commits after a membership check).
+//!    request is cut back into one per original request (`session::hold`).
+//!    When every part of a request has answered, `session::complete` calls
+//!    the function its handler named in the `Finish`, which builds the
+//!    client's response: as it came, rewritten (addresses, virtual
+//!    metadata), merged (rounds, fetch filtering), or a further stage
+//!    (`Step::More`, e.g. derived commits after a membership check).
 //! 6. **In order to the client.** `Session::write_ready` writes responses
 //!    only from the front of the request queue, so answers from several
 //!    brokers still reach the client in request order; those a burst
@@ -71,28 +73,64 @@
 //!
 //! # A remapped Produce, file by file
 //!
-//! In: `net/event_loop.rs` reads, `frame.rs` cuts the frame,
-//! `proxy/worker.rs` takes it, `kafka/header.rs` parses the header,
-//! `proxy/requests.rs` checks the version and decodes the body
-//! (`kafka/codec.rs`), `proxy/apis/mod.rs` picks the handler,
-//! `proxy/apis/produce.rs` plans it with `proxy/apis/split.rs`, which
-//! splits it per physical partition (`remap/split.rs`, deciding with
-//! `remap/mapping.rs`) and tags each batch (`remap/produce.rs`,
-//! `kafka/records/`); `proxy/plan.rs` encodes the rounds
-//! (`kafka/message.rs`). Out: `proxy/session/mod.rs` resolves the route
-//! (`proxy/route.rs`), holds the parts (`proxy/session/hold.rs`), merges
-//! them (`proxy/coalesce.rs`) and writes them on the client's connection to
-//! the leader (`proxy/session/upstreams.rs`, `upstream/connect.rs`,
-//! `net/socket.rs`). Back: `net/event_loop.rs` reads the answer,
-//! `proxy/worker.rs` hands it to `proxy/session/upstreams.rs`, which cuts
-//! a merged answer apart (`proxy/coalesce.rs`); `proxy/session/mod.rs`
-//! completes the request through the handler's `Finish`
-//! (`proxy/plan.rs` → the merge in `proxy/apis/split.rs`, with
-//! `remap/split.rs` and `proxy/apis/produce.rs`) and writes it in order
-//! (`net/socket.rs`).
+//! Counted in stages: a stage is a file whose code takes the request (or
+//! its answer) and hands it on to the next stage. A file whose functions a
+//! stage calls for a value they return, keeping nothing of the request, is
+//! *used* by that stage: listed beside it in parentheses, not counted.
+//! Calls that only say *when* a stage goes on carry nothing and are no
+//! stage: the worker's `finish_bursts` (then `flush_held`, `write_ready`)
+//! and the loop's `flush` of a socket when it is writable.
+//!
+//! Out, client to broker:
+//!
+//! 1. `net/event_loop.rs` reads the client socket and cuts whole frames
+//!    (`frame.rs`); `ToWorker::ClientFrames` to the connection's worker.
+//! 2. `proxy/worker.rs` hands each frame to `requests::take`.
+//! 3. `proxy/requests.rs` parses the header (`kafka/header.rs`), checks the
+//!    version (`proxy/apis/api_versions.rs`), decodes
+//!    (`kafka/codec.rs`, `kafka/message.rs`), asks what remapping needs
+//!    (`proxy/lookups.rs`, `cluster.rs`, `upstream/cleanup.rs`), and has
+//!    the handler (`proxy/apis/mod.rs`) plan it: `proxy/apis/produce.rs`
+//!    `remapped`,
+//!    splitting into rounds with `proxy/apis/split.rs` (`remap/split.rs`,
+//!    `remap/mapping.rs`), tagging each batch (`remap/produce.rs`,
+//!    `kafka/records/`, `upstream/producer_log.rs`), encoding the parts
+//!    (`proxy/plan.rs`, `kafka/message.rs`); then it hands the plan to the
+//!    session (`Session::forward`).
+//! 4. `proxy/session/mod.rs` resolves each part's route
+//!    (`proxy/route.rs`), opens the connection to the leader
+//!    (`Session::upstream` in `proxy/session/upstreams.rs`,
+//!    `upstream/connect.rs`) and hands each part to `Session::hold`.
+//! 5. `proxy/session/hold.rs` holds the parts, merges them
+//!    (`proxy/session/coalesce.rs`), hands them to the connection's socket
+//!    (`Session::upstream`) and records them in flight.
+//! 6. `net/socket.rs` writes them to the broker, queueing what the kernel
+//!    does not take at once (written when the socket is writable).
+//!
+//! Back, broker to client:
+//!
+//! 1. `net/event_loop.rs` reads the broker's socket and cuts the answer
+//!    (`frame.rs`); `ToWorker::UpstreamFrames` to the owner's worker.
+//! 2. `proxy/worker.rs` hands it to `Session::on_upstream_frame`.
+//! 3. `proxy/session/upstreams.rs` matches it to its in-flight entry by
+//!    order and correlation id (`kafka/header.rs`); the answer to a merged
+//!    request goes to `Session::deliver_merged`, any other to
+//!    `Session::deliver`.
+//! 4. `proxy/session/hold.rs` cuts a merged answer apart
+//!    (`proxy/session/coalesce.rs`) and delivers each piece.
+//! 5. `proxy/session/mod.rs` collects a request's answers; with the last,
+//!    `session::complete` calls the handler's answer function directly:
+//!    `proxy/apis/produce.rs` `answer` (`proxy/apis/split.rs`
+//!    `merge_answers`, `remap/split.rs`, `remap/produce.rs`,
+//!    `remap/addresses.rs`, `kafka/message.rs`); `write_ready` hands the
+//!    responses, in request order, to the client's socket.
+//! 6. `net/socket.rs` writes them to the client, queueing as in Out 6.
+//!
+//! Eight stage files in all, six per direction, none twice in one. A request that must wait
+//! for look-ups is parked (`proxy/session/deferred.rs`) and, once they are
+//! answered, starts again at Out 2: a second pass, not a return.
 
 pub mod apis;
-pub mod coalesce;
 pub mod lookups;
 pub mod plan;
 pub mod replicas;

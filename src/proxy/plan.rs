@@ -1,13 +1,14 @@
 //! What to do with one client request, decided by its API's handler
 //! (`apis`) and carried out by the session: answer it here, or send one or more parts
-//! upstream and build the client's response from their answers.
+//! upstream and build the client's response from their answers. Types and
+//! the helpers handlers build them with; the session carries them out
+//! (`session::complete` calls a `Finish`'s function).
 
 use std::time::Duration;
 
 use super::route::Route;
 use super::ProxyContext;
 use crate::kafka::codec::Struct;
-use crate::kafka::message::{decode_response, encode_response};
 
 pub enum Plan {
     /// The response, complete (header and body, no size prefix).
@@ -146,60 +147,10 @@ pub enum Step {
     More { parts: Vec<Part>, finish: Finish },
 }
 
-impl Finish {
-    pub fn complete(
-        self,
-        ctx: &ProxyContext,
-        api_key: i16,
-        version: i16,
-        correlation_id: i32,
-        mut answers: Vec<Vec<u8>>,
-    ) -> Result<Step, String> {
-        match self {
-            Finish::AsIs => {
-                let mut answer = answers.pop().ok_or("no answer")?;
-                set_correlation_id(&mut answer, correlation_id);
-                Ok(Step::Done(answer))
-            }
-            Finish::Rewrite(f) => {
-                let answer = answers.pop().ok_or("no answer")?;
-                rewrite_response(ctx, api_key, version, correlation_id, answer, f).map(Step::Done)
-            }
-            Finish::Merge(f) => f(ctx, version, correlation_id, answers).map(Step::Done),
-            Finish::Then(f) => f(ctx, version, correlation_id, answers),
-        }
-    }
-}
-
 /// Responses to parts the proxy built carry the proxy's correlation id; the
 /// client must see its own.
 pub fn set_correlation_id(frame: &mut [u8], correlation_id: i32) {
     if frame.len() >= 4 {
         frame[..4].copy_from_slice(&correlation_id.to_be_bytes());
     }
-}
-
-fn rewrite_response(
-    ctx: &ProxyContext,
-    api_key: i16,
-    version: i16,
-    correlation_id: i32,
-    mut answer: Vec<u8>,
-    f: RewriteFn,
-) -> Result<Vec<u8>, String> {
-    let rebuilt = {
-        let mut decoded = decode_response(api_key, version, &answer)?;
-        if f(ctx, version, &mut decoded.body)? {
-            Some(encode_response(api_key, version, correlation_id, &decoded.header_tags, &decoded.body).map_err(|e| e.to_string())?)
-        } else {
-            None
-        }
-    };
-    Ok(match rebuilt {
-        Some(bytes) => bytes,
-        None => {
-            set_correlation_id(&mut answer, correlation_id);
-            answer
-        }
-    })
 }

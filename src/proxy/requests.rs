@@ -1,19 +1,76 @@
-//! The steps every client request takes before its API's handler
-//! (`apis`): the version check, the decode, and the look-ups deciding
-//! whether its topics are remapped needs; then the handler plans it.
+//! The steps every client request takes: the header, the version check,
+//! the decode, and the look-ups deciding whether its topics are remapped
+//! needs; then its API's handler (`apis`) plans it, and the plan goes
+//! from here to the session (`take`), which carries it out.
+
+use log::trace;
 
 use super::apis::{self, api_versions, Request};
 use super::lookups::{Lookup, Needs};
-use super::plan::Plan;
-use super::session::Session;
+use super::plan::{PartFrame, Plan};
+use super::session::{Deferred, Session, Verdict};
 use super::ProxyContext;
-use crate::kafka::api::ApiKey;
+use crate::kafka::api::{api_name, ApiKey};
 use crate::kafka::codec::{self, Struct};
 use crate::kafka::fields::kinds::{Array, Child, Str, Uuid};
 use crate::kafka::fields::{add_partitions_to_txn_request as add_partitions, fetch_request, list_offsets_request, offset_fetch_request, produce_request, Field};
 use crate::kafka::header::RequestHeader;
 use crate::kafka::message::request_schema;
 
+/// Take a client request (in look-up round `round`): plan it and hand the
+/// plan to `session`; a plan that needs look-ups first parks the request
+/// there.
+pub fn take(ctx: &ProxyContext, session: &mut Session, frame: Vec<u8>, round: u8) -> Verdict {
+    let failures = std::mem::take(&mut session.lookup_failures);
+    let mut needs = Needs::new(&failures, round);
+    // Plan while the header and body borrow the frame; afterwards the
+    // frame is free to move into a part that forwards it unchanged.
+    let (plan, api_key, api_version, correlation_id) = {
+        let (header, body) = match RequestHeader::parse(&frame) {
+            Ok(h) => h,
+            Err(e) => return Verdict::Close(format!("malformed request header: {e}")),
+        };
+        trace!(
+            "{} -> {} v{} correlation {} ({} bytes)",
+            session.peer(),
+            api_name(header.api_key),
+            header.api_version,
+            header.correlation_id,
+            frame.len()
+        );
+        let plan = plan(ctx, session, &mut needs, &header, body, &frame);
+        (plan, header.api_key, header.api_version, header.correlation_id)
+    };
+    let lookups = needs.take();
+    session.lookup_failures = failures;
+    if !lookups.is_empty() {
+        session.defer(ctx, Deferred::Frame { frame, round: round + 1 }, lookups);
+        return Verdict::Continue;
+    }
+    match plan {
+        Plan::Answer(response) => {
+            session.answer_now(api_key, api_version, correlation_id, response);
+            Verdict::Continue
+        }
+        Plan::Close(reason) => Verdict::Close(reason),
+        Plan::AfterLookups => Verdict::Close("internal error: a plan waits for look-ups it did not ask for".into()),
+        Plan::Forward { mut parts, expect_response, finish } => {
+            let mut frame = Some(frame);
+            for part in &mut parts {
+                if matches!(part.frame, PartFrame::Original) {
+                    match frame.take() {
+                        Some(f) => part.frame = PartFrame::Client(f),
+                        None => return Verdict::Close("internal error: two parts claim the client's frame".into()),
+                    }
+                }
+            }
+            session.forward(ctx, api_key, api_version, correlation_id, parts, expect_response, finish)
+        }
+    }
+}
+
+/// The plan for one decoded request: the version check, the decode, the
+/// look-ups remapping needs, then the API's handler.
 pub fn plan(
     ctx: &ProxyContext,
     session: &mut Session,

@@ -8,15 +8,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Receiver};
-use log::{trace, warn};
+use log::warn;
 use mio::Token;
 
-use super::lookups::{LookupsDone, Needs};
-use super::plan::{PartFrame, Plan};
+use super::lookups::LookupsDone;
 use super::session::{Deferred, Session, Verdict};
 use super::{requests, ProxyContext};
-use crate::kafka::api::api_name;
-use crate::kafka::header::RequestHeader;
 use crate::net::{ToLoop, ToWorker};
 
 const DEADLINE_CHECK: Duration = Duration::from_millis(100);
@@ -167,57 +164,12 @@ impl Worker {
         self.plan_frame(conn, frame, 0)
     }
 
-    /// Plan a client request (in look-up round `round`) and carry the plan
-    /// out; a plan that needs look-ups first parks the request.
+    /// Hand a client request (in look-up round `round`) to `requests`, which
+    /// plans it and hands the plan to its session.
     fn plan_frame(&mut self, conn: Token, frame: Vec<u8>, round: u8) -> Verdict {
         let ctx = self.ctx.clone();
         let Some(session) = self.sessions.get_mut(&conn) else { return Verdict::Continue };
-        let failures = std::mem::take(&mut session.lookup_failures);
-        let mut needs = Needs::new(&failures, round);
-        // Plan while the header and body borrow the frame; afterwards the
-        // frame is free to move into a part that forwards it unchanged.
-        let (plan, api_key, api_version, correlation_id) = {
-            let (header, body) = match RequestHeader::parse(&frame) {
-                Ok(h) => h,
-                Err(e) => return Verdict::Close(format!("malformed request header: {e}")),
-            };
-            trace!(
-                "{} -> {} v{} correlation {} ({} bytes)",
-                session.peer(),
-                api_name(header.api_key),
-                header.api_version,
-                header.correlation_id,
-                frame.len()
-            );
-            let plan = requests::plan(&ctx, session, &mut needs, &header, body, &frame);
-            (plan, header.api_key, header.api_version, header.correlation_id)
-        };
-        let lookups = needs.take();
-        session.lookup_failures = failures;
-        if !lookups.is_empty() {
-            session.defer(&ctx, Deferred::Frame { frame, round: round + 1 }, lookups);
-            return Verdict::Continue;
-        }
-        match plan {
-            Plan::Answer(response) => {
-                session.answer_now(api_key, api_version, correlation_id, response);
-                Verdict::Continue
-            }
-            Plan::Close(reason) => Verdict::Close(reason),
-            Plan::AfterLookups => Verdict::Close("internal error: a plan waits for look-ups it did not ask for".into()),
-            Plan::Forward { mut parts, expect_response, finish } => {
-                let mut frame = Some(frame);
-                for part in &mut parts {
-                    if matches!(part.frame, PartFrame::Original) {
-                        match frame.take() {
-                            Some(f) => part.frame = PartFrame::Client(f),
-                            None => return Verdict::Close("internal error: two parts claim the client's frame".into()),
-                        }
-                    }
-                }
-                session.forward(&ctx, api_key, api_version, correlation_id, parts, expect_response, finish)
-            }
-        }
+        requests::take(&ctx, session, frame, round)
     }
 
     /// Look-ups a connection waited for are answered: handle its parked

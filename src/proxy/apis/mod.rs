@@ -12,19 +12,25 @@
 //! 1. `remapped` (when a rule remaps anything) plans a request naming
 //!    remapped topics: it splits, rewrites or refuses entries, using the
 //!    pure rewrites of `crate::remap`, and returns the plan with the
-//!    closures that build the client's answer. `None`: the request names no
-//!    remapped topic.
+//!    handler's own function that builds the client's answer (called by
+//!    `session::complete` once the answers are in). `None`: the request
+//!    names no remapped topic.
 //! 2. `forward` plans everything else: the request goes upstream as the
 //!    bytes that came, with a `route::Route` read from its content, and its
 //!    answer comes back as it came or with addresses rewritten.
+//!
+//! `requests::take` hands the plan to the session, which sends it and,
+//! once the answers are in, calls the handler's function
+//! (`session::complete`).
 //!
 //! # The handlers
 //!
 //! - [`api_versions`]: ApiVersions, answered by the proxy, and the versions
 //!   it offers.
 //! - [`produce`], [`fetch`], [`list_offsets`], [`leader_epoch`]
-//!   (OffsetForLeaderEpoch): the data path; the last two are a
-//!   [`split::split_plan`] each.
+//!   (OffsetForLeaderEpoch): the data path; [`split`] splits the last
+//!   three into rounds by physical partition, and is the whole of the last
+//!   two ([`split::split_unchanged`]).
 //! - [`metadata`], [`find_coordinator`]: the cluster as the client sees it.
 //! - [`offset_commit`], [`offset_fetch`], [`offset_delete`],
 //!   [`txn_offset_commit`], [`delete_groups`]: committed offsets, with k ≥ 1

@@ -1,9 +1,12 @@
 //! Produce. Pass-through: the client's frame to the leader of its first
 //! partition, leader hints (v10+) pointing at the proxy. Remapped topics:
-//! split by physical partition (`split::split_plan`), each k ≥ 1 batch
-//! tagged with its virtual partition and written under a derived producer
-//! id (`remap::produce`), the answers merged back; the session holds such
-//! requests and merges a burst's into few (`coalesce`).
+//! split by physical partition into rounds (`split::split_rounds`), each
+//! k ≥ 1 batch tagged with its virtual partition and written under a
+//! derived producer id (`remap::produce`); the session holds such requests
+//! and merges a burst's into few (`session::hold`). The rounds' answers
+//! become the client's in [`answer`]: merged back under the virtual
+//! partitions, too-large entries of tagged batches explained, leader hints
+//! pointing at the proxy.
 
 use std::cell::Cell;
 use std::time::Duration;
@@ -11,18 +14,21 @@ use std::time::Duration;
 use log::warn;
 
 use super::passthrough::{endpoints_rewrite, first_partition, forward_expecting};
-use super::split::split_plan;
+use super::split::{merge_answers, plan_rounds, split_rounds, Rounds};
 use super::Request;
+use crate::cluster::BrokerAddr;
 use crate::kafka::api::{ApiKey, ErrorCode};
 use crate::kafka::codec::Struct;
 use crate::kafka::fields::produce_request as request;
+use crate::kafka::fields::produce_response::{self as response, responses as answer_topic};
 use crate::kafka::fields::produce_response::responses::partition_responses as answer_entry;
+use crate::kafka::message::encode_response;
 use crate::proxy::lookups::{Lookup, Needs};
 use crate::proxy::plan::Plan;
 use crate::proxy::session::extra_wait;
 use crate::proxy::ProxyContext;
 use crate::remap::mapping::VirtualPartition;
-use crate::remap::split;
+use crate::remap::split::{self, Placement};
 
 pub fn forward(r: &mut Request<'_, '_>) -> Plan {
     let route = first_partition(r.body, &split::PRODUCE_REQUEST);
@@ -72,6 +78,15 @@ impl crate::remap::produce::ProducerIdSource for BrokerProducerIds<'_, '_> {
     }
 }
 
+/// An entry the proxy tagged (k >= 1, or a k = 0 batch re-tagged): when
+/// the broker finds it too large, the tag may be why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tagged {
+    pub topic: String,
+    pub virtual_partition: i32,
+    pub physical_count: i32,
+}
+
 /// Produce naming remapped topics.
 pub fn remapped(r: &mut Request<'_, '_>) -> Option<Plan> {
     let (ctx, header, req) = (r.ctx, r.header, r.body);
@@ -81,55 +96,80 @@ pub fn remapped(r: &mut Request<'_, '_>) -> Option<Plan> {
     let mut stats = crate::remap::produce::TagStats::default();
     let looking_up = Cell::new(false);
     let mut ids = BrokerProducerIds { ctx, needs, looking_up: &looking_up };
-    // The entries the proxy tagged (k >= 1, or a k = 0 batch re-tagged):
-    // when the broker finds them too large, the tag may be why.
-    let tagged: std::rc::Rc<std::cell::RefCell<Vec<(String, i32, i32)>>> = Default::default();
-    let tagged_seen = tagged.clone();
-    let plan = split_plan(
+    let mut tagged: Vec<Tagged> = Vec::new();
+    let split = split_rounds(
         ctx,
         session,
         header,
         req,
         ApiKey::Produce,
-        split::PRODUCE_REQUEST,
-        split::PRODUCE_RESPONSE,
+        &split::PRODUCE_REQUEST,
         wait,
-        acks != 0,
         &mut |topic, entry, m, v, p, k| {
             let before = stats.batches;
             let result = crate::remap::produce::rewrite_entry(topic, entry, &m, v, p, k, &mut ids, &mut stats);
             if stats.batches > before {
-                tagged.borrow_mut().push((topic.to_string(), v.0, m.physical_count));
+                tagged.push(Tagged { topic: topic.to_string(), virtual_partition: v.0, physical_count: m.physical_count });
             }
             result
         },
         &looking_up,
-        Some(Box::new(move |topic, v, entry| explain_too_large(&tagged_seen.borrow(), topic, v, entry))),
     );
     if looking_up.get() {
-        return plan;
+        return split.map(|s| s.err().unwrap_or(Plan::AfterLookups));
     }
     let m = &ctx.shared.metrics;
     m.batches_tagged_total.fetch_add(stats.batches, std::sync::atomic::Ordering::Relaxed);
     m.records_tagged_total.fetch_add(stats.records, std::sync::atomic::Ordering::Relaxed);
-    // Each refused entry was logged once by `split_plan` (its message names
-    // the topic, virtual partition and both CRCs).
+    // Each refused entry was logged once by `split_rounds` (its message
+    // names the topic, virtual partition and both CRCs).
     m.corrupt_batches_total.fetch_add(stats.corrupt, std::sync::atomic::Ordering::Relaxed);
-    plan
+    let Rounds { parts, placements } = match split? {
+        Ok(rounds) => rounds,
+        Err(plan) => return Some(plan),
+    };
+    let answer = move |ctx: &ProxyContext, version, correlation_id, answers| {
+        answer(&ctx.settings.advertised, &placements, &tagged, version, correlation_id, answers)
+    };
+    Some(plan_rounds(ctx, header, parts, acks != 0, Box::new(answer)))
+}
+
+/// The client's answer to a remapped Produce, from its rounds' answers (in
+/// round order; none when every entry was refused here): merged back under
+/// the client's partitions (`placements`), too-large entries of `tagged`
+/// batches explained, leader hints (KIP-951) pointing at the proxy.
+pub fn answer(
+    advertised: &BrokerAddr,
+    placements: &[(String, Vec<Placement>)],
+    tagged: &[Tagged],
+    version: i16,
+    correlation_id: i32,
+    answers: Vec<Vec<u8>>,
+) -> Result<Vec<u8>, String> {
+    let mut merged = merge_answers(ApiKey::Produce, version, &split::PRODUCE_RESPONSE, placements, &answers)?;
+    for t in merged.iter_mut(response::RESPONSES) {
+        let topic = t.read(answer_topic::NAME).unwrap_or_default().to_string();
+        for entry in t.iter_mut(answer_topic::PARTITION_RESPONSES) {
+            let partition = entry.read(answer_entry::INDEX).unwrap_or(-1);
+            explain_too_large(tagged, &topic, partition, entry);
+        }
+    }
+    crate::remap::addresses::rewrite_brokers(&mut merged, advertised);
+    encode_response(ApiKey::Produce as i16, version, correlation_id, &[], &merged).map_err(|e| e.to_string())
 }
 
 /// A tagged entry the broker refused as too large gets a message saying
 /// that the tag adds bytes to each record (Produce v8+ has the field),
 /// logged once per topic: the same records fit on untagged partitions.
-fn explain_too_large(tagged: &[(String, i32, i32)], topic: &str, v: i32, entry: &mut Struct<'_>) {
+fn explain_too_large(tagged: &[Tagged], topic: &str, v: i32, entry: &mut Struct<'_>) {
     use std::sync::{Mutex, OnceLock};
     static LOGGED: OnceLock<Mutex<std::collections::HashSet<String>>> = OnceLock::new();
     let code = ErrorCode::from(entry.read(answer_entry::ERROR_CODE).unwrap_or(0));
     if code != ErrorCode::MESSAGE_TOO_LARGE && code != ErrorCode::RECORD_LIST_TOO_LARGE {
         return;
     }
-    let Some(&(_, _, physical_count)) = tagged.iter().find(|(t, tv, _)| t == topic && *tv == v) else { return };
-    let message = crate::remap::produce::too_large_message(topic, VirtualPartition(v), physical_count);
+    let Some(t) = tagged.iter().find(|t| t.topic == topic && t.virtual_partition == v) else { return };
+    let message = crate::remap::produce::too_large_message(topic, VirtualPartition(v), t.physical_count);
     if LOGGED.get_or_init(Default::default).lock().is_ok_and(|mut seen| seen.insert(topic.to_string())) {
         warn!("Produce: {message} (logged once per topic)");
     }

@@ -1,20 +1,29 @@
 //! Produce requests the proxy re-encoded for remapped topics are held
 //! until the client's burst is read, then sent merged (`coalesce`): fewer,
 //! bigger requests to a broker still busy with this client's earlier ones.
+//! The answer to a merged request is cut apart here too, so that holding,
+//! merging, sending and cutting apart are one step of a produce's path
+//! (`coalesce` is the pure arithmetic of both).
 
 use std::sync::atomic::Ordering;
 
-use super::super::coalesce::{self, Held, Outgoing};
+use super::coalesce::{self, Held, Member, Outgoing};
 use super::super::plan::CorrelationIds;
 use super::super::ProxyContext;
 use super::upstreams::InFlight;
-use super::{Session, PRODUCE};
+use super::{Session, Verdict, PRODUCE};
 
 /// Produce requests of one client a broker may be working on before the
 /// proxy holds the next ones back to merge them (`Session::flush_held`).
 pub(super) const PRODUCE_REQUESTS_IN_FLIGHT: usize = 1;
 
 impl Session {
+    /// Hold a produce part the proxy built for the broker at `addr`, to go
+    /// upstream with the rest of the client's burst (`flush_held`).
+    pub(super) fn hold(&mut self, addr: &str, held: Held) {
+        self.held.push((addr.to_string(), held));
+    }
+
     /// Send the held produce parts, merged where Kafka allows
     /// (`coalesce`), one write per broker. Unless `force`d, parts for a
     /// broker still answering this client's earlier produce requests wait
@@ -91,5 +100,21 @@ impl Session {
             });
         }
         Ok(())
+    }
+
+    /// The answer to a merged request: cut back into one answer per
+    /// original part (`coalesce::split_response`), each delivered as if it
+    /// had been sent alone.
+    pub(super) fn deliver_merged(&mut self, ctx: &ProxyContext, frame: &[u8], version: i16, members: &[Member]) -> Verdict {
+        let answers = match coalesce::split_response(frame, version, members) {
+            Ok(a) => a,
+            Err(e) => return Verdict::Close(format!("cannot read the answer to merged produce requests: {e}")),
+        };
+        for (m, answer) in members.iter().zip(answers) {
+            if let Verdict::Close(reason) = self.deliver(ctx, m.seq, m.part, answer) {
+                return Verdict::Close(reason);
+            }
+        }
+        Verdict::Continue
     }
 }

@@ -7,10 +7,11 @@
 //! none), so answers are collected per request and written to the client
 //! only from the front of the queue.
 //!
-//! This file keeps the order (`Pending`, `forward`, `deliver`,
+//! This file keeps the order (`Pending`, `forward`, `deliver`, `complete`,
 //! `write_ready`); `upstreams` the connections to brokers and the matching
-//! of answers, `hold` the held produce requests, `redo` the proxy's own
-//! retries to derived groups, `deferred` the work waiting for look-ups.
+//! of answers, `hold` the held produce requests (merged and cut apart with
+//! `coalesce`), `redo` the proxy's own retries to derived groups,
+//! `deferred` the work waiting for look-ups.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
@@ -20,22 +21,24 @@ use std::time::{Duration, Instant};
 use log::debug;
 use mio::Token;
 
-use super::coalesce::Held;
-use super::plan::{CorrelationIds, Finish, Part, PartFrame, Step};
+use super::plan::{set_correlation_id, CorrelationIds, Finish, Part, PartFrame, RewriteFn, Step};
 use super::lookups::{Lookup, Needs};
 use super::route::{coordinator_key, resolve, Target};
 use super::ProxyContext;
 use crate::kafka::api::api_name;
+use crate::kafka::message::{decode_response, encode_response};
 use crate::net::socket::SharedSocket;
 use crate::net::ToLoop;
 
 const PRODUCE: i16 = crate::kafka::api::ApiKey::Produce as i16;
 
+mod coalesce;
 mod deferred;
 mod hold;
 mod redo;
 mod upstreams;
 
+use coalesce::Held;
 pub use deferred::Deferred;
 pub use upstreams::Upstream;
 use redo::{coordinated, derived_group_part, DueRedo, Redo, COORDINATOR_RETRIES};
@@ -283,8 +286,7 @@ impl Session {
                 let coordinator = expect_response.then(|| coordinated(&part, attempt)).flatten();
                 match part.frame {
                     PartFrame::Owned(frame) if holdable => {
-                        let held = Held { seq, part: i, correlation_id: part.correlation_id, frame, deadline };
-                        self.held.push((addr.clone(), held));
+                        self.hold(&addr, Held { seq, part: i, correlation_id: part.correlation_id, frame, deadline });
                     }
                     frame => direct.push((i, part.correlation_id, frame, deadline, coordinator)),
                 }
@@ -337,7 +339,7 @@ impl Session {
         let answers: Vec<Vec<u8>> = p.answers.drain(..).map(|a| a.expect("all answered")).collect();
         let finish = p.finish.take().expect("finished once");
         let (seq, api_key, version) = (p.seq, p.api_key, p.api_version);
-        match finish.complete(ctx, api_key, version, p.correlation_id, answers) {
+        match complete(finish, ctx, api_key, version, p.correlation_id, answers) {
             Ok(Step::Done(response)) => p.ready = Some(response),
             Ok(Step::More { parts, finish }) => {
                 p.answers = vec![None; parts.len()];
@@ -386,6 +388,59 @@ impl Session {
         let unanswered = self.client.flow.forget_all();
         ctx.shared.in_flight.fetch_sub(unanswered, Ordering::SeqCst);
     }
+}
+
+/// Build the client's response to a request (or its next stage) from its
+/// answers, as its handler's `Finish` says: the function the handler wrote
+/// is called here, directly, and returns the response.
+pub fn complete(
+    finish: Finish,
+    ctx: &ProxyContext,
+    api_key: i16,
+    version: i16,
+    correlation_id: i32,
+    mut answers: Vec<Vec<u8>>,
+) -> Result<Step, String> {
+    match finish {
+        Finish::AsIs => {
+            let mut answer = answers.pop().ok_or("no answer")?;
+            set_correlation_id(&mut answer, correlation_id);
+            Ok(Step::Done(answer))
+        }
+        Finish::Rewrite(f) => {
+            let answer = answers.pop().ok_or("no answer")?;
+            rewrite_response(ctx, api_key, version, correlation_id, answer, f).map(Step::Done)
+        }
+        Finish::Merge(f) => f(ctx, version, correlation_id, answers).map(Step::Done),
+        Finish::Then(f) => f(ctx, version, correlation_id, answers),
+    }
+}
+
+/// A single answer decoded and rewritten by the handler's `f`; forwarded as
+/// the bytes that came when `f` changed nothing.
+fn rewrite_response(
+    ctx: &ProxyContext,
+    api_key: i16,
+    version: i16,
+    correlation_id: i32,
+    mut answer: Vec<u8>,
+    f: RewriteFn,
+) -> Result<Vec<u8>, String> {
+    let rebuilt = {
+        let mut decoded = decode_response(api_key, version, &answer)?;
+        if f(ctx, version, &mut decoded.body)? {
+            Some(encode_response(api_key, version, correlation_id, &decoded.header_tags, &decoded.body).map_err(|e| e.to_string())?)
+        } else {
+            None
+        }
+    };
+    Ok(match rebuilt {
+        Some(bytes) => bytes,
+        None => {
+            set_correlation_id(&mut answer, correlation_id);
+            answer
+        }
+    })
 }
 
 /// How long to wait for an answer beyond the configured request timeout:

@@ -11,7 +11,7 @@ use std::time::Instant;
 use log::{debug, warn};
 use mio::Token;
 
-use super::super::coalesce::{self, Member};
+use super::coalesce::Member;
 use super::super::route::note_coordinator_answer;
 use super::super::ProxyContext;
 use super::redo::{Coordinated, COORDINATOR_RETRIES};
@@ -139,16 +139,7 @@ impl Session {
             }
             return self.deliver(ctx, sent.seq, sent.part, frame);
         };
-        let answers = match coalesce::split_response(&frame, version, &members) {
-            Ok(a) => a,
-            Err(e) => return Verdict::Close(format!("cannot read the answer to merged produce requests: {e}")),
-        };
-        for (m, answer) in members.iter().zip(answers) {
-            if let Verdict::Close(reason) = self.deliver(ctx, m.seq, m.part, answer) {
-                return Verdict::Close(reason);
-            }
-        }
-        Verdict::Continue
+        self.deliver_merged(ctx, &frame, version, &members)
     }
 
     /// An upstream connection closed. Idle connections may close (brokers

@@ -1,5 +1,6 @@
-//! `requests::plan`: what deciding whether a request is remapped needs is
-//! looked up first; a look-up that failed is gone on without.
+//! `requests::plan` and `requests::take`: what deciding whether a request
+//! is remapped needs is looked up first, the request parked in its
+//! session meanwhile; a look-up that failed is gone on without.
 
 use super::*;
 use crate::kafka::fields::list_offsets_request::{self as req, topics};
@@ -47,4 +48,27 @@ fn a_ruled_topic_whose_cleanup_policy_is_unknown_asks_for_it() {
     let planned = h.plan(ApiKey::ListOffsets, VERSION, &list_offsets_of(ORDERS));
     assert!(matches!(planned.plan, Plan::AfterLookups));
     assert_eq!(planned.asked, vec![Lookup::CleanupPolicies(vec![ORDERS.into()])]);
+}
+
+/// `requests::take`, the hand-over to the session: a request whose plan
+/// needs look-ups is parked in its session, not answered or closed.
+#[test]
+fn take_parks_a_request_that_needs_look_ups_in_its_session() {
+    let mut h = Harness::new();
+    let frame = encode_request(ApiKey::ListOffsets as i16, VERSION, CLIENT_CORRELATION, Some("handler-test"), &list_offsets_of("fresh"))
+        .expect("encodable request");
+    let verdict = crate::proxy::requests::take(&h.ctx, &mut h.session, frame, 0);
+    assert_eq!(verdict, crate::proxy::session::Verdict::Continue);
+    assert!(h.session.has_deferred(), "parked until the topic is known");
+}
+
+#[test]
+fn take_closes_the_connection_on_a_broken_header() {
+    let mut h = Harness::new();
+    let verdict = crate::proxy::requests::take(&h.ctx, &mut h.session, vec![0, 3], 0);
+    assert!(
+        matches!(&verdict, crate::proxy::session::Verdict::Close(why) if why.starts_with("malformed request header")),
+        "{verdict:?}"
+    );
+    assert!(!h.session.has_deferred());
 }

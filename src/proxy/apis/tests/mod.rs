@@ -1,6 +1,6 @@
 //! Handler unit tests: each handler planned against a cluster view set by
 //! hand, the upstream requests of its plan read back decoded, and canned
-//! decoded answers turned into the client's answer (`Finish::complete`).
+//! decoded answers turned into the client's answer (`session::complete`).
 //! No broker and no event loop: the only socket is a loopback pair standing
 //! in for the client, because a `Session` owns one (nothing is written to
 //! it).
@@ -131,7 +131,7 @@ impl Harness {
     /// The client's answer a finish builds from `answers` (in part order);
     /// further stages are returned as they are.
     pub fn complete(&self, finish: Finish, api: ApiKey, version: i16, answers: Vec<Vec<u8>>) -> Step {
-        finish.complete(&self.ctx, api as i16, version, CLIENT_CORRELATION, answers).expect("a finish that completes")
+        crate::proxy::session::complete(finish, &self.ctx, api as i16, version, CLIENT_CORRELATION, answers).expect("a finish that completes")
     }
 }
 

@@ -8,6 +8,7 @@ use super::*;
 use crate::kafka::fields::produce_request::{self as req, topic_data};
 use crate::kafka::fields::produce_response::{self as resp, responses};
 use crate::kafka::records::{self, build_batch, BuildOptions, Item, RecordData, TAG_HEADER};
+use crate::kafka::api::ErrorCode;
 use crate::proxy::route::Route;
 
 const VERSION: i16 = 9;
@@ -154,4 +155,87 @@ fn a_plain_topic_goes_as_it_came_to_its_leader() {
     assert!(matches!(parts[0].frame, crate::proxy::plan::PartFrame::Original), "the client's bytes, not re-encoded");
     assert_eq!(parts[0].route, Route::Leader { topic: PLAIN.into(), partition: 2 });
     assert!(matches!(finish, Finish::AsIs), "below v10 there are no leader hints to rewrite");
+}
+
+/// Round `round`'s canned answer: one entry per (physical partition,
+/// error code, base offset) of [`EVENTS`], and the leader hint of broker
+/// `node` (KIP-951, v10+) as the broker gives it, at its own address.
+fn round_answer(version: i16, node: i32, entries: &[(i32, i16, i64)]) -> Vec<u8> {
+    use responses::partition_responses as entry;
+    let mut body = response(ApiKey::Produce, version);
+    let mut r = element(body.schema, resp::RESPONSES, version);
+    r.write(responses::NAME, EVENTS);
+    let rows = entries.iter().map(|(physical, _, offset)| (*physical, *offset));
+    let mut written = partition_entries(&r, responses::PARTITION_RESPONSES, entry::INDEX, entry::BASE_OFFSET, version, rows);
+    for (e, (_, code, _)) in written.iter_mut().zip(entries) {
+        e.write(entry::ERROR_CODE, *code);
+    }
+    r.write(responses::PARTITION_RESPONSES, written);
+    body.write(resp::RESPONSES, vec![r]);
+    let mut hint = element(body.schema, resp::NODE_ENDPOINTS, version);
+    hint.write(resp::node_endpoints::NODE_ID, node);
+    hint.write(resp::node_endpoints::HOST, "127.0.0.1");
+    hint.write(resp::node_endpoints::PORT, BROKER_PORT_BASE + node);
+    body.write(resp::NODE_ENDPOINTS, vec![hint]);
+    crate::kafka::message::encode_response(ApiKey::Produce as i16, version, 5000 + node, &[], &body).expect("an encodable answer")
+}
+
+/// (virtual partition, error code, base offset, error message) of every
+/// entry of a client answer, sorted.
+fn entries_of(answer: &Struct<'_>) -> Vec<(i32, i16, i64, Option<String>)> {
+    use responses::partition_responses as entry;
+    let mut out: Vec<_> = answer
+        .iter(resp::RESPONSES)
+        .inspect(|r| assert_eq!(r.read(responses::NAME), Some(EVENTS)))
+        .flat_map(|r| r.iter(responses::PARTITION_RESPONSES))
+        .map(|e| {
+            let message = e.read(entry::ERROR_MESSAGE).map(str::to_string);
+            (e.read(entry::INDEX).unwrap(), e.read(entry::ERROR_CODE).unwrap(), e.read(entry::BASE_OFFSET).unwrap(), message)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn the_answer_merges_the_rounds_explains_a_tagged_too_large_entry_and_points_hints_at_the_proxy() {
+    use crate::proxy::apis::produce::{answer, Tagged};
+    use crate::remap::split::{Dest, Placement};
+    const V: i16 = 10;
+    let h = Harness::new();
+    let too_large = ErrorCode::MESSAGE_TOO_LARGE.code();
+    // v1 (k = 0, untagged) and v4 (k = 2) went in round 0, v3 (k = 1) in
+    // round 1; the broker found both batches on physical partition 1 too large.
+    let upstream = |partition, round, physical| Placement { partition, dest: Dest::Upstream { round, physical } };
+    let placements = vec![(EVENTS.to_string(), vec![upstream(1, 0, 1), upstream(3, 1, 1), upstream(4, 0, 0)])];
+    let tagged = vec![
+        Tagged { topic: EVENTS.into(), virtual_partition: 3, physical_count: 2 },
+        Tagged { topic: EVENTS.into(), virtual_partition: 4, physical_count: 2 },
+    ];
+    let answers = vec![round_answer(V, 1, &[(1, too_large, -1), (0, 0, 40)]), round_answer(V, 2, &[(1, too_large, -1)])];
+    let bytes = answer(&h.ctx.settings.advertised, &placements, &tagged, V, CLIENT_CORRELATION, answers).expect("an answer");
+    let merged = read_answer(ApiKey::Produce, V, &bytes);
+    let explained = crate::remap::produce::too_large_message(EVENTS, crate::remap::mapping::VirtualPartition(3), 2);
+    assert_eq!(
+        entries_of(&merged),
+        vec![(1, too_large, -1, None), (3, too_large, -1, Some(explained)), (4, 0, 40, None)],
+        "virtual partitions back; only the tagged entry the broker refused gets the tag's explanation"
+    );
+    let hints: Vec<(i32, &str, i32)> = merged
+        .iter(resp::NODE_ENDPOINTS)
+        .map(|n| (n.read(resp::node_endpoints::NODE_ID).unwrap(), n.read(resp::node_endpoints::HOST).unwrap(), n.read(resp::node_endpoints::PORT).unwrap()))
+        .collect();
+    assert_eq!(hints, vec![(1, ADVERTISED.0, ADVERTISED.1), (2, ADVERTISED.0, ADVERTISED.1)], "every round's leader hint, at the proxy");
+}
+
+#[test]
+fn with_every_entry_refused_here_the_answer_is_made_from_no_answers() {
+    use crate::proxy::apis::produce::answer;
+    use crate::remap::split::{Dest, Placement};
+    let h = Harness::new();
+    let refused = Dest::Local { error_code: ErrorCode::CORRUPT_MESSAGE, message: "bad CRC".into() };
+    let placements = vec![(EVENTS.to_string(), vec![Placement { partition: 7, dest: refused }])];
+    let bytes = answer(&h.ctx.settings.advertised, &placements, &[], VERSION, CLIENT_CORRELATION, Vec::new()).expect("an answer");
+    let merged = read_answer(ApiKey::Produce, VERSION, &bytes);
+    assert_eq!(entries_of(&merged), vec![(7, ErrorCode::CORRUPT_MESSAGE.code(), -1, Some("bad CRC".into()))]);
 }

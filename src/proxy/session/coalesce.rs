@@ -1,5 +1,6 @@
 //! Produce requests the proxy built for remapped topics, sent upstream
-//! together.
+//! together: the pure arithmetic `hold` uses to merge held parts into few
+//! requests and to cut a merged answer apart (it keeps nothing).
 //!
 //! A client writing many virtual partitions sends many small produce
 //! requests (librdkafka sends one per partition batch), and a 10:1 mapping
