@@ -62,12 +62,24 @@ mod tests {
         assert_eq!(member(&m, "n").and_then(Value::as_u64), Some(1_700_000_000));
         assert_eq!(string_member(&m, "esc"), Ok(Some("a/b\u{e9}\"q")));
         assert_eq!(string_member(&m, "absent"), Ok(None));
-        assert_eq!(string_member(&m, "aud"), Err("\"aud\" is not a string".to_string()));
+        assert_eq!(
+            string_member(&m, "aud"),
+            Err("\"aud\" is not a string".to_string())
+        );
     }
 
     #[test]
     fn only_objects_are_accepted() {
-        for bad in [&b"[1]"[..], b"\"s\"", b"alg: RS256", b"{", b"{\"a\":", b"\xff", b"", b"{\"a\":1,\"a\":2}"] {
+        for bad in [
+            &b"[1]"[..],
+            b"\"s\"",
+            b"alg: RS256",
+            b"{",
+            b"{\"a\":",
+            b"\xff",
+            b"",
+            b"{\"a\":1,\"a\":2}",
+        ] {
             assert!(object(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
     }

@@ -78,7 +78,10 @@ impl Jwks {
                 continue;
             };
             if jwk.kid.is_some() && keys.iter().any(|k| k.kid == jwk.kid) {
-                return Err(fail(format!("kid {:?} appears twice", jwk.kid.unwrap_or_default())));
+                return Err(fail(format!(
+                    "kid {:?} appears twice",
+                    jwk.kid.unwrap_or_default()
+                )));
             }
             keys.push(jwk);
         }
@@ -91,7 +94,12 @@ impl Jwks {
     /// The key that verifies `algorithm` for a token whose header names
     /// `kid`; without a `kid`, the one key for `algorithm` if there is
     /// exactly one. `source` names the file in errors.
-    pub fn select(&self, kid: Option<&str>, algorithm: Algorithm, source: &str) -> Result<&Jwk, String> {
+    pub fn select(
+        &self,
+        kid: Option<&str>,
+        algorithm: Algorithm,
+        source: &str,
+    ) -> Result<&Jwk, String> {
         let Some(kid) = kid else {
             let mut usable = self.keys.iter().filter(|k| k.algorithm == algorithm);
             return match (usable.next(), usable.next()) {
@@ -159,8 +167,12 @@ fn jwk(entry: &Mapping) -> Result<Option<Jwk>, String> {
             if x.len() != 32 || y.len() != 32 {
                 return Err("P-256 coordinates must be 32 bytes each".to_string());
             }
-            let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).map_err(|e| e.to_string())?;
-            let (x, y) = (BigNum::from_slice(&x).map_err(|e| e.to_string())?, BigNum::from_slice(&y).map_err(|e| e.to_string())?);
+            let group =
+                EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).map_err(|e| e.to_string())?;
+            let (x, y) = (
+                BigNum::from_slice(&x).map_err(|e| e.to_string())?,
+                BigNum::from_slice(&y).map_err(|e| e.to_string())?,
+            );
             let ec = EcKey::from_public_key_affine_coordinates(&group, &x, &y)
                 .map_err(|_| "not a point on P-256".to_string())?;
             PKey::from_ec_key(ec)
@@ -168,7 +180,11 @@ fn jwk(entry: &Mapping) -> Result<Option<Jwk>, String> {
     }
     .map_err(|e| e.to_string())?;
     let kid = json::string_member(entry, "kid")?.map(str::to_string);
-    Ok(Some(Jwk { kid, algorithm, key }))
+    Ok(Some(Jwk {
+        kid,
+        algorithm,
+        key,
+    }))
 }
 
 /// A JWKS file and the keys of its last good version, shared by the

@@ -177,7 +177,10 @@ impl JwtValidator {
         if !signature_verifies(algorithm, &key.key, signed.as_bytes(), &signature)? {
             return Err(match kid {
                 Some(kid) => format!("signature does not verify with key {kid:?} of JWKS {source}"),
-                None => format!("signature does not verify with the {} key of JWKS {source}", algorithm.as_str()),
+                None => format!(
+                    "signature does not verify with the {} key of JWKS {source}",
+                    algorithm.as_str()
+                ),
             });
         }
         let claims = decoded_object(claims_b64, "claims")?;
@@ -186,18 +189,27 @@ impl JwtValidator {
 
     fn check_claims(&self, claims: &Mapping, now: SystemTime) -> Result<ValidToken, String> {
         let expires_at = numeric_date(claims, "exp")?.ok_or("token has no exp claim")?;
-        if expires_at.checked_add(self.clock_skew).is_some_and(|deadline| now >= deadline) {
+        if expires_at
+            .checked_add(self.clock_skew)
+            .is_some_and(|deadline| now >= deadline)
+        {
             return Err(format!("token expired at {}", rfc3339_utc(expires_at)));
         }
         if let Some(not_before) = numeric_date(claims, "nbf")? {
             if now.checked_add(self.clock_skew).unwrap_or(now) < not_before {
-                return Err(format!("token is not valid before {}", rfc3339_utc(not_before)));
+                return Err(format!(
+                    "token is not valid before {}",
+                    rfc3339_utc(not_before)
+                ));
             }
         }
         match json::string_member(claims, "iss")? {
             Some(issuer) if issuer == self.issuer => {}
             Some(issuer) => {
-                return Err(format!("issuer {issuer:?} is not the configured {:?}", self.issuer))
+                return Err(format!(
+                    "issuer {issuer:?} is not the configured {:?}",
+                    self.issuer
+                ))
             }
             None => return Err("token has no iss claim".to_string()),
         }
@@ -231,9 +243,8 @@ fn algorithm(header: &Mapping) -> Result<Algorithm, String> {
     let alg = json::string_member(header, "alg")
         .map_err(|e| format!("token header: {e}"))?
         .ok_or("token header has no alg")?;
-    let algorithm = Algorithm::named(alg).ok_or_else(|| {
-        format!("alg {alg:?} not accepted (RS256 and ES256 are)")
-    })?;
+    let algorithm = Algorithm::named(alg)
+        .ok_or_else(|| format!("alg {alg:?} not accepted (RS256 and ES256 are)"))?;
     if json::member(header, "crit").is_some() {
         return Err("token header has crit: no critical extension is supported".to_string());
     }
@@ -253,7 +264,10 @@ fn signature_verifies(
         Algorithm::Rs256 => signature,
         Algorithm::Es256 => {
             if signature.len() != 64 {
-                return Err(format!("ES256 signature of {} bytes: 64 expected", signature.len()));
+                return Err(format!(
+                    "ES256 signature of {} bytes: 64 expected",
+                    signature.len()
+                ));
             }
             let (r, s) = signature.split_at(32);
             let bignum = |b: &[u8]| BigNum::from_slice(b).map_err(|e| e.to_string());
@@ -263,8 +277,7 @@ fn signature_verifies(
             &der[..]
         }
     };
-    let mut verifier =
-        Verifier::new(MessageDigest::sha256(), key).map_err(|e| e.to_string())?;
+    let mut verifier = Verifier::new(MessageDigest::sha256(), key).map_err(|e| e.to_string())?;
     verifier.update(signed).map_err(|e| e.to_string())?;
     // OpenSSL reports a malformed signature as an error, a wrong one as
     // false: both mean the token is not signed by this key.
@@ -281,7 +294,9 @@ fn numeric_date(claims: &Mapping, name: &str) -> Result<Option<SystemTime>, Stri
     let since_epoch = match value {
         Value::Number(n) => match (n.as_u64(), n.as_f64()) {
             (Some(secs), _) => Duration::from_secs(secs),
-            (None, Some(secs)) if secs >= 0.0 => Duration::try_from_secs_f64(secs).map_err(|_| bad())?,
+            (None, Some(secs)) if secs >= 0.0 => {
+                Duration::try_from_secs_f64(secs).map_err(|_| bad())?
+            }
             _ => return Err(bad()),
         },
         _ => return Err(bad()),

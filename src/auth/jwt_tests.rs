@@ -28,7 +28,11 @@ fn fixture() -> Fixture {
     let dir = TempDir::new("jwks");
     let ec = ec_key();
     let jwks_path = dir.0.join("jwks.json");
-    write_at(&jwks_path, jwks(&[rsa_jwk(rsa_key(), "rsa-1"), ec_jwk(&ec, "ec-1")]).as_bytes(), 0);
+    write_at(
+        &jwks_path,
+        jwks(&[rsa_jwk(rsa_key(), "rsa-1"), ec_jwk(&ec, "ec-1")]).as_bytes(),
+        0,
+    );
     let validator = JwtValidator::new(&OAuthBearerValidation {
         jwks_path: jwks_path.clone(),
         issuer: ISSUER.to_string(),
@@ -36,7 +40,12 @@ fn fixture() -> Fixture {
         clock_skew_ms: 30_000,
     })
     .unwrap();
-    Fixture { _dir: dir, jwks_path, ec, validator }
+    Fixture {
+        _dir: dir,
+        jwks_path,
+        ec,
+        validator,
+    }
 }
 
 fn good_claims() -> String {
@@ -47,7 +56,10 @@ fn rejected(f: &Fixture, token: &str) -> String {
     match f.validator.validate(token, now()) {
         Ok(valid) => panic!("accepted: {valid:?}"),
         Err(TokenRejected(why)) => {
-            assert!(token.is_empty() || !why.contains(token), "the message must not carry the token");
+            assert!(
+                token.is_empty() || !why.contains(token),
+                "the message must not carry the token"
+            );
             why
         }
     }
@@ -73,13 +85,17 @@ fn wrong_signatures_are_refused() {
     let signed_by_another = sign(RS_HEADER, &good_claims(), other_rsa_key());
     assert_eq!(
         rejected(&f, &signed_by_another),
-        format!("signature does not verify with key \"rsa-1\" of JWKS {}", f.jwks_path.display())
+        format!(
+            "signature does not verify with key \"rsa-1\" of JWKS {}",
+            f.jwks_path.display()
+        )
     );
     let good = sign(ES_HEADER, &good_claims(), &f.ec);
     let (signed, _) = good.rsplit_once('.').unwrap();
     let other_claims = sign(ES_HEADER, &claims(ISSUER, "\"kafka\"", 7200), &f.ec);
     let (_, other_signature) = other_claims.rsplit_once('.').unwrap();
-    assert!(rejected(&f, &format!("{signed}.{other_signature}")).starts_with("signature does not verify"));
+    assert!(rejected(&f, &format!("{signed}.{other_signature}"))
+        .starts_with("signature does not verify"));
     assert_eq!(
         rejected(&f, &format!("{signed}.{}", base64url_encode(&[1; 63]))),
         "ES256 signature of 63 bytes: 64 expected"
@@ -93,7 +109,10 @@ fn the_kid_must_name_a_key_of_the_right_type() {
     let es_with_rsa_kid = sign(r#"{"alg":"ES256","kid":"rsa-1"}"#, &good_claims(), &f.ec);
     assert_eq!(
         rejected(&f, &es_with_rsa_kid),
-        format!("key \"rsa-1\" in JWKS {} is a RS256 key, the token says ES256", f.jwks_path.display())
+        format!(
+            "key \"rsa-1\" in JWKS {} is a RS256 key, the token says ES256",
+            f.jwks_path.display()
+        )
     );
     let unknown = sign(r#"{"alg":"RS256","kid":"gone"}"#, &good_claims(), rsa_key());
     assert_eq!(
@@ -102,7 +121,10 @@ fn the_kid_must_name_a_key_of_the_right_type() {
     );
     // Without a kid, the one key of the token's type is used.
     let no_kid = sign(r#"{"alg":"ES256"}"#, &good_claims(), &f.ec);
-    assert_eq!(f.validator.validate(&no_kid, now()).unwrap().principal, "alice");
+    assert_eq!(
+        f.validator.validate(&no_kid, now()).unwrap().principal,
+        "alice"
+    );
 }
 
 #[test]
@@ -110,18 +132,32 @@ fn only_rs256_and_es256_are_accepted() {
     let f = fixture();
     let body = base64url_encode(good_claims().as_bytes());
     let none = format!("{}.{body}.", base64url_encode(br#"{"alg":"none"}"#));
-    assert_eq!(rejected(&f, &none), "alg \"none\" not accepted (RS256 and ES256 are)");
+    assert_eq!(
+        rejected(&f, &none),
+        "alg \"none\" not accepted (RS256 and ES256 are)"
+    );
     // An HS256 token "signed" with the RSA public key as HMAC secret: the
     // classic algorithm confusion attack.
     let header = base64url_encode(br#"{"alg":"HS256","kid":"rsa-1"}"#);
     let secret = rsa_key().public_key_to_pem().unwrap();
-    let mac = crate::auth::scram::ScramHash::Sha256.hmac(&secret, format!("{header}.{body}").as_bytes());
+    let mac =
+        crate::auth::scram::ScramHash::Sha256.hmac(&secret, format!("{header}.{body}").as_bytes());
     let hs256 = format!("{header}.{body}.{}", base64url_encode(&mac));
-    assert_eq!(rejected(&f, &hs256), "alg \"HS256\" not accepted (RS256 and ES256 are)");
+    assert_eq!(
+        rejected(&f, &hs256),
+        "alg \"HS256\" not accepted (RS256 and ES256 are)"
+    );
     let no_alg = sign(r#"{"kid":"rsa-1"}"#, &good_claims(), rsa_key());
     assert_eq!(rejected(&f, &no_alg), "token header has no alg");
-    let crit = sign(r#"{"alg":"RS256","kid":"rsa-1","crit":["exp"]}"#, &good_claims(), rsa_key());
-    assert_eq!(rejected(&f, &crit), "token header has crit: no critical extension is supported");
+    let crit = sign(
+        r#"{"alg":"RS256","kid":"rsa-1","crit":["exp"]}"#,
+        &good_claims(),
+        rsa_key(),
+    );
+    assert_eq!(
+        rejected(&f, &crit),
+        "token header has crit: no critical extension is supported"
+    );
 }
 
 #[test]
@@ -129,28 +165,43 @@ fn expiry_and_not_before_allow_the_clock_skew() {
     let f = fixture();
     let token = |claims: String| sign(RS_HEADER, &claims, rsa_key());
     let expired = token(claims(ISSUER, "\"kafka\"", -31));
-    assert_eq!(rejected(&f, &expired), "token expired at 2023-11-14T22:12:49.000Z");
+    assert_eq!(
+        rejected(&f, &expired),
+        "token expired at 2023-11-14T22:12:49.000Z"
+    );
     let within_skew = token(claims(ISSUER, "\"kafka\"", -29));
     let valid = f.validator.validate(&within_skew, now()).unwrap();
     assert_eq!(valid.lifetime(now()), Duration::ZERO);
 
     let nbf = |offset: i64| {
-        token(format!(r#"{{"sub":"a","iss":"{ISSUER}","aud":"kafka","exp":{},"nbf":{}}}"#, at(3600), at(offset)))
+        token(format!(
+            r#"{{"sub":"a","iss":"{ISSUER}","aud":"kafka","exp":{},"nbf":{}}}"#,
+            at(3600),
+            at(offset)
+        ))
     };
-    assert_eq!(rejected(&f, &nbf(31)), "token is not valid before 2023-11-14T22:13:51.000Z");
+    assert_eq!(
+        rejected(&f, &nbf(31)),
+        "token is not valid before 2023-11-14T22:13:51.000Z"
+    );
     assert!(f.validator.validate(&nbf(29), now()).is_ok());
 
     let no_exp = token(format!(r#"{{"sub":"a","iss":"{ISSUER}","aud":"kafka"}}"#));
     assert_eq!(rejected(&f, &no_exp), "token has no exp claim");
     for bad in ["\"soon\"", "-5", "1e400", "18446744073709551615"] {
-        let odd_exp = token(format!(r#"{{"sub":"a","iss":"{ISSUER}","aud":"kafka","exp":{bad}}}"#));
+        let odd_exp = token(format!(
+            r#"{{"sub":"a","iss":"{ISSUER}","aud":"kafka","exp":{bad}}}"#
+        ));
         assert_eq!(
             rejected(&f, &odd_exp),
             "exp claim is not a date in seconds since 1970",
             "exp {bad}"
         );
     }
-    let fractional = token(format!(r#"{{"sub":"a","iss":"{ISSUER}","aud":"kafka","exp":{}.5}}"#, at(10)));
+    let fractional = token(format!(
+        r#"{{"sub":"a","iss":"{ISSUER}","aud":"kafka","exp":{}.5}}"#,
+        at(10)
+    ));
     let valid = f.validator.validate(&fractional, now()).unwrap();
     assert_eq!(valid.lifetime(now()), Duration::from_millis(10_500));
 }
@@ -172,38 +223,70 @@ fn issuer_audience_and_subject_are_checked() {
         "audience [\"a\", \"b\"] does not include the configured \"kafka\""
     );
     let listed = token(claims(ISSUER, "[\"web\",\"kafka\"]", 60));
-    assert_eq!(f.validator.validate(&listed, now()).unwrap().principal, "alice");
+    assert_eq!(
+        f.validator.validate(&listed, now()).unwrap().principal,
+        "alice"
+    );
     assert_eq!(
         rejected(&f, &token(claims(ISSUER, "[\"kafka\",7]", 60))),
         "aud claim is not a string or a list of strings"
     );
-    let no_sub = token(format!(r#"{{"iss":"{ISSUER}","aud":"kafka","exp":{}}}"#, at(60)));
-    assert_eq!(rejected(&f, &no_sub), "token has no sub claim (the principal)");
+    let no_sub = token(format!(
+        r#"{{"iss":"{ISSUER}","aud":"kafka","exp":{}}}"#,
+        at(60)
+    ));
+    assert_eq!(
+        rejected(&f, &no_sub),
+        "token has no sub claim (the principal)"
+    );
     let no_iss = token(format!(r#"{{"sub":"a","aud":"kafka","exp":{}}}"#, at(60)));
     assert_eq!(rejected(&f, &no_iss), "token has no iss claim");
-    let no_aud = token(format!(r#"{{"sub":"a","iss":"{ISSUER}","exp":{}}}"#, at(60)));
+    let no_aud = token(format!(
+        r#"{{"sub":"a","iss":"{ISSUER}","exp":{}}}"#,
+        at(60)
+    ));
     assert_eq!(rejected(&f, &no_aud), "token has no aud claim");
 }
 
 #[test]
 fn malformed_tokens_name_the_part_that_is_wrong() {
     let f = fixture();
-    assert_eq!(rejected(&f, ""), "token has 1 parts: a JWS has three (header.payload.signature)");
-    assert_eq!(rejected(&f, "a.b.c.d.e"), "token is encrypted (JWE): only signed tokens (JWS) are accepted");
-    assert_eq!(rejected(&f, "!!.e30.AA"), "token header: not base64url (unexpected character)");
+    assert_eq!(
+        rejected(&f, ""),
+        "token has 1 parts: a JWS has three (header.payload.signature)"
+    );
+    assert_eq!(
+        rejected(&f, "a.b.c.d.e"),
+        "token is encrypted (JWE): only signed tokens (JWS) are accepted"
+    );
+    assert_eq!(
+        rejected(&f, "!!.e30.AA"),
+        "token header: not base64url (unexpected character)"
+    );
     assert_eq!(
         rejected(&f, &format!("{}.e30.AA", base64url_encode(b"[1]"))),
         "token header: not a JSON object"
     );
     let big = "a".repeat(MAX_TOKEN_BYTES + 1);
-    assert_eq!(rejected(&f, &big), format!("token of {} bytes is longer than the 65536 accepted", big.len()));
+    assert_eq!(
+        rejected(&f, &big),
+        format!(
+            "token of {} bytes is longer than the 65536 accepted",
+            big.len()
+        )
+    );
     // A well-signed token whose claims are not JSON.
     let header = base64url_encode(RS_HEADER.as_bytes());
     let body = base64url_encode(b"not json");
     let mut signer = openssl::sign::Signer::new(MessageDigest::sha256(), rsa_key()).unwrap();
-    signer.update(format!("{header}.{body}").as_bytes()).unwrap();
+    signer
+        .update(format!("{header}.{body}").as_bytes())
+        .unwrap();
     let signature = base64url_encode(&signer.sign_to_vec().unwrap());
-    assert_eq!(rejected(&f, &format!("{header}.{body}.{signature}")), "token claims: not a JSON object");
+    assert_eq!(
+        rejected(&f, &format!("{header}.{body}.{signature}")),
+        "token claims: not a JSON object"
+    );
 }
 
 #[test]
@@ -214,16 +297,26 @@ fn rotated_keys_are_picked_up_when_the_file_changes() {
     assert!(rejected(&f, &token).starts_with("no key with kid \"ec-2\""));
     assert_eq!(f.validator.jwks().reload_if_changed(), Ok(false));
 
-    write_at(&f.jwks_path, jwks(&[ec_jwk(&new_key, "ec-2")]).as_bytes(), 1);
+    write_at(
+        &f.jwks_path,
+        jwks(&[ec_jwk(&new_key, "ec-2")]).as_bytes(),
+        1,
+    );
     assert_eq!(f.validator.jwks().reload_if_changed(), Ok(true));
-    assert_eq!(f.validator.validate(&token, now()).unwrap().principal, "alice");
+    assert_eq!(
+        f.validator.validate(&token, now()).unwrap().principal,
+        "alice"
+    );
     let old = sign(ES_HEADER, &good_claims(), &f.ec);
     assert!(rejected(&f, &old).starts_with("no key with kid \"ec-1\""));
 
     // A broken rewrite is reported once and the keys in use stay.
     write_at(&f.jwks_path, b"{\"keys\": [", 2);
     let err = f.validator.jwks().reload_if_changed().unwrap_err();
-    assert_eq!(err.0, format!("JWKS {}: not a JSON object", f.jwks_path.display()));
+    assert_eq!(
+        err.0,
+        format!("JWKS {}: not a JSON object", f.jwks_path.display())
+    );
     assert_eq!(f.validator.jwks().reload_if_changed(), Ok(false));
     assert!(f.validator.validate(&token, now()).is_ok());
 }
@@ -241,10 +334,19 @@ fn jwks_documents_keep_only_usable_signing_keys() {
     assert_eq!(keys.keys[0].kid.as_deref(), Some("r"));
 
     let err = |doc: &str| Jwks::parse(doc.as_bytes(), "F").unwrap_err().0;
-    assert_eq!(err(r#"{"keys":[]}"#), "JWKS F: no RS256 or ES256 signing key");
+    assert_eq!(
+        err(r#"{"keys":[]}"#),
+        "JWKS F: no RS256 or ES256 signing key"
+    );
     assert_eq!(err(r#"{"kid":"x"}"#), "JWKS F: no \"keys\" list");
-    assert_eq!(err(&jwks(&[rsa.clone(), rsa.clone()])), "JWKS F: kid \"r\" appears twice");
-    assert_eq!(err(r#"{"keys":[{"kty":"RSA","e":"AQAB"}]}"#), "JWKS F: keys[0]: no \"n\"");
+    assert_eq!(
+        err(&jwks(&[rsa.clone(), rsa.clone()])),
+        "JWKS F: kid \"r\" appears twice"
+    );
+    assert_eq!(
+        err(r#"{"keys":[{"kty":"RSA","e":"AQAB"}]}"#),
+        "JWKS F: keys[0]: no \"n\""
+    );
     assert_eq!(
         err(r#"{"keys":[{"kty":"EC","crv":"P-256","x":"AA","y":"AA"}]}"#),
         "JWKS F: keys[0]: P-256 coordinates must be 32 bytes each"
@@ -255,7 +357,10 @@ fn jwks_documents_keep_only_usable_signing_keys() {
     );
     assert_eq!(err(&off_curve), "JWKS F: keys[0]: not a point on P-256");
     let small = openssl::pkey::PKey::from_rsa(openssl::rsa::Rsa::generate(1024).unwrap()).unwrap();
-    assert_eq!(err(&jwks(&[rsa_jwk(&small, "s")])), "JWKS F: keys[0]: RSA key of 1024 bits: at least 2048 are required");
+    assert_eq!(
+        err(&jwks(&[rsa_jwk(&small, "s")])),
+        "JWKS F: keys[0]: RSA key of 1024 bits: at least 2048 are required"
+    );
 }
 
 #[test]
@@ -267,7 +372,10 @@ fn base64url_round_trips_and_is_strict() {
         assert_eq!(base64url_decode(&text).unwrap(), bytes);
     }
     assert_eq!(base64url_decode("-_8").unwrap(), vec![0xfb, 0xff]);
-    assert!(base64url_decode("A").is_err(), "no encoding is one character long");
+    assert!(
+        base64url_decode("A").is_err(),
+        "no encoding is one character long"
+    );
     assert!(base64url_decode("AB").is_err(), "stray bits");
     assert!(base64url_decode("AA==").is_err(), "no padding in JWS");
     assert!(base64url_decode("A+/A").is_err(), "plain base64 alphabet");

@@ -9,7 +9,9 @@
 pub mod json;
 pub mod jwks;
 pub mod jwt;
+pub mod oauthbearer;
 pub mod scram;
 #[cfg(test)]
 mod test_tokens;
+pub mod token_file;
 pub mod watched_file;

@@ -45,7 +45,10 @@ pub(crate) fn rsa_jwk(key: &PKey<Private>, kid: &str) -> String {
 pub(crate) fn ec_jwk(key: &PKey<Private>, kid: &str) -> String {
     let ec = key.ec_key().unwrap();
     let mut ctx = openssl::bn::BigNumContext::new().unwrap();
-    let (mut x, mut y) = (openssl::bn::BigNum::new().unwrap(), openssl::bn::BigNum::new().unwrap());
+    let (mut x, mut y) = (
+        openssl::bn::BigNum::new().unwrap(),
+        openssl::bn::BigNum::new().unwrap(),
+    );
     ec.public_key()
         .affine_coordinates(ec.group(), &mut x, &mut y, &mut ctx)
         .unwrap();

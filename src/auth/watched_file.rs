@@ -101,7 +101,12 @@ pub(crate) mod tests {
     pub(crate) fn write_at(path: &Path, contents: &[u8], seconds_later: u64) {
         std::fs::write(path, contents).unwrap();
         let when = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + seconds_later);
-        File::options().write(true).open(path).unwrap().set_modified(when).unwrap();
+        File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(when)
+            .unwrap();
     }
 
     #[test]
@@ -110,10 +115,16 @@ pub(crate) mod tests {
         let path = dir.0.join("f");
         write_at(&path, b"one", 0);
         let mut watched = WatchedFile::new(&path);
-        assert_eq!(watched.read_if_changed().unwrap().as_deref(), Some(&b"one"[..]));
+        assert_eq!(
+            watched.read_if_changed().unwrap().as_deref(),
+            Some(&b"one"[..])
+        );
         assert_eq!(watched.read_if_changed().unwrap(), None);
         write_at(&path, b"two", 1);
-        assert_eq!(watched.read_if_changed().unwrap().as_deref(), Some(&b"two"[..]));
+        assert_eq!(
+            watched.read_if_changed().unwrap().as_deref(),
+            Some(&b"two"[..])
+        );
         assert_eq!(watched.read_if_changed().unwrap(), None);
     }
 
@@ -127,7 +138,10 @@ pub(crate) mod tests {
         let next = dir.0.join("f.new");
         write_at(&next, b"two", 0);
         std::fs::rename(&next, &path).unwrap();
-        assert_eq!(watched.read_if_changed().unwrap().as_deref(), Some(&b"two"[..]));
+        assert_eq!(
+            watched.read_if_changed().unwrap().as_deref(),
+            Some(&b"two"[..])
+        );
     }
 
     #[test]
