@@ -398,3 +398,29 @@ proptest! {
         let _ = f.validator.validate(&sign(RS_HEADER, &claims, rsa_key()), now());
     }
 }
+
+/// Tokens made by tests/e2e/jwt_tokens.py with the `openssl` command line
+/// (`python3 tests/e2e/jwt_tokens.py tests/golden/oauthbearer`): what the
+/// end-to-end tests send is what this validator accepts.
+#[test]
+fn tokens_of_the_end_to_end_helper_are_accepted() {
+    let golden = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/oauthbearer");
+    let validator = JwtValidator::new(&OAuthBearerValidation {
+        jwks_path: golden.join("jwks.json"),
+        issuer: "https://idp.golden".to_string(),
+        audience: "kafka".to_string(),
+        clock_skew_ms: 0,
+    })
+    .unwrap();
+    let in_2030 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_893_456_000);
+    let in_2100 = SystemTime::UNIX_EPOCH + Duration::from_secs(4_102_444_800);
+    for (file, principal) in [("rs256.jwt", "rs256-user"), ("es256.jwt", "es256-user")] {
+        let token = std::fs::read_to_string(golden.join(file)).unwrap();
+        let valid = validator.validate(token.trim(), in_2030).unwrap();
+        assert_eq!((valid.principal.as_str(), valid.expires_at), (principal, in_2100));
+        assert!(validator.validate(token.trim(), in_2100).is_err(), "expired at exp");
+        let (signed, signature) = token.trim().rsplit_once('.').unwrap();
+        let tampered = format!("{}.{signature}", signed.replacen("eyJ", "eyK", 1));
+        assert!(validator.validate(&tampered, in_2030).is_err());
+    }
+}
