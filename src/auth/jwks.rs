@@ -191,6 +191,8 @@ fn jwk(entry: &Mapping) -> Result<Option<Jwk>, String> {
 /// threads that check tokens.
 #[derive(Debug)]
 pub struct JwksFile {
+    /// The path as errors show it.
+    source: String,
     watched: Mutex<WatchedFile>,
     current: RwLock<Arc<Jwks>>,
 }
@@ -199,6 +201,7 @@ impl JwksFile {
     /// Loads the file; an error here stops the proxy from starting.
     pub fn load(path: &Path) -> Result<JwksFile, JwksError> {
         let file = JwksFile {
+            source: path.display().to_string(),
             watched: Mutex::new(WatchedFile::new(path)),
             current: RwLock::new(Arc::new(Jwks::default())),
         };
@@ -206,8 +209,9 @@ impl JwksFile {
         Ok(file)
     }
 
-    pub fn path_text(&self) -> String {
-        self.watched.lock().path().display().to_string()
+    /// The file's path, as errors show it.
+    pub fn source(&self) -> &str {
+        &self.source
     }
 
     /// Re-reads the file if it changed; `Ok(true)` when new keys are in
@@ -216,13 +220,12 @@ impl JwksFile {
     /// every token.
     pub fn reload_if_changed(&self) -> Result<bool, JwksError> {
         let mut watched = self.watched.lock();
-        let source = watched.path().display().to_string();
         let bytes = match watched.read_if_changed() {
             Ok(Some(bytes)) => bytes,
             Ok(None) => return Ok(false),
-            Err(e) => return Err(JwksError(format!("JWKS {source}: {e}"))),
+            Err(e) => return Err(JwksError(format!("JWKS {}: {e}", self.source))),
         };
-        let jwks = Jwks::parse(&bytes, &source)?;
+        let jwks = Jwks::parse(&bytes, &self.source)?;
         *self.current.write() = Arc::new(jwks);
         Ok(true)
     }

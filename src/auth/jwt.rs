@@ -5,7 +5,9 @@
 //! `none`, HMAC and the rest are refused, so a token cannot pick a weaker
 //! check), `exp` is required and `nbf` honoured with a clock skew, `iss`
 //! must be the configured issuer, `aud` must contain the configured
-//! audience, and `sub` is the principal.
+//! audience, and `sub` is the principal. Keys come from the JWKS file
+//! only: header members that carry or point at keys (`jwk`, `jku`, `x5u`,
+//! `x5c`) are ignored, so a token cannot bring its own key.
 //!
 //! Errors name what was wrong and never contain the token, which is a
 //! credential: they may be logged.
@@ -168,9 +170,9 @@ impl JwtValidator {
         let header = decoded_object(header_b64, "header")?;
         let algorithm = algorithm(&header)?;
         let kid = json::string_member(&header, "kid").map_err(|e| format!("token header: {e}"))?;
-        let source = self.jwks.path_text();
+        let source = self.jwks.source();
         let keys = self.jwks.keys();
-        let key = keys.select(kid, algorithm, &source)?;
+        let key = keys.select(kid, algorithm, source)?;
         let signature =
             base64url_decode(signature_b64).map_err(|e| format!("token signature: {e}"))?;
         let signed = &token[..header_b64.len() + 1 + claims_b64.len()];

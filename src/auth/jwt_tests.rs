@@ -417,10 +417,33 @@ fn tokens_of_the_end_to_end_helper_are_accepted() {
     for (file, principal) in [("rs256.jwt", "rs256-user"), ("es256.jwt", "es256-user")] {
         let token = std::fs::read_to_string(golden.join(file)).unwrap();
         let valid = validator.validate(token.trim(), in_2030).unwrap();
-        assert_eq!((valid.principal.as_str(), valid.expires_at), (principal, in_2100));
-        assert!(validator.validate(token.trim(), in_2100).is_err(), "expired at exp");
+        assert_eq!(
+            (valid.principal.as_str(), valid.expires_at),
+            (principal, in_2100)
+        );
+        assert!(
+            validator.validate(token.trim(), in_2100).is_err(),
+            "expired at exp"
+        );
         let (signed, signature) = token.trim().rsplit_once('.').unwrap();
         let tampered = format!("{}.{signature}", signed.replacen("eyJ", "eyK", 1));
         assert!(validator.validate(&tampered, in_2030).is_err());
     }
+}
+
+#[test]
+fn validators_and_token_files_can_be_shared_between_threads() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<JwtValidator>();
+    shareable::<crate::auth::token_file::TokenFile>();
+}
+
+#[test]
+fn a_key_carried_in_the_header_is_not_trusted() {
+    let f = fixture();
+    let attacker = other_rsa_key();
+    let carried = rsa_jwk(attacker, "rsa-1");
+    let header = format!(r#"{{"alg":"RS256","kid":"rsa-1","jwk":{carried}}}"#);
+    let token = sign(&header, &good_claims(), attacker);
+    assert!(rejected(&f, &token).starts_with("signature does not verify with key \"rsa-1\""));
 }
