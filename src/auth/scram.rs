@@ -24,7 +24,7 @@ impl ScramHash {
         match mechanism {
             SaslMechanism::ScramSha256 => Some(ScramHash::Sha256),
             SaslMechanism::ScramSha512 => Some(ScramHash::Sha512),
-            SaslMechanism::Plain => None,
+            SaslMechanism::Plain | SaslMechanism::OAuthBearer => None,
         }
     }
 

@@ -101,8 +101,33 @@ pub struct ListenTls {
 #[derive(Debug, Clone)]
 pub struct ListenSasl {
     pub enabled_mechanisms: Vec<SaslMechanism>,
-    /// `credentials.users`, in file order.
+    /// `credentials.users`, in file order (empty when only OAUTHBEARER is
+    /// enabled).
     pub users: Vec<SaslUser>,
+    /// `oauthbearer`: set exactly when OAUTHBEARER is enabled.
+    pub oauthbearer: Option<OAuthBearerValidation>,
+}
+
+/// `listen.security.sasl.oauthbearer.clock_skew_ms` when not set: 30 s, as Kafka's
+/// `sasl.oauthbearer.clock.skew.seconds`.
+pub const DEFAULT_CLOCK_SKEW_MS: u64 = 30_000;
+/// The largest accepted `clock_skew_ms`: beyond an hour, expiry would
+/// mean little.
+pub const MAX_CLOCK_SKEW_MS: u64 = 3_600_000;
+
+/// `listen.security.sasl.oauthbearer`: what a client's JWT must satisfy
+/// (see `auth::jwt`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuthBearerValidation {
+    /// The JWKS file holding the keys tokens are signed with; re-read when
+    /// it changes.
+    pub jwks_path: PathBuf,
+    /// The `iss` claim a token must carry.
+    pub issuer: String,
+    /// A value the token's `aud` claim must contain.
+    pub audience: String,
+    /// How far `exp` and `nbf` may be off the proxy's clock.
+    pub clock_skew_ms: u64,
 }
 
 /// One entry of `listen.security.sasl.credentials.users`.
@@ -163,12 +188,16 @@ pub struct KafkaTls {
     pub insecure_skip_verify: bool,
 }
 
-/// `kafka.sasl`: how the proxy authenticates to the brokers.
+/// `kafka.sasl`: how the proxy authenticates to the brokers. With
+/// OAUTHBEARER, `token_path` is set and `username` and `password` are
+/// empty; with the other mechanisms, `token_path` is `None`.
 #[derive(Debug, Clone)]
 pub struct KafkaSasl {
     pub mechanism: SaslMechanism,
     pub username: String,
     pub password: Secret,
+    /// The file holding the bearer token (see `auth::token_file`).
+    pub token_path: Option<PathBuf>,
 }
 
 /// `metrics`.
@@ -252,6 +281,7 @@ pub enum SaslMechanism {
     Plain,
     ScramSha256,
     ScramSha512,
+    OAuthBearer,
 }
 
 impl SaslMechanism {
@@ -259,6 +289,7 @@ impl SaslMechanism {
         ("PLAIN", SaslMechanism::Plain),
         ("SCRAM-SHA-256", SaslMechanism::ScramSha256),
         ("SCRAM-SHA-512", SaslMechanism::ScramSha512),
+        ("OAUTHBEARER", SaslMechanism::OAuthBearer),
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -266,7 +297,14 @@ impl SaslMechanism {
             SaslMechanism::Plain => "PLAIN",
             SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
             SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+            SaslMechanism::OAuthBearer => "OAUTHBEARER",
         }
+    }
+
+    /// Whether the mechanism checks a user name and password (from
+    /// `credentials.users` toward clients, `username`/`password` upstream).
+    pub fn uses_password(self) -> bool {
+        !matches!(self, SaslMechanism::OAuthBearer)
     }
 }
 

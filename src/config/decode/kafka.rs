@@ -1,7 +1,7 @@
 //! The `kafka` section: the upstream cluster, its timeouts, the proxy's own
 //! topics and how the proxy authenticates to the brokers.
 
-use serde_yaml::Value;
+use serde_yaml::{Mapping, Value};
 
 use super::{get, kind, Decoder};
 use crate::config::model::{
@@ -30,7 +30,7 @@ const KAFKA_TLS_KEYS: &[&str] = &[
     "key_path",
     "insecure_skip_verify",
 ];
-const KAFKA_SASL_KEYS: &[&str] = &["mechanism", "username", "password"];
+const KAFKA_SASL_KEYS: &[&str] = &["mechanism", "username", "password", "token_path"];
 
 impl Decoder {
     pub(super) fn kafka(&mut self, v: &Value) -> Option<KafkaConfig> {
@@ -123,23 +123,7 @@ impl Decoder {
             None => None,
         };
         let sasl = match self.opt_section(m, path, "sasl", KAFKA_SASL_KEYS) {
-            Some(s) => {
-                let p = "kafka.sasl";
-                let mechanism = self
-                    .required(s, p, "mechanism")
-                    .and_then(|v| self.choice(v, "kafka.sasl.mechanism", SaslMechanism::ALL));
-                let username = self
-                    .required(s, p, "username")
-                    .and_then(|v| self.non_empty(v, "kafka.sasl.username"));
-                let password = self
-                    .required(s, p, "password")
-                    .and_then(|v| self.string(v, "kafka.sasl.password"));
-                Some(KafkaSasl {
-                    mechanism: mechanism?,
-                    username: username?,
-                    password: Secret::new(password?),
-                })
-            }
+            Some(s) => Some(self.kafka_sasl(s)?),
             None => None,
         };
         // A client can verify brokers with the system trust store: kafka.tls is optional with SSL.
@@ -168,6 +152,55 @@ impl Decoder {
             security_protocol: protocol,
             tls,
             sasl,
+        })
+    }
+
+    /// `kafka.sasl`: a user name and password, or with OAUTHBEARER a
+    /// token file; the fields of the other kind are refused.
+    fn kafka_sasl(&mut self, s: &Mapping) -> Option<KafkaSasl> {
+        let p = "kafka.sasl";
+        let mechanism = self
+            .required(s, p, "mechanism")
+            .and_then(|v| self.choice(v, "kafka.sasl.mechanism", SaslMechanism::ALL));
+        if mechanism == Some(SaslMechanism::OAuthBearer) {
+            for field in ["username", "password"] {
+                if get(s, field).is_some() {
+                    self.err(format!(
+                        "kafka.sasl.{field}: not used with mechanism OAUTHBEARER (the token comes from kafka.sasl.token_path): remove it"
+                    ));
+                }
+            }
+            let token_path = match get(s, "token_path") {
+                Some(v) => self.path_buf(v, "kafka.sasl.token_path"),
+                None => {
+                    self.err(
+                        "missing required key \"token_path\" at kafka.sasl (OAUTHBEARER reads its token from a file)"
+                            .to_string(),
+                    );
+                    None
+                }
+            };
+            return Some(KafkaSasl {
+                mechanism: SaslMechanism::OAuthBearer,
+                username: String::new(),
+                password: Secret::new(""),
+                token_path: Some(token_path?),
+            });
+        }
+        if mechanism.is_some() && get(s, "token_path").is_some() {
+            self.err("kafka.sasl.token_path: only used with mechanism OAUTHBEARER: remove it".to_string());
+        }
+        let username = self
+            .required(s, p, "username")
+            .and_then(|v| self.non_empty(v, "kafka.sasl.username"));
+        let password = self
+            .required(s, p, "password")
+            .and_then(|v| self.string(v, "kafka.sasl.password"));
+        Some(KafkaSasl {
+            mechanism: mechanism?,
+            username: username?,
+            password: Secret::new(password?),
+            token_path: None,
         })
     }
 
@@ -217,7 +250,7 @@ impl Decoder {
 mod tests {
     use std::path::Path;
 
-    use crate::config::test_support::{assert_error, ok, parse};
+    use crate::config::test_support::{assert_error, errors, ok, parse};
     use crate::config::SaslMechanism;
 
     #[test]
@@ -335,7 +368,7 @@ mod tests {
         );
         assert_error(
             &kafka("  security_protocol: SASL_PLAINTEXT\n  sasl: { mechanism: GSSAPI, username: u, password: p }\n"),
-            "kafka.sasl.mechanism: unknown value \"GSSAPI\" (expected one of: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)",
+            "kafka.sasl.mechanism: unknown value \"GSSAPI\" (expected one of: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER)",
         );
         assert_error(
             &kafka("  security_protocol: SASL_PLAINTEXT\n  sasl: { mechanism: PLAIN, username: \"\", password: p }\n"),
@@ -350,6 +383,41 @@ mod tests {
         assert_error(
             &kafka("  security_protocol: TLS\n"),
             "kafka.security_protocol: unknown value \"TLS\" (expected one of: PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL)",
+        );
+    }
+
+    fn upstream_sasl(fields: &str) -> String {
+        kafka(&format!("  security_protocol: SASL_PLAINTEXT\n  sasl: {{ {fields} }}\n"))
+    }
+
+    #[test]
+    fn kafka_oauthbearer_takes_a_token_file() {
+        let c = ok(&upstream_sasl("mechanism: OAUTHBEARER, token_path: /run/token"));
+        let sasl = c.kafka.sasl.unwrap();
+        assert_eq!(sasl.mechanism, SaslMechanism::OAuthBearer);
+        assert_eq!(sasl.token_path.as_deref(), Some(Path::new("/run/token")));
+        assert_eq!((sasl.username.as_str(), sasl.password.expose()), ("", ""));
+        let c = ok(&upstream_sasl("mechanism: PLAIN, username: u, password: p"));
+        assert_eq!(c.kafka.sasl.unwrap().token_path, None);
+
+        assert_error(
+            &upstream_sasl("mechanism: OAUTHBEARER"),
+            "missing required key \"token_path\" at kafka.sasl (OAUTHBEARER reads its token from a file)",
+        );
+        assert_error(
+            &upstream_sasl("mechanism: OAUTHBEARER, token_path: \"\""),
+            "kafka.sasl.token_path: must not be empty",
+        );
+        assert_eq!(
+            errors(&upstream_sasl("mechanism: OAUTHBEARER, token_path: /t, username: u, password: p")),
+            vec![
+                "kafka.sasl.username: not used with mechanism OAUTHBEARER (the token comes from kafka.sasl.token_path): remove it",
+                "kafka.sasl.password: not used with mechanism OAUTHBEARER (the token comes from kafka.sasl.token_path): remove it",
+            ]
+        );
+        assert_error(
+            &upstream_sasl("mechanism: SCRAM-SHA-256, username: u, password: p, token_path: /t"),
+            "kafka.sasl.token_path: only used with mechanism OAUTHBEARER: remove it",
         );
     }
 }

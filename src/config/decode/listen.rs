@@ -6,8 +6,9 @@ use super::{get, kind, Decoder};
 use crate::config::addresses::{is_wildcard_host, split_host_port};
 use crate::config::errors::{child, key_text};
 use crate::config::model::{
-    ListenConfig, ListenSasl, ListenSecurity, ListenTls, SaslMechanism, SaslUser, Secret,
-    SecurityProtocol, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_FRAME_BYTES, MIN_MAX_FRAME_BYTES,
+    ListenConfig, ListenSasl, ListenSecurity, ListenTls, OAuthBearerValidation, SaslMechanism,
+    SaslUser, Secret, SecurityProtocol, DEFAULT_CLOCK_SKEW_MS, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_FRAME_BYTES, MAX_CLOCK_SKEW_MS, MIN_MAX_FRAME_BYTES,
 };
 
 const LISTEN_KEYS: &[&str] = &[
@@ -19,7 +20,8 @@ const LISTEN_KEYS: &[&str] = &[
 ];
 const LISTEN_SECURITY_KEYS: &[&str] = &["protocol", "tls", "sasl"];
 const LISTEN_TLS_KEYS: &[&str] = &["cert_path", "key_path", "ca_cert_path", "client_auth"];
-const LISTEN_SASL_KEYS: &[&str] = &["enabled_mechanisms", "credentials"];
+const LISTEN_SASL_KEYS: &[&str] = &["enabled_mechanisms", "credentials", "oauthbearer"];
+const OAUTHBEARER_KEYS: &[&str] = &["jwks_path", "issuer", "audience", "clock_skew_ms"];
 const CREDENTIALS_KEYS: &[&str] = &["users"];
 
 impl Decoder {
@@ -164,8 +166,33 @@ impl Decoder {
                 )),
             }
         }
+        let users = self.sasl_credentials(m, &mechanisms);
+        let oauthbearer = self.oauthbearer_validation(m, &mechanisms);
+        Some(ListenSasl {
+            enabled_mechanisms: mechanisms,
+            users,
+            oauthbearer,
+        })
+    }
+
+    /// `credentials.users`: required when a mechanism checks passwords,
+    /// refused when none does (it would be silently ignored).
+    fn sasl_credentials(&mut self, m: &Mapping, mechanisms: &[SaslMechanism]) -> Vec<SaslUser> {
+        let path = "listen.security.sasl";
         let mut users = Vec::new();
-        let creds = self.required(m, path, "credentials");
+        let checks_passwords = mechanisms.iter().any(|mech| mech.uses_password());
+        if !checks_passwords && !mechanisms.is_empty() && get(m, "credentials").is_some() {
+            self.err(
+                "listen.security.sasl.credentials is set but no mechanism that checks passwords (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512) is enabled"
+                    .to_string(),
+            );
+            return users;
+        }
+        let creds = if checks_passwords || mechanisms.is_empty() {
+            self.required(m, path, "credentials")
+        } else {
+            None
+        };
         let creds = creds
             .and_then(|v| self.section(v, "listen.security.sasl.credentials", CREDENTIALS_KEYS));
         if let Some(c) = creds {
@@ -194,19 +221,56 @@ impl Decoder {
                 None => {}
             }
         }
-        Some(ListenSasl {
-            enabled_mechanisms: mechanisms,
-            users,
+        users
+    }
+
+    /// `oauthbearer`: required exactly when OAUTHBEARER is enabled.
+    fn oauthbearer_validation(
+        &mut self,
+        m: &Mapping,
+        mechanisms: &[SaslMechanism],
+    ) -> Option<OAuthBearerValidation> {
+        let path = "listen.security.sasl.oauthbearer";
+        let enabled = mechanisms.contains(&SaslMechanism::OAuthBearer);
+        match (enabled, get(m, "oauthbearer").is_some()) {
+            (true, false) => self.err(format!(
+                "{path} is required when OAUTHBEARER is in listen.security.sasl.enabled_mechanisms"
+            )),
+            (false, true) => self.err(format!(
+                "{path} is set but OAUTHBEARER is not in listen.security.sasl.enabled_mechanisms"
+            )),
+            _ => {}
+        }
+        if !enabled {
+            return None;
+        }
+        let o = self.opt_section(m, "listen.security.sasl", "oauthbearer", OAUTHBEARER_KEYS)?;
+        let jwks_path = self
+            .required(o, path, "jwks_path")
+            .and_then(|v| self.path_buf(v, &format!("{path}.jwks_path")));
+        let issuer = self
+            .required(o, path, "issuer")
+            .and_then(|v| self.non_empty(v, &format!("{path}.issuer")));
+        let audience = self
+            .required(o, path, "audience")
+            .and_then(|v| self.non_empty(v, &format!("{path}.audience")));
+        let clock_skew_ms =
+            self.opt_uint(o, path, "clock_skew_ms", 0, MAX_CLOCK_SKEW_MS, DEFAULT_CLOCK_SKEW_MS);
+        Some(OAuthBearerValidation {
+            jwks_path: jwks_path?,
+            issuer: issuer?,
+            audience: audience?,
+            clock_skew_ms,
         })
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
+    use std::path::{Path, PathBuf};
 
     use crate::config::test_support::{assert_error, errors, listen, ok};
-    use crate::config::SaslMechanism;
+    use crate::config::{OAuthBearerValidation, SaslMechanism};
 
     #[test]
     fn listen_limits() {
@@ -290,8 +354,8 @@ mod tests {
         let sasl =
             |body: &str| security(&format!("    protocol: SASL_PLAINTEXT\n    sasl:\n{body}"));
         assert_error(
-            &sasl("      enabled_mechanisms: [PLAIN, OAUTHBEARER]\n      credentials: { users: { a: b } }\n"),
-            "listen.security.sasl.enabled_mechanisms[1]: unknown value \"OAUTHBEARER\" (expected one of: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)",
+            &sasl("      enabled_mechanisms: [PLAIN, GSSAPI]\n      credentials: { users: { a: b } }\n"),
+            "listen.security.sasl.enabled_mechanisms[1]: unknown value \"GSSAPI\" (expected one of: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER)",
         );
         assert_error(
             &sasl("      enabled_mechanisms: []\n      credentials: { users: { a: b } }\n"),
@@ -325,4 +389,74 @@ mod tests {
         assert_eq!(names, ["zed", "amy"], "file order kept");
     }
 
+    fn oauth(body: &str) -> String {
+        security(&format!("    protocol: SASL_SSL\n    tls: {{ cert_path: /c, key_path: /k }}\n    sasl:\n{body}"))
+    }
+
+    const OAUTH_ONLY: &str = "      enabled_mechanisms: [OAUTHBEARER]\n";
+
+    #[test]
+    fn oauthbearer_needs_its_section_and_fields() {
+        assert_error(
+            &oauth(OAUTH_ONLY),
+            "listen.security.sasl.oauthbearer is required when OAUTHBEARER is in listen.security.sasl.enabled_mechanisms",
+        );
+        assert_error(
+            &oauth(&format!("{OAUTH_ONLY}      oauthbearer: {{ jwks_path: /j, audience: kafka }}\n")),
+            "missing required key \"issuer\" at listen.security.sasl.oauthbearer",
+        );
+        assert_eq!(
+            errors(&oauth(&format!("{OAUTH_ONLY}      oauthbearer: {{ issuer: \"\" }}\n"))),
+            vec![
+                "missing required key \"jwks_path\" at listen.security.sasl.oauthbearer",
+                "listen.security.sasl.oauthbearer.issuer: must not be empty",
+                "missing required key \"audience\" at listen.security.sasl.oauthbearer",
+            ]
+        );
+        assert_error(
+            &oauth(&format!("{OAUTH_ONLY}      oauthbearer: {{ jwks_path: /j, issuer: i, audience: a, clock_skew_ms: 3600001 }}\n")),
+            "listen.security.sasl.oauthbearer.clock_skew_ms: must be at most 3600000 (got 3600001)",
+        );
+        assert_error(
+            &oauth(&format!("{OAUTH_ONLY}      oauthbearer: {{ jwks_path: /j, issuer: i, audience: a, leeway: 5 }}\n")),
+            "unknown key \"leeway\" at listen.security.sasl.oauthbearer (expected one of: jwks_path, issuer, audience, clock_skew_ms)",
+        );
+    }
+
+    #[test]
+    fn oauthbearer_section_and_credentials_only_where_used() {
+        assert_error(
+            &oauth("      enabled_mechanisms: [PLAIN]\n      credentials: { users: { a: b } }\n      oauthbearer: { jwks_path: /j, issuer: i, audience: a }\n"),
+            "listen.security.sasl.oauthbearer is set but OAUTHBEARER is not in listen.security.sasl.enabled_mechanisms",
+        );
+        assert_error(
+            &oauth(&format!("{OAUTH_ONLY}      credentials: {{ users: {{ a: b }} }}\n      oauthbearer: {{ jwks_path: /j, issuer: i, audience: a }}\n")),
+            "listen.security.sasl.credentials is set but no mechanism that checks passwords (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512) is enabled",
+        );
+        assert_error(
+            &oauth("      enabled_mechanisms: [OAUTHBEARER, SCRAM-SHA-512]\n      oauthbearer: { jwks_path: /j, issuer: i, audience: a }\n"),
+            "missing required key \"credentials\" at listen.security.sasl",
+        );
+    }
+
+    #[test]
+    fn oauthbearer_settings_are_kept() {
+        let only = ok(&oauth(&format!("{OAUTH_ONLY}      oauthbearer: {{ jwks_path: /etc/jwks.json, issuer: \"https://idp\", audience: kafka }}\n")));
+        let s = only.listen.security.sasl.unwrap();
+        assert_eq!(s.enabled_mechanisms, vec![SaslMechanism::OAuthBearer]);
+        assert!(s.users.is_empty());
+        assert_eq!(
+            s.oauthbearer,
+            Some(OAuthBearerValidation {
+                jwks_path: PathBuf::from("/etc/jwks.json"),
+                issuer: "https://idp".to_string(),
+                audience: "kafka".to_string(),
+                clock_skew_ms: 30_000,
+            })
+        );
+        let both = ok(&oauth("      enabled_mechanisms: [PLAIN, OAUTHBEARER]\n      credentials: { users: { a: b } }\n      oauthbearer: { jwks_path: /j, issuer: i, audience: a, clock_skew_ms: 0 }\n"));
+        let s = both.listen.security.sasl.unwrap();
+        assert_eq!(s.users.len(), 1);
+        assert_eq!(s.oauthbearer.unwrap().clock_skew_ms, 0);
+    }
 }
