@@ -103,6 +103,9 @@ pub struct ListenSasl {
     pub enabled_mechanisms: Vec<SaslMechanism>,
     /// `credentials.users`, in file order.
     pub users: Vec<SaslUser>,
+    /// How long an authenticated session lasts before the client must
+    /// re-authenticate (KIP-368); 0: no limit.
+    pub session_lifetime_ms: u64,
 }
 
 /// One entry of `listen.security.sasl.credentials.users`.
@@ -298,7 +301,7 @@ impl fmt::Debug for Secret {
 // Which halves of `security` this build carries out (issue 10 lands them
 // one by one; a half that is not ready is refused, never ignored).
 const LISTEN_TLS_READY: bool = false;
-const LISTEN_SASL_READY: bool = false;
+const LISTEN_SASL_READY: bool = true;
 const KAFKA_TLS_READY: bool = false;
 const KAFKA_SASL_READY: bool = false;
 
