@@ -29,6 +29,11 @@ pub fn plan(
     if api == ApiKey::ApiVersions {
         return Plan::Answer(api_versions::response(ctx, version, header.correlation_id));
     }
+    if ctx.client_sasl.is_some() {
+        if let Some(refused) = apis::sasl::gate(session, api, std::time::Instant::now()) {
+            return refused;
+        }
+    }
     match api_versions::offered_versions(ctx, api) {
         Some((min, max)) if (min..=max).contains(&version) => {}
         Some(_) if api == ApiKey::Produce && version < 3 => {

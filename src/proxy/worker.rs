@@ -14,8 +14,8 @@ use mio::Token;
 use super::lookups::{LookupsDone, Needs};
 use super::plan::{PartFrame, Plan};
 use super::session::{Deferred, Session, Verdict};
-use super::{requests, ProxyContext};
-use crate::kafka::api::api_name;
+use super::{apis, requests, ProxyContext};
+use crate::kafka::api::{api_name, ApiKey};
 use crate::kafka::header::RequestHeader;
 use crate::net::{ToLoop, ToWorker};
 
@@ -172,6 +172,12 @@ impl Worker {
     fn plan_frame(&mut self, conn: Token, frame: Vec<u8>, round: u8) -> Verdict {
         let ctx = self.ctx.clone();
         let Some(session) = self.sessions.get_mut(&conn) else { return Verdict::Continue };
+        if session.auth.expects_raw_token() {
+            // After SaslHandshake v0 the frame is a bare SASL token (KIP-152).
+            let plan = apis::sasl::raw_token(&ctx, session, &frame);
+            let key = ApiKey::SaslAuthenticate as i16;
+            return self.carry_out(conn, plan, frame, (key, 0, 0));
+        }
         let failures = std::mem::take(&mut session.lookup_failures);
         let mut needs = Needs::new(&failures, round);
         // Plan while the header and body borrow the frame; afterwards the
@@ -198,9 +204,21 @@ impl Worker {
             session.defer(&ctx, Deferred::Frame { frame, round: round + 1 }, lookups);
             return Verdict::Continue;
         }
+        self.carry_out(conn, plan, frame, (api_key, api_version, correlation_id))
+    }
+
+    /// Carry out the plan for a client request (`frame`, whose header said
+    /// `(api_key, api_version, correlation_id)`).
+    fn carry_out(&mut self, conn: Token, plan: Plan, frame: Vec<u8>, (api_key, api_version, correlation_id): (i16, i16, i32)) -> Verdict {
+        let ctx = self.ctx.clone();
+        let Some(session) = self.sessions.get_mut(&conn) else { return Verdict::Continue };
         match plan {
             Plan::Answer(response) => {
                 session.answer_now(api_key, api_version, correlation_id, response);
+                Verdict::Continue
+            }
+            Plan::Refuse { response, delay, reason } => {
+                session.refuse(api_key, api_version, correlation_id, response, Instant::now() + delay, reason);
                 Verdict::Continue
             }
             Plan::Close(reason) => Verdict::Close(reason),
@@ -283,6 +301,19 @@ impl Worker {
         };
         session.write_ready(&self.ctx);
         self.apply(conn, verdict);
+        self.release_refusal(conn, Instant::now());
+    }
+
+    /// Answer a refused login whose time has come, then close.
+    fn release_refusal(&mut self, conn: Token, now: Instant) {
+        let Some(session) = self.sessions.get_mut(&conn) else { return };
+        if session.closing {
+            return;
+        }
+        if let Some(reason) = session.refusal_due(now) {
+            session.write_ready(&self.ctx);
+            self.apply(conn, Verdict::Close(reason));
+        }
     }
 
     fn apply(&mut self, conn: Token, verdict: Verdict) {
@@ -320,6 +351,10 @@ impl Worker {
         }
         for (conn, verdict) in failed {
             self.apply(conn, verdict);
+        }
+        let conns: Vec<Token> = self.sessions.keys().copied().collect();
+        for conn in conns {
+            self.release_refusal(conn, now);
         }
     }
 }

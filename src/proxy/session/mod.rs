@@ -10,7 +10,8 @@
 //! This file keeps the order (`Pending`, `forward`, `deliver`,
 //! `write_ready`); `upstreams` the connections to brokers and the matching
 //! of answers, `hold` the held produce requests, `redo` the proxy's own
-//! retries to derived groups, `deferred` the work waiting for look-ups.
+//! retries to derived groups, `deferred` the work waiting for look-ups,
+//! `refusal` the answer to a refused login, held back before the close.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
@@ -34,6 +35,7 @@ const PRODUCE: i16 = crate::kafka::api::ApiKey::Produce as i16;
 mod deferred;
 mod hold;
 mod redo;
+mod refusal;
 mod upstreams;
 
 pub use deferred::Deferred;
@@ -94,6 +96,10 @@ pub struct Session {
     /// What the last look-ups could not learn: plans made again after them
     /// go on without it rather than asking again.
     pub lookup_failures: Vec<(Lookup, String)>,
+    /// Where the client is with SASL (when clients authenticate).
+    pub auth: crate::proxy::apis::sasl::ClientAuth,
+    /// A refused login waiting to be answered (`refusal`).
+    refusal: Option<refusal::Refusal>,
 }
 
 impl CorrelationIds for Session {
@@ -121,6 +127,8 @@ impl Session {
             redos: Vec::new(),
             deferred: VecDeque::new(),
             lookup_failures: Vec::new(),
+            auth: Default::default(),
+            refusal: None,
         }
     }
 
