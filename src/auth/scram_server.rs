@@ -181,7 +181,11 @@ impl ScramServer {
         if scram::unbase64(binding).map_err(|_| ScramError::InvalidEncoding)? != c.gs2_header.as_bytes() {
             return Err(ScramError::ChannelBindingsDontMatch);
         }
-        if scram::attribute(without_proof, 'r') != Some(c.nonce.as_str()) {
+        // Kafka's ScramSaslServer checks that the nonce ends with the
+        // server's (not that it equals it), and librdkafka before 2.2
+        // sends its own nonce in front of the server's whole one: the
+        // proof still covers what was sent.
+        if !scram::attribute(without_proof, 'r').is_some_and(|r| r.ends_with(c.nonce.as_str())) {
             return Err(ScramError::InvalidProof);
         }
         let proof = scram::unbase64(proof).map_err(|_| ScramError::InvalidEncoding)?;
@@ -242,6 +246,8 @@ mod tests {
         assert_eq!(challenged().client_final(&wrong_proof).unwrap_err(), ScramError::InvalidProof);
         let wrong_nonce = replace("$k0,", "$k1,");
         assert_eq!(challenged().client_final(&wrong_nonce).unwrap_err(), ScramError::InvalidProof);
+        let cut_nonce = replace("r=rOprNGfwEbeRWgbNEkqO%", "r=%");
+        assert_eq!(challenged().client_final(&cut_nonce).unwrap_err(), ScramError::InvalidProof);
         let wrong_binding = replace("c=biws", "c=eSws");
         assert_eq!(challenged().client_final(&wrong_binding).unwrap_err(), ScramError::ChannelBindingsDontMatch);
         assert_eq!(challenged().client_final(b"c=biws,r=x").unwrap_err(), ScramError::InvalidEncoding);
