@@ -40,7 +40,7 @@ impl Session {
     /// A refusal whose time has come: its answer is made ready to write,
     /// and the reason to close is returned.
     pub fn refusal_due(&mut self, now: Instant) -> Option<String> {
-        if self.refusal.as_ref().is_none_or(|r| r.due > now) {
+        if !self.refusal.as_ref().is_some_and(|r| r.due <= now) {
             return None;
         }
         let refusal = self.refusal.take()?;
