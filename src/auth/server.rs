@@ -140,6 +140,10 @@ impl SaslServer {
         let mut failures = self.failures.lock();
         if failures.len() >= FAILURE_ADDRESSES {
             failures.retain(|_, (_, last)| now.duration_since(*last) < FAILURE_MEMORY);
+            if failures.len() >= FAILURE_ADDRESSES {
+                // Bounded memory over perfect memory: start counting afresh.
+                failures.clear();
+            }
         }
         let entry = failures.entry(addr).or_insert((0, now));
         if now.duration_since(entry.1) >= FAILURE_MEMORY {

@@ -11,6 +11,7 @@ KIP-368 session lifetimes.
 """
 
 import json
+from collections import Counter
 import subprocess
 import time
 
@@ -300,3 +301,34 @@ def test_trace_log_holds_no_password(broker, sasl_proxy):
     for secret in (USERS["alice"], BOB_PASSWORD, "not-" + BOB_PASSWORD):
         for shown in (secret, secret.encode().hex(), repr(secret.encode())[2:-1]):
             assert shown not in log, f"password shown in the trace log as {shown!r}"
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-512"])
+def test_a_real_client_re_authenticates_within_the_lifetime(broker, sasl_proxy, mechanism):
+    """librdkafka reads session_lifetime_ms (KIP-368) and logs in again on
+    the same connection before it ends: a producer running past several
+    lifetimes is never cut off."""
+    lifetime_ms = 1500
+    proxy = sasl_proxy(lifetime_ms=lifetime_ms, log_level="debug")
+    name = f"one-reauth-{mechanism.lower()}"
+    clients.create_topic(broker.address, name, 3)
+    mark = proxy.log_mark()
+    errors = []
+    producer = Producer(clients.confluent_conf(proxy.address, **confluent_sasl(mechanism), **{
+        "error_cb": lambda e: errors.append(str(e))}))
+    delivered = []
+    deadline = time.monotonic() + 3.5 * lifetime_ms / 1000
+    i = 0
+    while time.monotonic() < deadline:
+        producer.produce(name, f"r{i}".encode(), partition=0,
+                         on_delivery=lambda err, msg: delivered.append(err))
+        producer.poll(0.25)
+        i += 1
+    producer.flush(10)
+    assert delivered and all(err is None for err in delivered), delivered
+    assert len(delivered) == i
+    assert not errors, errors
+    assert not virtual.log_lines(proxy, "expired|Closing connection", mark), proxy.log_since(mark)
+    logins = Counter(line.split("Client ", 1)[1].split(" ", 1)[0]
+                     for line in virtual.log_lines(proxy, "authenticated as alice", mark))
+    assert max(logins.values()) >= 2, f"no connection re-authenticated: {logins}"
