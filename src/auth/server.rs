@@ -78,10 +78,13 @@ impl SaslServer {
         self.mechanisms.iter().map(|m| m.as_str()).collect()
     }
 
+    /// A new exchange with `mechanism`. Every mechanism is named: one
+    /// added later must say how it logs in, never fall back to another's.
     pub fn start(&self, mechanism: SaslMechanism) -> Exchange {
-        match ScramHash::of(mechanism) {
-            Some(hash) => Exchange::Scram(ScramServer::new(hash)),
-            None => Exchange::Plain,
+        match mechanism {
+            SaslMechanism::Plain => Exchange::Plain,
+            SaslMechanism::ScramSha256 => Exchange::Scram(ScramServer::new(ScramHash::Sha256)),
+            SaslMechanism::ScramSha512 => Exchange::Scram(ScramServer::new(ScramHash::Sha512)),
         }
     }
 
