@@ -3,10 +3,15 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::config::SaslMechanism;
+
 macro_rules! counters {
     ($($(#[doc = $doc:expr])* $name:ident: $kind:literal),* $(,)?) => {
         #[derive(Default)]
-        pub struct Metrics { $($(#[doc = $doc])* pub $name: AtomicU64,)* }
+        pub struct Metrics {
+            $($(#[doc = $doc])* pub $name: AtomicU64,)*
+            pub authentication_failures: AuthFailures,
+        }
 
         impl Metrics {
             /// The Prometheus text exposition of every counter.
@@ -18,6 +23,7 @@ macro_rules! counters {
                     let _ = writeln!(out, "# TYPE kafka_proxy_{} {}", stringify!($name), $kind);
                     let _ = writeln!(out, "kafka_proxy_{} {}", stringify!($name), self.$name.load(Ordering::Relaxed));
                 )*
+                self.authentication_failures.render(&mut out);
                 out
             }
         }
@@ -65,6 +71,44 @@ counters! {
     topics_mismatched: "gauge",
     /// Compacted topics a rule would remap, refused instead.
     topics_compacted_refused: "gauge",
+}
+
+/// Client logins refused, per SASL mechanism (a labelled counter:
+/// `kafka_proxy_authentication_failures_total{mechanism="PLAIN"}`).
+#[derive(Default)]
+pub struct AuthFailures {
+    plain: AtomicU64,
+    scram_sha_256: AtomicU64,
+    scram_sha_512: AtomicU64,
+    oauthbearer: AtomicU64,
+}
+
+impl AuthFailures {
+    pub fn count(&self, mechanism: SaslMechanism) {
+        self.counter(mechanism).fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(&self, mechanism: SaslMechanism) -> u64 {
+        self.counter(mechanism).load(Ordering::Relaxed)
+    }
+
+    fn counter(&self, mechanism: SaslMechanism) -> &AtomicU64 {
+        match mechanism {
+            SaslMechanism::Plain => &self.plain,
+            SaslMechanism::ScramSha256 => &self.scram_sha_256,
+            SaslMechanism::ScramSha512 => &self.scram_sha_512,
+            SaslMechanism::OAuthBearer => &self.oauthbearer,
+        }
+    }
+
+    fn render(&self, out: &mut String) {
+        let name = "kafka_proxy_authentication_failures_total";
+        let _ = writeln!(out, "# HELP {name} Client SASL logins refused, per mechanism.");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for mechanism in [SaslMechanism::Plain, SaslMechanism::ScramSha256, SaslMechanism::ScramSha512, SaslMechanism::OAuthBearer] {
+            let _ = writeln!(out, "{name}{{mechanism=\"{mechanism}\"}} {}", self.get(mechanism));
+        }
+    }
 }
 
 impl Metrics {

@@ -11,7 +11,7 @@ use openssl::sign::Signer;
 use crate::config::SaslMechanism;
 
 /// The hash a SCRAM mechanism is built on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ScramHash {
     Sha256,
     Sha512,

@@ -201,6 +201,9 @@ pub struct ProxyContext {
     pub derived_keepalive: crate::remap::groups::KeepAlive,
     /// Where workers ask for control look-ups (`lookups`).
     pub lookups: lookups::LookupQueue,
+    /// The SASL server clients log in to; `None`: clients do not
+    /// authenticate (`listen.security.protocol` without SASL).
+    pub client_sasl: Option<Arc<crate::auth::server::SaslServer>>,
     pub cluster: Arc<Cluster>,
     pub shared: Arc<Shared>,
     pub handle: LoopHandle,
@@ -304,6 +307,10 @@ impl Proxy {
         let owner_cache = Default::default();
         let preferred_replicas = replicas::PreferredReplicas::new(settings.metadata_refresh);
         let derived_keepalive = crate::remap::groups::KeepAlive::new(settings.derived_offset_refresh);
+        let client_sasl = match (&settings.listen_security.sasl, settings.listen_security.protocol.uses_sasl()) {
+            (Some(sasl), true) => Some(Arc::new(crate::auth::server::SaslServer::new(sasl))),
+            _ => None,
+        };
         let ctx = Arc::new(ProxyContext {
             settings,
             mapper,
@@ -312,6 +319,7 @@ impl Proxy {
             preferred_replicas,
             derived_keepalive,
             lookups: Default::default(),
+            client_sasl,
             cluster,
             shared,
             handle,

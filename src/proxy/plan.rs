@@ -16,6 +16,9 @@ pub enum Plan {
     Forward { parts: Vec<Part>, expect_response: bool, finish: Finish },
     /// Close the client connection, saying why.
     Close(String),
+    /// A refused login (`apis::sasl`): answer with `response` (if the
+    /// client can be told) after `delay`, then close, saying why.
+    Refuse { response: Option<Vec<u8>>, delay: std::time::Duration, reason: String },
     /// Plan again once the look-ups asked for in the plan's `Needs` are
     /// answered (`lookups`).
     AfterLookups,

@@ -21,6 +21,11 @@ use crate::kafka::message::request_schema;
 /// plan to `session`; a plan that needs look-ups first parks the request
 /// there.
 pub fn take(ctx: &ProxyContext, session: &mut Session, frame: Vec<u8>, round: u8) -> Verdict {
+    if session.auth.expects_raw_token() {
+        // After SaslHandshake v0 the frame is a bare SASL token (KIP-152).
+        let plan = apis::sasl::raw_token(ctx, session, &frame);
+        return carry_out(ctx, session, plan, frame, (ApiKey::SaslAuthenticate as i16, 0, 0));
+    }
     let failures = std::mem::take(&mut session.lookup_failures);
     let mut needs = Needs::new(&failures, round);
     // Plan while the header and body borrow the frame; afterwards the
@@ -47,9 +52,25 @@ pub fn take(ctx: &ProxyContext, session: &mut Session, frame: Vec<u8>, round: u8
         session.defer(ctx, Deferred::Frame { frame, round: round + 1 }, lookups);
         return Verdict::Continue;
     }
+    carry_out(ctx, session, plan, frame, (api_key, api_version, correlation_id))
+}
+
+/// Hand the plan for a client request (`frame`, whose header said
+/// `(api_key, api_version, correlation_id)`) to its session.
+fn carry_out(
+    ctx: &ProxyContext,
+    session: &mut Session,
+    plan: Plan,
+    frame: Vec<u8>,
+    (api_key, api_version, correlation_id): (i16, i16, i32),
+) -> Verdict {
     match plan {
         Plan::Answer(response) => {
             session.answer_now(api_key, api_version, correlation_id, response);
+            Verdict::Continue
+        }
+        Plan::Refuse { response, delay, reason } => {
+            session.refuse(api_key, api_version, correlation_id, response, std::time::Instant::now() + delay, reason);
             Verdict::Continue
         }
         Plan::Close(reason) => Verdict::Close(reason),
@@ -85,6 +106,11 @@ pub fn plan(
     let version = header.api_version;
     if api == ApiKey::ApiVersions {
         return Plan::Answer(api_versions::response(ctx, version, header.correlation_id));
+    }
+    if ctx.client_sasl.is_some() {
+        if let Some(refused) = apis::sasl::gate(session, api, std::time::Instant::now()) {
+            return refused;
+        }
     }
     match api_versions::offered_versions(ctx, api) {
         Some((min, max)) if (min..=max).contains(&version) => {}

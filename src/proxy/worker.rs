@@ -235,6 +235,19 @@ impl Worker {
         };
         session.write_ready(&self.ctx);
         self.apply(conn, verdict);
+        self.release_refusal(conn, Instant::now());
+    }
+
+    /// Answer a refused login whose time has come, then close.
+    fn release_refusal(&mut self, conn: Token, now: Instant) {
+        let Some(session) = self.sessions.get_mut(&conn) else { return };
+        if session.closing {
+            return;
+        }
+        if let Some(reason) = session.refusal_due(now) {
+            session.write_ready(&self.ctx);
+            self.apply(conn, Verdict::Close(reason));
+        }
     }
 
     fn apply(&mut self, conn: Token, verdict: Verdict) {
@@ -272,6 +285,10 @@ impl Worker {
         }
         for (conn, verdict) in failed {
             self.apply(conn, verdict);
+        }
+        let conns: Vec<Token> = self.sessions.keys().copied().collect();
+        for conn in conns {
+            self.release_refusal(conn, now);
         }
     }
 }

@@ -33,6 +33,8 @@ API_ADD_PARTITIONS_TO_TXN = 24
 API_CREATE_PARTITIONS = 37
 API_OFFSET_COMMIT = 8
 API_OFFSET_DELETE = 47
+API_SASL_HANDSHAKE = 17
+API_SASL_AUTHENTICATE = 36
 
 # Error codes the tests name (Kafka's Errors.java).
 OFFSET_OUT_OF_RANGE = 1
@@ -44,6 +46,8 @@ INVALID_TXN_STATE = 48
 COORDINATOR_LOAD_IN_PROGRESS = 14
 COORDINATOR_NOT_AVAILABLE = 15
 NOT_COORDINATOR = 16
+UNSUPPORTED_SASL_MECHANISM = 33
+SASL_AUTHENTICATION_FAILED = 58
 
 
 class WireError(Exception):
@@ -313,6 +317,15 @@ def request_group_id(api_version, frame, flexible):
     return r.string()
 
 
+def sasl_handshake_request(correlation_id, mechanism, version=1):
+    return request_frame(API_SASL_HANDSHAKE, version, correlation_id, _string(mechanism))
+
+
+def sasl_authenticate_request(correlation_id, auth_bytes, version=1):
+    """SaslAuthenticate v0/v1 (not flexible)."""
+    return request_frame(API_SASL_AUTHENTICATE, version, correlation_id, _bytes(auth_bytes))
+
+
 def create_partitions_request(correlation_id, topics, timeout_ms=10000, validate_only=False):
     """CreatePartitions v0. topics: {name: new total count}."""
     body = struct.pack(">i", len(topics))
@@ -404,6 +417,27 @@ def parse_api_versions_response(version, payload):
     if version >= 3:
         r.skip_tagged_fields()
     return corr, error, keys
+
+
+def parse_sasl_handshake_response(payload):
+    """-> (correlation_id, error_code, [mechanisms])."""
+    r = Reader(payload)
+    corr = r.int32()
+    error = r.int16()
+    return corr, error, r.array(lambda r: r.string())
+
+
+def parse_sasl_authenticate_response(version, payload):
+    """v0/v1 -> (correlation_id, error_code, error_message, auth_bytes,
+    session_lifetime_ms or None)."""
+    r = Reader(payload)
+    corr = r.int32()
+    error = r.int16()
+    message = r.string()
+    (size,) = struct.unpack(">i", r.take(4))
+    auth = r.take(size) if size >= 0 else None
+    lifetime = r.int64() if version >= 1 else None
+    return corr, error, message, auth, lifetime
 
 
 def parse_metadata_v1_response(payload):
@@ -700,6 +734,18 @@ def round_trip(sock, frame):
     if response_correlation_id(payload) != want:
         raise WireError(f"correlation id {response_correlation_id(payload)}, expected {want}")
     return payload
+
+
+def sasl_plain(sock, username, password, correlation_id=10, version=1):
+    """SaslHandshake v1 (PLAIN) then SaslAuthenticate `version`; returns
+    the SaslAuthenticate answer as parse_sasl_authenticate_response does."""
+    _, error, mechanisms = parse_sasl_handshake_response(
+        round_trip(sock, sasl_handshake_request(correlation_id, "PLAIN")))
+    if error:
+        raise WireError(f"SaslHandshake error {error}, mechanisms {mechanisms}")
+    token = b"\0" + username.encode() + b"\0" + password.encode()
+    return parse_sasl_authenticate_response(
+        version, round_trip(sock, sasl_authenticate_request(correlation_id + 1, token, version)))
 
 
 def probe(address, timeout=5.0):

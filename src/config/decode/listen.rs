@@ -20,7 +20,7 @@ const LISTEN_KEYS: &[&str] = &[
 ];
 const LISTEN_SECURITY_KEYS: &[&str] = &["protocol", "tls", "sasl"];
 const LISTEN_TLS_KEYS: &[&str] = &["cert_path", "key_path", "ca_cert_path", "client_auth"];
-const LISTEN_SASL_KEYS: &[&str] = &["enabled_mechanisms", "credentials", "oauthbearer"];
+const LISTEN_SASL_KEYS: &[&str] = &["enabled_mechanisms", "credentials", "oauthbearer", "session_lifetime_ms"];
 const OAUTHBEARER_KEYS: &[&str] = &["jwks_path", "issuer", "audience", "clock_skew_ms"];
 const CREDENTIALS_KEYS: &[&str] = &["users"];
 
@@ -168,10 +168,12 @@ impl Decoder {
         }
         let users = self.sasl_credentials(m, &mechanisms);
         let oauthbearer = self.oauthbearer_validation(m, &mechanisms);
+        let session_lifetime_ms = self.opt_uint(m, "listen.security.sasl", "session_lifetime_ms", 0, i64::MAX as u64, 0);
         Some(ListenSasl {
             enabled_mechanisms: mechanisms,
             users,
             oauthbearer,
+            session_lifetime_ms,
         })
     }
 
@@ -387,6 +389,15 @@ mod tests {
         );
         let names: Vec<&str> = s.users.iter().map(|u| u.name.as_str()).collect();
         assert_eq!(names, ["zed", "amy"], "file order kept");
+        assert_eq!(s.session_lifetime_ms, 0, "no limit unless set");
+        let users = "      enabled_mechanisms: [PLAIN]\n      credentials: { users: { a: b } }\n";
+        let c = ok(&sasl(&format!("{users}      session_lifetime_ms: 3600000\n")));
+        assert!(c.unsupported_features().is_empty(), "SASL_PLAINTEXT toward clients is built");
+        assert_eq!(c.listen.security.sasl.unwrap().session_lifetime_ms, 3_600_000);
+        assert_error(
+            &sasl(&format!("{users}      session_lifetime_ms: -1\n")),
+            "listen.security.sasl.session_lifetime_ms: must be at least 0 (got -1)",
+        );
     }
 
     fn oauth(body: &str) -> String {

@@ -8,10 +8,9 @@ use crate::kafka::message::{encode_response, response_schema};
 use crate::kafka::schema::registry;
 use crate::proxy::ProxyContext;
 
-/// APIs the proxy never offers: brokers' SASL needs the security layer
-/// (not built yet), and KIP-848's group heartbeat would have the broker
-/// assign physical partitions.
-const NOT_OFFERED: &[ApiKey] = &[ApiKey::SaslHandshake, ApiKey::SaslAuthenticate];
+/// APIs the proxy answers itself when clients authenticate to it, and
+/// never offers otherwise (the brokers' SASL is the proxy's own business).
+const CLIENT_SASL: &[ApiKey] = &[ApiKey::SaslHandshake, ApiKey::SaslAuthenticate];
 
 /// APIs that name partitions but whose virtual ↔ physical mapping is not
 /// built: left out while any rule remaps, rather than passed through blind.
@@ -21,8 +20,9 @@ const NOT_REMAPPED: &[ApiKey] = &[ApiKey::DescribeProducers, ApiKey::DescribeTop
 /// The versions of an API the proxy offers clients: what it handles,
 /// intersected with what the cluster speaks. `None`: not offered.
 pub fn offered_versions(ctx: &ProxyContext, api: ApiKey) -> Option<(i16, i16)> {
-    if NOT_OFFERED.contains(&api) {
-        return None;
+    if CLIENT_SASL.contains(&api) {
+        let ours = registry().supported_versions(api as i16)?;
+        return ctx.client_sasl.is_some().then_some((ours.min, ours.max));
     }
     if ctx.mapper.remaps_anything() && NOT_REMAPPED.contains(&api) {
         return None;

@@ -43,6 +43,8 @@
 //! - [`create_topics`]; [`admin`]: DeleteRecords, CreatePartitions,
 //!   DeleteTopics, configs, DescribeCluster, DescribeProducers;
 //!   DescribeTopicPartitions goes to any broker ([`passthrough::to_any`]).
+//! - [`sasl`]: SaslHandshake, SaslAuthenticate and the gate before
+//!   login, when clients authenticate to the proxy.
 //! - [`passthrough`]: forwarding helpers every handler uses; [`common`]:
 //!   decoding answers.
 
@@ -64,6 +66,7 @@ pub mod offset_delete;
 pub mod offset_fetch;
 pub mod passthrough;
 pub mod produce;
+pub mod sasl;
 pub mod split;
 pub mod txn;
 pub mod txn_offset_commit;
@@ -121,7 +124,8 @@ const fn remapped(remapped: RemappedFn, forward: ForwardFn) -> Handler {
 }
 
 /// The handler of every API the proxy offers (ApiVersions is answered
-/// before decoding, and SASL is never offered: `None`).
+/// before decoding: `None`). SASL is answered by the proxy ([`sasl`]),
+/// offered only when clients authenticate.
 pub fn handler(api: ApiKey) -> Option<Handler> {
     use ApiKey::*;
     Some(match api {
@@ -151,6 +155,8 @@ pub fn handler(api: ApiKey) -> Option<Handler> {
         DescribeCluster => forwarded(admin::describe_cluster),
         DescribeProducers => forwarded(admin::describe_producers),
         DescribeTopicPartitions => forwarded(passthrough::to_any),
-        ApiVersions | SaslHandshake | SaslAuthenticate => return None,
+        SaslHandshake => forwarded(sasl::handshake),
+        SaslAuthenticate => forwarded(sasl::authenticate),
+        ApiVersions => return None,
     })
 }

@@ -11,7 +11,8 @@
 //! `write_ready`); `upstreams` the connections to brokers and the matching
 //! of answers, `hold` the held produce requests (merged and cut apart with
 //! `coalesce`), `redo` the proxy's own retries to derived groups,
-//! `deferred` the work waiting for look-ups.
+//! `deferred` the work waiting for look-ups, `refusal` the answer to a
+//! refused login, held back before the close.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
@@ -36,6 +37,7 @@ mod coalesce;
 mod deferred;
 mod hold;
 mod redo;
+mod refusal;
 mod upstreams;
 
 use coalesce::Held;
@@ -97,6 +99,10 @@ pub struct Session {
     /// What the last look-ups could not learn: plans made again after them
     /// go on without it rather than asking again.
     pub lookup_failures: Vec<(Lookup, String)>,
+    /// Where the client is with SASL (when clients authenticate).
+    pub auth: crate::proxy::apis::sasl::ClientAuth,
+    /// A refused login waiting to be answered (`refusal`).
+    refusal: Option<refusal::Refusal>,
 }
 
 impl CorrelationIds for Session {
@@ -124,6 +130,8 @@ impl Session {
             redos: Vec::new(),
             deferred: VecDeque::new(),
             lookup_failures: Vec::new(),
+            auth: Default::default(),
+            refusal: None,
         }
     }
 

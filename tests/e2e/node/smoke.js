@@ -4,6 +4,9 @@
 // exits non-zero on any error or after TIMEOUT_MS.
 //
 //   node smoke.js BOOTSTRAP TOPIC PARTITIONS N [TIMEOUT_MS]
+//
+// KPR_SASL='{"mechanism":"scram-sha-256","username":"u","password":"p"}'
+// in the environment authenticates with SASL (over plaintext).
 'use strict';
 
 const { Kafka, logLevel } = require('kafkajs');
@@ -30,6 +33,7 @@ async function main() {
     connectionTimeout: 10000,
     requestTimeout: 30000,
     retry: { retries: 3 },
+    ...(process.env.KPR_SASL ? { sasl: JSON.parse(process.env.KPR_SASL) } : {}),
   });
 
   const producer = kafka.producer({ allowAutoTopicCreation: false });

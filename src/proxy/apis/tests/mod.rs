@@ -21,6 +21,7 @@ mod metadata;
 mod offset_commit;
 mod offset_fetch;
 mod produce;
+mod sasl;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -110,6 +111,7 @@ impl Harness {
             producer_log,
             owner_cache: Default::default(),
             lookups: Default::default(),
+            client_sasl: None,
             cluster,
             shared: Arc::new(Shared::new()),
             handle: LoopHandle::new(tx, waker),
@@ -174,7 +176,7 @@ pub fn forwarded(plan: Plan) -> (Vec<Part>, Finish) {
     match plan {
         Plan::Forward { parts, finish, .. } => (parts, finish),
         Plan::Answer(_) => panic!("answered at once, not forwarded"),
-        Plan::Close(why) => panic!("closed, not forwarded: {why}"),
+        Plan::Close(why) | Plan::Refuse { reason: why, .. } => panic!("closed, not forwarded: {why}"),
         Plan::AfterLookups => panic!("waiting for look-ups, not forwarded"),
     }
 }

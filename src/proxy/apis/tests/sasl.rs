@@ -1,0 +1,148 @@
+//! SaslHandshake and SaslAuthenticate planned with canned requests: what
+//! is answered, refused or closed, and the gate before login.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::Harness;
+use crate::auth::server::SaslServer;
+use crate::config::{ListenSasl, SaslMechanism, SaslUser, Secret};
+use crate::kafka::api::{error, ApiKey};
+use crate::kafka::codec::{self, Value};
+use crate::kafka::fields::{sasl_authenticate_request, sasl_handshake_request};
+use crate::kafka::message::{decode_response, request_schema};
+use crate::proxy::apis::sasl;
+use crate::proxy::plan::Plan;
+
+fn harness(lifetime_ms: u64) -> Harness {
+    let mut h = Harness::new();
+    h.ctx.client_sasl = Some(Arc::new(SaslServer::new(&ListenSasl {
+        enabled_mechanisms: vec![SaslMechanism::Plain, SaslMechanism::ScramSha256],
+        users: vec![SaslUser { name: "alice".into(), password: Secret::new("pw-a") }],
+        oauthbearer: None,
+        session_lifetime_ms: lifetime_ms,
+    })));
+    h
+}
+
+fn handshake(h: &mut Harness, version: i16, mechanism: &str) -> Plan {
+    let schema = request_schema(ApiKey::SaslHandshake as i16).unwrap();
+    let mut body = codec::with_defaults(&schema.body, version);
+    body.write(sasl_handshake_request::MECHANISM, mechanism.to_string());
+    h.plan(ApiKey::SaslHandshake, version, &body).plan
+}
+
+fn authenticate(h: &mut Harness, version: i16, token: &[u8]) -> Plan {
+    let schema = request_schema(ApiKey::SaslAuthenticate as i16).unwrap();
+    let mut body = codec::with_defaults(&schema.body, version);
+    body.write(sasl_authenticate_request::AUTH_BYTES, Some(std::borrow::Cow::Owned(token.to_vec())));
+    h.plan(ApiKey::SaslAuthenticate, version, &body).plan
+}
+
+fn metadata(h: &mut Harness) -> Plan {
+    let schema = request_schema(ApiKey::Metadata as i16).unwrap();
+    let body = codec::with_defaults(&schema.body, 1);
+    h.plan(ApiKey::Metadata, 1, &body).plan
+}
+
+/// (error code, error message, session lifetime) of a SaslAuthenticate answer.
+fn auth_answer(bytes: &[u8], version: i16) -> (i16, Option<String>, i64) {
+    let r = decode_response(ApiKey::SaslAuthenticate as i16, version, bytes).unwrap();
+    let message = match r.body.get("error_message") {
+        Value::String(s) => s.as_ref().map(|s| s.to_string()),
+        _ => None,
+    };
+    (r.body.i16("error_code").unwrap(), message, r.body.i64("session_lifetime_ms").unwrap_or(-1))
+}
+
+#[test]
+fn handshake_names_the_enabled_mechanisms() {
+    let mut h = harness(0);
+    let Plan::Answer(bytes) = handshake(&mut h, 1, "SCRAM-SHA-256") else { panic!("not answered") };
+    let r = decode_response(ApiKey::SaslHandshake as i16, 1, &bytes).unwrap();
+    assert_eq!(r.body.i16("error_code"), Some(error::NONE));
+    let names: Vec<&str> = r.body.array("mechanisms").iter().filter_map(|v| match v {
+        Value::String(Some(s)) => Some(s.as_ref()),
+        _ => None,
+    }).collect();
+    assert_eq!(names, ["PLAIN", "SCRAM-SHA-256"]);
+}
+
+#[test]
+fn an_unknown_mechanism_is_refused_and_closes() {
+    let mut h = harness(0);
+    let Plan::Refuse { response: Some(bytes), delay, reason } = handshake(&mut h, 1, "SCRAM-SHA-512") else { panic!("not refused") };
+    assert_eq!(delay, Duration::ZERO);
+    assert!(reason.contains("SCRAM-SHA-512"), "{reason}");
+    let r = decode_response(ApiKey::SaslHandshake as i16, 1, &bytes).unwrap();
+    assert_eq!(r.body.i16("error_code"), Some(error::UNSUPPORTED_SASL_MECHANISM));
+}
+
+#[test]
+fn plain_login_then_requests_pass_the_gate() {
+    let mut h = harness(60_000);
+    let Plan::Close(why) = metadata(&mut h) else { panic!("served before login") };
+    assert_eq!(why, "Unexpected Kafka request of type METADATA during SASL handshake");
+    let Plan::Answer(_) = handshake(&mut h, 1, "PLAIN") else { panic!("handshake") };
+    let Plan::Answer(bytes) = authenticate(&mut h, 1, b"\0alice\0pw-a") else { panic!("not logged in") };
+    assert_eq!(auth_answer(&bytes, 1), (error::NONE, None, 60_000));
+    assert_eq!(h.session.auth.principal.as_deref(), Some("alice"));
+    assert!(sasl::gate(&h.session, ApiKey::Metadata, Instant::now()).is_none());
+    // Past the lifetime only re-authentication is let through.
+    let later = Instant::now() + Duration::from_secs(61);
+    assert!(sasl::gate(&h.session, ApiKey::SaslHandshake, later).is_none());
+    assert!(matches!(sasl::gate(&h.session, ApiKey::Produce, later), Some(Plan::Close(why)) if why.contains("expired")));
+}
+
+#[test]
+fn a_wrong_password_is_refused_with_kafkas_message_and_counted() {
+    let mut h = harness(0);
+    handshake(&mut h, 1, "PLAIN");
+    let Plan::Refuse { response: Some(bytes), delay, reason } = authenticate(&mut h, 2, b"\0alice\0nope") else { panic!("not refused") };
+    let (code, message, _) = auth_answer(&bytes, 2);
+    assert_eq!(code, error::SASL_AUTHENTICATION_FAILED);
+    assert_eq!(
+        message.as_deref(),
+        Some("Authentication failed during authentication due to invalid credentials with SASL mechanism PLAIN")
+    );
+    assert!(delay > Duration::ZERO);
+    assert!(reason.contains("alice") && !reason.contains("nope"), "{reason}");
+    assert_eq!(h.ctx.shared.metrics.authentication_failures.get(SaslMechanism::Plain), 1);
+    assert!(h.session.auth.principal.is_none());
+}
+
+#[test]
+fn authenticate_without_handshake_closes() {
+    let mut h = harness(0);
+    assert!(matches!(authenticate(&mut h, 1, b"\0alice\0pw-a"), Plan::Close(_)));
+}
+
+#[test]
+fn handshake_v0_takes_a_raw_token() {
+    let mut h = harness(0);
+    handshake(&mut h, 0, "PLAIN");
+    assert!(h.session.auth.expects_raw_token());
+    let Plan::Answer(bytes) = sasl::raw_token(&h.ctx, &mut h.session, b"\0alice\0pw-a") else { panic!("not logged in") };
+    assert!(bytes.is_empty());
+    assert!(!h.session.auth.expects_raw_token());
+    handshake(&mut h, 0, "PLAIN");
+    let refused = sasl::raw_token(&h.ctx, &mut h.session, b"\0alice\0nope");
+    assert!(matches!(refused, Plan::Refuse { response: None, .. }));
+}
+
+#[test]
+fn sasl_is_offered_only_when_clients_authenticate() {
+    use crate::proxy::apis::api_versions::offered_versions;
+    let h = harness(0);
+    assert_eq!(offered_versions(&h.ctx, ApiKey::SaslHandshake), Some((0, 1)));
+    assert_eq!(offered_versions(&h.ctx, ApiKey::SaslAuthenticate), Some((0, 2)));
+    let plain = Harness::new();
+    assert_eq!(offered_versions(&plain.ctx, ApiKey::SaslHandshake), None);
+    assert_eq!(offered_versions(&plain.ctx, ApiKey::SaslAuthenticate), None);
+}
+
+#[test]
+fn kafka_names_apis_in_upper_snake_case() {
+    assert_eq!(sasl::kafka_name(ApiKey::ListOffsets), "LIST_OFFSETS");
+    assert_eq!(sasl::kafka_name(ApiKey::Produce), "PRODUCE");
+}
