@@ -5,3 +5,4 @@
 //! run them.
 
 pub mod scram;
+pub mod scram_client;
