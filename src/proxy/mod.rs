@@ -150,6 +150,21 @@ pub struct KafkaSecurity {
     pub sasl: Option<crate::config::KafkaSasl>,
 }
 
+impl KafkaSecurity {
+    /// The credentials to log in with: `sasl` when the protocol asks for
+    /// SASL.
+    pub fn sasl_login(&self) -> Option<crate::config::KafkaSasl> {
+        self.sasl.clone().filter(|_| self.protocol.uses_sasl())
+    }
+}
+
+impl ProxySettings {
+    /// A control client for `cluster` with these timeouts and security.
+    pub fn control_client(&self, cluster: Arc<Cluster>) -> ControlClient {
+        ControlClient::new(cluster, self.connect_timeout, self.request_timeout).with_sasl(self.kafka_security.sasl_login())
+    }
+}
+
 /// What every worker reads.
 pub struct ProxyContext {
     pub settings: ProxySettings,
@@ -210,6 +225,9 @@ impl std::fmt::Display for StartError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             StartError::Listen { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
+            StartError::Upstream(e @ crate::upstream::control::UpstreamError::Sasl { .. }) => {
+                write!(f, "the Kafka cluster refused the proxy's login: {e}")
+            }
             StartError::Upstream(e) => write!(f, "cannot reach the Kafka cluster: {e}"),
             StartError::Io(e) => write!(f, "{e}"),
         }
@@ -231,7 +249,7 @@ impl Proxy {
         let local = listener.local_addr().map_err(StartError::Io)?;
         info!("Listening on {local}");
         let cluster = Arc::new(Cluster::new(settings.bootstrap.clone()));
-        let mut control = ControlClient::new(cluster.clone(), settings.connect_timeout, settings.request_timeout);
+        let mut control = settings.control_client(cluster.clone());
         control.bootstrap().map_err(StartError::Upstream)?;
         {
             let view = cluster.read();
@@ -308,7 +326,7 @@ impl Proxy {
         }
         threads.extend(lookups::spawn(&ctx, lookup_answers)?);
         let refresher = {
-            let control = ControlClient::new(ctx.cluster.clone(), ctx.settings.connect_timeout, ctx.settings.request_timeout);
+            let control = ctx.settings.control_client(ctx.cluster.clone());
             let interval = ctx.settings.metadata_refresh;
             let shared = ctx.shared.clone();
             let rctx = ctx.clone();
@@ -321,7 +339,7 @@ impl Proxy {
         };
         let follower = match ctx.producer_log.clone() {
             Some(log) => {
-                let control = ControlClient::new(ctx.cluster.clone(), ctx.settings.connect_timeout, ctx.settings.request_timeout);
+                let control = ctx.settings.control_client(ctx.cluster.clone());
                 let shared = ctx.shared.clone();
                 Some(std::thread::Builder::new().name("producer-ids".into()).spawn(move || log.follow(control, shared))?)
             }

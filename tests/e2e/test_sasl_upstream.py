@@ -1,0 +1,143 @@
+"""The proxy as a SASL client of the cluster (kafka.security_protocol
+SASL_PLAINTEXT, kafka.sasl): Tansu started with --authentication and SCRAM
+users (secured_tansu.py). Clients talk plaintext to the proxy; every
+connection the proxy opens to the broker authenticates first, its own
+look-ups (metadata, the producer-id topic) included.
+
+Tansu verifies SCRAM proofs and proves itself (server signature); its PLAIN
+check does not verify passwords, so PLAIN is not what these tests prove.
+"""
+
+import struct
+import subprocess
+import uuid
+
+import pytest
+
+import clients
+import harness
+import kafkawire
+import virtual
+from relay import Relay
+from secured_tansu import SecuredTansu
+
+V, P = 20, 4
+USERS = [("SCRAM-SHA-256", "proxy256", "pw-256-secret"),
+         ("SCRAM-SHA-512", "proxy512", "pw-512-secret")]
+REMAPPED = f"sasl-remapped-{uuid.uuid4().hex[:6]}"
+ONE_TO_ONE = f"sasl-plain-{uuid.uuid4().hex[:6]}"
+
+
+@pytest.fixture(scope="module")
+def secured(module_run_dir):
+    b = SecuredTansu(module_run_dir, USERS, topics=[(REMAPPED, P), (ONE_TO_ONE, 3)])
+    try:
+        b.start()
+        yield b
+    finally:
+        b.stop()
+
+
+def sasl_extra(mechanism, user, password):
+    return {"kafka": {"security_protocol": "SASL_PLAINTEXT",
+                      "sasl": {"mechanism": mechanism, "username": user, "password": password}}}
+
+
+def mapping():
+    # 20 over 4: REMAPPED (4 partitions) is remapped, ONE_TO_ONE (3) is not.
+    return virtual.mapping(V, P)
+
+
+def write_config(tmp_path, secured, extra, name="check"):
+    config = harness.proxy_config(secured.address, harness.free_port(), mapping=mapping(), extra=extra)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(harness.to_yaml(config) + "\n")
+    return path
+
+
+def check_config(path):
+    return subprocess.run([harness.PROXY_BIN, "--check-config", "--config", path],
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("mechanism,user,password", USERS, ids=["sha256", "sha512"])
+def test_produce_and_consume_through_an_authenticated_proxy(secured, start_proxy, mechanism, user, password):
+    proxy = start_proxy(upstream=secured, mapping=mapping(), extra=sasl_extra(mechanism, user, password))
+    # Remapped topic, idempotent: derived producer ids come from the
+    # cluster and go to the producer-id topic, through the proxy's own
+    # (authenticated) control connections.
+    records = clients.make_records(range(V), 400, tag=f"r-{mechanism}")
+    clients.produce_confluent(proxy.address, REMAPPED, records, **{"enable.idempotence": True})
+    consumed = clients.consume_confluent(proxy.address, REMAPPED, range(V), len(records))
+    clients.check_records(records, consumed)
+    # A 1:1 topic passes through on authenticated connections too.
+    plain = clients.make_records(range(3), 300, tag=f"p-{mechanism}")
+    clients.produce_confluent(proxy.address, ONE_TO_ONE, plain)
+    consumed = clients.consume_confluent(proxy.address, ONE_TO_ONE, range(3), len(plain))
+    clients.check_records(plain, consumed)
+    log = proxy.process.log_text()
+    assert "SASL authentication failed" not in log
+
+
+def test_kcat_through_an_authenticated_proxy(secured, start_proxy):
+    mechanism, user, password = USERS[0]
+    proxy = start_proxy(upstream=secured, mapping=mapping(), extra=sasl_extra(mechanism, user, password))
+    lines = [f"kcat-{i}" for i in range(50)]
+    clients.kcat(proxy.address, "-P", "-t", ONE_TO_ONE, "-p", 1, input=("\n".join(lines) + "\n").encode())
+    out = clients.kcat(proxy.address, "-C", "-t", ONE_TO_ONE, "-p", 1, "-o", "beginning", "-e", "-q", "-f", "%s\n")
+    assert [l for l in out.decode().splitlines() if l.startswith("kcat-")] == lines
+
+
+def test_wrong_password_is_named_at_start_and_by_check_config(secured, tmp_path):
+    mechanism, user, _ = USERS[0]
+    extra = sasl_extra(mechanism, user, "not-the-password")
+    path = write_config(tmp_path, secured, extra)
+    # Start: refused, exit 4 (the cluster refused us), the message says so
+    # and names the broker.
+    run = subprocess.run([harness.PROXY_BIN, "--config", path], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 4, run.stderr
+    assert "SASL authentication failed" in run.stderr
+    assert secured.address in run.stderr
+    assert "not-the-password" not in run.stderr + run.stdout
+    # --check-config: non-zero, names the credentials step.
+    out = check_config(path)
+    assert out.returncode != 0, out.stdout
+    assert "SASL credentials failed" in out.stderr and "SASL authentication failed" in out.stderr, out.stderr
+    assert "not-the-password" not in out.stderr + out.stdout
+
+
+def handshake_refusal(offered):
+    """A relay hook answering SaslHandshake as Kafka does for a mechanism it
+    has not enabled (SaslServerAuthenticator.handleHandshakeRequest):
+    UNSUPPORTED_SASL_MECHANISM (33) and the enabled mechanisms. Tansu 0.6
+    closes the connection instead, naming nothing."""
+    def hook(api_key, api_version, corr, frame):
+        if api_key != 17:
+            return None
+        body = struct.pack(">ihi", corr, 33, len(offered))
+        return body + b"".join(kafkawire._string(m) for m in offered)
+    return hook
+
+
+def test_mechanism_the_broker_does_not_offer_is_named_with_those_it_offers(secured, tmp_path):
+    relay = Relay(secured.port)
+    try:
+        relay.answer_requests(handshake_refusal(["SCRAM-SHA-256", "OAUTHBEARER"]))
+        config = harness.proxy_config(relay.address, harness.free_port(),
+                                      extra=sasl_extra("SCRAM-SHA-512", USERS[1][1], USERS[1][2]))
+        path = tmp_path / "mechanism.yaml"
+        path.write_text(harness.to_yaml(config) + "\n")
+        out = check_config(path)
+    finally:
+        relay.close()
+    assert out.returncode == 4, out.stdout + out.stderr
+    assert "SASL mechanism failed" in out.stderr, out.stderr
+    assert "SCRAM-SHA-512 is not offered" in out.stderr and "SCRAM-SHA-256, OAUTHBEARER" in out.stderr, out.stderr
+
+
+def test_a_broker_that_hangs_up_on_the_mechanism_is_named(secured, tmp_path):
+    # Tansu 0.6 does not offer PLAIN: it closes the connection on the
+    # SaslHandshake instead of answering UNSUPPORTED_SASL_MECHANISM.
+    out = check_config(write_config(tmp_path, secured, sasl_extra("PLAIN", USERS[0][1], USERS[0][2])))
+    assert out.returncode == 4, out.stdout + out.stderr
+    assert "SASL mechanism failed" in out.stderr and "PLAIN" in out.stderr, out.stderr
