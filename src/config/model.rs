@@ -300,7 +300,7 @@ impl fmt::Debug for Secret {
 const LISTEN_TLS_READY: bool = false;
 const LISTEN_SASL_READY: bool = false;
 const KAFKA_TLS_READY: bool = false;
-const KAFKA_SASL_READY: bool = false;
+const KAFKA_SASL_READY: bool = true;
 
 impl Config {
     /// Features the configuration asks for that this version does not

@@ -26,9 +26,9 @@ MECHANISM_FLAG = {"SCRAM-SHA-256": "scram256", "SCRAM-SHA-512": "scram512"}
 class SecuredTansu(Broker):
     """A Broker whose second start requires SASL authentication."""
 
-    def __init__(self, run_dir, users, topics=(), name="secured"):
+    def __init__(self, run_dir, users, topics=(), name="secured", advertised_port=None):
         """users: [(mechanism, name, password)]; topics: [(name, partitions)]."""
-        super().__init__(run_dir, name=name)
+        super().__init__(run_dir, name=name, advertised_port=advertised_port)
         self.storage = f"sqlite:///{self.run_dir / f'{name}.db'}"
         self.users = list(users)
         self.topics = list(topics)

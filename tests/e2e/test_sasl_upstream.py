@@ -24,13 +24,15 @@ from secured_tansu import SecuredTansu
 V, P = 20, 4
 USERS = [("SCRAM-SHA-256", "proxy256", "pw-256-secret"),
          ("SCRAM-SHA-512", "proxy512", "pw-512-secret")]
-REMAPPED = f"sasl-remapped-{uuid.uuid4().hex[:6]}"
-ONE_TO_ONE = f"sasl-plain-{uuid.uuid4().hex[:6]}"
+RUN = uuid.uuid4().hex[:6]
+# Per mechanism: a remapped topic (4 partitions) and a 1:1 one (3).
+TOPICS = {m: (f"sasl-remapped-{m}-{RUN}", f"sasl-plain-{m}-{RUN}") for m, _, _ in USERS}
 
 
 @pytest.fixture(scope="module")
 def secured(module_run_dir):
-    b = SecuredTansu(module_run_dir, USERS, topics=[(REMAPPED, P), (ONE_TO_ONE, 3)])
+    topics = [(t, n) for remapped, plain in TOPICS.values() for t, n in ((remapped, P), (plain, 3))]
+    b = SecuredTansu(module_run_dir, USERS, topics=topics)
     try:
         b.start()
         yield b
@@ -63,17 +65,18 @@ def check_config(path):
 @pytest.mark.parametrize("mechanism,user,password", USERS, ids=["sha256", "sha512"])
 def test_produce_and_consume_through_an_authenticated_proxy(secured, start_proxy, mechanism, user, password):
     proxy = start_proxy(upstream=secured, mapping=mapping(), extra=sasl_extra(mechanism, user, password))
+    remapped, one_to_one = TOPICS[mechanism]
     # Remapped topic, idempotent: derived producer ids come from the
     # cluster and go to the producer-id topic, through the proxy's own
     # (authenticated) control connections.
     records = clients.make_records(range(V), 400, tag=f"r-{mechanism}")
-    clients.produce_confluent(proxy.address, REMAPPED, records, **{"enable.idempotence": True})
-    consumed = clients.consume_confluent(proxy.address, REMAPPED, range(V), len(records))
+    clients.produce_confluent(proxy.address, remapped, records, **{"enable.idempotence": True})
+    consumed = clients.consume_confluent(proxy.address, remapped, range(V), len(records))
     clients.check_records(records, consumed)
     # A 1:1 topic passes through on authenticated connections too.
     plain = clients.make_records(range(3), 300, tag=f"p-{mechanism}")
-    clients.produce_confluent(proxy.address, ONE_TO_ONE, plain)
-    consumed = clients.consume_confluent(proxy.address, ONE_TO_ONE, range(3), len(plain))
+    clients.produce_confluent(proxy.address, one_to_one, plain)
+    consumed = clients.consume_confluent(proxy.address, one_to_one, range(3), len(plain))
     clients.check_records(plain, consumed)
     log = proxy.process.log_text()
     assert "SASL authentication failed" not in log
@@ -82,9 +85,10 @@ def test_produce_and_consume_through_an_authenticated_proxy(secured, start_proxy
 def test_kcat_through_an_authenticated_proxy(secured, start_proxy):
     mechanism, user, password = USERS[0]
     proxy = start_proxy(upstream=secured, mapping=mapping(), extra=sasl_extra(mechanism, user, password))
+    one_to_one = TOPICS[mechanism][1]
     lines = [f"kcat-{i}" for i in range(50)]
-    clients.kcat(proxy.address, "-P", "-t", ONE_TO_ONE, "-p", 1, input=("\n".join(lines) + "\n").encode())
-    out = clients.kcat(proxy.address, "-C", "-t", ONE_TO_ONE, "-p", 1, "-o", "beginning", "-e", "-q", "-f", "%s\n")
+    clients.kcat(proxy.address, "-P", "-t", one_to_one, "-p", 1, input=("\n".join(lines) + "\n").encode())
+    out = clients.kcat(proxy.address, "-C", "-t", one_to_one, "-p", 1, "-o", "beginning", "-e", "-q", "-f", "%s\n")
     assert [l for l in out.decode().splitlines() if l.startswith("kcat-")] == lines
 
 
@@ -141,3 +145,49 @@ def test_a_broker_that_hangs_up_on_the_mechanism_is_named(secured, tmp_path):
     out = check_config(write_config(tmp_path, secured, sasl_extra("PLAIN", USERS[0][1], USERS[0][2])))
     assert out.returncode == 4, out.stdout + out.stderr
     assert "SASL mechanism failed" in out.stderr and "PLAIN" in out.stderr, out.stderr
+
+
+def sasl_authenticate_refusal(corr, version, message):
+    """A SaslAuthenticate answer with SASL_AUTHENTICATION_FAILED (58), as
+    Kafka sends for credentials it does not accept."""
+    text = message.encode()
+    if version >= 2:  # flexible: header and body with tagged fields
+        return (struct.pack(">ib", corr, 0) + struct.pack(">h", 58)
+                + bytes([len(text) + 1]) + text + bytes([1]) + struct.pack(">q", 0) + bytes([0]))
+    body = struct.pack(">ih", corr, 58) + struct.pack(">h", len(text)) + text + struct.pack(">i", 0)
+    return body + (struct.pack(">q", 0) if version >= 1 else b"")
+
+
+def test_a_login_refused_on_a_client_connection_fails_what_waited(tmp_path, start_proxy):
+    """The proxy started (its control connections logged in); then the
+    broker refuses logins. A client's request through the proxy fails as
+    for an unreachable broker (its connection closes), the log names the
+    broker's message, once for that broker, not once per connection."""
+    mechanism, user, password = USERS[0]
+    relay_port = harness.free_port()
+    broker = SecuredTansu(tmp_path, USERS[:1], topics=[(f"refused-{RUN}", 3)], name="relayed",
+                          advertised_port=relay_port)
+    broker.start()
+    relay = Relay(broker.port, port=relay_port)
+    refusing = []
+    try:
+        def hook(api_key, api_version, corr, frame):
+            if api_key == 36 and refusing:
+                return sasl_authenticate_refusal(corr, api_version, "credentials revoked (test)")
+            return None
+        relay.answer_requests(hook)
+        proxy = start_proxy(upstream=relay.address, extra=sasl_extra(mechanism, user, password))
+        refusing.append(True)
+        for attempt in range(3):
+            with kafkawire.connect(proxy.address, 10.0) as s:
+                s.sendall(kafkawire.metadata_v1_request(7 + attempt))
+                assert kafkawire.wait_closed(s, 15.0), "the client connection should close"
+        proxy.wait_for_log(r"SASL authentication failed: credentials revoked \(test\)", timeout=10)
+        log = proxy.process.log_text()
+        warned = [l for l in log.splitlines() if "[WARN] SASL authentication failed" in l]
+        assert len(warned) == 1, log
+        assert f"credentials revoked (test) (Kafka broker 127.0.0.1:{relay_port})" in warned[0]
+        assert password not in log
+    finally:
+        relay.close()
+        broker.stop()

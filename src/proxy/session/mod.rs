@@ -9,7 +9,7 @@
 //!
 //! This file keeps the order (`Pending`, `forward`, `deliver`,
 //! `write_ready`); `upstreams` the connections to brokers and the matching
-//! of answers, `hold` the held produce requests, `redo` the proxy's own
+//! of answers, `login` their SASL login, `hold` the held produce requests, `redo` the proxy's own
 //! retries to derived groups, `deferred` the work waiting for look-ups.
 
 use std::collections::{HashMap, VecDeque};
@@ -33,6 +33,7 @@ const PRODUCE: i16 = crate::kafka::api::ApiKey::Produce as i16;
 
 mod deferred;
 mod hold;
+mod login;
 mod redo;
 mod upstreams;
 
@@ -296,7 +297,6 @@ impl Session {
             let upstream = self.upstream(ctx, &addr)?;
             let bodies: Vec<&[u8]> = direct.iter().map(|(_, _, f, _, _)| f.bytes()).collect();
             upstream
-                .socket
                 .send_frames(&bodies)
                 .map_err(|e| format!("cannot send {} to Kafka broker {addr}: {e}", api_name(api_key)))?;
             if !expect_response {
