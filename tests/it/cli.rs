@@ -65,12 +65,27 @@ fn invalid_configuration_exits_three_naming_the_field() {
 fn tls_or_sasl_asked_for_is_refused_not_ignored() {
     let path = write_config(
         "sasl",
-        "listen: { address: \"127.0.0.1:1\" }\nkafka:\n  bootstrap_servers: [\"127.0.0.1:2\"]\n  \
-         security_protocol: SASL_PLAINTEXT\n  sasl: { mechanism: PLAIN, username: u, password: p }\n",
+        "listen:\n  address: \"127.0.0.1:1\"\n  security:\n    protocol: SASL_PLAINTEXT\n    \
+         sasl: { enabled_mechanisms: [PLAIN], credentials: { users: { u: p } } }\n\
+         kafka: { bootstrap_servers: [\"127.0.0.1:2\"] }\n",
     );
     let out = kpr().arg("-c").arg(&path).output().unwrap();
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8(out.stderr).unwrap().contains("not supported yet"));
+}
+
+#[test]
+fn sasl_toward_the_cluster_is_carried_out_and_check_config_names_the_step() {
+    let path = write_config(
+        "kafka-sasl",
+        "listen: { address: \"127.0.0.1:19\" }\nkafka:\n  bootstrap_servers: [\"127.0.0.1:1\"]\n  \
+         connection_timeout_ms: 500\n  security_protocol: SASL_PLAINTEXT\n  \
+         sasl: { mechanism: SCRAM-SHA-512, username: u, password: hidden-pw }\n",
+    );
+    let out = kpr().arg("--check-config").arg("-c").arg(&path).output().unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.contains("TCP connect failed") && !err.contains("hidden-pw"), "{err}");
 }
 
 #[test]
