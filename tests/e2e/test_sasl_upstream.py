@@ -10,6 +10,7 @@ check does not verify passwords, so PLAIN is not what these tests prove.
 
 import struct
 import subprocess
+import time
 import uuid
 
 import pytest
@@ -147,15 +148,18 @@ def test_a_broker_that_hangs_up_on_the_mechanism_is_named(secured, tmp_path):
     assert "SASL mechanism failed" in out.stderr and "PLAIN" in out.stderr, out.stderr
 
 
-def sasl_authenticate_refusal(corr, version, message):
-    """A SaslAuthenticate answer with SASL_AUTHENTICATION_FAILED (58), as
-    Kafka sends for credentials it does not accept."""
-    text = message.encode()
+def sasl_authenticate_answer(corr, version, code=0, message=None, lifetime_ms=0):
+    """A SaslAuthenticate answer: code 58 (SASL_AUTHENTICATION_FAILED) with
+    a message, as Kafka refuses credentials, or success with a session
+    lifetime (KIP-368)."""
+    text = message.encode() if message is not None else None
     if version >= 2:  # flexible: header and body with tagged fields
-        return (struct.pack(">ib", corr, 0) + struct.pack(">h", 58)
-                + bytes([len(text) + 1]) + text + bytes([1]) + struct.pack(">q", 0) + bytes([0]))
-    body = struct.pack(">ih", corr, 58) + struct.pack(">h", len(text)) + text + struct.pack(">i", 0)
-    return body + (struct.pack(">q", 0) if version >= 1 else b"")
+        string = bytes([0]) if text is None else bytes([len(text) + 1]) + text
+        return (struct.pack(">ib", corr, 0) + struct.pack(">h", code) + string + bytes([1])
+                + struct.pack(">q", lifetime_ms) + bytes([0]))
+    string = struct.pack(">h", -1) if text is None else struct.pack(">h", len(text)) + text
+    body = struct.pack(">ih", corr, code) + string + struct.pack(">i", 0)
+    return body + (struct.pack(">q", lifetime_ms) if version >= 1 else b"")
 
 
 def test_a_login_refused_on_a_client_connection_fails_what_waited(tmp_path, start_proxy):
@@ -173,7 +177,7 @@ def test_a_login_refused_on_a_client_connection_fails_what_waited(tmp_path, star
     try:
         def hook(api_key, api_version, corr, frame):
             if api_key == 36 and refusing:
-                return sasl_authenticate_refusal(corr, api_version, "credentials revoked (test)")
+                return sasl_authenticate_answer(corr, api_version, 58, "credentials revoked (test)")
             return None
         relay.answer_requests(hook)
         proxy = start_proxy(upstream=relay.address, extra=sasl_extra(mechanism, user, password))
@@ -191,3 +195,51 @@ def test_a_login_refused_on_a_client_connection_fails_what_waited(tmp_path, star
     finally:
         relay.close()
         broker.stop()
+
+
+def test_sessions_with_a_lifetime_are_renewed(broker_behind_relay, start_proxy):
+    """KIP-368: a broker whose answer gives session_lifetime_ms closes a
+    connection that sends anything but a new SaslHandshake after it. The
+    relay plays such a broker's login (PLAIN, lifetime 1.5 s, as Kafka with
+    connections.max.reauth.ms=1500) in front of an open Tansu, and counts
+    logins. Produce keeps working across several lifetimes, on the client's
+    connections (which log in again on themselves) and the proxy's own
+    (which reconnect)."""
+    upstream, relay = broker_behind_relay
+    logins = []
+
+    def hook(api_key, api_version, corr, frame):
+        if api_key == 17:
+            return struct.pack(">ihi", corr, 0, 1) + kafkawire._string("PLAIN")
+        if api_key == 36:
+            logins.append(frame)
+            return sasl_authenticate_answer(corr, api_version, lifetime_ms=1500)
+        return None
+
+    relay.answer_requests(hook)
+    name = f"renewed-{RUN}"
+    clients.create_topic(upstream.address, name, 2)
+    proxy = start_proxy(upstream=relay.address, extra=sasl_extra("PLAIN", "svc", "pw"))
+    proxy.wait_for_log("Connected to Kafka cluster")
+    at_start = len(logins)
+    assert at_start >= 1
+    from confluent_kafka import Producer
+    producer = Producer(clients.confluent_conf(proxy.address, **{"linger.ms": 5}))
+    errors = []
+    sent = 0
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline:
+        producer.produce(name, value=f"v{sent}".encode(), partition=sent % 2,
+                         on_delivery=lambda err, msg: err and errors.append(err))
+        sent += 1
+        producer.flush(10)
+        time.sleep(0.1)
+    assert not errors, errors
+    # The client's connection logged in again about every 1.3 s (85% of
+    # the lifetime): 3 or more renewals in 5 s, beyond its first login
+    # (without renewal this counts 2: that first login and one look-up's).
+    assert len(logins) - at_start >= 4, len(logins)
+    assert all(b"svc" in frame for frame in logins)
+    high = clients.high_watermarks(upstream.address, name, range(2))
+    assert sum(high.values()) == sent
+    assert "SASL authentication failed" not in proxy.process.log_text()
