@@ -38,7 +38,9 @@
 //!    connection to that broker if needed without waiting
 //!    (`upstream::connect::start`, registered with the loop by
 //!    `ToLoop::AddUpstream`, given up after `connection_timeout_ms` by
-//!    `Session::check_deadlines`), writes the frame itself
+//!    `Session::check_deadlines`; with `kafka.sasl` it logs in first,
+//!    `session/login.rs`, the client's frames waiting meanwhile), writes
+//!    the frame itself
 //!    (`net::socket::SharedSocket::send_frames`, queued until the
 //!    connection is made), and records an in-flight entry with a deadline.
 //!    A worker never waits on a socket. Produce requests the proxy
