@@ -273,3 +273,117 @@ impl SaslExchange {
 pub fn reauthenticate_after(lifetime: Duration) -> Duration {
     lifetime.mul_f64(0.85)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::scram;
+    use crate::config::Secret;
+    use crate::kafka::message::{encode_response, response_schema};
+
+    fn login(mechanism: SaslMechanism) -> KafkaSasl {
+        KafkaSasl { mechanism, username: "svc".into(), password: Secret::new("pw-secret") }
+    }
+
+    const VERSIONS: SaslVersions = SaslVersions { handshake: 1, authenticate: 2 };
+
+    fn answer(api: ApiKey, version: i16, build: impl FnOnce(&mut Struct<'static>)) -> Vec<u8> {
+        let mut body = codec::with_defaults(&response_schema(api as i16).unwrap().body, version);
+        build(&mut body);
+        encode_response(api as i16, version, 1, &[], &body).unwrap()
+    }
+
+    fn handshake_ok() -> Vec<u8> {
+        answer(ApiKey::SaslHandshake, 1, |_| {})
+    }
+
+    fn authenticated(token: &[u8], lifetime_ms: i64) -> Vec<u8> {
+        answer(ApiKey::SaslAuthenticate, 2, |b| {
+            b.write(sasl_authenticate_response::AUTH_BYTES, Some(Cow::Owned(token.to_vec())));
+            b.write(sasl_authenticate_response::SESSION_LIFETIME_MS, lifetime_ms);
+        })
+    }
+
+    fn token_of(step: SaslStep) -> String {
+        let SaslStep::Send(request) = step else { panic!("a request was expected") };
+        assert_eq!((request.api, request.version), (ApiKey::SaslAuthenticate, 2));
+        String::from_utf8(request.body.read(sasl_authenticate_request::AUTH_BYTES).unwrap().to_vec()).unwrap()
+    }
+
+    #[test]
+    fn versions_are_the_highest_both_speak_and_handshake_v0_is_not_enough() {
+        let broker = |ranges: Vec<(i16, (i16, i16))>| move |api: i16| ranges.iter().find(|(k, _)| *k == api).map(|(_, r)| *r);
+        assert_eq!(SaslVersions::choose(broker(vec![(17, (0, 1)), (36, (0, 1))])), Ok(SaslVersions { handshake: 1, authenticate: 1 }));
+        assert!(matches!(SaslVersions::choose(broker(vec![(17, (0, 0)), (36, (0, 2))])), Err(SaslError::Protocol(_))));
+        assert!(matches!(SaslVersions::choose(broker(vec![(17, (0, 1))])), Err(SaslError::Protocol(_))));
+    }
+
+    #[test]
+    fn plain_sends_one_token_and_reads_the_session_lifetime() {
+        let (mut exchange, first) = SaslExchange::start(&login(SaslMechanism::Plain), VERSIONS);
+        assert_eq!((first.api, first.version), (ApiKey::SaslHandshake, 1));
+        assert_eq!(first.body.read(sasl_handshake_request::MECHANISM), Some("PLAIN"));
+        assert_eq!(token_of(exchange.on_answer(&handshake_ok()).unwrap()), "\0svc\0pw-secret");
+        let Ok(SaslStep::Done { session_lifetime }) = exchange.on_answer(&authenticated(b"", 60_000)) else { panic!() };
+        assert_eq!(session_lifetime, Some(Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn a_mechanism_not_offered_names_those_that_are() {
+        let (mut exchange, _) = SaslExchange::start(&login(SaslMechanism::ScramSha256), VERSIONS);
+        let refusal = answer(ApiKey::SaslHandshake, 1, |b| {
+            b.write(sasl_handshake_response::ERROR_CODE, error::UNSUPPORTED_SASL_MECHANISM);
+            b.write(sasl_handshake_response::MECHANISMS, vec![Value::str("SCRAM-SHA-512"), Value::str("OAUTHBEARER")]);
+        });
+        let Err(e) = exchange.on_answer(&refusal) else { panic!() };
+        assert_eq!(e.step(), "SASL mechanism");
+        assert_eq!(
+            e.to_string(),
+            "SASL authentication failed: mechanism SCRAM-SHA-256 is not offered by the broker; it offers: SCRAM-SHA-512, OAUTHBEARER"
+        );
+    }
+
+    #[test]
+    fn refused_credentials_carry_the_brokers_message() {
+        let (mut exchange, _) = SaslExchange::start(&login(SaslMechanism::Plain), VERSIONS);
+        exchange.on_answer(&handshake_ok()).unwrap();
+        let refusal = answer(ApiKey::SaslAuthenticate, 2, |b| {
+            b.write(sasl_authenticate_response::ERROR_CODE, 58i16);
+            b.write(sasl_authenticate_response::ERROR_MESSAGE, "Invalid username or password");
+        });
+        let Err(e) = exchange.on_answer(&refusal) else { panic!() };
+        assert_eq!(e, SaslError::Refused { code: 58, message: "Invalid username or password".into() });
+        assert_eq!(e.step(), "SASL credentials");
+        assert_eq!(e.to_string(), "SASL authentication failed: Invalid username or password");
+    }
+
+    /// A whole SCRAM-SHA-512 login against a broker built from `scram`'s
+    /// server arithmetic; then the same with a broker that does not know
+    /// the password (its signature is wrong): refused.
+    #[test]
+    fn scram_login_checks_the_brokers_signature() {
+        for knows_password in [true, false] {
+            let hash = ScramHash::Sha512;
+            let salt = b"broker salt";
+            let stored = if knows_password { "pw-secret" } else { "another" };
+            let keys = hash.keys(&hash.salted_password(stored.as_bytes(), salt, 4096));
+            let (mut exchange, _) = SaslExchange::start(&login(SaslMechanism::ScramSha512), VERSIONS);
+            let client_first = token_of(exchange.on_answer(&handshake_ok()).unwrap());
+            let bare = client_first.strip_prefix("n,,").unwrap().to_string();
+            let server_first = format!("r={}srv,s={},i=4096", scram::attribute(&bare, 'r').unwrap(), scram::base64(salt));
+            let client_final = token_of(exchange.on_answer(&authenticated(server_first.as_bytes(), 0)).unwrap());
+            let without_proof = &client_final[..client_final.find(",p=").unwrap()];
+            let auth_message = format!("{bare},{server_first},{without_proof}");
+            let signature = hash.server_signature(&keys.server_key, auth_message.as_bytes());
+            let server_final = format!("v={}", scram::base64(&signature));
+            let result = exchange.on_answer(&authenticated(server_final.as_bytes(), 0));
+            if knows_password {
+                assert!(matches!(result, Ok(SaslStep::Done { session_lifetime: None })));
+            } else {
+                let Err(e) = result else { panic!("a broker without the password must be refused") };
+                assert_eq!(e, SaslError::Scram(ScramClientError::ServerSignatureMismatch));
+                assert_eq!(e.step(), "SASL credentials");
+            }
+        }
+    }
+}
