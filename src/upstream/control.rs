@@ -421,3 +421,64 @@ fn read_api_versions(r: &Struct<'_>) -> Result<HashMap<i16, (i16, i16)>, Upstrea
         .filter_map(|k| Some((k.read(api_keys::API_KEY)?, (k.read(api_keys::MIN_VERSION)?, k.read(api_keys::MAX_VERSION)?))))
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{SaslMechanism, Secret};
+    use crate::kafka::fields::sasl_authenticate_response;
+    use crate::kafka::message::{encode_response, response_schema};
+    use std::net::TcpListener;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A broker that takes any PLAIN login, limits its session to
+    /// `lifetime_ms` (KIP-368), and answers ApiVersions with nothing.
+    /// Returns its address and counts of connections and logins.
+    fn lenient_broker(lifetime_ms: i64) -> (String, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (connections, logins) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (conns, logs) = (connections.clone(), logins.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                conns.fetch_add(1, Ordering::SeqCst);
+                let logs = logs.clone();
+                std::thread::spawn(move || {
+                    let mut size = [0u8; 4];
+                    while stream.read_exact(&mut size).is_ok() {
+                        let mut frame = vec![0u8; u32::from_be_bytes(size) as usize];
+                        stream.read_exact(&mut frame).unwrap();
+                        let api = i16::from_be_bytes([frame[0], frame[1]]);
+                        let version = i16::from_be_bytes([frame[2], frame[3]]);
+                        let correlation = i32::from_be_bytes(frame[4..8].try_into().unwrap());
+                        let mut body = codec::with_defaults(&response_schema(api).unwrap().body, version);
+                        if api == ApiKey::SaslAuthenticate as i16 {
+                            logs.fetch_add(1, Ordering::SeqCst);
+                            body.write(sasl_authenticate_response::SESSION_LIFETIME_MS, lifetime_ms);
+                        }
+                        let answer = encode_response(api, version, correlation, &[], &body).unwrap();
+                        stream.write_all(&with_size_prefix(&answer)).unwrap();
+                    }
+                });
+            }
+        });
+        (addr, connections, logins)
+    }
+
+    #[test]
+    fn a_connection_is_replaced_before_its_session_ends() {
+        let (addr, connections, logins) = lenient_broker(300);
+        let cluster = Arc::new(Cluster::new(vec![addr.clone()]));
+        cluster.set_api_versions(HashMap::from([(17, (0, 1)), (18, (0, 3)), (36, (0, 2))]));
+        let sasl = KafkaSasl { mechanism: SaslMechanism::Plain, username: "svc".into(), password: Secret::new("pw") };
+        let mut control = ControlClient::new(cluster, Duration::from_secs(2), Duration::from_secs(2)).with_sasl(Some(sasl));
+        let mut ask = || control.call(&addr, ApiKey::ApiVersions, 0, &api_versions_v0()).map(|_| ()).unwrap();
+        ask();
+        ask();
+        assert_eq!((connections.load(Ordering::SeqCst), logins.load(Ordering::SeqCst)), (1, 1), "one login serves both");
+        std::thread::sleep(Duration::from_millis(270)); // past 85% of 300 ms
+        ask();
+        assert_eq!((connections.load(Ordering::SeqCst), logins.load(Ordering::SeqCst)), (2, 2), "a fresh connection, logged in");
+    }
+}
