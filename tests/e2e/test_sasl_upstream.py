@@ -4,8 +4,10 @@ users (secured_tansu.py). Clients talk plaintext to the proxy; every
 connection the proxy opens to the broker authenticates first, its own
 look-ups (metadata, the producer-id topic) included.
 
-Tansu verifies SCRAM proofs and proves itself (server signature); its PLAIN
-check does not verify passwords, so PLAIN is not what these tests prove.
+Tansu verifies SCRAM proofs and proves itself (server signature). PLAIN is
+no proof with Tansu (said not to verify passwords; Tansu 0.6 here closes the
+connection on a SaslHandshake naming PLAIN), so PLAIN is exercised only
+against a login the relay plays (the KIP-368 test).
 """
 
 import struct
@@ -243,3 +245,41 @@ def test_sessions_with_a_lifetime_are_renewed(broker_behind_relay, start_proxy):
     high = clients.high_watermarks(upstream.address, name, range(2))
     assert sum(high.values()) == sent
     assert "SASL authentication failed" not in proxy.process.log_text()
+
+
+def test_a_login_without_answer_is_given_up_after_the_connection_timeout(broker_behind_relay, start_proxy):
+    """The login of a client's upstream connection is bounded by
+    kafka.connection_timeout_ms: a broker that never answers SaslAuthenticate
+    costs that client's request (its connection closes, as for an
+    unreachable broker), not a worker."""
+    upstream, relay = broker_behind_relay
+    stalled = []
+
+    def hook(api_key, api_version, corr, frame):
+        if api_key == 17:
+            return struct.pack(">ihi", corr, 0, 1) + kafkawire._string("PLAIN")
+        if api_key == 36 and not stalled:
+            return sasl_authenticate_answer(corr, api_version)
+        return None  # stalled: held below, never answered
+
+    relay.answer_requests(hook)
+    extra = sasl_extra("PLAIN", "svc", "pw")
+    extra["kafka"]["connection_timeout_ms"] = 1000
+    proxy = start_proxy(upstream=relay.address, extra=extra)
+    proxy.wait_for_log("Connected to Kafka cluster")
+    stalled.append(True)
+    hold = relay.hold_requests(36, b"svc")
+    try:
+        started = time.monotonic()
+        with kafkawire.connect(proxy.address, 10.0) as s:
+            s.sendall(kafkawire.metadata_v1_request(3))
+            assert kafkawire.wait_closed(s, 8.0), "the client connection should close"
+        assert time.monotonic() - started < 5.0
+        assert hold.seen.is_set()
+        proxy.wait_for_log(r"SASL authentication failed: no answer within 1s", timeout=5)
+        # Other clients are served meanwhile: the proxy answers ApiVersions itself.
+        with kafkawire.connect(proxy.address, 5.0) as s:
+            error, _ = kafkawire.api_versions(s, 0, 1)
+            assert error == 0
+    finally:
+        hold.release()

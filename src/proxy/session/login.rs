@@ -74,7 +74,7 @@ impl Session {
     /// Begin a login on the connection to `addr` when `kafka.sasl` asks
     /// for one (a new connection, or one whose session is nearly over).
     pub(super) fn begin_login(&mut self, ctx: &ProxyContext, addr: &str) -> Result<(), String> {
-        let Some(sasl) = ctx.settings.kafka_security.sasl_login() else { return Ok(()) };
+        let Some(sasl) = self.upstream_identity(ctx) else { return Ok(()) };
         let versions = SaslVersions::choose(|api| ctx.cluster.upstream_versions(api))
             .map_err(|e| format!("{e} (Kafka broker {addr})"))?;
         let (exchange, request) = SaslExchange::start(&sasl, versions);
@@ -86,6 +86,14 @@ impl Session {
         let until = Instant::now() + ctx.settings.connect_timeout;
         up.login = Some(Login { exchange, correlation_id, until, waiting: Vec::new() });
         Ok(())
+    }
+
+    /// Who this client's upstream connections log in as: the proxy's
+    /// service identity (`kafka.sasl`). Identity pass-through (issue 10,
+    /// `kafka.sasl.mode: passthrough`) answers the client's own
+    /// credentials here; nothing else in the login depends on whose they are.
+    fn upstream_identity(&self, ctx: &ProxyContext) -> Option<crate::config::KafkaSasl> {
+        ctx.settings.kafka_security.sasl_login()
     }
 
     /// Take `frame` if it answers the login under way on `upstream`;
