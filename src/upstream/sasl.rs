@@ -209,7 +209,7 @@ impl SaslExchange {
                 if code != error::NONE {
                     return Err(SaslError::Refused { code, message: format!("SaslHandshake answered error code {code}") });
                 }
-                return Ok(SaslStep::Send(self.first_token()));
+                return self.first_token().map(SaslStep::Send);
             }
             other => {
                 use sasl_authenticate_response::{AUTH_BYTES, ERROR_CODE, ERROR_MESSAGE, SESSION_LIFETIME_MS};
@@ -239,23 +239,27 @@ impl SaslExchange {
     }
 
     /// The first SaslAuthenticate: PLAIN's whole token, or SCRAM's
-    /// client-first message.
-    fn first_token(&mut self) -> SaslRequest {
+    /// client-first message. A mechanism this exchange does not carry out
+    /// is an error, never another mechanism's token.
+    fn first_token(&mut self) -> Result<SaslRequest, SaslError> {
         let (username, password) = (&self.sasl.username, &self.sasl.password);
-        let token = match ScramHash::of(self.sasl.mechanism) {
-            None => {
+        let token = match (self.sasl.mechanism, ScramHash::of(self.sasl.mechanism)) {
+            (SaslMechanism::Plain, _) => {
                 self.state = State::Plain;
                 // RFC 4616: authzid NUL authcid NUL passwd; no authzid.
                 format!("\0{username}\0{}", password.expose()).into_bytes()
             }
-            Some(hash) => {
+            (_, Some(hash)) => {
                 let client = ScramClient::new(hash, username, password);
                 let first = client.client_first().into_bytes();
                 self.state = State::ScramFirst(client);
                 first
             }
+            (other, None) => {
+                return Err(SaslError::Protocol(format!("the proxy does not log in with {other} toward the cluster yet")))
+            }
         };
-        self.authenticate(token)
+        Ok(self.authenticate(token))
     }
 
     fn authenticate(&mut self, token: Vec<u8>) -> SaslRequest {
