@@ -130,9 +130,10 @@ pub const FLAGS: &[Flag] = &[
         value_name: None,
         kind: FlagKind::CheckConfig,
         help: "Validate the configuration and print the mapping rules; then connect to the \
-               cluster and print the rule each existing topic falls under, flagging topics whose \
-               physical partition count contradicts their rule. Exit status 0 if valid, 3 if the \
-               configuration is invalid, 4 if the cluster cannot be reached.",
+               cluster (with the configured security) and print the rule each existing topic falls \
+               under, flagging topics whose physical partition count contradicts their rule. Exit \
+               status 0 if valid, 3 if the configuration is invalid, 4 if the cluster cannot be \
+               reached or refuses the login (the step that failed is named).",
     },
     Flag {
         short: Some("-V"),

@@ -85,13 +85,16 @@ fn check_config(args: &RunArgs) -> ExitCode {
     }
     // What the rules mean for the topics the cluster holds now.
     let cluster = Arc::new(kpr_proxy::cluster::Cluster::new(config.kafka.bootstrap_servers.clone()));
+    let security = kafka_security(&config);
     let mut control = kpr_proxy::upstream::control::ControlClient::new(
         cluster.clone(),
         config.kafka.connection_timeout(),
         config.kafka.request_timeout(),
-    );
+    )
+    .with_sasl(security.sasl_login());
     if let Err(e) = control.bootstrap() {
-        return fail(cli::EXIT_KAFKA_UNREACHABLE, format!("cannot reach the Kafka cluster to list its topics: {e}"));
+        // Which step failed: TCP connect, SASL mechanism, SASL credentials, ...
+        return fail(cli::EXIT_KAFKA_UNREACHABLE, format!("cannot reach the Kafka cluster to list its topics ({} failed): {e}", e.step()));
     }
     let mapper = kpr_proxy::remap::mapping::Mapper::new(config.mapping.clone());
     if mapper.remaps_anything() {
@@ -195,12 +198,16 @@ fn settings(config: &Config) -> Result<ProxySettings, String> {
         shutdown_grace: SHUTDOWN_GRACE,
         client_rack: config.kafka.client_rack.clone(),
         listen_security: config.listen.security.clone(),
-        kafka_security: kpr_proxy::proxy::KafkaSecurity {
-            protocol: config.kafka.security_protocol,
-            tls: config.kafka.tls.clone(),
-            sasl: config.kafka.sasl.clone(),
-        },
+        kafka_security: kafka_security(config),
     })
+}
+
+fn kafka_security(config: &Config) -> kpr_proxy::proxy::KafkaSecurity {
+    kpr_proxy::proxy::KafkaSecurity {
+        protocol: config.kafka.security_protocol,
+        tls: config.kafka.tls.clone(),
+        sasl: config.kafka.sasl.clone(),
+    }
 }
 
 fn run(args: &RunArgs) -> ExitCode {

@@ -1,7 +1,8 @@
 //! Authentication: what SASL mechanisms compute, on both sides of the
 //! proxy. Toward clients the proxy is the SASL server; toward the cluster
 //! it is a SASL client. `scram` holds the arithmetic both share (RFC 5802,
-//! RFC 7677). Toward clients: `plain` and `scram_server` are the
+//! RFC 7677); `scram_client` is its client half (toward brokers; the
+//! exchange itself is `upstream::sasl`). Toward clients: `plain` and `scram_server` are the
 //! mechanisms' server sides, `server` the users and the exchanges a
 //! client's session runs (`proxy::apis::sasl` puts them on the wire).
 //! `oauthbearer`, `jwt` and `jwks` are the OAUTHBEARER messages and token
@@ -13,6 +14,7 @@ pub mod jwt;
 pub mod oauthbearer;
 pub mod plain;
 pub mod scram;
+pub mod scram_client;
 pub mod scram_server;
 pub mod server;
 #[cfg(test)]

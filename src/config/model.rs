@@ -341,7 +341,7 @@ impl fmt::Debug for Secret {
 const LISTEN_TLS_READY: bool = false;
 const LISTEN_SASL_READY: bool = true;
 const KAFKA_TLS_READY: bool = false;
-const KAFKA_SASL_READY: bool = false;
+const KAFKA_SASL_READY: bool = true;
 const OAUTHBEARER_READY: bool = false;
 
 impl Config {

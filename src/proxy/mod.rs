@@ -39,7 +39,9 @@
 //!    connection to that broker if needed without waiting
 //!    (`upstream::connect::start`, registered with the loop by
 //!    `ToLoop::AddUpstream`, given up after `connection_timeout_ms` by
-//!    `Session::check_deadlines`), writes the frame itself
+//!    `Session::check_deadlines`; with `kafka.sasl` it logs in first,
+//!    `session/login.rs`, the client's frames waiting meanwhile), writes
+//!    the frame itself
 //!    (`net::socket::SharedSocket::send_frames`, queued until the
 //!    connection is made), and records an in-flight entry with a deadline.
 //!    A worker never waits on a socket. Produce requests the proxy
@@ -188,6 +190,21 @@ pub struct KafkaSecurity {
     pub sasl: Option<crate::config::KafkaSasl>,
 }
 
+impl KafkaSecurity {
+    /// The credentials to log in with: `sasl` when the protocol asks for
+    /// SASL.
+    pub fn sasl_login(&self) -> Option<crate::config::KafkaSasl> {
+        self.sasl.clone().filter(|_| self.protocol.uses_sasl())
+    }
+}
+
+impl ProxySettings {
+    /// A control client for `cluster` with these timeouts and security.
+    pub fn control_client(&self, cluster: Arc<Cluster>) -> ControlClient {
+        ControlClient::new(cluster, self.connect_timeout, self.request_timeout).with_sasl(self.kafka_security.sasl_login())
+    }
+}
+
 /// What every worker reads.
 pub struct ProxyContext {
     pub settings: ProxySettings,
@@ -251,6 +268,9 @@ impl std::fmt::Display for StartError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             StartError::Listen { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
+            StartError::Upstream(e @ crate::upstream::control::UpstreamError::Sasl { .. }) => {
+                write!(f, "the Kafka cluster refused the proxy's login: {e}")
+            }
             StartError::Upstream(e) => write!(f, "cannot reach the Kafka cluster: {e}"),
             StartError::Io(e) => write!(f, "{e}"),
         }
@@ -272,7 +292,7 @@ impl Proxy {
         let local = listener.local_addr().map_err(StartError::Io)?;
         info!("Listening on {local}");
         let cluster = Arc::new(Cluster::new(settings.bootstrap.clone()));
-        let mut control = ControlClient::new(cluster.clone(), settings.connect_timeout, settings.request_timeout);
+        let mut control = settings.control_client(cluster.clone());
         control.bootstrap().map_err(StartError::Upstream)?;
         {
             let view = cluster.read();
@@ -354,7 +374,7 @@ impl Proxy {
         }
         threads.extend(lookups::spawn(&ctx, lookup_answers)?);
         let refresher = {
-            let control = ControlClient::new(ctx.cluster.clone(), ctx.settings.connect_timeout, ctx.settings.request_timeout);
+            let control = ctx.settings.control_client(ctx.cluster.clone());
             let interval = ctx.settings.metadata_refresh;
             let shared = ctx.shared.clone();
             let rctx = ctx.clone();
@@ -367,7 +387,7 @@ impl Proxy {
         };
         let follower = match ctx.producer_log.clone() {
             Some(log) => {
-                let control = ControlClient::new(ctx.cluster.clone(), ctx.settings.connect_timeout, ctx.settings.request_timeout);
+                let control = ctx.settings.control_client(ctx.cluster.clone());
                 let shared = ctx.shared.clone();
                 Some(std::thread::Builder::new().name("producer-ids".into()).spawn(move || log.follow(control, shared))?)
             }

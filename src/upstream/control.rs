@@ -3,15 +3,21 @@
 //! connections. Each thread that needs them owns one `ControlClient`; these
 //! requests are rare and small, so a blocking round trip is the simplest
 //! correct thing.
+//!
+//! With `kafka.sasl`, every connection logs in (`super::sasl`) before its
+//! first request. When the broker limits the login's session (KIP-368
+//! `session_lifetime_ms`), a connection is not used past 85% of it: the
+//! next call opens a fresh, freshly authenticated one instead.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::cluster::{Cluster, CoordinatorKind};
+use crate::config::KafkaSasl;
 use crate::frame::with_size_prefix;
 use crate::kafka::api::{error, ApiKey};
 use crate::kafka::codec::{self, Struct, Value};
@@ -20,6 +26,8 @@ use crate::kafka::fields::{members, metadata_request};
 use crate::kafka::header::peek_correlation_id;
 use crate::kafka::message::{decode_response, encode_request, request_schema, ResponseError};
 use crate::kafka::wire::DecodeError;
+
+use super::sasl::{reauthenticate_after, SaslError, SaslExchange, SaslStep, SaslVersions};
 
 pub const CLIENT_ID: &str = "kpr-proxy";
 
@@ -33,6 +41,20 @@ pub enum UpstreamError {
     /// The broker answered with an error code.
     Kafka { api: ApiKey, code: i16, message: String },
     NoBrokers,
+    /// The broker refused the proxy's login, or the login failed.
+    Sasl { addr: String, source: SaslError },
+}
+
+impl UpstreamError {
+    /// Which step of reaching the cluster failed, as `--check-config`
+    /// names it.
+    pub fn step(&self) -> &'static str {
+        match self {
+            UpstreamError::Connect { .. } | UpstreamError::NoBrokers => "TCP connect",
+            UpstreamError::Sasl { source, .. } => source.step(),
+            _ => "Kafka request",
+        }
+    }
 }
 
 impl fmt::Display for UpstreamError {
@@ -50,6 +72,7 @@ impl fmt::Display for UpstreamError {
                 write!(f, "{} failed with Kafka error code {code}{}", api.name(), if message.is_empty() { String::new() } else { format!(": {message}") })
             }
             UpstreamError::NoBrokers => write!(f, "no Kafka broker address is known"),
+            UpstreamError::Sasl { addr, source } => write!(f, "{source} (Kafka broker {addr})"),
         }
     }
 }
@@ -76,9 +99,18 @@ impl Answer {
     }
 }
 
+/// An open control connection.
+struct Connection {
+    stream: TcpStream,
+    /// When its login must be renewed (KIP-368): not used from then on.
+    renew_at: Option<Instant>,
+}
+
 pub struct ControlClient {
     cluster: Arc<Cluster>,
-    conns: HashMap<String, TcpStream>,
+    conns: HashMap<String, Connection>,
+    /// `kafka.sasl` when `kafka.security_protocol` asks for SASL.
+    sasl: Option<KafkaSasl>,
     next_correlation: i32,
     connect_timeout: Duration,
     request_timeout: Duration,
@@ -86,7 +118,13 @@ pub struct ControlClient {
 
 impl ControlClient {
     pub fn new(cluster: Arc<Cluster>, connect_timeout: Duration, request_timeout: Duration) -> ControlClient {
-        ControlClient { cluster, conns: HashMap::new(), next_correlation: 1, connect_timeout, request_timeout }
+        ControlClient { cluster, conns: HashMap::new(), sasl: None, next_correlation: 1, connect_timeout, request_timeout }
+    }
+
+    /// Log in with these credentials on every connection (`None`: no SASL).
+    pub fn with_sasl(mut self, sasl: Option<KafkaSasl>) -> ControlClient {
+        self.sasl = sasl;
+        self
     }
 
     pub fn cluster(&self) -> &Arc<Cluster> {
@@ -114,8 +152,7 @@ impl ControlClient {
 
     /// Send one request to `addr` and return its answer.
     pub fn call(&mut self, addr: &str, api: ApiKey, version: i16, body: &Struct<'_>) -> Result<Answer, UpstreamError> {
-        let correlation = self.next_correlation;
-        self.next_correlation = self.next_correlation.wrapping_add(1).max(1);
+        let correlation = self.take_correlation();
         let frame = encode_request(api as i16, version, correlation, Some(CLIENT_ID), body)
             .expect("the proxy builds only encodable requests");
         let result = self.round_trip(addr, &frame);
@@ -137,26 +174,61 @@ impl ControlClient {
         Ok(Answer { addr: addr.to_string(), api, version, frame: response })
     }
 
+    fn take_correlation(&mut self) -> i32 {
+        let correlation = self.next_correlation;
+        self.next_correlation = self.next_correlation.wrapping_add(1).max(1);
+        correlation
+    }
+
     fn round_trip(&mut self, addr: &str, frame: &[u8]) -> Result<Vec<u8>, UpstreamError> {
+        if self.conns.get(addr).and_then(|c| c.renew_at).is_some_and(|at| Instant::now() >= at) {
+            // Its login's session is nearly over (KIP-368): a fresh one.
+            self.conns.remove(addr);
+        }
         if !self.conns.contains_key(addr) {
-            let s = super::connect::connect(addr, self.connect_timeout, &self.cluster)
+            let mut stream = super::connect::connect(addr, self.connect_timeout, &self.cluster)
                 .map_err(|source| UpstreamError::Connect { addr: addr.to_string(), source })?;
-            s.set_read_timeout(Some(self.request_timeout)).ok();
-            s.set_write_timeout(Some(self.request_timeout)).ok();
-            self.conns.insert(addr.to_string(), s);
+            stream.set_read_timeout(Some(self.request_timeout)).ok();
+            stream.set_write_timeout(Some(self.request_timeout)).ok();
+            let renew_at = match self.sasl.clone() {
+                Some(sasl) => self.log_in(addr, &mut stream, &sasl)?.map(|lifetime| Instant::now() + reauthenticate_after(lifetime)),
+                None => None,
+            };
+            self.conns.insert(addr.to_string(), Connection { stream, renew_at });
         }
-        let s = self.conns.get_mut(addr).expect("inserted above");
-        let io_err = |source| UpstreamError::Io { addr: addr.to_string(), source };
-        s.write_all(&with_size_prefix(frame)).map_err(io_err)?;
-        let mut size = [0u8; 4];
-        s.read_exact(&mut size).map_err(io_err)?;
-        let size = i32::from_be_bytes(size);
-        if !(4..=1 << 30).contains(&size) {
-            return Err(io_err(io::Error::new(io::ErrorKind::InvalidData, format!("response size {size}"))));
+        let conn = self.conns.get_mut(addr).expect("inserted above");
+        exchange(&mut conn.stream, addr, frame)
+    }
+
+    /// Log in on a new connection; the session's lifetime when the broker
+    /// limits it. The versions are the cluster's when known (after
+    /// bootstrap), else asked on this connection: ApiVersions is the one
+    /// request a broker answers before a login.
+    fn log_in(&mut self, addr: &str, stream: &mut TcpStream, sasl: &KafkaSasl) -> Result<Option<Duration>, UpstreamError> {
+        let known = self.cluster.upstream_versions(ApiKey::SaslAuthenticate as i16).is_some();
+        let versions = if known {
+            SaslVersions::choose(|api| self.cluster.upstream_versions(api))
+        } else {
+            let asked = encode_request(ApiKey::ApiVersions as i16, 0, self.take_correlation(), Some(CLIENT_ID), &api_versions_v0())
+                .expect("ApiVersions v0 encodes");
+            let answer = Answer { addr: addr.to_string(), api: ApiKey::ApiVersions, version: 0, frame: exchange(stream, addr, &asked)? };
+            let ranges = read_api_versions(&answer.body()?)?;
+            SaslVersions::choose(|api| ranges.get(&api).copied())
+        };
+        let failed = |source| UpstreamError::Sasl { addr: addr.to_string(), source };
+        let (mut login, mut request) = SaslExchange::start(sasl, versions.map_err(failed)?);
+        loop {
+            let frame = match exchange(stream, addr, &request.encode(self.take_correlation())) {
+                Err(UpstreamError::Io { .. }) if login.at_handshake() => {
+                    return Err(failed(SaslError::HandshakeClosed { mechanism: login.mechanism() }))
+                }
+                other => other?,
+            };
+            match login.on_answer(&frame).map_err(failed)? {
+                SaslStep::Send(next) => request = next,
+                SaslStep::Done { session_lifetime } => return Ok(session_lifetime),
+            }
         }
-        let mut buf = vec![0u8; size as usize];
-        s.read_exact(&mut buf).map_err(io_err)?;
-        Ok(buf)
     }
 
     /// Call and decode, trying every known broker (then bootstrap server)
@@ -213,16 +285,7 @@ impl ControlClient {
     }
 
     fn api_versions(&mut self, addr: &str) -> Result<HashMap<i16, (i16, i16)>, UpstreamError> {
-        let read = |r: &Struct<'_>| -> Result<HashMap<i16, (i16, i16)>, UpstreamError> {
-            use api_versions_response::{api_keys, API_KEYS, ERROR_CODE};
-            let code = r.read(ERROR_CODE).unwrap_or(0);
-            if code != error::NONE && r.items(API_KEYS).is_empty() {
-                return Err(UpstreamError::Kafka { api: ApiKey::ApiVersions, code, message: String::new() });
-            }
-            Ok(r.iter(API_KEYS)
-                .filter_map(|k| Some((k.read(api_keys::API_KEY)?, (k.read(api_keys::MIN_VERSION)?, k.read(api_keys::MAX_VERSION)?))))
-                .collect())
-        };
+        let read = read_api_versions;
         let build = |b: &mut Struct<'static>, v: i16| {
             if v >= 3 {
                 b.write(api_versions_request::CLIENT_SOFTWARE_NAME, CLIENT_ID);
@@ -233,7 +296,7 @@ impl ControlClient {
         // and UNSUPPORTED_VERSION plus its ranges, which `read` accepts.
         match self.call_decoded(addr, ApiKey::ApiVersions, build, read) {
             Err(UpstreamError::Decode { .. }) => {
-                let answer = self.call(addr, ApiKey::ApiVersions, 0, &codec::with_defaults(&request_schema(18).unwrap().body, 0))?;
+                let answer = self.call(addr, ApiKey::ApiVersions, 0, &api_versions_v0())?;
                 read(&answer.body()?)
             }
             other => other,
@@ -323,5 +386,99 @@ impl ControlClient {
                 Ok(node)
             },
         )
+    }
+}
+
+/// Write one request frame and read its answer, on a blocking stream.
+fn exchange(stream: &mut (impl Read + Write), addr: &str, frame: &[u8]) -> Result<Vec<u8>, UpstreamError> {
+    let io_err = |source| UpstreamError::Io { addr: addr.to_string(), source };
+    stream.write_all(&with_size_prefix(frame)).map_err(io_err)?;
+    let mut size = [0u8; 4];
+    stream.read_exact(&mut size).map_err(io_err)?;
+    let size = i32::from_be_bytes(size);
+    if !(4..=1 << 30).contains(&size) {
+        return Err(io_err(io::Error::new(io::ErrorKind::InvalidData, format!("response size {size}"))));
+    }
+    let mut buf = vec![0u8; size as usize];
+    stream.read_exact(&mut buf).map_err(io_err)?;
+    Ok(buf)
+}
+
+fn api_versions_v0() -> Struct<'static> {
+    codec::with_defaults(&request_schema(ApiKey::ApiVersions as i16).expect("declared").body, 0)
+}
+
+/// The version ranges of an ApiVersions answer. A broker that does not
+/// know the version asked answers v0 with UNSUPPORTED_VERSION and its
+/// ranges, which count.
+fn read_api_versions(r: &Struct<'_>) -> Result<HashMap<i16, (i16, i16)>, UpstreamError> {
+    use api_versions_response::{api_keys, API_KEYS, ERROR_CODE};
+    let code = r.read(ERROR_CODE).unwrap_or(0);
+    if code != error::NONE && r.items(API_KEYS).is_empty() {
+        return Err(UpstreamError::Kafka { api: ApiKey::ApiVersions, code, message: String::new() });
+    }
+    Ok(r.iter(API_KEYS)
+        .filter_map(|k| Some((k.read(api_keys::API_KEY)?, (k.read(api_keys::MIN_VERSION)?, k.read(api_keys::MAX_VERSION)?))))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{SaslMechanism, Secret};
+    use crate::kafka::fields::sasl_authenticate_response;
+    use crate::kafka::message::{encode_response, response_schema};
+    use std::net::TcpListener;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A broker that takes any PLAIN login, limits its session to
+    /// `lifetime_ms` (KIP-368), and answers ApiVersions with nothing.
+    /// Returns its address and counts of connections and logins.
+    fn lenient_broker(lifetime_ms: i64) -> (String, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (connections, logins) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (conns, logs) = (connections.clone(), logins.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                conns.fetch_add(1, Ordering::SeqCst);
+                let logs = logs.clone();
+                std::thread::spawn(move || {
+                    let mut size = [0u8; 4];
+                    while stream.read_exact(&mut size).is_ok() {
+                        let mut frame = vec![0u8; u32::from_be_bytes(size) as usize];
+                        stream.read_exact(&mut frame).unwrap();
+                        let api = i16::from_be_bytes([frame[0], frame[1]]);
+                        let version = i16::from_be_bytes([frame[2], frame[3]]);
+                        let correlation = i32::from_be_bytes(frame[4..8].try_into().unwrap());
+                        let mut body = codec::with_defaults(&response_schema(api).unwrap().body, version);
+                        if api == ApiKey::SaslAuthenticate as i16 {
+                            logs.fetch_add(1, Ordering::SeqCst);
+                            body.write(sasl_authenticate_response::SESSION_LIFETIME_MS, lifetime_ms);
+                        }
+                        let answer = encode_response(api, version, correlation, &[], &body).unwrap();
+                        stream.write_all(&with_size_prefix(&answer)).unwrap();
+                    }
+                });
+            }
+        });
+        (addr, connections, logins)
+    }
+
+    #[test]
+    fn a_connection_is_replaced_before_its_session_ends() {
+        let (addr, connections, logins) = lenient_broker(300);
+        let cluster = Arc::new(Cluster::new(vec![addr.clone()]));
+        cluster.set_api_versions(HashMap::from([(17, (0, 1)), (18, (0, 3)), (36, (0, 2))]));
+        let sasl = KafkaSasl { mechanism: SaslMechanism::Plain, username: "svc".into(), password: Secret::new("pw"), token_path: None };
+        let mut control = ControlClient::new(cluster, Duration::from_secs(2), Duration::from_secs(2)).with_sasl(Some(sasl));
+        let mut ask = || control.call(&addr, ApiKey::ApiVersions, 0, &api_versions_v0()).map(|_| ()).unwrap();
+        ask();
+        ask();
+        assert_eq!((connections.load(Ordering::SeqCst), logins.load(Ordering::SeqCst)), (1, 1), "one login serves both");
+        std::thread::sleep(Duration::from_millis(270)); // past 85% of 300 ms
+        ask();
+        assert_eq!((connections.load(Ordering::SeqCst), logins.load(Ordering::SeqCst)), (2, 2), "a fresh connection, logged in");
     }
 }

@@ -8,3 +8,4 @@ pub mod connect;
 pub mod control;
 pub mod producer_log;
 pub mod refresh;
+pub mod sasl;

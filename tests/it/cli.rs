@@ -62,15 +62,31 @@ fn invalid_configuration_exits_three_naming_the_field() {
 }
 
 #[test]
-fn tls_or_sasl_asked_for_is_refused_not_ignored() {
+fn security_not_built_yet_is_refused_not_ignored() {
+    // OAUTHBEARER is validated but its exchanges are not wired yet.
     let path = write_config(
-        "sasl",
+        "oauthbearer",
         "listen: { address: \"127.0.0.1:1\" }\nkafka:\n  bootstrap_servers: [\"127.0.0.1:2\"]\n  \
-         security_protocol: SASL_PLAINTEXT\n  sasl: { mechanism: PLAIN, username: u, password: p }\n",
+         security_protocol: SASL_PLAINTEXT\n  sasl: { mechanism: OAUTHBEARER, token_path: /nonexistent/token }\n",
     );
     let out = kpr().arg("-c").arg(&path).output().unwrap();
-    assert_eq!(out.status.code(), Some(3));
-    assert!(String::from_utf8(out.stderr).unwrap().contains("not supported yet"));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("OAUTHBEARER is not supported yet"), "{err}");
+}
+
+#[test]
+fn sasl_toward_the_cluster_is_carried_out_and_check_config_names_the_step() {
+    let path = write_config(
+        "kafka-sasl",
+        "listen: { address: \"127.0.0.1:19\" }\nkafka:\n  bootstrap_servers: [\"127.0.0.1:1\"]\n  \
+         connection_timeout_ms: 500\n  security_protocol: SASL_PLAINTEXT\n  \
+         sasl: { mechanism: SCRAM-SHA-512, username: u, password: hidden-pw }\n",
+    );
+    let out = kpr().arg("--check-config").arg("-c").arg(&path).output().unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.contains("TCP connect failed") && !err.contains("hidden-pw"), "{err}");
 }
 
 #[test]

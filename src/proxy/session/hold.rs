@@ -66,7 +66,7 @@ impl Session {
                 Outgoing::Merged { frame, .. } => frame.as_slice(),
             })
             .collect();
-        upstream.socket.send_frames(&bodies).map_err(|e| format!("cannot send Produce to Kafka broker {addr}: {e}"))?;
+        upstream.send_frames(&bodies).map_err(|e| format!("cannot send Produce to Kafka broker {addr}: {e}"))?;
         let api_key = PRODUCE;
         let metrics = &ctx.shared.metrics;
         for o in outgoing {

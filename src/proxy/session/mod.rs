@@ -9,10 +9,10 @@
 //!
 //! This file keeps the order (`Pending`, `forward`, `deliver`, `complete`,
 //! `write_ready`); `upstreams` the connections to brokers and the matching
-//! of answers, `hold` the held produce requests (merged and cut apart with
-//! `coalesce`), `redo` the proxy's own retries to derived groups,
-//! `deferred` the work waiting for look-ups, `refusal` the answer to a
-//! refused login, held back before the close.
+//! of answers, `login` their SASL login, `hold` the held produce requests
+//! (merged and cut apart with `coalesce`), `redo` the proxy's own retries
+//! to derived groups, `deferred` the work waiting for look-ups, `refusal`
+//! the answer to a refused login, held back before the close.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
@@ -36,6 +36,7 @@ const PRODUCE: i16 = crate::kafka::api::ApiKey::Produce as i16;
 mod coalesce;
 mod deferred;
 mod hold;
+mod login;
 mod redo;
 mod refusal;
 mod upstreams;
@@ -306,7 +307,6 @@ impl Session {
             let upstream = self.upstream(ctx, &addr)?;
             let bodies: Vec<&[u8]> = direct.iter().map(|(_, _, f, _, _)| f.bytes()).collect();
             upstream
-                .socket
                 .send_frames(&bodies)
                 .map_err(|e| format!("cannot send {} to Kafka broker {addr}: {e}", api_name(api_key)))?;
             if !expect_response {

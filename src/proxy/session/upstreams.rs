@@ -1,7 +1,8 @@
 //! The upstream connections of one client, one per broker address: opened
 //! without waiting (the event loop completes the connect, `check_connects`
-//! bounds it by `connection_timeout_ms`), answers matched to requests in
-//! order by correlation id, deadlines, and what a lost connection costs.
+//! bounds it by `connection_timeout_ms`), logged in when `kafka.sasl` asks
+//! (`login`), answers matched to requests in order by correlation id,
+//! deadlines, and what a lost connection costs.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -52,6 +53,10 @@ pub struct Upstream {
     /// (`connection_timeout_ms`). Connects do not block the worker; the
     /// event loop completes them, and `check_deadlines` gives up on them.
     pub(super) connecting_until: Option<Instant>,
+    /// The SASL login under way: frames wait in it (`login`).
+    pub(super) login: Option<super::login::Login>,
+    /// When the session of its last login must be renewed (KIP-368).
+    pub(super) renew_at: Option<Instant>,
 }
 
 impl Session {
@@ -73,8 +78,18 @@ impl Session {
             debug!("Connecting to Kafka broker {addr} for client {}", self.client.peer);
             self.by_token.insert(token, addr.to_string());
             let connecting_until = Some(Instant::now() + ctx.settings.connect_timeout);
-            let upstream = Upstream { socket, addr: addr.to_string(), in_flight: VecDeque::new(), connecting_until };
+            let upstream =
+                Upstream { socket, addr: addr.to_string(), in_flight: VecDeque::new(), connecting_until, login: None, renew_at: None };
             self.upstreams.insert(addr.to_string(), upstream);
+            if let Err(e) = self.begin_login(ctx, addr) {
+                let up = self.upstreams.remove(addr).expect("inserted above");
+                self.by_token.remove(&up.socket.token);
+                ctx.handle.send(ToLoop::CloseUpstream(up.socket.token));
+                warn!("{e}");
+                return Err(e);
+            }
+        } else if self.upstreams[addr].login_expiring(Instant::now()) {
+            self.begin_login(ctx, addr)?;
         }
         Ok(self.upstreams.get_mut(addr).expect("inserted above"))
     }
@@ -87,8 +102,11 @@ impl Session {
         upstream: Token,
         frame: Vec<u8>,
     ) -> Verdict {
-        let Some(addr) = self.by_token.get(&upstream) else { return Verdict::Continue };
-        let up = self.upstreams.get_mut(addr).expect("by_token and upstreams agree");
+        let Some(addr) = self.by_token.get(&upstream).cloned() else { return Verdict::Continue };
+        if let Some(verdict) = self.login_answer(ctx, upstream, &addr, &frame) {
+            return verdict;
+        }
+        let up = self.upstreams.get_mut(&addr).expect("by_token and upstreams agree");
         up.connecting_until = None;
         let answered = peek_correlation_id(&frame);
         // Requests that expect no answer (acks=0) before the one answered:
@@ -150,13 +168,27 @@ impl Session {
     /// waiting for are the proxy's own requests to derived groups, those
     /// are sent again instead.
     pub fn on_upstream_closed(&mut self, ctx: &ProxyContext, upstream: Token, reason: &str) -> Verdict {
+        let Some(addr) = self.by_token.get(&upstream).cloned() else { return Verdict::Continue };
+        let Some(up) = self.upstreams.get(&addr) else { return Verdict::Continue };
+        if up.connecting_until.is_some() && up.socket.stream.peer_addr().is_err() {
+            ctx.cluster.mark_unreachable(&addr);
+            warn!("Cannot connect to Kafka broker {addr} for client {}: {reason}", self.client.peer);
+            return self.upstream_lost(ctx, upstream, reason, true);
+        }
+        if let Some(why) = self.closed_during_login(&addr, reason) {
+            return self.login_failed(ctx, upstream, &why);
+        }
+        self.upstream_lost(ctx, upstream, reason, false)
+    }
+
+    /// Forget a closed connection. With `unreachable` (it never connected,
+    /// or could not log in), what waited for it fails as for a broker that
+    /// cannot be reached.
+    pub(super) fn upstream_lost(&mut self, ctx: &ProxyContext, upstream: Token, reason: &str, unreachable: bool) -> Verdict {
         let Some(addr) = self.by_token.remove(&upstream) else { return Verdict::Continue };
         let Some(up) = self.upstreams.remove(&addr) else { return Verdict::Continue };
-        let never_connected = up.connecting_until.is_some() && up.socket.stream.peer_addr().is_err();
-        if never_connected {
-            ctx.cluster.mark_unreachable(&addr);
+        if unreachable {
             ctx.shared.metrics.upstream_errors_total.fetch_add(1, Ordering::Relaxed);
-            warn!("Cannot connect to Kafka broker {addr} for client {}: {reason}", self.client.peer);
         }
         if up.in_flight.iter().all(|f| !f.expects_answer) {
             debug!("Idle upstream connection to {addr} closed: {reason}");
@@ -182,7 +214,7 @@ impl Session {
         // the broker had dropped them with the rest.
         self.held.retain(|(a, _)| *a != addr);
         let waiting = up.in_flight.iter().filter(|f| f.expects_answer).count();
-        Verdict::Close(if never_connected {
+        Verdict::Close(if unreachable {
             format!("Kafka broker {addr} is unreachable: {reason} ({waiting} requests waited for it)")
         } else {
             format!("lost connection to Kafka broker {addr} with {waiting} requests in flight ({reason})")
@@ -191,7 +223,7 @@ impl Session {
 
     /// Close the client if an upstream answer is overdue.
     pub fn check_deadlines(&mut self, ctx: &ProxyContext, now: Instant) -> Verdict {
-        if let Some(verdict) = self.check_connects(ctx, now) {
+        if let Some(verdict) = self.check_connects(ctx, now).or_else(|| self.check_logins(ctx, now)) {
             return verdict;
         }
         for up in self.upstreams.values() {
