@@ -183,6 +183,9 @@ def test_a_login_refused_on_a_client_connection_fails_what_waited(tmp_path, star
             return None
         relay.answer_requests(hook)
         proxy = start_proxy(upstream=relay.address, extra=sasl_extra(mechanism, user, password))
+        # The proxy listens before it logs in to the cluster: refuse only
+        # once its own start-up logins are done.
+        proxy.wait_for_log(r"Connected to Kafka cluster", timeout=30)
         refusing.append(True)
         for attempt in range(3):
             with kafkawire.connect(proxy.address, 10.0) as s:
