@@ -10,6 +10,7 @@ use kpr_proxy::cli::{self, Command, RunArgs};
 use kpr_proxy::cluster::BrokerAddr;
 use kpr_proxy::config::{self, Config};
 use kpr_proxy::logging;
+use kpr_proxy::net::tls::{ServerTls, UpstreamTls};
 use kpr_proxy::net::Shared;
 use kpr_proxy::proxy::{self, Proxy, ProxySettings, StartError};
 use log::{error, info, warn};
@@ -67,6 +68,24 @@ fn refusals(config: &Config) -> Vec<String> {
     out
 }
 
+/// The TLS sides the configuration asks for, their files read and
+/// checked: (toward clients, toward the cluster).
+type TlsSides = (Option<Arc<ServerTls>>, Option<Arc<UpstreamTls>>);
+
+fn tls_sides(config: &Config) -> Result<TlsSides, String> {
+    let security = &config.listen.security;
+    let client = match (&security.tls, security.protocol.uses_tls()) {
+        (Some(tls), true) => Some(Arc::new(ServerTls::from_config(tls)?)),
+        _ => None,
+    };
+    let upstream = if config.kafka.security_protocol.uses_tls() {
+        Some(Arc::new(UpstreamTls::from_config(config.kafka.tls.as_ref())?))
+    } else {
+        None
+    };
+    Ok((client, upstream))
+}
+
 fn check_config(args: &RunArgs) -> ExitCode {
     let (config, warnings) = match load(args) {
         Ok(c) => c,
@@ -79,6 +98,10 @@ fn check_config(args: &RunArgs) -> ExitCode {
     if !refused.is_empty() {
         return fail(cli::EXIT_CONFIG, refused.join("\n"));
     }
+    let (_, upstream_tls) = match tls_sides(&config) {
+        Ok(sides) => sides,
+        Err(e) => return fail(cli::EXIT_CONFIG, e),
+    };
     println!("{}: configuration is valid", args.config_path.display());
     for line in config.describe_mapping() {
         println!("{line}");
@@ -89,7 +112,8 @@ fn check_config(args: &RunArgs) -> ExitCode {
         cluster.clone(),
         config.kafka.connection_timeout(),
         config.kafka.request_timeout(),
-    );
+    )
+    .with_tls(upstream_tls);
     if let Err(e) = control.bootstrap() {
         return fail(cli::EXIT_KAFKA_UNREACHABLE, format!("cannot reach the Kafka cluster to list its topics: {e}"));
     }
@@ -175,6 +199,7 @@ fn settings(config: &Config) -> Result<ProxySettings, String> {
         .ok_or_else(|| format!("listen.address {} resolves to no address", config.listen.address))?;
     let (host, port) = config.listen.advertised_host_port();
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
+    let (client_tls, upstream_tls) = tls_sides(config)?;
     Ok(ProxySettings {
         listen,
         advertised: BrokerAddr { host: host.to_string(), port: port as i32 },
@@ -200,6 +225,8 @@ fn settings(config: &Config) -> Result<ProxySettings, String> {
             tls: config.kafka.tls.clone(),
             sasl: config.kafka.sasl.clone(),
         },
+        client_tls,
+        upstream_tls,
     })
 }
 

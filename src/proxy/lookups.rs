@@ -145,7 +145,8 @@ pub fn spawn(ctx: &Arc<ProxyContext>, workers: Vec<Sender<LookupsDone>>) -> std:
 
 fn run(ctx: Arc<ProxyContext>, workers: Vec<Sender<LookupsDone>>) {
     let settings = &ctx.settings;
-    let mut control = ControlClient::new(ctx.cluster.clone(), settings.connect_timeout, settings.request_timeout);
+    let mut control = ControlClient::new(ctx.cluster.clone(), settings.connect_timeout, settings.request_timeout)
+        .with_tls(settings.upstream_tls.clone());
     let rx = ctx.lookups.rx.clone();
     while !ctx.shared.shutdown.load(Ordering::SeqCst) {
         let job = match rx.recv_timeout(Duration::from_millis(200)) {

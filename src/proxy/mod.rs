@@ -140,6 +140,10 @@ pub struct ProxySettings {
     /// `kafka.security_protocol`, `kafka.tls`, `kafka.sasl`: TLS and SASL
     /// toward the cluster.
     pub kafka_security: KafkaSecurity,
+    /// The server side of `listen.security.tls`, loaded; `None`: plaintext.
+    pub client_tls: Option<Arc<crate::net::tls::ServerTls>>,
+    /// The client side of `kafka.tls`, loaded; `None`: plaintext.
+    pub upstream_tls: Option<Arc<crate::net::tls::UpstreamTls>>,
 }
 
 /// How the proxy connects to the cluster's brokers.
@@ -231,7 +235,8 @@ impl Proxy {
         let local = listener.local_addr().map_err(StartError::Io)?;
         info!("Listening on {local}");
         let cluster = Arc::new(Cluster::new(settings.bootstrap.clone()));
-        let mut control = ControlClient::new(cluster.clone(), settings.connect_timeout, settings.request_timeout);
+        let mut control = ControlClient::new(cluster.clone(), settings.connect_timeout, settings.request_timeout)
+            .with_tls(settings.upstream_tls.clone());
         control.bootstrap().map_err(StartError::Upstream)?;
         {
             let view = cluster.read();
@@ -308,7 +313,8 @@ impl Proxy {
         }
         threads.extend(lookups::spawn(&ctx, lookup_answers)?);
         let refresher = {
-            let control = ControlClient::new(ctx.cluster.clone(), ctx.settings.connect_timeout, ctx.settings.request_timeout);
+            let control = ControlClient::new(ctx.cluster.clone(), ctx.settings.connect_timeout, ctx.settings.request_timeout)
+                .with_tls(ctx.settings.upstream_tls.clone());
             let interval = ctx.settings.metadata_refresh;
             let shared = ctx.shared.clone();
             let rctx = ctx.clone();
@@ -321,7 +327,8 @@ impl Proxy {
         };
         let follower = match ctx.producer_log.clone() {
             Some(log) => {
-                let control = ControlClient::new(ctx.cluster.clone(), ctx.settings.connect_timeout, ctx.settings.request_timeout);
+                let control = ControlClient::new(ctx.cluster.clone(), ctx.settings.connect_timeout, ctx.settings.request_timeout)
+                .with_tls(ctx.settings.upstream_tls.clone());
                 let shared = ctx.shared.clone();
                 Some(std::thread::Builder::new().name("producer-ids".into()).spawn(move || log.follow(control, shared))?)
             }
@@ -332,6 +339,7 @@ impl Proxy {
             max_frame_bytes: ctx.settings.max_frame_bytes,
             max_in_flight_per_client: ctx.settings.max_in_flight_per_client,
             shutdown_grace: ctx.settings.shutdown_grace,
+            client_tls: ctx.settings.client_tls.clone(),
         };
         let event_loop = EventLoop::new(
             self.poll,

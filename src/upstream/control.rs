@@ -7,7 +7,6 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,12 +19,15 @@ use crate::kafka::fields::{members, metadata_request};
 use crate::kafka::header::peek_correlation_id;
 use crate::kafka::message::{decode_response, encode_request, request_schema, ResponseError};
 use crate::kafka::wire::DecodeError;
+use crate::net::tls::{BlockingStream, UpstreamTls};
 
 pub const CLIENT_ID: &str = "kpr-proxy";
 
 #[derive(Debug)]
 pub enum UpstreamError {
     Connect { addr: String, source: io::Error },
+    /// TCP connected, the TLS handshake failed: why, in OpenSSL's words.
+    Tls { addr: String, reason: String },
     Io { addr: String, source: io::Error },
     Decode { addr: String, api: ApiKey, source: DecodeError },
     /// The cluster does not speak any version of an API the proxy needs.
@@ -39,6 +41,7 @@ impl fmt::Display for UpstreamError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             UpstreamError::Connect { addr, source } => write!(f, "cannot connect to Kafka broker {addr}: {source}"),
+            UpstreamError::Tls { addr, reason } => write!(f, "TLS handshake with Kafka broker {addr} failed: {reason}"),
             UpstreamError::Io { addr, source } => write!(f, "connection to Kafka broker {addr} failed: {source}"),
             UpstreamError::Decode { addr, api, source } => {
                 write!(f, "malformed {} response from {addr}: {source}", api.name())
@@ -78,15 +81,22 @@ impl Answer {
 
 pub struct ControlClient {
     cluster: Arc<Cluster>,
-    conns: HashMap<String, TcpStream>,
+    conns: HashMap<String, BlockingStream>,
     next_correlation: i32,
     connect_timeout: Duration,
     request_timeout: Duration,
+    tls: Option<Arc<UpstreamTls>>,
 }
 
 impl ControlClient {
     pub fn new(cluster: Arc<Cluster>, connect_timeout: Duration, request_timeout: Duration) -> ControlClient {
-        ControlClient { cluster, conns: HashMap::new(), next_correlation: 1, connect_timeout, request_timeout }
+        ControlClient { cluster, conns: HashMap::new(), next_correlation: 1, connect_timeout, request_timeout, tls: None }
+    }
+
+    /// Speak TLS to the brokers (`kafka.tls`) when `tls` is set.
+    pub fn with_tls(mut self, tls: Option<Arc<UpstreamTls>>) -> ControlClient {
+        self.tls = tls;
+        self
     }
 
     pub fn cluster(&self) -> &Arc<Cluster> {
@@ -141,9 +151,26 @@ impl ControlClient {
         if !self.conns.contains_key(addr) {
             let s = super::connect::connect(addr, self.connect_timeout, &self.cluster)
                 .map_err(|source| UpstreamError::Connect { addr: addr.to_string(), source })?;
-            s.set_read_timeout(Some(self.request_timeout)).ok();
-            s.set_write_timeout(Some(self.request_timeout)).ok();
-            self.conns.insert(addr.to_string(), s);
+            let stream = match &self.tls {
+                None => BlockingStream::Plain(s),
+                Some(tls) => {
+                    // The handshake is part of connecting: bounded as a connect is.
+                    s.set_read_timeout(Some(self.connect_timeout)).ok();
+                    s.set_write_timeout(Some(self.connect_timeout)).ok();
+                    let tls = tls.connect_blocking(addr, s).map_err(|reason| {
+                        self.cluster.mark_unreachable(addr);
+                        UpstreamError::Tls { addr: addr.to_string(), reason }
+                    })?;
+                    BlockingStream::Tls(Box::new(tls))
+                }
+            };
+            let tcp = match &stream {
+                BlockingStream::Plain(s) => s,
+                BlockingStream::Tls(s) => s.get_ref(),
+            };
+            tcp.set_read_timeout(Some(self.request_timeout)).ok();
+            tcp.set_write_timeout(Some(self.request_timeout)).ok();
+            self.conns.insert(addr.to_string(), stream);
         }
         let s = self.conns.get_mut(addr).expect("inserted above");
         let io_err = |source| UpstreamError::Io { addr: addr.to_string(), source };
@@ -173,7 +200,7 @@ impl ControlClient {
             let Some((_, addr)) = self.cluster.any_broker(attempt) else { break };
             match self.call_decoded(&addr, api, &build, &read) {
                 Ok(v) => return Ok(v),
-                Err(e @ (UpstreamError::Connect { .. } | UpstreamError::Io { .. })) => last = e,
+                Err(e @ (UpstreamError::Connect { .. } | UpstreamError::Tls { .. } | UpstreamError::Io { .. })) => last = e,
                 Err(e) => return Err(e),
             }
         }

@@ -300,10 +300,10 @@ def produce_kafka_python_headers(bootstrap, topic, records, timeout=60.0, **conf
     finally:
         producer.close(timeout=10)
 
-def consume_kafka_python(bootstrap, topic, partitions, expected, timeout=60.0):
+def consume_kafka_python(bootstrap, topic, partitions, expected, timeout=60.0, **conf):
     consumer = kafka.KafkaConsumer(bootstrap_servers=kp_bootstrap(bootstrap), group_id=None,
                                    enable_auto_commit=False, auto_offset_reset="earliest",
-                                   request_timeout_ms=30000)
+                                   request_timeout_ms=30000, **conf)
     try:
         tps = [kafka.structs.TopicPartition(topic, p) for p in partitions]
         consumer.assign(tps)
