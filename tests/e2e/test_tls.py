@@ -11,6 +11,7 @@ front of Tansu, which advertises localhost:STUNNEL_PORT, and the proxy
 verifies the certificate and the host name.
 """
 
+import selectors
 import shutil
 import socket
 import ssl
@@ -130,8 +131,7 @@ def test_mtls_refuses_other_ca_and_no_certificate(start_proxy, broker, topic, ce
         produce_refused(proxy.address, name, conf)
         proxy.wait_for_log(r"TLS handshake failed", since=mark)
     # Nothing reached the broker; the proxy still serves a good client.
-    assert clients.high_watermarks(broker.address, name, [0]) == {0: 0} or \
-        clients.high_watermarks(broker.address, name, [0]) == [0]
+    assert clients.high_watermarks(broker.address, name, [0]) == {0: 0}
     roundtrip("confluent", proxy.address, name, 1, certs)
 
 
@@ -147,26 +147,42 @@ def test_plaintext_client_on_tls_port_is_refused(start_proxy, topic, certs):
     roundtrip("confluent", proxy.address, topic(1), 1, certs)
 
 
-def stalled_handshake(port, certs):
-    """A TLS connection that sent its ClientHello and goes no further."""
+def client_hello(certs):
+    """The first flight of a real TLS client (Python's ssl), as bytes."""
     ctx = ssl.create_default_context(cafile=certs.ca)
-    raw = socket.create_connection(("127.0.0.1", port), timeout=5)
-    s = ctx.wrap_socket(raw, server_hostname="localhost", do_handshake_on_connect=False)
-    s.setblocking(False)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ctx.wrap_bio(incoming, outgoing, server_hostname="localhost")
     with pytest.raises(ssl.SSLWantReadError):
-        s.do_handshake()
-    return s
+        tls.do_handshake()
+    return outgoing.read()
 
 
-def closed_by_peer(s):
-    s.setblocking(True)
-    s.settimeout(2)
-    try:
-        return s.recv(1) == b""
-    except (ssl.SSLError, ConnectionResetError):
-        return True
-    except socket.timeout:
-        return False
+def wait_closed(socks, deadline):
+    """[seconds after `deadline - HANDSHAKE_BOUND - 3` (when the caller
+    opened them) at which each socket saw the proxy close it], reading past
+    what the proxy sent first (its ServerHello); waits until all are
+    closed or `deadline`."""
+    origin = deadline - HANDSHAKE_BOUND - 3
+    open_socks = {s.fileno(): s for s in socks}
+    closed = []
+    with selectors.DefaultSelector() as sel:
+        for s in socks:
+            s.setblocking(False)
+            sel.register(s, selectors.EVENT_READ)
+        while open_socks and time.monotonic() < deadline:
+            for key, _ in sel.select(timeout=0.1):
+                s = key.fileobj
+                try:
+                    if s.recv(65536):
+                        continue
+                except BlockingIOError:
+                    continue
+                except ConnectionResetError:
+                    pass
+                sel.unregister(s)
+                del open_socks[s.fileno()]
+                closed.append(time.monotonic() - origin)
+    return closed
 
 
 def test_stalled_handshakes_are_closed_within_the_bound(start_proxy, topic, certs):
@@ -176,17 +192,25 @@ def test_stalled_handshakes_are_closed_within_the_bound(start_proxy, topic, cert
     half = socket.create_connection(("127.0.0.1", proxy.port), timeout=5)
     half.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
     # ... and 500 that sent a whole ClientHello and stop there.
-    stalled = [stalled_handshake(proxy.port, certs) for _ in range(500)]
+    hello = client_hello(certs)
+    stalled = [socket.create_connection(("127.0.0.1", proxy.port), timeout=5) for _ in range(500)]
+    for s in stalled:
+        s.sendall(hello)
+    opened = time.monotonic() - started
     # Another client is served meanwhile.
     roundtrip("confluent", proxy.address, topic(2), 2, certs)
     served_after = time.monotonic() - started
     assert served_after < HANDSHAKE_BOUND, f"a client waited {served_after:.1f}s behind stalled handshakes"
-    time.sleep(max(0.0, started + HANDSHAKE_BOUND + 1.5 - time.monotonic()))
-    half.settimeout(2)
-    assert half.recv(1) == b"", "the half-sent handshake is still open"
-    still_open = sum(not closed_by_peer(s) for s in stalled)
-    assert still_open == 0, f"{still_open} of 500 stalled handshakes still open after the bound"
-    print(f"500 stalled handshakes closed within {time.monotonic() - started:.1f}s of opening")
+    closed_after = wait_closed(stalled + [half], started + HANDSHAKE_BOUND + 3)
+    assert len(closed_after) == 501, f"{501 - len(closed_after)} stalled handshakes still open after the bound"
+    # None closed early; the last within the bound, counted from when the
+    # proxy accepted it: the loop answers 500 ClientHellos (an RSA
+    # signature each) before it gets to the last accepts, seconds on a busy
+    # machine, plus its 200 ms tick.
+    closed_after.sort()
+    assert HANDSHAKE_BOUND - 0.5 < closed_after[0] and closed_after[-1] < HANDSHAKE_BOUND + 3, closed_after
+    print(f"stalled handshakes closed after {closed_after[0]:.2f} s (first), {closed_after[250]:.2f} s "
+          f"(median), {closed_after[-1]:.2f} s (last); all 500 opened within {opened:.2f} s")
     proxy.wait_for_log(r"TLS handshake not done within 10 s")
     for s in stalled + [half]:
         s.close()
@@ -242,7 +266,8 @@ def test_upstream_tls_with_hostname_verification(start_proxy, tls_broker, certs)
                         extra=upstream_tls(certs.ca))
     for partitions, virtual in ((PHYSICAL, VIRTUAL), (3, 3)):
         name = f"up-tls-{partitions}"
-        clients.create_topic(upstream.address, name, partitions)
+        # Tansu advertises the TLS port: a plaintext admin client cannot follow it.
+        upstream.create_topic_cli(name, partitions)
         records = clients.make_records(range(virtual), 10 * virtual)
         clients.produce_confluent(proxy.address, name, records)
         got = clients.consume_confluent(proxy.address, name, range(virtual), len(records))
