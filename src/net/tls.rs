@@ -291,6 +291,11 @@ impl TlsSession {
                 Ok(true)
             }
             Err(e) if matches!(e.code(), ErrorCode::WANT_READ | ErrorCode::WANT_WRITE) => Ok(false),
+            // The first handshake write on a connect that failed: a TCP
+            // failure, not a TLS one.
+            Err(e) if self.stream.get_ref().0.peer_addr().is_err() => {
+                Err(format!("connect failed: {}", e.io_error().map_or_else(|| e.to_string(), |io| io.to_string())))
+            }
             Err(e) => {
                 let why = handshake_failure(&e, self.stream.ssl());
                 Err(match &self.broker {

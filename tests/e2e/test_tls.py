@@ -219,17 +219,17 @@ def test_stalled_handshakes_are_closed_within_the_bound(start_proxy, topic, cert
 # ------------------------------------------------------------ toward the cluster
 
 class Stunnel:
-    """stunnel4 terminating TLS on `port` (certificate for localhost) in
-    front of the broker at `target`."""
+    """stunnel4 terminating TLS on `port` with certificate `cert` (and its
+    key) in front of the broker at `target`."""
 
-    def __init__(self, run_dir, port, target, certs):
+    def __init__(self, run_dir, port, target, cert, key):
         self.port = port
         conf = run_dir / f"stunnel-{port}.conf"
         conf.write_text(
             "foreground = yes\npid =\n"
             f"output = {run_dir / f'stunnel-{port}.log'}\n"
             f"[kafka]\naccept = 127.0.0.1:{port}\nconnect = {target}\n"
-            f"cert = {certs.server}\nkey = {certs.server_key}\n")
+            f"cert = {cert}\nkey = {key}\n")
         binary = shutil.which("stunnel4") or shutil.which("stunnel")
         if binary is None:
             pytest.fail(f"stunnel4 not found: {harness.INSTALL_HINT}")
@@ -249,7 +249,7 @@ def tls_broker(broker_factory, tmp_path, certs):
     """(broker, stunnel): a fresh Tansu advertising localhost:STUNNEL_PORT."""
     port = harness.free_port()
     upstream = broker_factory(advertised_port=port, advertised_host="localhost")
-    tunnel = Stunnel(tmp_path, port, upstream.address, certs)
+    tunnel = Stunnel(tmp_path, port, upstream.address, certs.server, certs.server_key)
     try:
         yield upstream, tunnel
     finally:
@@ -301,3 +301,24 @@ def test_missing_certificate_file_is_a_config_error(tmp_path, certs):
     out = run_proxy(tmp_path, config)
     assert out.returncode == 3, out
     assert "listen.security.tls.cert_path" in out.stderr and "nope.pem" in out.stderr, out.stderr
+
+
+def test_upstream_hostname_mismatch_is_named(broker, certs, tmp_path):
+    """A certificate from a trusted CA that names another host: refused
+    (Kafka's ssl.endpoint.identification.algorithm=https, the default)."""
+    port = harness.free_port()
+    tunnel = Stunnel(tmp_path, port, broker.address, certs.elsewhere, certs.elsewhere_key)
+    try:
+        config = harness.proxy_config(f"localhost:{port}", harness.free_port(),
+                                      extra=upstream_tls(certs.ca))
+        checked = run_proxy(tmp_path, config, "--check-config")
+        assert checked.returncode == 4, checked
+        assert f"TLS handshake with Kafka broker localhost:{port} failed: certificate verify failed: " \
+            "hostname mismatch" in checked.stderr, checked.stderr
+        # insecure_skip_verify accepts it, with a warning.
+        config["kafka"]["tls"]["insecure_skip_verify"] = True
+        checked = run_proxy(tmp_path, config, "--check-config")
+        assert checked.returncode == 0, checked
+        assert "INSECURE: kafka.tls.insecure_skip_verify" in checked.stdout, checked.stdout
+    finally:
+        tunnel.stop()

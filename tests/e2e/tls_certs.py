@@ -6,6 +6,8 @@
                              (server_key is PKCS#1 RSA: "BEGIN RSA PRIVATE KEY")
       server_ec, server_ec_key  the same names, EC key ("BEGIN EC PRIVATE KEY")
       client, client_key     a client certificate (CN=good-client) from ca (PKCS#8)
+      elsewhere, elsewhere_key  a server certificate from ca for another host
+                             (elsewhere.example)
       other_ca               a second CA
       other_client, other_client_key  a client certificate from other_ca
 """
@@ -64,6 +66,8 @@ def make_certs(d):
     _signed(d, "server_ec", "ca", "/CN=localhost",
             ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"], SERVER_EXT,
             key_format="ec-traditional")
+    _signed(d, "elsewhere", "ca", "/CN=elsewhere.example", ["-newkey", "rsa:2048"],
+            "subjectAltName=DNS:elsewhere.example\nextendedKeyUsage=serverAuth\n")
     _signed(d, "client", "ca", "/CN=good-client/O=kpr", ["-newkey", "rsa:2048"], CLIENT_EXT)
     _signed(d, "other_client", "other_ca", "/CN=bad-client", ["-newkey", "rsa:2048"], CLIENT_EXT)
     return Certs(d)
