@@ -197,3 +197,24 @@ fn unreadable_and_mismatched_files_name_their_field() {
     let upstream = UpstreamTls::from_config(Some(&KafkaTls { ca_cert_path: Some(other_key.clone()), ..Default::default() }));
     assert!(upstream.unwrap_err().starts_with("kafka.tls.ca_cert_path "));
 }
+
+#[test]
+fn a_refused_connect_is_not_called_a_tls_failure() {
+    let (cert, _) = self_signed("refused");
+    let client = upstream_tls(&cert);
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    // The listener is gone: the connect is refused.
+    let stream = mio::net::TcpStream::connect(addr).unwrap();
+    let broker = format!("localhost:{}", addr.port());
+    let socket =
+        SharedSocket::with_tls(stream, Token(3), addr, |w| TlsSession::to_broker(client.session(&broker)?, w, &broker)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let err = loop {
+        match socket.advance_handshake() {
+            Err(e) => break e,
+            Ok(_) => assert!(Instant::now() < deadline, "no verdict"),
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert!(err.starts_with("connect failed: "), "{err}");
+}
