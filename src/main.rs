@@ -10,6 +10,7 @@ use kpr_proxy::cli::{self, Command, RunArgs};
 use kpr_proxy::cluster::BrokerAddr;
 use kpr_proxy::config::{self, Config};
 use kpr_proxy::logging;
+use kpr_proxy::net::tls::{ServerTls, UpstreamTls};
 use kpr_proxy::net::Shared;
 use kpr_proxy::proxy::{self, Proxy, ProxySettings, StartError};
 use log::{error, info, warn};
@@ -67,6 +68,24 @@ fn refusals(config: &Config) -> Vec<String> {
     out
 }
 
+/// The TLS sides the configuration asks for, their files read and
+/// checked: (toward clients, toward the cluster).
+type TlsSides = (Option<Arc<ServerTls>>, Option<Arc<UpstreamTls>>);
+
+fn tls_sides(config: &Config) -> Result<TlsSides, String> {
+    let security = &config.listen.security;
+    let client = match (&security.tls, security.protocol.uses_tls()) {
+        (Some(tls), true) => Some(Arc::new(ServerTls::from_config(tls)?)),
+        _ => None,
+    };
+    let upstream = if config.kafka.security_protocol.uses_tls() {
+        Some(Arc::new(UpstreamTls::from_config(config.kafka.tls.as_ref())?))
+    } else {
+        None
+    };
+    Ok((client, upstream))
+}
+
 fn check_config(args: &RunArgs) -> ExitCode {
     let (config, warnings) = match load(args) {
         Ok(c) => c,
@@ -79,6 +98,10 @@ fn check_config(args: &RunArgs) -> ExitCode {
     if !refused.is_empty() {
         return fail(cli::EXIT_CONFIG, refused.join("\n"));
     }
+    let (_, upstream_tls) = match tls_sides(&config) {
+        Ok(sides) => sides,
+        Err(e) => return fail(cli::EXIT_CONFIG, e),
+    };
     println!("{}: configuration is valid", args.config_path.display());
     for line in config.describe_mapping() {
         println!("{line}");
@@ -91,7 +114,8 @@ fn check_config(args: &RunArgs) -> ExitCode {
         config.kafka.connection_timeout(),
         config.kafka.request_timeout(),
     )
-    .with_sasl(security.sasl_login());
+    .with_sasl(security.sasl_login())
+    .with_tls(upstream_tls);
     if let Err(e) = control.bootstrap() {
         // Which step failed: TCP connect, SASL mechanism, SASL credentials, ...
         return fail(cli::EXIT_KAFKA_UNREACHABLE, format!("cannot reach the Kafka cluster to list its topics ({} failed): {e}", e.step()));
@@ -178,6 +202,7 @@ fn settings(config: &Config) -> Result<ProxySettings, String> {
         .ok_or_else(|| format!("listen.address {} resolves to no address", config.listen.address))?;
     let (host, port) = config.listen.advertised_host_port();
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
+    let (client_tls, upstream_tls) = tls_sides(config)?;
     Ok(ProxySettings {
         listen,
         advertised: BrokerAddr { host: host.to_string(), port: port as i32 },
@@ -199,6 +224,8 @@ fn settings(config: &Config) -> Result<ProxySettings, String> {
         client_rack: config.kafka.client_rack.clone(),
         listen_security: config.listen.security.clone(),
         kafka_security: kafka_security(config),
+        client_tls,
+        upstream_tls,
     })
 }
 

@@ -338,9 +338,9 @@ impl fmt::Debug for Secret {
 
 // Which halves of `security` this build carries out (issue 10 lands them
 // one by one; a half that is not ready is refused, never ignored).
-const LISTEN_TLS_READY: bool = false;
+const LISTEN_TLS_READY: bool = true;
 const LISTEN_SASL_READY: bool = true;
-const KAFKA_TLS_READY: bool = false;
+const KAFKA_TLS_READY: bool = true;
 const KAFKA_SASL_READY: bool = true;
 const OAUTHBEARER_READY: bool = false;
 

@@ -2,7 +2,7 @@
 //! from every socket (client and upstream), flushes queued writes, and hands
 //! frames to the worker that owns the connection.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -14,7 +14,8 @@ use log::{debug, info, warn};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 
-use super::socket::SharedSocket;
+use super::socket::{Handshake, SharedSocket};
+use super::tls::{ServerTls, TlsSession, TLS_HANDSHAKE_TIMEOUT};
 use super::{LoopHandle, Shared, ToLoop, ToWorker, LISTENER, WAKER};
 use crate::frame::{Filled, FrameReader, MIN_REQUEST_FRAME};
 
@@ -32,6 +33,8 @@ pub struct LoopSettings {
     pub max_in_flight_per_client: usize,
     /// How long a shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,
+    /// `listen.security` TLS: clients must handshake first.
+    pub client_tls: Option<Arc<ServerTls>>,
 }
 
 enum ReadOutcome {
@@ -72,6 +75,9 @@ pub struct EventLoop {
     shared: Arc<Shared>,
     clients: usize,
     next_worker: usize,
+    /// TLS connections by when their handshake must be done, earliest
+    /// first (one timeout for all, so in the order they started).
+    handshake_deadlines: VecDeque<(Instant, Token)>,
 }
 
 impl EventLoop {
@@ -96,6 +102,7 @@ impl EventLoop {
             shared,
             clients: 0,
             next_worker: 0,
+            handshake_deadlines: VecDeque::new(),
         })
     }
 
@@ -114,6 +121,7 @@ impl EventLoop {
                 match event.token() {
                     LISTENER => self.accept_all(),
                     WAKER => {}
+                    token if self.entries.get(&token).is_some_and(|e| e.socket.is_tls()) => self.tls_ready(token),
                     token => {
                         if event.is_writable() {
                             self.flush(token);
@@ -128,6 +136,7 @@ impl EventLoop {
                 self.command(cmd);
             }
             self.expire_closing();
+            self.expire_handshakes();
             if drain_deadline.is_none() && self.shared.shutdown.load(Ordering::SeqCst) {
                 info!("Shutting down: no longer accepting connections, finishing in-flight requests");
                 if let Some(mut l) = self.listener.take() {
@@ -191,7 +200,23 @@ impl EventLoop {
             warn!("Cannot register connection from {peer}: {e}");
             return;
         }
-        let socket = Arc::new(SharedSocket::new(stream, token, peer));
+        let socket = match &self.settings.client_tls {
+            None => SharedSocket::new(stream, token, peer),
+            Some(tls) => {
+                let made = SharedSocket::with_tls(stream, token, peer, |wire| TlsSession::accepted(tls.session()?, wire));
+                match made {
+                    Ok(s) => {
+                        self.handshake_deadlines.push_back((Instant::now() + TLS_HANDSHAKE_TIMEOUT, token));
+                        s
+                    }
+                    Err(e) => {
+                        warn!("Cannot start TLS with {peer}: {e}");
+                        return;
+                    }
+                }
+            }
+        };
+        let socket = Arc::new(socket);
         let worker = self.next_worker % self.workers.len();
         self.next_worker = self.next_worker.wrapping_add(1);
         self.entries.insert(
@@ -228,6 +253,9 @@ impl EventLoop {
                     });
                     return;
                 }
+                if socket.is_tls() {
+                    self.handshake_deadlines.push_back((Instant::now() + TLS_HANDSHAKE_TIMEOUT, token));
+                }
                 self.entries.insert(
                     token,
                     Entry {
@@ -244,8 +272,7 @@ impl EventLoop {
                 // connection once they are delivered.
                 // Bytes may already be waiting: read them now, since the
                 // edge that announced them came before registration.
-                self.read(token);
-                self.flush(token);
+                self.tls_ready(token);
             }
             ToLoop::CloseUpstream(token) => self.close_gracefully(token),
             ToLoop::CloseClient(token) => self.close(token, None),
@@ -254,6 +281,44 @@ impl EventLoop {
                     e.socket.flow.resume();
                     self.read(token);
                 }
+            }
+        }
+    }
+
+    /// Readiness of a TLS socket (or a new one): a handshake step until it
+    /// is done, then both flush and read whatever the event was, since
+    /// OpenSSL may need to write to read on (or the reverse). A plain
+    /// socket is flushed and read.
+    fn tls_ready(&mut self, token: Token) {
+        let Some(entry) = self.entries.get(&token) else { return };
+        match entry.socket.advance_handshake() {
+            Err(reason) => return self.close(token, Some(reason)),
+            Ok(Handshake::Waiting) => return,
+            Ok(Handshake::JustDone) => {
+                let (peer, principal) = (entry.socket.peer, entry.socket.principal());
+                match (&entry.kind, principal) {
+                    (Kind::Client, Some(p)) => debug!("TLS handshake with client {peer} done, principal {p}"),
+                    (Kind::Client, None) => debug!("TLS handshake with client {peer} done"),
+                    (Kind::Upstream { .. }, _) => debug!("TLS handshake with Kafka broker at {peer} done"),
+                }
+            }
+            Ok(Handshake::Done) => {}
+        }
+        self.flush(token);
+        self.read(token);
+    }
+
+    /// Close TLS connections whose handshake is overdue.
+    fn expire_handshakes(&mut self) {
+        let now = Instant::now();
+        while let Some(&(deadline, token)) = self.handshake_deadlines.front() {
+            if deadline > now {
+                return;
+            }
+            self.handshake_deadlines.pop_front();
+            if self.entries.get(&token).is_some_and(|e| e.socket.is_handshaking()) {
+                let why = format!("TLS handshake not done within {} s", TLS_HANDSHAKE_TIMEOUT.as_secs());
+                self.close(token, Some(why));
             }
         }
     }
@@ -335,7 +400,8 @@ impl EventLoop {
         }
         let mut outcome = ReadOutcome::Drained;
         loop {
-            match entry.reader.fill_from(&mut &entry.socket.stream) {
+            let mut source: &SharedSocket = &entry.socket;
+            match entry.reader.fill_from(&mut source) {
                 Ok(Filled::Bytes(_)) => {}
                 Ok(Filled::FrameReady) => {
                     outcome = ReadOutcome::FramesWaiting;

@@ -3,6 +3,7 @@
 
 pub mod event_loop;
 pub mod socket;
+pub mod tls;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;

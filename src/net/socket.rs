@@ -9,23 +9,48 @@
 //! writable edge after a short write always reaches the loop, because the
 //! short write and the queueing happen under the same lock the loop takes to
 //! flush.
+//!
+//! A TLS socket keeps its session under that same lock, the only lock a
+//! socket has: the loop's reads and handshake steps and the workers' writes
+//! all take it, one at a time. Plaintext to send is queued there and
+//! encrypted as the socket takes it; before the handshake is done it only
+//! queues, and the loop sends it when the handshake completes.
 
-use std::io::{self, IoSlice, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use mio::net::TcpStream;
 use mio::Token;
 use parking_lot::Mutex;
 
+use super::tls::{TlsSession, Wire};
+
+/// Plaintext handed to OpenSSL per write: one TLS record's worth.
+const TLS_WRITE_CHUNK: usize = 16 * 1024;
+
 pub struct SharedSocket {
-    pub stream: TcpStream,
+    pub stream: Arc<TcpStream>,
     pub token: Token,
     pub peer: SocketAddr,
     out: Mutex<Pending>,
     closed: AtomicBool,
     /// Requests read from this (client) socket and not yet answered.
     pub flow: FlowControl,
+    is_tls: bool,
+    /// The subject of the certificate a TLS peer presented (mTLS).
+    principal: OnceLock<String>,
+}
+
+/// How far a TLS handshake is (see `SharedSocket::advance_handshake`).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Handshake {
+    Waiting,
+    /// Completed by this call.
+    JustDone,
+    /// Completed before, or no TLS.
+    Done,
 }
 
 /// How many requests of a client are unanswered: the event loop stops
@@ -80,18 +105,108 @@ impl FlowControl {
 struct Pending {
     buf: Vec<u8>,
     pos: usize,
+    tls: Option<TlsSession>,
+}
+
+impl Pending {
+    /// Encrypt and write queued plaintext as far as the socket takes it
+    /// (nothing before the handshake is done).
+    fn push_tls(&mut self) -> io::Result<()> {
+        let Some(tls) = self.tls.as_mut().filter(|t| t.is_established()) else { return Ok(()) };
+        while self.pos < self.buf.len() {
+            // After a WouldBlock OpenSSL wants the same bytes again: the
+            // slice starts where it did and is no shorter.
+            let end = self.buf.len().min(self.pos + TLS_WRITE_CHUNK);
+            match tls.write(&self.buf[self.pos..end]) {
+                Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "peer stopped reading")),
+                Ok(n) => self.pos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        self.written_out();
+        Ok(())
+    }
+
+    /// Forget what has gone out, once everything has.
+    fn written_out(&mut self) -> bool {
+        if self.pos < self.buf.len() {
+            return false;
+        }
+        self.buf.clear();
+        self.pos = 0;
+        // Give back memory a large response left behind.
+        if self.buf.capacity() > 1 << 20 {
+            self.buf.shrink_to(64 * 1024);
+        }
+        true
+    }
 }
 
 impl SharedSocket {
     pub fn new(stream: TcpStream, token: Token, peer: SocketAddr) -> Self {
         SharedSocket {
-            stream,
+            stream: Arc::new(stream),
             token,
             peer,
             out: Mutex::new(Pending::default()),
             closed: AtomicBool::new(false),
             flow: FlowControl::default(),
+            is_tls: false,
+            principal: OnceLock::new(),
         }
+    }
+
+    /// A socket that speaks TLS, its session made by `session` over it.
+    pub fn with_tls(
+        stream: TcpStream,
+        token: Token,
+        peer: SocketAddr,
+        session: impl FnOnce(Wire) -> io::Result<TlsSession>,
+    ) -> io::Result<Self> {
+        let mut socket = SharedSocket::new(stream, token, peer);
+        socket.out.get_mut().tls = Some(session(Wire(socket.stream.clone()))?);
+        socket.is_tls = true;
+        Ok(socket)
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.is_tls
+    }
+
+    /// Whether a TLS handshake is still to be done.
+    pub fn is_handshaking(&self) -> bool {
+        self.is_tls && !self.out.lock().tls.as_ref().is_some_and(TlsSession::is_established)
+    }
+
+    /// Connected, and done with the TLS handshake if it has one.
+    pub fn is_established(&self) -> bool {
+        self.stream.peer_addr().is_ok() && !self.is_handshaking()
+    }
+
+    /// The subject of the client certificate (mTLS), once the handshake is done.
+    pub fn principal(&self) -> Option<&str> {
+        self.principal.get().map(String::as_str)
+    }
+
+    /// Take the TLS handshake as far as the socket allows (the event loop
+    /// calls this on readiness); once done, send what was queued meanwhile.
+    /// Err says why the handshake failed.
+    pub fn advance_handshake(&self) -> Result<Handshake, String> {
+        let mut out = self.out.lock();
+        let Some(tls) = out.tls.as_mut() else { return Ok(Handshake::Done) };
+        if tls.is_established() {
+            return Ok(Handshake::Done);
+        }
+        if !tls.handshake()? {
+            return Ok(Handshake::Waiting);
+        }
+        if let Some(subject) = tls.peer_subject() {
+            let _ = self.principal.set(subject);
+        }
+        out.push_tls().map_err(|e| format!("write failed: {e}"))?;
+        Ok(Handshake::JustDone)
     }
 
     /// Send `bytes` in order after everything sent before. Returns an error
@@ -101,6 +216,10 @@ impl SharedSocket {
             return Err(io::Error::new(io::ErrorKind::NotConnected, "connection closed"));
         }
         let mut out = self.out.lock();
+        if out.tls.is_some() {
+            out.buf.extend_from_slice(bytes);
+            return out.push_tls();
+        }
         let mut written = 0;
         if out.pos == out.buf.len() {
             written = write_some(&self.stream, bytes)?;
@@ -130,6 +249,12 @@ impl SharedSocket {
         let prefixes: Vec<[u8; 4]> = bodies.iter().map(|b| (b.len() as u32).to_be_bytes()).collect();
         let slices: Vec<&[u8]> = prefixes.iter().zip(bodies).flat_map(|(p, b)| [&p[..], *b]).collect();
         let mut out = self.out.lock();
+        if out.tls.is_some() {
+            for slice in slices {
+                out.buf.extend_from_slice(slice);
+            }
+            return out.push_tls();
+        }
         let mut written = 0;
         if out.pos == out.buf.len() {
             written = write_slices_some(&self.stream, &slices)?;
@@ -153,21 +278,14 @@ impl SharedSocket {
     /// Returns whether everything queued has been written.
     pub fn flush(&self) -> io::Result<bool> {
         let mut out = self.out.lock();
-        if out.pos < out.buf.len() {
+        if out.tls.is_some() {
+            out.push_tls()?;
+        } else if out.pos < out.buf.len() {
             let pos = out.pos;
             let n = write_some(&self.stream, &out.buf[pos..])?;
             out.pos += n;
         }
-        if out.pos == out.buf.len() {
-            out.buf.clear();
-            out.pos = 0;
-            // Give back memory a large response left behind.
-            if out.buf.capacity() > 1 << 20 {
-                out.buf.shrink_to(64 * 1024);
-            }
-            return Ok(true);
-        }
-        Ok(false)
+        Ok(out.written_out())
     }
 
     pub fn queued_bytes(&self) -> usize {
@@ -186,6 +304,20 @@ impl SharedSocket {
     pub fn shutdown(&self) {
         self.mark_closed();
         let _ = self.stream.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// Reads are the event loop's: plaintext, decrypted when the socket
+/// speaks TLS (`WouldBlock` until its handshake is done).
+impl Read for &SharedSocket {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if !self.is_tls {
+            return (&*self.stream).read(buf);
+        }
+        match self.out.lock().tls.as_mut() {
+            Some(tls) if tls.is_established() => tls.read(buf),
+            _ => Err(io::ErrorKind::WouldBlock.into()),
+        }
     }
 }
 

@@ -180,6 +180,10 @@ pub struct ProxySettings {
     /// `kafka.security_protocol`, `kafka.tls`, `kafka.sasl`: TLS and SASL
     /// toward the cluster.
     pub kafka_security: KafkaSecurity,
+    /// The server side of `listen.security.tls`, loaded; `None`: plaintext.
+    pub client_tls: Option<Arc<crate::net::tls::ServerTls>>,
+    /// The client side of `kafka.tls`, loaded; `None`: plaintext.
+    pub upstream_tls: Option<Arc<crate::net::tls::UpstreamTls>>,
 }
 
 /// How the proxy connects to the cluster's brokers.
@@ -201,7 +205,9 @@ impl KafkaSecurity {
 impl ProxySettings {
     /// A control client for `cluster` with these timeouts and security.
     pub fn control_client(&self, cluster: Arc<Cluster>) -> ControlClient {
-        ControlClient::new(cluster, self.connect_timeout, self.request_timeout).with_sasl(self.kafka_security.sasl_login())
+        ControlClient::new(cluster, self.connect_timeout, self.request_timeout)
+            .with_sasl(self.kafka_security.sasl_login())
+            .with_tls(self.upstream_tls.clone())
     }
 }
 
@@ -398,6 +404,7 @@ impl Proxy {
             max_frame_bytes: ctx.settings.max_frame_bytes,
             max_in_flight_per_client: ctx.settings.max_in_flight_per_client,
             shutdown_grace: ctx.settings.shutdown_grace,
+            client_tls: ctx.settings.client_tls.clone(),
         };
         let event_loop = EventLoop::new(
             self.poll,

@@ -12,7 +12,6 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,6 +25,7 @@ use crate::kafka::fields::{members, metadata_request};
 use crate::kafka::header::peek_correlation_id;
 use crate::kafka::message::{decode_response, encode_request, request_schema, ResponseError};
 use crate::kafka::wire::DecodeError;
+use crate::net::tls::{BlockingStream, UpstreamTls};
 
 use super::sasl::{reauthenticate_after, SaslError, SaslExchange, SaslStep, SaslVersions};
 
@@ -34,6 +34,8 @@ pub const CLIENT_ID: &str = "kpr-proxy";
 #[derive(Debug)]
 pub enum UpstreamError {
     Connect { addr: String, source: io::Error },
+    /// TCP connected, the TLS handshake failed: why, in OpenSSL's words.
+    Tls { addr: String, reason: String },
     Io { addr: String, source: io::Error },
     Decode { addr: String, api: ApiKey, source: DecodeError },
     /// The cluster does not speak any version of an API the proxy needs.
@@ -61,6 +63,7 @@ impl fmt::Display for UpstreamError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             UpstreamError::Connect { addr, source } => write!(f, "cannot connect to Kafka broker {addr}: {source}"),
+            UpstreamError::Tls { addr, reason } => write!(f, "TLS handshake with Kafka broker {addr} failed: {reason}"),
             UpstreamError::Io { addr, source } => write!(f, "connection to Kafka broker {addr} failed: {source}"),
             UpstreamError::Decode { addr, api, source } => {
                 write!(f, "malformed {} response from {addr}: {source}", api.name())
@@ -101,7 +104,7 @@ impl Answer {
 
 /// An open control connection.
 struct Connection {
-    stream: TcpStream,
+    stream: BlockingStream,
     /// When its login must be renewed (KIP-368): not used from then on.
     renew_at: Option<Instant>,
 }
@@ -114,16 +117,23 @@ pub struct ControlClient {
     next_correlation: i32,
     connect_timeout: Duration,
     request_timeout: Duration,
+    tls: Option<Arc<UpstreamTls>>,
 }
 
 impl ControlClient {
     pub fn new(cluster: Arc<Cluster>, connect_timeout: Duration, request_timeout: Duration) -> ControlClient {
-        ControlClient { cluster, conns: HashMap::new(), sasl: None, next_correlation: 1, connect_timeout, request_timeout }
+        ControlClient { cluster, conns: HashMap::new(), sasl: None, next_correlation: 1, connect_timeout, request_timeout, tls: None }
     }
 
     /// Log in with these credentials on every connection (`None`: no SASL).
     pub fn with_sasl(mut self, sasl: Option<KafkaSasl>) -> ControlClient {
         self.sasl = sasl;
+        self
+    }
+
+    /// Speak TLS to the brokers (`kafka.tls`) when `tls` is set.
+    pub fn with_tls(mut self, tls: Option<Arc<UpstreamTls>>) -> ControlClient {
+        self.tls = tls;
         self
     }
 
@@ -186,10 +196,27 @@ impl ControlClient {
             self.conns.remove(addr);
         }
         if !self.conns.contains_key(addr) {
-            let mut stream = super::connect::connect(addr, self.connect_timeout, &self.cluster)
+            let s = super::connect::connect(addr, self.connect_timeout, &self.cluster)
                 .map_err(|source| UpstreamError::Connect { addr: addr.to_string(), source })?;
-            stream.set_read_timeout(Some(self.request_timeout)).ok();
-            stream.set_write_timeout(Some(self.request_timeout)).ok();
+            let mut stream = match &self.tls {
+                None => BlockingStream::Plain(s),
+                Some(tls) => {
+                    // The handshake is part of connecting: bounded as a connect is.
+                    s.set_read_timeout(Some(self.connect_timeout)).ok();
+                    s.set_write_timeout(Some(self.connect_timeout)).ok();
+                    let tls = tls.connect_blocking(addr, s).map_err(|reason| {
+                        self.cluster.mark_unreachable(addr);
+                        UpstreamError::Tls { addr: addr.to_string(), reason }
+                    })?;
+                    BlockingStream::Tls(Box::new(tls))
+                }
+            };
+            let tcp = match &stream {
+                BlockingStream::Plain(s) => s,
+                BlockingStream::Tls(s) => s.get_ref(),
+            };
+            tcp.set_read_timeout(Some(self.request_timeout)).ok();
+            tcp.set_write_timeout(Some(self.request_timeout)).ok();
             let renew_at = match self.sasl.clone() {
                 Some(sasl) => self.log_in(addr, &mut stream, &sasl)?.map(|lifetime| Instant::now() + reauthenticate_after(lifetime)),
                 None => None,
@@ -204,7 +231,7 @@ impl ControlClient {
     /// limits it. The versions are the cluster's when known (after
     /// bootstrap), else asked on this connection: ApiVersions is the one
     /// request a broker answers before a login.
-    fn log_in(&mut self, addr: &str, stream: &mut TcpStream, sasl: &KafkaSasl) -> Result<Option<Duration>, UpstreamError> {
+    fn log_in(&mut self, addr: &str, stream: &mut BlockingStream, sasl: &KafkaSasl) -> Result<Option<Duration>, UpstreamError> {
         let known = self.cluster.upstream_versions(ApiKey::SaslAuthenticate as i16).is_some();
         let versions = if known {
             SaslVersions::choose(|api| self.cluster.upstream_versions(api))
@@ -245,7 +272,7 @@ impl ControlClient {
             let Some((_, addr)) = self.cluster.any_broker(attempt) else { break };
             match self.call_decoded(&addr, api, &build, &read) {
                 Ok(v) => return Ok(v),
-                Err(e @ (UpstreamError::Connect { .. } | UpstreamError::Io { .. })) => last = e,
+                Err(e @ (UpstreamError::Connect { .. } | UpstreamError::Tls { .. } | UpstreamError::Io { .. })) => last = e,
                 Err(e) => return Err(e),
             }
         }

@@ -76,14 +76,14 @@ def broker_factory(tmp_path, request):
     """
     started = []
 
-    def make(storage="memory://tansu/", name=None, advertised_port=None):
+    def make(storage="memory://tansu/", name=None, advertised_port=None, advertised_host="127.0.0.1"):
         if storage == "sqlite":
             # Tansu reads sqlite://X relative to its cwd: an absolute path
             # needs sqlite:// + "/abs/path" (four slashes in all).
             storage = f"sqlite:///{tmp_path / f'tansu-{len(started)}.db'}"
             assert storage.startswith("sqlite:////")
         b = Broker(tmp_path, storage=storage, name=name or f"broker{len(started)}",
-                   advertised_port=advertised_port)
+                   advertised_port=advertised_port, advertised_host=advertised_host)
         started.append(b)
         return b.start()
 

@@ -125,7 +125,7 @@ class Broker:
     """A Tansu broker on 127.0.0.1:port; storage memory:// or sqlite://FILE."""
 
     def __init__(self, run_dir, port=None, storage="memory://tansu/", name="broker",
-                 advertised_port=None):
+                 advertised_port=None, advertised_host="127.0.0.1"):
         self.run_dir = Path(run_dir)
         self.port = port or free_port()
         self.storage = storage
@@ -133,6 +133,8 @@ class Broker:
         # Another port to advertise in metadata (e.g. a relay's, so that
         # every connection after bootstrap goes through it).
         self.advertised_port = advertised_port or self.port
+        # e.g. "localhost", for a TLS terminator whose certificate names it.
+        self.advertised_host = advertised_host
         self.process = None
         self.starts = 0
 
@@ -146,7 +148,7 @@ class Broker:
 
     @property
     def advertised_url(self):
-        return f"tcp://127.0.0.1:{self.advertised_port}"
+        return f"tcp://{self.advertised_host}:{self.advertised_port}"
 
     def start(self, timeout=30.0):
         assert self.process is None or not self.process.alive(), "broker already running"

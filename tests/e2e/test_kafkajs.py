@@ -1,6 +1,7 @@
 """KafkaJS (the Node client) produces and consumes through the proxy."""
 
 import json
+import os
 import subprocess
 from collections import defaultdict
 from pathlib import Path
@@ -13,14 +14,21 @@ NODE_DIR = Path(__file__).resolve().parent / "node"
 
 
 def test_kafkajs_produce_consume(proxy, topic):
+    partitions = 3
+    run_smoke(proxy.address, topic(partitions), partitions)
+
+
+def run_smoke(bootstrap, name, partitions, per_partition=100, env=None):
+    """smoke.js through `bootstrap` on topic `name` (as many partitions as
+    the client sees); asserts every record came back once, in order.
+    env: extra environment (e.g. KPR_E2E_SSL_CA, see smoke.js)."""
     if not (NODE_DIR / "node_modules" / "kafkajs").is_dir():
         pytest.fail(f"kafkajs not installed in {NODE_DIR}: {harness.INSTALL_HINT}")
-    partitions, per_partition = 3, 100
-    name = topic(partitions)
     out = subprocess.run(
-        ["node", str(NODE_DIR / "smoke.js"), proxy.address, name, str(partitions),
+        ["node", str(NODE_DIR / "smoke.js"), bootstrap, name, str(partitions),
          str(per_partition), "90000"],
-        capture_output=True, text=True, timeout=120, cwd=NODE_DIR)
+        capture_output=True, text=True, timeout=120, cwd=NODE_DIR,
+        env={**os.environ, **(env or {})})
     assert out.returncode == 0, f"smoke.js exited {out.returncode}:\n{out.stderr[-3000:]}"
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert all(err == 0 for _, _, err in result["produced"]), result["produced"]

@@ -277,6 +277,8 @@ impl Running {
             client_rack: None,
             listen_security: Default::default(),
             kafka_security: Default::default(),
+            client_tls: None,
+            upstream_tls: None,
         };
         let shared = Arc::new(Shared::new());
         let mapper = Mapper::new(MappingRules::new(None, Vec::new()).expect("no rules"));

@@ -115,7 +115,7 @@ impl Decoder {
                 }
                 if tls.insecure_skip_verify {
                     self.warnings.push(
-                        "kafka.tls.insecure_skip_verify is true: broker certificates will not be verified".to_string(),
+                        "INSECURE: kafka.tls.insecure_skip_verify is true: broker certificates and host names will not be verified, so anyone on the path can read and change the traffic".to_string(),
                     );
                 }
                 Some(tls)
@@ -313,10 +313,8 @@ mod tests {
         // SSL without a tls section: the system trust store.
         let c = ok(&kafka("  security_protocol: SSL\n"));
         assert!(c.kafka.tls.is_none());
-        assert_eq!(
-            c.unsupported_features(),
-            vec!["kafka.security_protocol SSL (TLS toward the cluster) is not supported yet by this version of kpr-proxy: refusing to start rather than ignoring it"]
-        );
+        // TLS toward the cluster is carried out.
+        assert!(c.unsupported_features().is_empty());
     }
 
     #[test]
@@ -350,7 +348,7 @@ mod tests {
         assert_eq!(
             loaded.warnings,
             vec![
-                "kafka.tls.insecure_skip_verify is true: broker certificates will not be verified"
+                "INSECURE: kafka.tls.insecure_skip_verify is true: broker certificates and host names will not be verified, so anyone on the path can read and change the traffic"
             ]
         );
         assert!(

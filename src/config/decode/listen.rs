@@ -345,10 +345,8 @@ mod tests {
         let tls = c.listen.security.tls.as_ref().unwrap();
         assert!(tls.client_auth);
         assert_eq!(tls.ca_cert_path.as_deref(), Some(Path::new("/ca")));
-        assert_eq!(
-            c.unsupported_features(),
-            vec!["listen.security.protocol SSL (TLS toward clients) is not supported yet by this version of kpr-proxy: refusing to start rather than ignoring it"]
-        );
+        // TLS toward clients is carried out.
+        assert!(c.unsupported_features().is_empty());
     }
 
     #[test]

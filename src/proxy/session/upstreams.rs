@@ -20,6 +20,7 @@ use super::{Session, Verdict};
 use crate::kafka::api::api_name;
 use crate::kafka::header::peek_correlation_id;
 use crate::net::socket::SharedSocket;
+use crate::net::tls::TlsSession;
 use crate::net::ToLoop;
 
 /// A request sent upstream whose answer has not arrived.
@@ -73,7 +74,12 @@ impl Session {
             let peer = crate::upstream::connect::cached_address(addr).ok_or_else(|| unreachable(&"its address is not resolved"))?;
             let stream = crate::upstream::connect::start(addr, peer, &ctx.cluster).map_err(|e| unreachable(&e))?;
             let token = ctx.handle.next_token();
-            let socket = Arc::new(SharedSocket::new(stream, token, peer));
+            let socket = match &ctx.settings.upstream_tls {
+                None => SharedSocket::new(stream, token, peer),
+                Some(tls) => SharedSocket::with_tls(stream, token, peer, |wire| TlsSession::to_broker(tls.session(addr)?, wire, addr))
+                    .map_err(|e| unreachable(&e))?,
+            };
+            let socket = Arc::new(socket);
             ctx.handle.send(ToLoop::AddUpstream { owner: self.conn, worker: self.worker, socket: socket.clone() });
             debug!("Connecting to Kafka broker {addr} for client {}", self.client.peer);
             self.by_token.insert(token, addr.to_string());
@@ -170,7 +176,7 @@ impl Session {
     pub fn on_upstream_closed(&mut self, ctx: &ProxyContext, upstream: Token, reason: &str) -> Verdict {
         let Some(addr) = self.by_token.get(&upstream).cloned() else { return Verdict::Continue };
         let Some(up) = self.upstreams.get(&addr) else { return Verdict::Continue };
-        if up.connecting_until.is_some() && up.socket.stream.peer_addr().is_err() {
+        if up.connecting_until.is_some() && !up.socket.is_established() {
             ctx.cluster.mark_unreachable(&addr);
             warn!("Cannot connect to Kafka broker {addr} for client {}: {reason}", self.client.peer);
             return self.upstream_lost(ctx, upstream, reason, true);
@@ -248,8 +254,9 @@ impl Session {
         let mut overdue = None;
         for up in self.upstreams.values_mut() {
             match up.connecting_until {
-                // Made (the socket has a peer): nothing more to watch.
-                Some(_) if up.socket.stream.peer_addr().is_ok() => up.connecting_until = None,
+                // Made (the socket has a peer, and its TLS handshake is
+                // done): nothing more to watch.
+                Some(_) if up.socket.is_established() => up.connecting_until = None,
                 Some(until) if now >= until && overdue.is_none() => overdue = Some(up.socket.token),
                 _ => {}
             }

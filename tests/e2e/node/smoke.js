@@ -7,9 +7,22 @@
 //
 // KPR_SASL='{"mechanism":"scram-sha-256","username":"u","password":"p"}'
 // in the environment authenticates with SASL (over plaintext).
+// With KPR_E2E_SSL_CA set (a PEM file), it connects over TLS trusting that
+// CA; KPR_E2E_SSL_CERT and KPR_E2E_SSL_KEY add a client certificate.
 'use strict';
 
+const fs = require('fs');
 const { Kafka, logLevel } = require('kafkajs');
+
+function sslOptions(env) {
+  if (!env.KPR_E2E_SSL_CA) return undefined;
+  const ssl = { ca: [fs.readFileSync(env.KPR_E2E_SSL_CA, 'utf8')], rejectUnauthorized: true };
+  if (env.KPR_E2E_SSL_CERT) {
+    ssl.cert = fs.readFileSync(env.KPR_E2E_SSL_CERT, 'utf8');
+    ssl.key = fs.readFileSync(env.KPR_E2E_SSL_KEY, 'utf8');
+  }
+  return ssl;
+}
 
 const [bootstrap, topic, partitionsArg, nArg, timeoutArg] = process.argv.slice(2);
 if (!bootstrap || !topic || !partitionsArg || !nArg) {
@@ -29,6 +42,7 @@ async function main() {
   const kafka = new Kafka({
     clientId: 'kpr-e2e-kafkajs',
     brokers: [bootstrap],
+    ssl: sslOptions(process.env),
     logLevel: logLevel.WARN,
     connectionTimeout: 10000,
     requestTimeout: 30000,

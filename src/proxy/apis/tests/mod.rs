@@ -158,6 +158,8 @@ fn settings() -> ProxySettings {
         shutdown_grace: Duration::from_secs(1),
         client_rack: None,
         listen_security: Default::default(),
+        client_tls: None,
+        upstream_tls: None,
         kafka_security: Default::default(),
     }
 }
