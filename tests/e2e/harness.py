@@ -287,9 +287,12 @@ class Proxy:
 
     direct = False
 
-    def __init__(self, run_dir, config, name="proxy"):
+    def __init__(self, run_dir, config, name="proxy", config_text=None):
+        """config_text: the file to run as written (config is then its
+        parsed form, for the addresses); default to_yaml(config)."""
         self.run_dir = Path(run_dir)
         self.config = config
+        self.config_text = config_text
         self.name = name
         self.address = config["listen"]["address"]
         self.advertised = config["listen"].get("advertised_address", self.address)
@@ -301,7 +304,7 @@ class Proxy:
     def start(self, timeout=20.0):
         if not PROXY_BIN.exists():
             pytest.fail(f"{PROXY_BIN} missing: run cargo build --release (scripts/test does)")
-        self.config_path.write_text(to_yaml(self.config) + "\n")
+        self.config_path.write_text(self.config_text or to_yaml(self.config) + "\n")
         env = dict(os.environ, RUST_BACKTRACE="1")
         self.process = Process(f"kpr-proxy {self.name}",
                                [PROXY_BIN, "--config", self.config_path],

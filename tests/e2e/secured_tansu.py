@@ -27,9 +27,11 @@ MECHANISM_FLAG = {"SCRAM-SHA-256": "scram256", "SCRAM-SHA-512": "scram512"}
 class SecuredTansu(Broker):
     """A Broker whose second start requires SASL authentication."""
 
-    def __init__(self, run_dir, users, topics=(), name="secured", advertised_port=None):
+    def __init__(self, run_dir, users, topics=(), name="secured", advertised_port=None,
+                 advertised_host="127.0.0.1"):
         """users: [(mechanism, name, password)]; topics: [(name, partitions)]."""
-        super().__init__(run_dir, name=name, advertised_port=advertised_port)
+        super().__init__(run_dir, name=name, advertised_port=advertised_port,
+                         advertised_host=advertised_host)
         self.storage = f"sqlite:///{self.run_dir / f'{name}.db'}"
         self.users = list(users)
         self.topics = list(topics)

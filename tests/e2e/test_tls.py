@@ -12,7 +12,6 @@ verifies the certificate and the host name.
 """
 
 import selectors
-import shutil
 import socket
 import ssl
 import subprocess
@@ -25,6 +24,7 @@ import clients
 import harness
 import test_kafkajs
 import tls_certs
+from tls_certs import Stunnel
 
 # The proxy closes a TLS handshake not done within this (TLS_HANDSHAKE_TIMEOUT).
 HANDSHAKE_BOUND = 10.0
@@ -219,32 +219,6 @@ def test_stalled_handshakes_are_closed_within_the_bound(start_proxy, topic, cert
 
 
 # ------------------------------------------------------------ toward the cluster
-
-class Stunnel:
-    """stunnel4 terminating TLS on `port` with certificate `cert` (and its
-    key) in front of the broker at `target`."""
-
-    def __init__(self, run_dir, port, target, cert, key):
-        self.port = port
-        conf = run_dir / f"stunnel-{port}.conf"
-        conf.write_text(
-            "foreground = yes\npid =\n"
-            f"output = {run_dir / f'stunnel-{port}.log'}\n"
-            f"[kafka]\naccept = 127.0.0.1:{port}\nconnect = {target}\n"
-            f"cert = {cert}\nkey = {key}\n")
-        binary = shutil.which("stunnel4") or shutil.which("stunnel")
-        if binary is None:
-            pytest.fail(f"stunnel4 not found: {harness.INSTALL_HINT}")
-        self.proc = subprocess.Popen([binary, str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while not harness.port_open(port):
-            assert time.monotonic() < deadline and self.proc.poll() is None, "stunnel4 did not start"
-            time.sleep(0.1)
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(10)
-
 
 @pytest.fixture
 def tls_broker(broker_factory, tmp_path, certs):

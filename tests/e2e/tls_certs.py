@@ -10,11 +10,20 @@
                              (elsewhere.example)
       other_ca               a second CA
       other_client, other_client_key  a client certificate from other_ca
+
+    Stunnel(run_dir, port, target, cert, key): stunnel4 terminating TLS in
+    front of a plaintext broker (Tansu has no TLS listener of its own).
 """
 
+import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
+
+import harness
 
 
 def _openssl(*args, cwd):
@@ -71,3 +80,29 @@ def make_certs(d):
     _signed(d, "client", "ca", "/CN=good-client/O=kpr", ["-newkey", "rsa:2048"], CLIENT_EXT)
     _signed(d, "other_client", "other_ca", "/CN=bad-client", ["-newkey", "rsa:2048"], CLIENT_EXT)
     return Certs(d)
+
+
+class Stunnel:
+    """stunnel4 terminating TLS on `port` with certificate `cert` (and its
+    key) in front of the broker at `target`."""
+
+    def __init__(self, run_dir, port, target, cert, key):
+        self.port = port
+        conf = run_dir / f"stunnel-{port}.conf"
+        conf.write_text(
+            "foreground = yes\npid =\n"
+            f"output = {run_dir / f'stunnel-{port}.log'}\n"
+            f"[kafka]\naccept = 127.0.0.1:{port}\nconnect = {target}\n"
+            f"cert = {cert}\nkey = {key}\n")
+        binary = shutil.which("stunnel4") or shutil.which("stunnel")
+        if binary is None:
+            pytest.fail(f"stunnel4 not found: {harness.INSTALL_HINT}")
+        self.proc = subprocess.Popen([binary, str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while not harness.port_open(port):
+            assert time.monotonic() < deadline and self.proc.poll() is None, "stunnel4 did not start"
+            time.sleep(0.1)
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(10)
