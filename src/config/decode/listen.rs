@@ -25,6 +25,21 @@ const OAUTHBEARER_KEYS: &[&str] = &["jwks_path", "issuer", "audience", "clock_sk
 const CREDENTIALS_KEYS: &[&str] = &["users"];
 
 impl Decoder {
+    /// `listen.security.tls.client_auth`: Kafka's `ssl.client.auth` words
+    /// (`required`, `none`) or a boolean. `requested` (a certificate checked
+    /// only when offered) is refused rather than taken as either.
+    fn client_auth(&mut self, t: &Mapping, p: &str) -> bool {
+        match get(t, "client_auth") {
+            Some(Value::String(s)) if s.trim() == "required" => true,
+            Some(Value::String(s)) if s.trim() == "none" => false,
+            Some(Value::String(s)) if s.trim() == "requested" => {
+                self.err(format!("{p}.client_auth: requested is not supported (use required or none)"));
+                false
+            }
+            _ => self.opt_bool(t, p, "client_auth"),
+        }
+    }
+
     pub(super) fn listen(&mut self, v: &Value) -> Option<ListenConfig> {
         let path = "listen";
         let m = self.section(v, path, LISTEN_KEYS)?;
@@ -102,7 +117,7 @@ impl Decoder {
                     .required(t, p, "key_path")
                     .and_then(|v| self.path_buf(v, "listen.security.tls.key_path"));
                 let ca = self.opt_path(t, p, "ca_cert_path");
-                let client_auth = self.opt_bool(t, p, "client_auth");
+                let client_auth = self.client_auth(t, p);
                 if client_auth && get(t, "ca_cert_path").is_none() {
                     self.err(
                         "listen.security.tls.client_auth: requires ca_cert_path, the CA that signs client certificates"
@@ -340,6 +355,16 @@ mod tests {
         assert_error(
             &security("    protocol: SSL\n    tls: { cert_path: /c, key_path: /k, client_auth: true }\n"),
             "listen.security.tls.client_auth: requires ca_cert_path, the CA that signs client certificates",
+        );
+        for (written, required) in [("required", true), ("none", false)] {
+            let c = ok(&security(&format!(
+                "    protocol: SSL\n    tls: {{ cert_path: /c, key_path: /k, ca_cert_path: /ca, client_auth: {written} }}\n"
+            )));
+            assert_eq!(c.listen.security.tls.unwrap().client_auth, required, "{written}");
+        }
+        assert_error(
+            &security("    protocol: SSL\n    tls: { cert_path: /c, key_path: /k, ca_cert_path: /ca, client_auth: requested }\n"),
+            "listen.security.tls.client_auth: requested is not supported (use required or none)",
         );
         let c = ok(&security("    protocol: SSL\n    tls: { cert_path: /c, key_path: /k, ca_cert_path: /ca, client_auth: true }\n"));
         let tls = c.listen.security.tls.as_ref().unwrap();
