@@ -21,7 +21,7 @@ fn harness(lifetime_ms: u64) -> Harness {
         users: vec![SaslUser { name: "alice".into(), password: Secret::new("pw-a") }],
         oauthbearer: None,
         session_lifetime_ms: lifetime_ms,
-    })));
+    }).unwrap()));
     h
 }
 
