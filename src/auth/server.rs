@@ -151,10 +151,7 @@ impl SaslServer {
                     Err(e) => scram_failure(username, e),
                 }
             }
-            Exchange::OAuthBearer => {
-                *exchange = Exchange::Finished;
-                self.bearer_login(exchange, token, SystemTime::now())
-            }
+            Exchange::OAuthBearer => self.bearer_login(exchange, token, SystemTime::now()),
             Exchange::OAuthBearerRefused { detail } => {
                 let detail = std::mem::take(detail);
                 *exchange = Exchange::Finished;
@@ -177,6 +174,7 @@ impl SaslServer {
     /// (`Exchange::OAuthBearerRefused`). A malformed message or an authzid
     /// other than the token's subject is refused at once, as there.
     fn bearer_login(&self, exchange: &mut Exchange, message: &[u8], now: SystemTime) -> Step {
+        *exchange = Exchange::Finished;
         let failed = |detail: String| Step::Failed { username: None, message: None, detail, answer: Vec::new() };
         let Some(jwt) = &self.jwt else { return failed("OAUTHBEARER has no validator".into()) };
         let response = match ClientInitialResponse::parse(message) {
@@ -337,6 +335,85 @@ mod tests {
         assert_eq!(delays[9], MAX_FAILURE_DELAY);
         assert_eq!(s.failure_delay("10.0.0.2".parse().unwrap(), now), FIRST_FAILURE_DELAY, "another address");
         assert_eq!(s.failure_delay(ip, now + FAILURE_MEMORY), FIRST_FAILURE_DELAY, "forgotten after a quiet minute");
+    }
+
+    mod oauthbearer_logins {
+        use super::*;
+        use crate::auth::test_tokens::{now, oauthbearer_sasl, other_rsa_key, rsa_key, rsa_token_at};
+        use crate::auth::watched_file::tests::TempDir;
+
+        fn initial(token: &str, authzid: Option<&str>) -> Vec<u8> {
+            let authzid = authzid.map(str::to_string);
+            ClientInitialResponse::new(Secret::new(token), authzid, vec![]).unwrap().to_bytes()
+        }
+
+        fn login(s: &SaslServer, message: &[u8]) -> (Exchange, Step) {
+            let mut exchange = s.start(SaslMechanism::OAuthBearer);
+            assert!(matches!(exchange, Exchange::OAuthBearer));
+            let step = s.bearer_login(&mut exchange, message, now());
+            (exchange, step)
+        }
+
+        #[test]
+        fn a_valid_token_logs_in_its_subject_for_at_most_its_life() {
+            let dir = TempDir::new("oauth-server");
+            let s = SaslServer::new(&oauthbearer_sasl(&dir.0, 60_000)).unwrap();
+            let (_, short) = login(&s, &initial(&rsa_token_at(rsa_key(), "alice", now(), 30), None));
+            assert_eq!(short, Step::Done { username: "alice".into(), answer: vec![], lifetime: Some(Duration::from_secs(30)) });
+            let (_, long) = login(&s, &initial(&rsa_token_at(rsa_key(), "bob", now(), 3600), Some("bob")));
+            assert_eq!(long, Step::Done { username: "bob".into(), answer: vec![], lifetime: Some(Duration::from_secs(60)) });
+            // Without session_lifetime_ms the token alone bounds the session.
+            let unbounded = SaslServer::new(&oauthbearer_sasl(&dir.0, 0)).unwrap();
+            let (_, step) = login(&unbounded, &initial(&rsa_token_at(rsa_key(), "bob", now(), 3600), None));
+            assert!(matches!(step, Step::Done { lifetime: Some(l), .. } if l == Duration::from_secs(3600)));
+        }
+
+        #[test]
+        fn a_bad_token_gets_the_error_status_then_the_refusal_naming_the_check() {
+            let dir = TempDir::new("oauth-server");
+            let s = SaslServer::new(&oauthbearer_sasl(&dir.0, 0)).unwrap();
+            for (token, named) in [
+                (rsa_token_at(rsa_key(), "alice", now(), -10), "token expired at"),
+                (rsa_token_at(other_rsa_key(), "alice", now(), 300), "signature does not verify with key \"rsa-1\""),
+            ] {
+                let (mut exchange, step) = login(&s, &initial(&token, None));
+                assert_eq!(step, Step::Challenge(br#"{"status":"invalid_token"}"#.to_vec()));
+                let Step::Failed { message: Some(message), detail, username: None, .. } = s.step(&mut exchange, b"\x01") else {
+                    panic!("not refused")
+                };
+                assert!(message.starts_with("OAUTHBEARER token refused: ") && message.contains(named), "{message}");
+                assert!(!message.contains(&token) && !detail.contains(&token));
+                assert!(!message.contains("jwks.json"), "the JWKS path stays on the proxy: {message}");
+                assert!(matches!(exchange, Exchange::Finished));
+            }
+            // A client that answers the error status with anything but \x01.
+            let (mut exchange, _) = login(&s, &initial(&rsa_token_at(rsa_key(), "alice", now(), -10), None));
+            assert!(matches!(s.step(&mut exchange, b"n,,"), Step::Failed { message: None, .. }));
+        }
+
+        #[test]
+        fn malformed_messages_and_foreign_authzids_are_refused_at_once() {
+            let dir = TempDir::new("oauth-server");
+            let s = SaslServer::new(&oauthbearer_sasl(&dir.0, 0)).unwrap();
+            let (_, step) = login(&s, b"n,,auth=Bearer x");
+            assert!(matches!(step, Step::Failed { detail, .. } if detail.starts_with("Invalid OAUTHBEARER client first message")));
+            let (_, step) = login(&s, &initial(&rsa_token_at(rsa_key(), "alice", now(), 300), Some("admin")));
+            assert!(
+                matches!(&step, Step::Failed { detail, .. } if detail == "the authorization id (admin) is not the token's principal (alice)"),
+                "{step:?}"
+            );
+        }
+
+        #[test]
+        fn an_unusable_jwks_stops_the_start_naming_the_field() {
+            let dir = TempDir::new("oauth-server");
+            let mut config = oauthbearer_sasl(&dir.0, 0);
+            std::fs::write(&config.oauthbearer.as_ref().unwrap().jwks_path, "{}").unwrap();
+            let e = SaslServer::new(&config).unwrap_err();
+            assert!(e.starts_with("listen.security.sasl.oauthbearer.jwks_path: "), "{e}");
+            config.oauthbearer.as_mut().unwrap().jwks_path = dir.0.join("missing.json");
+            assert!(SaslServer::new(&config).unwrap_err().contains("missing.json"));
+        }
     }
 
     #[test]

@@ -430,4 +430,59 @@ mod tests {
             }
         }
     }
+
+    mod oauthbearer {
+        use super::*;
+        use crate::auth::watched_file::tests::{write_at, TempDir};
+
+        fn oauth_login() -> KafkaSasl {
+            KafkaSasl { mechanism: SaslMechanism::OAuthBearer, username: String::new(), password: Secret::new(""), token_path: None }
+        }
+
+        fn start(file: &Arc<TokenFile>) -> (SaslExchange, String) {
+            let (mut exchange, first) = SaslExchange::start(&oauth_login(), Some(file.clone()), VERSIONS);
+            assert_eq!(first.body.read(sasl_handshake_request::MECHANISM), Some("OAUTHBEARER"));
+            let token = token_of(exchange.on_answer(&handshake_ok()).unwrap());
+            (exchange, token)
+        }
+
+        #[test]
+        fn each_login_sends_the_token_the_file_holds_then() {
+            let dir = TempDir::new("upstream-token");
+            let path = dir.0.join("token");
+            write_at(&path, b"h.first.s\n", 0);
+            let file = Arc::new(TokenFile::load(&path).unwrap());
+            let (mut exchange, token) = start(&file);
+            assert_eq!(token, "n,,\x01auth=Bearer h.first.s\x01\x01");
+            let Ok(SaslStep::Done { session_lifetime }) = exchange.on_answer(&authenticated(b"", 30_000)) else { panic!() };
+            assert_eq!(session_lifetime, Some(Duration::from_secs(30)));
+            write_at(&path, b"h.second.s", 1);
+            assert_eq!(start(&file).1, "n,,\x01auth=Bearer h.second.s\x01\x01");
+            // A file that no longer holds a token: no login is tried.
+            write_at(&path, b"", 2);
+            let (mut exchange, _) = SaslExchange::start(&oauth_login(), Some(file.clone()), VERSIONS);
+            let Err(e) = exchange.on_answer(&handshake_ok()) else { panic!("logged in without a token") };
+            assert_eq!(e.step(), "SASL credentials");
+            assert!(e.to_string().starts_with("SASL authentication failed: token file ") && e.to_string().contains("empty"), "{e}");
+        }
+
+        /// Kafka's broker answers a bad token with its JSON status and no
+        /// error; the client acknowledges with \x01 and gets the refusal.
+        #[test]
+        fn a_refused_token_is_acknowledged_and_the_brokers_refusal_reported() {
+            let dir = TempDir::new("upstream-token");
+            let path = dir.0.join("token");
+            write_at(&path, b"h.p.s", 0);
+            let (mut exchange, _) = start(&Arc::new(TokenFile::load(&path).unwrap()));
+            let step = exchange.on_answer(&authenticated(br#"{"status":"invalid_token"}"#, 0)).unwrap();
+            assert_eq!(token_of(step), "\x01");
+            let refusal = answer(ApiKey::SaslAuthenticate, 2, |b| {
+                b.write(sasl_authenticate_response::ERROR_CODE, error::SASL_AUTHENTICATION_FAILED);
+                b.write(sasl_authenticate_response::ERROR_MESSAGE, r#"{"status":"invalid_token"}"#);
+            });
+            let Err(e) = exchange.on_answer(&refusal) else { panic!("not refused") };
+            assert_eq!(e.to_string(), r#"SASL authentication failed: {"status":"invalid_token"}"#);
+            assert_eq!(e.step(), "SASL credentials");
+        }
+    }
 }
