@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use kpr_proxy::auth::server::SaslServer;
+use kpr_proxy::auth::token_file::TokenFile;
 use kpr_proxy::cli::{self, Command, RunArgs};
 use kpr_proxy::cluster::BrokerAddr;
 use kpr_proxy::config::{self, Config};
@@ -86,6 +88,16 @@ fn tls_sides(config: &Config) -> Result<TlsSides, String> {
     Ok((client, upstream))
 }
 
+/// The SASL server toward clients, its JWKS loaded, when clients
+/// authenticate with SASL; an unusable JWKS file is an error naming the
+/// field.
+fn client_sasl(config: &Config) -> Result<Option<Arc<SaslServer>>, String> {
+    match (&config.listen.security.sasl, config.listen.security.protocol.uses_sasl()) {
+        (Some(sasl), true) => Ok(Some(Arc::new(SaslServer::new(sasl)?))),
+        _ => Ok(None),
+    }
+}
+
 fn check_config(args: &RunArgs) -> ExitCode {
     let (config, warnings) = match load(args) {
         Ok(c) => c,
@@ -102,19 +114,22 @@ fn check_config(args: &RunArgs) -> ExitCode {
         Ok(sides) => sides,
         Err(e) => return fail(cli::EXIT_CONFIG, e),
     };
+    let security = match client_sasl(&config).and_then(|_| kafka_security(&config)) {
+        Ok(security) => security,
+        Err(e) => return fail(cli::EXIT_CONFIG, e),
+    };
     println!("{}: configuration is valid", args.config_path.display());
     for line in config.describe_mapping() {
         println!("{line}");
     }
     // What the rules mean for the topics the cluster holds now.
     let cluster = Arc::new(kpr_proxy::cluster::Cluster::new(config.kafka.bootstrap_servers.clone()));
-    let security = kafka_security(&config);
     let mut control = kpr_proxy::upstream::control::ControlClient::new(
         cluster.clone(),
         config.kafka.connection_timeout(),
         config.kafka.request_timeout(),
     )
-    .with_sasl(security.sasl_login())
+    .with_sasl(security.sasl_login(), security.bearer_token.clone())
     .with_tls(upstream_tls);
     if let Err(e) = control.bootstrap() {
         // Which step failed: TCP connect, SASL mechanism, SASL credentials, ...
@@ -203,6 +218,8 @@ fn settings(config: &Config) -> Result<ProxySettings, String> {
     let (host, port) = config.listen.advertised_host_port();
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
     let (client_tls, upstream_tls) = tls_sides(config)?;
+    let client_sasl = client_sasl(config)?;
+    let kafka_security = kafka_security(config)?;
     Ok(ProxySettings {
         listen,
         advertised: BrokerAddr { host: host.to_string(), port: port as i32 },
@@ -223,18 +240,27 @@ fn settings(config: &Config) -> Result<ProxySettings, String> {
         shutdown_grace: SHUTDOWN_GRACE,
         client_rack: config.kafka.client_rack.clone(),
         listen_security: config.listen.security.clone(),
-        kafka_security: kafka_security(config),
+        kafka_security,
         client_tls,
         upstream_tls,
+        client_sasl,
     })
 }
 
-fn kafka_security(config: &Config) -> kpr_proxy::proxy::KafkaSecurity {
-    kpr_proxy::proxy::KafkaSecurity {
+/// How the proxy connects to the cluster, with the OAUTHBEARER token file
+/// read (an unusable one is an error naming the field).
+fn kafka_security(config: &Config) -> Result<kpr_proxy::proxy::KafkaSecurity, String> {
+    let token_path = config.kafka.sasl.as_ref().filter(|_| config.kafka.security_protocol.uses_sasl()).and_then(|s| s.token_path.as_ref());
+    let bearer_token = match token_path {
+        Some(path) => Some(Arc::new(TokenFile::load(path).map_err(|e| format!("kafka.sasl.token_path: {e}"))?)),
+        None => None,
+    };
+    Ok(kpr_proxy::proxy::KafkaSecurity {
         protocol: config.kafka.security_protocol,
         tls: config.kafka.tls.clone(),
         sasl: config.kafka.sasl.clone(),
-    }
+        bearer_token,
+    })
 }
 
 fn run(args: &RunArgs) -> ExitCode {

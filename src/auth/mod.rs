@@ -18,6 +18,6 @@ pub mod scram_client;
 pub mod scram_server;
 pub mod server;
 #[cfg(test)]
-mod test_tokens;
+pub(crate) mod test_tokens;
 pub mod token_file;
 pub mod watched_file;

@@ -2,6 +2,7 @@
 //! with the openssl crate, so the JWT checks are tested against what an
 //! identity provider would produce rather than against fixed strings.
 
+use std::path::Path;
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
@@ -14,6 +15,7 @@ use openssl::rsa::Rsa;
 use openssl::sign::Signer;
 
 use super::jwt::base64url_encode;
+use crate::config::{ListenSasl, OAuthBearerValidation, SaslMechanism};
 
 /// RSA keys take a while to generate: each test process makes two.
 pub(crate) fn rsa_key() -> &'static PKey<Private> {
@@ -101,4 +103,38 @@ pub(crate) fn claims(iss: &str, aud: &str, exp_offset: i64) -> String {
         at(exp_offset),
         at(-60)
     )
+}
+
+pub(crate) const TEST_ISSUER: &str = "https://idp.test";
+pub(crate) const TEST_AUDIENCE: &str = "kafka";
+
+/// `listen.security.sasl` with only OAUTHBEARER, its JWKS (`rsa_key()` as
+/// rsa-1) written in `dir`.
+pub(crate) fn oauthbearer_sasl(dir: &Path, session_lifetime_ms: u64) -> ListenSasl {
+    let jwks_path = dir.join("jwks.json");
+    std::fs::write(&jwks_path, jwks(&[rsa_jwk(rsa_key(), "rsa-1")])).unwrap();
+    ListenSasl {
+        enabled_mechanisms: vec![SaslMechanism::OAuthBearer],
+        users: Vec::new(),
+        oauthbearer: Some(OAuthBearerValidation {
+            jwks_path,
+            issuer: TEST_ISSUER.to_string(),
+            audience: TEST_AUDIENCE.to_string(),
+            clock_skew_ms: 0,
+        }),
+        session_lifetime_ms,
+    }
+}
+
+/// A token of `sub` for [`oauthbearer_sasl`], signed by `key` as rsa-1,
+/// expiring `exp_offset` seconds after `now` (the real clock, for tests
+/// that go through code reading it).
+pub(crate) fn rsa_token_at(key: &PKey<Private>, sub: &str, now: SystemTime, exp_offset: i64) -> String {
+    let now = now.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let claims = format!(
+        r#"{{"sub":"{sub}","iss":"{TEST_ISSUER}","aud":"{TEST_AUDIENCE}","exp":{},"iat":{}}}"#,
+        now + exp_offset,
+        now - 60
+    );
+    sign(r#"{"alg":"RS256","typ":"JWT","kid":"rsa-1"}"#, &claims, key)
 }

@@ -342,7 +342,7 @@ const LISTEN_TLS_READY: bool = true;
 const LISTEN_SASL_READY: bool = true;
 const KAFKA_TLS_READY: bool = true;
 const KAFKA_SASL_READY: bool = true;
-const OAUTHBEARER_READY: bool = false;
+const OAUTHBEARER_READY: bool = true;
 
 impl Config {
     /// Features the configuration asks for that this version does not

@@ -184,6 +184,9 @@ pub struct ProxySettings {
     pub client_tls: Option<Arc<crate::net::tls::ServerTls>>,
     /// The client side of `kafka.tls`, loaded; `None`: plaintext.
     pub upstream_tls: Option<Arc<crate::net::tls::UpstreamTls>>,
+    /// The SASL server of `listen.security.sasl` (its JWKS loaded);
+    /// `None` unless clients authenticate with SASL.
+    pub client_sasl: Option<Arc<crate::auth::server::SaslServer>>,
 }
 
 /// How the proxy connects to the cluster's brokers.
@@ -192,6 +195,8 @@ pub struct KafkaSecurity {
     pub protocol: crate::config::SecurityProtocol,
     pub tls: Option<crate::config::KafkaTls>,
     pub sasl: Option<crate::config::KafkaSasl>,
+    /// The file of `kafka.sasl.token_path`, loaded, with OAUTHBEARER.
+    pub bearer_token: Option<Arc<crate::auth::token_file::TokenFile>>,
 }
 
 impl KafkaSecurity {
@@ -206,7 +211,7 @@ impl ProxySettings {
     /// A control client for `cluster` with these timeouts and security.
     pub fn control_client(&self, cluster: Arc<Cluster>) -> ControlClient {
         ControlClient::new(cluster, self.connect_timeout, self.request_timeout)
-            .with_sasl(self.kafka_security.sasl_login())
+            .with_sasl(self.kafka_security.sasl_login(), self.kafka_security.bearer_token.clone())
             .with_tls(self.upstream_tls.clone())
     }
 }
@@ -333,10 +338,7 @@ impl Proxy {
         let owner_cache = Default::default();
         let preferred_replicas = replicas::PreferredReplicas::new(settings.metadata_refresh);
         let derived_keepalive = crate::remap::groups::KeepAlive::new(settings.derived_offset_refresh);
-        let client_sasl = match (&settings.listen_security.sasl, settings.listen_security.protocol.uses_sasl()) {
-            (Some(sasl), true) => Some(Arc::new(crate::auth::server::SaslServer::new(sasl))),
-            _ => None,
-        };
+        let client_sasl = settings.client_sasl.clone().filter(|_| settings.listen_security.protocol.uses_sasl());
         let ctx = Arc::new(ProxyContext {
             settings,
             mapper,

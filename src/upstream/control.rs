@@ -26,6 +26,7 @@ use crate::kafka::header::peek_correlation_id;
 use crate::kafka::message::{decode_response, encode_request, request_schema, ResponseError};
 use crate::kafka::wire::DecodeError;
 use crate::net::tls::{BlockingStream, UpstreamTls};
+use crate::auth::token_file::TokenFile;
 
 use super::sasl::{reauthenticate_after, SaslError, SaslExchange, SaslStep, SaslVersions};
 
@@ -114,6 +115,8 @@ pub struct ControlClient {
     conns: HashMap<String, Connection>,
     /// `kafka.sasl` when `kafka.security_protocol` asks for SASL.
     sasl: Option<KafkaSasl>,
+    /// The token file of OAUTHBEARER (`kafka.sasl.token_path`).
+    bearer_token: Option<Arc<TokenFile>>,
     next_correlation: i32,
     connect_timeout: Duration,
     request_timeout: Duration,
@@ -122,12 +125,23 @@ pub struct ControlClient {
 
 impl ControlClient {
     pub fn new(cluster: Arc<Cluster>, connect_timeout: Duration, request_timeout: Duration) -> ControlClient {
-        ControlClient { cluster, conns: HashMap::new(), sasl: None, next_correlation: 1, connect_timeout, request_timeout, tls: None }
+        ControlClient {
+            cluster,
+            conns: HashMap::new(),
+            sasl: None,
+            bearer_token: None,
+            next_correlation: 1,
+            connect_timeout,
+            request_timeout,
+            tls: None,
+        }
     }
 
-    /// Log in with these credentials on every connection (`None`: no SASL).
-    pub fn with_sasl(mut self, sasl: Option<KafkaSasl>) -> ControlClient {
+    /// Log in with `sasl` (`None`: no SASL) on every connection; with OAUTHBEARER the token
+    /// is read from `bearer_token` at each login.
+    pub fn with_sasl(mut self, sasl: Option<KafkaSasl>, bearer_token: Option<Arc<TokenFile>>) -> ControlClient {
         self.sasl = sasl;
+        self.bearer_token = bearer_token;
         self
     }
 
@@ -243,7 +257,7 @@ impl ControlClient {
             SaslVersions::choose(|api| ranges.get(&api).copied())
         };
         let failed = |source| UpstreamError::Sasl { addr: addr.to_string(), source };
-        let (mut login, mut request) = SaslExchange::start(sasl, versions.map_err(failed)?);
+        let (mut login, mut request) = SaslExchange::start(sasl, self.bearer_token.clone(), versions.map_err(failed)?);
         loop {
             let frame = match exchange(stream, addr, &request.encode(self.take_correlation())) {
                 Err(UpstreamError::Io { .. }) if login.at_handshake() => {
@@ -499,7 +513,7 @@ mod tests {
         let cluster = Arc::new(Cluster::new(vec![addr.clone()]));
         cluster.set_api_versions(HashMap::from([(17, (0, 1)), (18, (0, 3)), (36, (0, 2))]));
         let sasl = KafkaSasl { mechanism: SaslMechanism::Plain, username: "svc".into(), password: Secret::new("pw"), token_path: None };
-        let mut control = ControlClient::new(cluster, Duration::from_secs(2), Duration::from_secs(2)).with_sasl(Some(sasl));
+        let mut control = ControlClient::new(cluster, Duration::from_secs(2), Duration::from_secs(2)).with_sasl(Some(sasl), None);
         let mut ask = || control.call(&addr, ApiKey::ApiVersions, 0, &api_versions_v0()).map(|_| ()).unwrap();
         ask();
         ask();

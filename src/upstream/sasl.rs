@@ -2,7 +2,10 @@
 //! request frames and the answers they get: SaslHandshake v1 naming the
 //! mechanism, then SaslAuthenticate rounds (one for PLAIN; two for SCRAM,
 //! whose last answer carries the broker's signature, checked by
-//! `auth::scram_client`). KIP-152 framing: the SASL tokens travel inside
+//! `auth::scram_client`; one for OAUTHBEARER with the token of
+//! `kafka.sasl.token_path`, read at each login, or two when the broker
+//! refuses the token: its JSON error status, acknowledged with `\x01`, then
+//! the refusal, as Kafka's `OAuthBearerSaslClient` does). KIP-152 framing: the SASL tokens travel inside
 //! Kafka requests, so the exchange needs only "send this frame, here is its
 //! answer", whatever carries the frames (a blocking stream for the
 //! `ControlClient`, a worker's non-blocking upstream connection, TLS or
@@ -20,10 +23,13 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::auth::oauthbearer::{self, ClientInitialResponse};
 use crate::auth::scram::ScramHash;
 use crate::auth::scram_client::{ScramClient, ScramClientError};
+use crate::auth::token_file::TokenFile;
 use crate::config::{KafkaSasl, SaslMechanism};
 use crate::kafka::api::{error, ApiKey};
 use crate::kafka::codec::{self, Struct, Value};
@@ -48,6 +54,9 @@ pub enum SaslError {
     /// The SCRAM exchange failed on the proxy's side (the broker could not
     /// prove it knows the password, a malformed message, ...).
     Scram(ScramClientError),
+    /// The OAUTHBEARER token file cannot be used (unreadable, empty, not
+    /// a token): the login is not tried.
+    TokenFile(String),
     /// The broker speaks no SaslHandshake v1 or SaslAuthenticate version
     /// the proxy speaks, or answered something that does not decode.
     Protocol(String),
@@ -59,6 +68,7 @@ impl SaslError {
         match self {
             SaslError::MechanismNotOffered { .. } | SaslError::HandshakeClosed { .. } => "SASL mechanism",
             SaslError::Refused { .. }
+            | SaslError::TokenFile(_)
             | SaslError::Scram(ScramClientError::ServerError(_) | ScramClientError::ServerSignatureMismatch) => {
                 "SASL credentials"
             }
@@ -83,6 +93,7 @@ impl fmt::Display for SaslError {
             SaslError::Refused { code, message } if message.is_empty() => write!(f, "the broker answered error code {code}"),
             SaslError::Refused { message, .. } => f.write_str(message),
             SaslError::Scram(e) => write!(f, "{e}"),
+            SaslError::TokenFile(why) => f.write_str(why),
             SaslError::Protocol(why) => f.write_str(why),
         }
     }
@@ -150,12 +161,18 @@ enum State {
     Plain,
     ScramFirst(ScramClient),
     ScramFinal(ScramClient),
+    /// The token was sent; an empty answer logs in.
+    OAuthBearer,
+    /// The broker answered the token with this error status; its refusal
+    /// follows the `\x01` sent.
+    OAuthBearerRefused(String),
     Done,
 }
 
 /// One login, from SaslHandshake to the last SaslAuthenticate answer.
 pub struct SaslExchange {
     sasl: KafkaSasl,
+    bearer_token: Option<Arc<TokenFile>>,
     versions: SaslVersions,
     state: State,
     /// The request whose answer comes next.
@@ -163,14 +180,19 @@ pub struct SaslExchange {
 }
 
 impl SaslExchange {
-    /// Begin a login: the exchange, and its first request.
-    pub fn start(sasl: &KafkaSasl, versions: SaslVersions) -> (SaslExchange, SaslRequest) {
+    /// Begin a login: the exchange, and its first request. OAUTHBEARER
+    /// takes its token from `bearer_token`.
+    pub fn start(
+        sasl: &KafkaSasl,
+        bearer_token: Option<Arc<TokenFile>>,
+        versions: SaslVersions,
+    ) -> (SaslExchange, SaslRequest) {
         let mechanism = sasl.mechanism.as_str();
         let request = SaslRequest::new(ApiKey::SaslHandshake, versions.handshake, |b| {
             b.write(sasl_handshake_request::MECHANISM, mechanism);
         });
         let exchange =
-            SaslExchange { sasl: sasl.clone(), versions, state: State::Handshake, awaiting: (request.api, request.version) };
+            SaslExchange { sasl: sasl.clone(), bearer_token, versions, state: State::Handshake, awaiting: (request.api, request.version) };
         (exchange, request)
     }
 
@@ -234,29 +256,47 @@ impl SaslExchange {
                 client.verify_server_final(&server_final).map_err(SaslError::Scram)?;
                 Ok(SaslStep::Done { session_lifetime: lifetime })
             }
+            (State::OAuthBearer, status) if status.is_empty() => Ok(SaslStep::Done { session_lifetime: lifetime }),
+            (State::OAuthBearer, status) => {
+                // RFC 7628 §3.2.3: acknowledge; the broker then refuses.
+                let status = oauthbearer::parse_error_response(status.as_bytes()).map_or(status, |e| e.status);
+                self.state = State::OAuthBearerRefused(status);
+                Ok(SaslStep::Send(self.authenticate(oauthbearer::ERROR_ACKNOWLEDGEMENT.to_vec())))
+            }
+            (State::OAuthBearerRefused(status), _) => {
+                Err(SaslError::Refused { code: error::SASL_AUTHENTICATION_FAILED, message: status })
+            }
             (State::Handshake | State::Done, _) => Err(SaslError::Protocol("an answer after the login ended".into())),
         }
     }
 
-    /// The first SaslAuthenticate: PLAIN's whole token, or SCRAM's
-    /// client-first message. A mechanism this exchange does not carry out
-    /// is an error, never another mechanism's token.
+    /// The first SaslAuthenticate: PLAIN's whole token, SCRAM's
+    /// client-first message or OAUTHBEARER's initial response. Each
+    /// mechanism is named: one added later must say how it logs in.
     fn first_token(&mut self) -> Result<SaslRequest, SaslError> {
         let (username, password) = (&self.sasl.username, &self.sasl.password);
-        let token = match (self.sasl.mechanism, ScramHash::of(self.sasl.mechanism)) {
-            (SaslMechanism::Plain, _) => {
+        let mechanism = self.sasl.mechanism;
+        let token = match mechanism {
+            SaslMechanism::Plain => {
                 self.state = State::Plain;
                 // RFC 4616: authzid NUL authcid NUL passwd; no authzid.
                 format!("\0{username}\0{}", password.expose()).into_bytes()
             }
-            (_, Some(hash)) => {
+            SaslMechanism::ScramSha256 | SaslMechanism::ScramSha512 => {
+                let hash = ScramHash::of(mechanism).expect("a SCRAM mechanism");
                 let client = ScramClient::new(hash, username, password);
                 let first = client.client_first().into_bytes();
                 self.state = State::ScramFirst(client);
                 first
             }
-            (other, None) => {
-                return Err(SaslError::Protocol(format!("the proxy does not log in with {other} toward the cluster yet")))
+            SaslMechanism::OAuthBearer => {
+                let file = self.bearer_token.as_ref().ok_or_else(|| {
+                    SaslError::TokenFile("OAUTHBEARER has no token file (kafka.sasl.token_path)".into())
+                })?;
+                let token = file.token().map_err(SaslError::TokenFile)?;
+                let message = ClientInitialResponse::new(token, None, Vec::new()).map_err(SaslError::TokenFile)?;
+                self.state = State::OAuthBearer;
+                message.to_bytes()
             }
         };
         Ok(self.authenticate(token))
@@ -324,7 +364,7 @@ mod tests {
 
     #[test]
     fn plain_sends_one_token_and_reads_the_session_lifetime() {
-        let (mut exchange, first) = SaslExchange::start(&login(SaslMechanism::Plain), VERSIONS);
+        let (mut exchange, first) = SaslExchange::start(&login(SaslMechanism::Plain), None, VERSIONS);
         assert_eq!((first.api, first.version), (ApiKey::SaslHandshake, 1));
         assert_eq!(first.body.read(sasl_handshake_request::MECHANISM), Some("PLAIN"));
         assert_eq!(token_of(exchange.on_answer(&handshake_ok()).unwrap()), "\0svc\0pw-secret");
@@ -334,7 +374,7 @@ mod tests {
 
     #[test]
     fn a_mechanism_not_offered_names_those_that_are() {
-        let (mut exchange, _) = SaslExchange::start(&login(SaslMechanism::ScramSha256), VERSIONS);
+        let (mut exchange, _) = SaslExchange::start(&login(SaslMechanism::ScramSha256), None, VERSIONS);
         let refusal = answer(ApiKey::SaslHandshake, 1, |b| {
             b.write(sasl_handshake_response::ERROR_CODE, error::UNSUPPORTED_SASL_MECHANISM);
             b.write(sasl_handshake_response::MECHANISMS, vec![Value::str("SCRAM-SHA-512"), Value::str("OAUTHBEARER")]);
@@ -349,7 +389,7 @@ mod tests {
 
     #[test]
     fn refused_credentials_carry_the_brokers_message() {
-        let (mut exchange, _) = SaslExchange::start(&login(SaslMechanism::Plain), VERSIONS);
+        let (mut exchange, _) = SaslExchange::start(&login(SaslMechanism::Plain), None, VERSIONS);
         exchange.on_answer(&handshake_ok()).unwrap();
         let refusal = answer(ApiKey::SaslAuthenticate, 2, |b| {
             b.write(sasl_authenticate_response::ERROR_CODE, 58i16);
@@ -371,7 +411,7 @@ mod tests {
             let salt = b"broker salt";
             let stored = if knows_password { "pw-secret" } else { "another" };
             let keys = hash.keys(&hash.salted_password(stored.as_bytes(), salt, 4096));
-            let (mut exchange, _) = SaslExchange::start(&login(SaslMechanism::ScramSha512), VERSIONS);
+            let (mut exchange, _) = SaslExchange::start(&login(SaslMechanism::ScramSha512), None, VERSIONS);
             let client_first = token_of(exchange.on_answer(&handshake_ok()).unwrap());
             let bare = client_first.strip_prefix("n,,").unwrap().to_string();
             let server_first = format!("r={}srv,s={},i=4096", scram::attribute(&bare, 'r').unwrap(), scram::base64(salt));
@@ -388,6 +428,61 @@ mod tests {
                 assert_eq!(e, SaslError::Scram(ScramClientError::ServerSignatureMismatch));
                 assert_eq!(e.step(), "SASL credentials");
             }
+        }
+    }
+
+    mod oauthbearer {
+        use super::*;
+        use crate::auth::watched_file::tests::{write_at, TempDir};
+
+        fn oauth_login() -> KafkaSasl {
+            KafkaSasl { mechanism: SaslMechanism::OAuthBearer, username: String::new(), password: Secret::new(""), token_path: None }
+        }
+
+        fn start(file: &Arc<TokenFile>) -> (SaslExchange, String) {
+            let (mut exchange, first) = SaslExchange::start(&oauth_login(), Some(file.clone()), VERSIONS);
+            assert_eq!(first.body.read(sasl_handshake_request::MECHANISM), Some("OAUTHBEARER"));
+            let token = token_of(exchange.on_answer(&handshake_ok()).unwrap());
+            (exchange, token)
+        }
+
+        #[test]
+        fn each_login_sends_the_token_the_file_holds_then() {
+            let dir = TempDir::new("upstream-token");
+            let path = dir.0.join("token");
+            write_at(&path, b"h.first.s\n", 0);
+            let file = Arc::new(TokenFile::load(&path).unwrap());
+            let (mut exchange, token) = start(&file);
+            assert_eq!(token, "n,,\x01auth=Bearer h.first.s\x01\x01");
+            let Ok(SaslStep::Done { session_lifetime }) = exchange.on_answer(&authenticated(b"", 30_000)) else { panic!() };
+            assert_eq!(session_lifetime, Some(Duration::from_secs(30)));
+            write_at(&path, b"h.second.s", 1);
+            assert_eq!(start(&file).1, "n,,\x01auth=Bearer h.second.s\x01\x01");
+            // A file that no longer holds a token: no login is tried.
+            write_at(&path, b"", 2);
+            let (mut exchange, _) = SaslExchange::start(&oauth_login(), Some(file.clone()), VERSIONS);
+            let Err(e) = exchange.on_answer(&handshake_ok()) else { panic!("logged in without a token") };
+            assert_eq!(e.step(), "SASL credentials");
+            assert!(e.to_string().starts_with("SASL authentication failed: token file ") && e.to_string().contains("empty"), "{e}");
+        }
+
+        /// Kafka's broker answers a bad token with its JSON status and no
+        /// error; the client acknowledges with \x01 and gets the refusal.
+        #[test]
+        fn a_refused_token_is_acknowledged_and_the_brokers_refusal_reported() {
+            let dir = TempDir::new("upstream-token");
+            let path = dir.0.join("token");
+            write_at(&path, b"h.p.s", 0);
+            let (mut exchange, _) = start(&Arc::new(TokenFile::load(&path).unwrap()));
+            let step = exchange.on_answer(&authenticated(br#"{"status":"invalid_token"}"#, 0)).unwrap();
+            assert_eq!(token_of(step), "\x01");
+            let refusal = answer(ApiKey::SaslAuthenticate, 2, |b| {
+                b.write(sasl_authenticate_response::ERROR_CODE, error::SASL_AUTHENTICATION_FAILED);
+                b.write(sasl_authenticate_response::ERROR_MESSAGE, r#"{"status":"invalid_token"}"#);
+            });
+            let Err(e) = exchange.on_answer(&refusal) else { panic!("not refused") };
+            assert_eq!(e.to_string(), r#"SASL authentication failed: {"status":"invalid_token"}"#);
+            assert_eq!(e.step(), "SASL credentials");
         }
     }
 }

@@ -362,3 +362,30 @@ def kcat_metadata(bootstrap, topic=None, timeout=30.0):
     if topic:
         args += ["-t", topic]
     return json.loads(kcat(bootstrap, *args, timeout=timeout))
+
+
+# ------------------------------------------------------------ kafkajs
+
+def kafkajs_smoke(address, topic, partitions, per_partition, sasl=None):
+    """node/smoke.js: KafkaJS produces `per_partition` records to each
+    partition, then consumes them with a group; `sasl` (a KafkaJS sasl
+    option, or {"mechanism": "oauthbearer", "token": jwt}) logs in first.
+    Returns (records sent, records consumed) as check_records takes them."""
+    import harness
+    node_dir = harness.Path(__file__).resolve().parent / "node"
+    if not (node_dir / "node_modules" / "kafkajs").is_dir():
+        raise AssertionError(f"kafkajs not installed in {node_dir}: {harness.INSTALL_HINT}")
+    env = dict(harness.os.environ)
+    if sasl is not None:
+        env["KPR_SASL"] = json.dumps(sasl)
+    out = subprocess.run(["node", str(node_dir / "smoke.js"), address, topic, str(partitions),
+                          str(per_partition), "90000"],
+                         capture_output=True, text=True, timeout=120, cwd=node_dir, env=env)
+    assert out.returncode == 0, f"smoke.js exited {out.returncode}:\n{out.stderr[-3000:]}"
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert all(err == 0 for _, _, err in result["produced"]), result["produced"]
+    records = [(p, None, f"{p}:{i}:kafkajs".encode()) for p in range(partitions)
+               for i in range(per_partition)]
+    consumed = sorted(((p, o, None, v.encode()) for p, o, v in result["consumed"]),
+                      key=lambda r: (r[0], r[1]))
+    return records, consumed

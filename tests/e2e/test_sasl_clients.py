@@ -10,9 +10,7 @@ answered later (Kafka: connection.failed.authentication.delay.ms), and
 KIP-368 session lifetimes.
 """
 
-import json
 from collections import Counter
-import subprocess
 import time
 
 import pytest
@@ -100,22 +98,8 @@ def kcat_produce_and_consume(mechanism, address, topic, partitions, tag):
 
 
 def kafkajs_produce_and_consume(mechanism, address, topic, partitions):
-    node_dir = harness.Path(__file__).resolve().parent / "node"
-    if not (node_dir / "node_modules" / "kafkajs").is_dir():
-        pytest.fail(f"kafkajs not installed in {node_dir}: {harness.INSTALL_HINT}")
     sasl = {"mechanism": mechanism.lower(), "username": "alice", "password": USERS["alice"]}
-    env = dict(harness.os.environ, KPR_SASL=json.dumps(sasl))
-    out = subprocess.run(["node", str(node_dir / "smoke.js"), address, topic, str(partitions),
-                          str(PER_PARTITION), "90000"],
-                         capture_output=True, text=True, timeout=120, cwd=node_dir, env=env)
-    assert out.returncode == 0, f"smoke.js exited {out.returncode}:\n{out.stderr[-3000:]}"
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert all(err == 0 for _, _, err in result["produced"]), result["produced"]
-    records = [(p, None, f"{p}:{i}:kafkajs".encode()) for p in range(partitions)
-               for i in range(PER_PARTITION)]
-    consumed = sorted(((p, o, None, v.encode()) for p, o, v in result["consumed"]),
-                      key=lambda r: (r[0], r[1]))
-    return records, consumed
+    return clients.kafkajs_smoke(address, topic, partitions, PER_PARTITION, sasl)
 
 
 @pytest.mark.parametrize("mechanism", MECHANISMS)

@@ -62,17 +62,27 @@ fn invalid_configuration_exits_three_naming_the_field() {
 }
 
 #[test]
-fn security_not_built_yet_is_refused_not_ignored() {
-    // OAUTHBEARER is validated but its exchanges are not wired yet.
-    let path = write_config(
-        "oauthbearer",
+fn oauthbearer_files_that_cannot_be_read_stop_the_start_naming_the_field() {
+    let upstream = write_config(
+        "oauthbearer-upstream",
         "listen: { address: \"127.0.0.1:1\" }\nkafka:\n  bootstrap_servers: [\"127.0.0.1:2\"]\n  \
          security_protocol: SASL_PLAINTEXT\n  sasl: { mechanism: OAUTHBEARER, token_path: /nonexistent/token }\n",
     );
-    let out = kpr().arg("-c").arg(&path).output().unwrap();
-    let err = String::from_utf8(out.stderr).unwrap();
-    assert_eq!(out.status.code(), Some(3), "{err}");
-    assert!(err.contains("OAUTHBEARER is not supported yet"), "{err}");
+    let listen = write_config(
+        "oauthbearer-listen",
+        "listen:\n  address: \"127.0.0.1:1\"\n  security:\n    protocol: SASL_PLAINTEXT\n    sasl:\n      \
+         enabled_mechanisms: [OAUTHBEARER]\n      \
+         oauthbearer: { jwks_path: /nonexistent/jwks.json, issuer: https://idp, audience: kafka }\n\
+         kafka: { bootstrap_servers: [\"127.0.0.1:2\"] }\n",
+    );
+    for (path, field) in [(upstream, "kafka.sasl.token_path"), (listen, "listen.security.sasl.oauthbearer.jwks_path")] {
+        for args in [vec!["-c"], vec!["--check-config", "-c"]] {
+            let out = kpr().args(&args).arg(&path).output().unwrap();
+            let err = String::from_utf8(out.stderr).unwrap();
+            assert_eq!(out.status.code(), Some(3), "{args:?} {err}");
+            assert!(err.contains(field) && err.contains("/nonexistent/"), "{err}");
+        }
+    }
 }
 
 #[test]

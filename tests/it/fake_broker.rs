@@ -279,6 +279,7 @@ impl Running {
             kafka_security: Default::default(),
             client_tls: None,
             upstream_tls: None,
+            client_sasl: None,
         };
         let shared = Arc::new(Shared::new());
         let mapper = Mapper::new(MappingRules::new(None, Vec::new()).expect("no rules"));

@@ -184,30 +184,32 @@ fn on_token(ctx: &ProxyContext, session: &mut Session, token: &[u8], now: Instan
     let mechanism = login.mechanism;
     let reauthenticating = auth.principal.is_some();
     let step = server.step(&mut login.exchange, token);
-    let (username, detail, answer) = match step {
+    let (username, message, detail, answer) = match step {
         Step::Challenge(bytes) => return Outcome::Continue(bytes),
-        Step::Done { username, answer } => match &auth.principal {
+        Step::Done { username, answer, lifetime } => match &auth.principal {
             // As Kafka: re-authentication keeps the principal.
             Some(previous) if *previous != username => {
                 let detail = format!("cannot change principals during re-authentication from {previous}");
-                (Some(username), detail, Vec::new())
+                (Some(username), None, detail, Vec::new())
             }
             _ => {
                 auth.exchange = None;
-                auth.expires = server.session_lifetime.map(|l| now + l);
+                auth.expires = lifetime.map(|l| now + l);
                 debug!("Client {peer} authenticated as {username} with SASL mechanism {mechanism}");
                 auth.principal = Some(username);
-                return Outcome::Authenticated { answer, lifetime: server.session_lifetime };
+                return Outcome::Authenticated { answer, lifetime };
             }
         },
-        Step::Failed { username, detail, answer } => (username, detail, answer),
+        Step::Failed { username, message, detail, answer } => (username, message, detail, answer),
     };
     auth.exchange = None;
     ctx.shared.metrics.authentication_failures.count(mechanism);
     let during = if reauthenticating { "re-authentication" } else { "authentication" };
     let user = username.map_or_else(|| "an unnamed user".to_string(), |u| format!("user {u:?}"));
     Outcome::Refused {
-        message: format!("Authentication failed during {during} due to invalid credentials with SASL mechanism {mechanism}"),
+        message: message.unwrap_or_else(|| {
+            format!("Authentication failed during {during} due to invalid credentials with SASL mechanism {mechanism}")
+        }),
         answer,
         delay: server.failure_delay(peer.ip(), now),
         reason: format!("SASL {during} failed for {user} with mechanism {mechanism}: {detail}"),

@@ -77,7 +77,7 @@ impl Session {
         let Some(sasl) = self.upstream_identity(ctx) else { return Ok(()) };
         let versions = SaslVersions::choose(|api| ctx.cluster.upstream_versions(api))
             .map_err(|e| format!("{e} (Kafka broker {addr})"))?;
-        let (exchange, request) = SaslExchange::start(&sasl, versions);
+        let (exchange, request) = SaslExchange::start(&sasl, ctx.settings.kafka_security.bearer_token.clone(), versions);
         let correlation_id = self.next_correlation_id();
         let up = self.upstreams.get_mut(addr).expect("the connection exists");
         up.socket

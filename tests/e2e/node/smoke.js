@@ -6,7 +6,9 @@
 //   node smoke.js BOOTSTRAP TOPIC PARTITIONS N [TIMEOUT_MS]
 //
 // KPR_SASL='{"mechanism":"scram-sha-256","username":"u","password":"p"}'
-// in the environment authenticates with SASL (over plaintext).
+// in the environment authenticates with SASL (over plaintext);
+// KPR_SASL='{"mechanism":"oauthbearer","token":"<JWT>"}' sends that bearer
+// token (KafkaJS asks an oauthBearerProvider for it).
 // With KPR_E2E_SSL_CA set (a PEM file), it connects over TLS trusting that
 // CA; KPR_E2E_SSL_CERT and KPR_E2E_SSL_KEY add a client certificate.
 'use strict';
@@ -22,6 +24,11 @@ function sslOptions(env) {
     ssl.key = fs.readFileSync(env.KPR_E2E_SSL_KEY, 'utf8');
   }
   return ssl;
+}
+
+function saslOptions(sasl) {
+  if (sasl.mechanism !== 'oauthbearer') return sasl;
+  return { mechanism: 'oauthbearer', oauthBearerProvider: async () => ({ value: sasl.token }) };
 }
 
 const [bootstrap, topic, partitionsArg, nArg, timeoutArg] = process.argv.slice(2);
@@ -47,7 +54,7 @@ async function main() {
     connectionTimeout: 10000,
     requestTimeout: 30000,
     retry: { retries: 3 },
-    ...(process.env.KPR_SASL ? { sasl: JSON.parse(process.env.KPR_SASL) } : {}),
+    ...(process.env.KPR_SASL ? { sasl: saslOptions(JSON.parse(process.env.KPR_SASL)) } : {}),
   });
 
   const producer = kafka.producer({ allowAutoTopicCreation: false });

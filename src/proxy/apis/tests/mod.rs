@@ -160,6 +160,7 @@ fn settings() -> ProxySettings {
         listen_security: Default::default(),
         client_tls: None,
         upstream_tls: None,
+        client_sasl: None,
         kafka_security: Default::default(),
     }
 }

@@ -21,7 +21,7 @@ fn harness(lifetime_ms: u64) -> Harness {
         users: vec![SaslUser { name: "alice".into(), password: Secret::new("pw-a") }],
         oauthbearer: None,
         session_lifetime_ms: lifetime_ms,
-    })));
+    }).unwrap()));
     h
 }
 
@@ -145,4 +145,69 @@ fn sasl_is_offered_only_when_clients_authenticate() {
 fn kafka_names_apis_in_upper_snake_case() {
     assert_eq!(sasl::kafka_name(ApiKey::ListOffsets), "LIST_OFFSETS");
     assert_eq!(sasl::kafka_name(ApiKey::Produce), "PRODUCE");
+}
+
+mod oauthbearer {
+    use super::*;
+    use crate::auth::oauthbearer::ClientInitialResponse;
+    use crate::auth::test_tokens::{oauthbearer_sasl, other_rsa_key, rsa_key, rsa_token_at};
+    use crate::auth::watched_file::tests::TempDir;
+    use std::time::SystemTime;
+
+    fn harness(dir: &TempDir, lifetime_ms: u64) -> Harness {
+        let mut h = Harness::new();
+        h.ctx.client_sasl = Some(Arc::new(SaslServer::new(&oauthbearer_sasl(&dir.0, lifetime_ms)).unwrap()));
+        h
+    }
+
+    fn initial(token: &str) -> Vec<u8> {
+        ClientInitialResponse::new(Secret::new(token), None, vec![]).unwrap().to_bytes()
+    }
+
+    /// (error code, error message, auth bytes, session lifetime).
+    fn answer(bytes: &[u8], version: i16) -> (i16, Option<String>, Vec<u8>, i64) {
+        let (code, message, lifetime) = auth_answer(bytes, version);
+        let r = decode_response(ApiKey::SaslAuthenticate as i16, version, bytes).unwrap();
+        let auth = match r.body.get("auth_bytes") {
+            Value::Bytes(Some(b)) => b.to_vec(),
+            other => panic!("auth_bytes: {other:?}"),
+        };
+        (code, message, auth, lifetime)
+    }
+
+    #[test]
+    fn a_token_logs_in_for_at_most_its_remaining_life() {
+        let dir = TempDir::new("oauth-handler");
+        let mut h = harness(&dir, 600_000);
+        let Plan::Answer(_) = handshake(&mut h, 1, "OAUTHBEARER") else { panic!("handshake") };
+        let token = rsa_token_at(rsa_key(), "svc-a", SystemTime::now(), 120);
+        let Plan::Answer(bytes) = authenticate(&mut h, 1, &initial(&token)) else { panic!("not logged in") };
+        let (code, message, auth, lifetime) = answer(&bytes, 1);
+        assert_eq!((code, message, auth), (error::NONE, None, vec![]));
+        assert!((110_000..=120_000).contains(&lifetime), "{lifetime}");
+        assert_eq!(h.session.auth.principal.as_deref(), Some("svc-a"));
+        assert!(sasl::gate(&h.session, ApiKey::Metadata, Instant::now()).is_none());
+        let past_the_token = Instant::now() + Duration::from_secs(121);
+        assert!(matches!(sasl::gate(&h.session, ApiKey::Metadata, past_the_token), Some(Plan::Close(_))));
+    }
+
+    #[test]
+    fn a_bad_token_is_refused_in_two_steps_and_counted() {
+        let dir = TempDir::new("oauth-handler");
+        let mut h = harness(&dir, 0);
+        handshake(&mut h, 1, "OAUTHBEARER");
+        let token = rsa_token_at(other_rsa_key(), "svc-a", SystemTime::now(), 120);
+        let Plan::Answer(bytes) = authenticate(&mut h, 2, &initial(&token)) else { panic!("the status is an answer") };
+        let (code, _, status, _) = answer(&bytes, 2);
+        assert_eq!((code, status.as_slice()), (error::NONE, br#"{"status":"invalid_token"}"#.as_slice()));
+        assert_eq!(h.ctx.shared.metrics.authentication_failures.get(SaslMechanism::OAuthBearer), 0);
+        let Plan::Refuse { response: Some(bytes), reason, .. } = authenticate(&mut h, 2, b"\x01") else { panic!("not refused") };
+        let (code, message, _, _) = answer(&bytes, 2);
+        assert_eq!(code, error::SASL_AUTHENTICATION_FAILED);
+        let message = message.unwrap();
+        assert!(message.contains("signature does not verify"), "{message}");
+        assert!(!message.contains(&token) && !reason.contains(&token));
+        assert_eq!(h.ctx.shared.metrics.authentication_failures.get(SaslMechanism::OAuthBearer), 1);
+        assert!(h.session.auth.principal.is_none());
+    }
 }
