@@ -35,6 +35,9 @@ pub struct SaslServer {
     stand_in_secret: [u8; 32],
     /// `session_lifetime_ms`; `None`: sessions do not expire.
     pub session_lifetime: Option<Duration>,
+    /// `kafka.sasl.mode: passthrough`: PLAIN credentials are not checked
+    /// here but handed on (`Step::Relay`) for the brokers to check.
+    relays: bool,
     failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
 }
 
@@ -64,8 +67,21 @@ impl SaslServer {
             scram,
             stand_in_secret,
             session_lifetime: (config.session_lifetime_ms > 0).then(|| Duration::from_millis(config.session_lifetime_ms)),
+            relays: false,
             failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The server for `kafka.sasl.mode: passthrough`: PLAIN logins are
+    /// relayed to the brokers (`Step::Relay`), never checked here.
+    pub fn relaying(mut self) -> SaslServer {
+        self.relays = true;
+        self
+    }
+
+    /// Whether logins are relayed to the brokers (passthrough).
+    pub fn relays(&self) -> bool {
+        self.relays
     }
 
     /// The enabled mechanism a client names (as Kafka, by exact name).
@@ -105,6 +121,7 @@ impl SaslServer {
                 *exchange = Exchange::Finished;
                 match plain::parse(token) {
                     Err(detail) => Step::Failed { username: None, detail, answer: Vec::new() },
+                    Ok(t) if self.relays => Step::Relay { username: t.username, password: t.password },
                     Ok(t) => {
                         let known = self.passwords.get(&t.username);
                         // An unknown user costs the same compare as a known one.
@@ -184,6 +201,8 @@ pub enum Step {
     /// Refused. `detail` is for the log (never a password), `answer` the
     /// server's last message if the mechanism has one (SCRAM `e=`).
     Failed { username: Option<String>, detail: String, answer: Vec<u8> },
+    /// Passthrough: these credentials are for the brokers to check.
+    Relay { username: String, password: Secret },
 }
 
 #[cfg(test)]
@@ -252,6 +271,15 @@ mod tests {
         assert_eq!(delays[9], MAX_FAILURE_DELAY);
         assert_eq!(s.failure_delay("10.0.0.2".parse().unwrap(), now), FIRST_FAILURE_DELAY, "another address");
         assert_eq!(s.failure_delay(ip, now + FAILURE_MEMORY), FIRST_FAILURE_DELAY, "forgotten after a quiet minute");
+    }
+
+    #[test]
+    fn passthrough_relays_plain_credentials_unchecked() {
+        let s = server().relaying();
+        let step = s.step(&mut s.start(SaslMechanism::Plain), b"\0carol\0pw-c");
+        assert_eq!(step, Step::Relay { username: "carol".into(), password: Secret::new("pw-c") });
+        assert!(!format!("{step:?}").contains("pw-c"));
+        assert!(matches!(s.step(&mut s.start(SaslMechanism::Plain), b"carol"), Step::Failed { .. }), "malformed: refused here");
     }
 
     #[test]

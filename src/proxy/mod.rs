@@ -200,6 +200,12 @@ impl KafkaSecurity {
     pub fn sasl_login(&self) -> Option<crate::config::KafkaSasl> {
         self.sasl.clone().filter(|_| self.protocol.uses_sasl())
     }
+
+    /// `kafka.sasl.mode: passthrough`: clients' upstream connections log
+    /// in as the clients.
+    pub fn passthrough(&self) -> bool {
+        self.sasl_login().is_some_and(|s| s.mode == crate::config::SaslMode::Passthrough)
+    }
 }
 
 impl ProxySettings {
@@ -334,7 +340,10 @@ impl Proxy {
         let preferred_replicas = replicas::PreferredReplicas::new(settings.metadata_refresh);
         let derived_keepalive = crate::remap::groups::KeepAlive::new(settings.derived_offset_refresh);
         let client_sasl = match (&settings.listen_security.sasl, settings.listen_security.protocol.uses_sasl()) {
-            (Some(sasl), true) => Some(Arc::new(crate::auth::server::SaslServer::new(sasl))),
+            (Some(sasl), true) => {
+                let server = crate::auth::server::SaslServer::new(sasl);
+                Some(Arc::new(if settings.kafka_security.passthrough() { server.relaying() } else { server }))
+            }
             _ => None,
         };
         let ctx = Arc::new(ProxyContext {

@@ -286,7 +286,7 @@ mod tests {
     use crate::kafka::message::{encode_response, response_schema};
 
     fn login(mechanism: SaslMechanism) -> KafkaSasl {
-        KafkaSasl { mechanism, username: "svc".into(), password: Secret::new("pw-secret"), token_path: None }
+        KafkaSasl { mechanism, username: "svc".into(), password: Secret::new("pw-secret"), token_path: None, mode: Default::default() }
     }
 
     const VERSIONS: SaslVersions = SaslVersions { handshake: 1, authenticate: 2 };
