@@ -198,3 +198,24 @@ fn passthrough_re_authentication_needs_the_accepted_credentials() {
     let Plan::Refuse { response: Some(bytes), .. } = authenticate(&mut h, 2, b"\0carol\0pw-new") else { panic!("not refused") };
     assert_eq!(auth_answer(&bytes, 2).0, error::SASL_AUTHENTICATION_FAILED);
 }
+
+#[test]
+fn passthrough_looks_the_broker_address_up_before_relaying() {
+    let mut h = passthrough_harness();
+    for broker in h.ctx.cluster.write().brokers.values_mut() {
+        broker.host = "broker.passthrough.invalid".into();
+    }
+    let Plan::Answer(_) = handshake(&mut h, 1, "PLAIN") else { panic!("handshake") };
+    let schema = request_schema(ApiKey::SaslAuthenticate as i16).unwrap();
+    let mut body = codec::with_defaults(&schema.body, 2);
+    body.write(sasl_authenticate_request::AUTH_BYTES, Some(std::borrow::Cow::Owned(b"\0carol\0pw-c".to_vec())));
+    let planned = h.plan(ApiKey::SaslAuthenticate, 2, &body);
+    assert!(matches!(planned.plan, Plan::AfterLookups), "relayed before the address was known");
+    assert!(matches!(&planned.asked[..], [crate::proxy::lookups::Lookup::Address(a)] if a.starts_with("broker.passthrough.invalid:")));
+    // The exchange waited untouched: once the address is known (here:
+    // written as an IP address), the same request is relayed.
+    for broker in h.ctx.cluster.write().brokers.values_mut() {
+        broker.host = "127.0.0.1".into();
+    }
+    assert!(matches!(h.plan(ApiKey::SaslAuthenticate, 2, &body).plan, Plan::Relay(_)));
+}
