@@ -93,7 +93,12 @@ fn tls_sides(config: &Config) -> Result<TlsSides, String> {
 /// field.
 fn client_sasl(config: &Config) -> Result<Option<Arc<SaslServer>>, String> {
     match (&config.listen.security.sasl, config.listen.security.protocol.uses_sasl()) {
-        (Some(sasl), true) => Ok(Some(Arc::new(SaslServer::new(sasl)?))),
+        (Some(sasl), true) => {
+            let server = SaslServer::new(sasl)?;
+            // Passthrough: the brokers check the clients' passwords.
+            let passthrough = config.kafka.sasl.as_ref().is_some_and(|k| k.mode == kpr_proxy::config::SaslMode::Passthrough);
+            Ok(Some(Arc::new(if passthrough { server.relaying() } else { server })))
+        }
         _ => Ok(None),
     }
 }

@@ -41,6 +41,9 @@ pub struct SaslServer {
     pub session_lifetime: Option<Duration>,
     /// Checks OAUTHBEARER tokens; `Some` exactly when it is enabled.
     jwt: Option<JwtValidator>,
+    /// `kafka.sasl.mode: passthrough`: PLAIN credentials are not checked
+    /// here but handed on (`Step::Relay`) for the brokers to check.
+    relays: bool,
     failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
 }
 
@@ -79,8 +82,21 @@ impl SaslServer {
             stand_in_secret,
             session_lifetime: (config.session_lifetime_ms > 0).then(|| Duration::from_millis(config.session_lifetime_ms)),
             jwt,
+            relays: false,
             failures: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The server for `kafka.sasl.mode: passthrough`: PLAIN logins are
+    /// relayed to the brokers (`Step::Relay`), never checked here.
+    pub fn relaying(mut self) -> SaslServer {
+        self.relays = true;
+        self
+    }
+
+    /// Whether logins are relayed to the brokers (passthrough).
+    pub fn relays(&self) -> bool {
+        self.relays
     }
 
     /// The enabled mechanism a client names (as Kafka, by exact name).
@@ -118,6 +134,7 @@ impl SaslServer {
                 *exchange = Exchange::Finished;
                 match plain::parse(token) {
                     Err(detail) => Step::Failed { username: None, message: None, detail, answer: Vec::new() },
+                    Ok(t) if self.relays => Step::Relay { username: t.username, password: t.password },
                     Ok(t) => {
                         let known = self.passwords.get(&t.username);
                         // An unknown user costs the same compare as a known one.
@@ -266,6 +283,8 @@ pub enum Step {
     /// Kafka's usual words, `answer` the server's last message if the
     /// mechanism has one (SCRAM `e=`).
     Failed { username: Option<String>, message: Option<String>, detail: String, answer: Vec<u8> },
+    /// Passthrough: these credentials are for the brokers to check.
+    Relay { username: String, password: Secret },
 }
 
 #[cfg(test)]
@@ -414,6 +433,15 @@ mod tests {
             config.oauthbearer.as_mut().unwrap().jwks_path = dir.0.join("missing.json");
             assert!(SaslServer::new(&config).unwrap_err().contains("missing.json"));
         }
+    }
+
+    #[test]
+    fn passthrough_relays_plain_credentials_unchecked() {
+        let s = server().relaying();
+        let step = s.step(&mut s.start(SaslMechanism::Plain), b"\0carol\0pw-c");
+        assert_eq!(step, Step::Relay { username: "carol".into(), password: Secret::new("pw-c") });
+        assert!(!format!("{step:?}").contains("pw-c"));
+        assert!(matches!(s.step(&mut s.start(SaslMechanism::Plain), b"carol"), Step::Failed { .. }), "malformed: refused here");
     }
 
     #[test]

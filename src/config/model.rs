@@ -201,6 +201,25 @@ pub struct KafkaSasl {
     pub password: Secret,
     /// The file holding the bearer token (see `auth::token_file`).
     pub token_path: Option<PathBuf>,
+    /// `kafka.sasl.mode`: whose identity clients' upstream connections
+    /// log in with. The proxy's own connections always use this one.
+    pub mode: SaslMode,
+}
+
+/// `kafka.sasl.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SaslMode {
+    /// Every upstream connection logs in as the proxy's service identity.
+    #[default]
+    Service,
+    /// A client's upstream connections log in as that client, with the
+    /// PLAIN credentials it gave the proxy; the brokers decide.
+    Passthrough,
+}
+
+impl SaslMode {
+    pub(super) const ALL: &'static [(&'static str, SaslMode)] =
+        &[("service", SaslMode::Service), ("passthrough", SaslMode::Passthrough)];
 }
 
 /// `metrics`.

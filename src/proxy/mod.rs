@@ -205,6 +205,12 @@ impl KafkaSecurity {
     pub fn sasl_login(&self) -> Option<crate::config::KafkaSasl> {
         self.sasl.clone().filter(|_| self.protocol.uses_sasl())
     }
+
+    /// `kafka.sasl.mode: passthrough`: clients' upstream connections log
+    /// in as the clients.
+    pub fn passthrough(&self) -> bool {
+        self.sasl_login().is_some_and(|s| s.mode == crate::config::SaslMode::Passthrough)
+    }
 }
 
 impl ProxySettings {

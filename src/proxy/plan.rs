@@ -19,6 +19,9 @@ pub enum Plan {
     /// A refused login (`apis::sasl`): answer with `response` (if the
     /// client can be told) after `delay`, then close, saying why.
     Refuse { response: Option<Vec<u8>>, delay: std::time::Duration, reason: String },
+    /// A client's login for the brokers to decide (`kafka.sasl.mode:
+    /// passthrough`): answered when the session's login as the client ends.
+    Relay(Box<super::apis::sasl::RelayLogin>),
     /// Plan again once the look-ups asked for in the plan's `Needs` are
     /// answered (`lookups`).
     AfterLookups,

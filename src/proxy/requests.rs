@@ -73,6 +73,7 @@ fn carry_out(
             session.refuse(api_key, api_version, correlation_id, response, std::time::Instant::now() + delay, reason);
             Verdict::Continue
         }
+        Plan::Relay(login) => session.relay_login(ctx, (api_key, api_version, correlation_id), *login),
         Plan::Close(reason) => Verdict::Close(reason),
         Plan::AfterLookups => Verdict::Close("internal error: a plan waits for look-ups it did not ask for".into()),
         Plan::Forward { mut parts, expect_response, finish } => {

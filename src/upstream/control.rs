@@ -512,7 +512,7 @@ mod tests {
         let (addr, connections, logins) = lenient_broker(300);
         let cluster = Arc::new(Cluster::new(vec![addr.clone()]));
         cluster.set_api_versions(HashMap::from([(17, (0, 1)), (18, (0, 3)), (36, (0, 2))]));
-        let sasl = KafkaSasl { mechanism: SaslMechanism::Plain, username: "svc".into(), password: Secret::new("pw"), token_path: None };
+        let sasl = KafkaSasl { mechanism: SaslMechanism::Plain, username: "svc".into(), password: Secret::new("pw"), token_path: None, mode: Default::default() };
         let mut control = ControlClient::new(cluster, Duration::from_secs(2), Duration::from_secs(2)).with_sasl(Some(sasl), None);
         let mut ask = || control.call(&addr, ApiKey::ApiVersions, 0, &api_versions_v0()).map(|_| ()).unwrap();
         ask();

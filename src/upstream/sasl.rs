@@ -326,7 +326,7 @@ mod tests {
     use crate::kafka::message::{encode_response, response_schema};
 
     fn login(mechanism: SaslMechanism) -> KafkaSasl {
-        KafkaSasl { mechanism, username: "svc".into(), password: Secret::new("pw-secret"), token_path: None }
+        KafkaSasl { mechanism, username: "svc".into(), password: Secret::new("pw-secret"), token_path: None, mode: Default::default() }
     }
 
     const VERSIONS: SaslVersions = SaslVersions { handshake: 1, authenticate: 2 };
@@ -436,7 +436,7 @@ mod tests {
         use crate::auth::watched_file::tests::{write_at, TempDir};
 
         fn oauth_login() -> KafkaSasl {
-            KafkaSasl { mechanism: SaslMechanism::OAuthBearer, username: String::new(), password: Secret::new(""), token_path: None }
+            KafkaSasl { mechanism: SaslMechanism::OAuthBearer, username: String::new(), password: Secret::new(""), token_path: None, mode: Default::default() }
         }
 
         fn start(file: &Arc<TokenFile>) -> (SaslExchange, String) {

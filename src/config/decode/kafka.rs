@@ -5,7 +5,7 @@ use serde_yaml::{Mapping, Value};
 
 use super::{get, kind, Decoder};
 use crate::config::model::{
-    KafkaConfig, KafkaSasl, KafkaTls, SaslMechanism, Secret, SecurityProtocol,
+    KafkaConfig, KafkaSasl, KafkaTls, SaslMechanism, SaslMode, Secret, SecurityProtocol,
     DEFAULT_CONNECTION_TIMEOUT_MS, DEFAULT_DERIVED_OFFSET_REFRESH_INTERVAL_MS,
     DEFAULT_METADATA_REFRESH_INTERVAL_MS, DEFAULT_PRODUCER_ID_IDLE_MS, DEFAULT_PRODUCER_ID_TOPIC,
     DEFAULT_REQUEST_TIMEOUT_MS,
@@ -30,7 +30,7 @@ const KAFKA_TLS_KEYS: &[&str] = &[
     "key_path",
     "insecure_skip_verify",
 ];
-const KAFKA_SASL_KEYS: &[&str] = &["mechanism", "username", "password", "token_path"];
+const KAFKA_SASL_KEYS: &[&str] = &["mode", "mechanism", "username", "password", "token_path"];
 
 impl Decoder {
     pub(super) fn kafka(&mut self, v: &Value) -> Option<KafkaConfig> {
@@ -162,6 +162,10 @@ impl Decoder {
         let mechanism = self
             .required(s, p, "mechanism")
             .and_then(|v| self.choice(v, "kafka.sasl.mechanism", SaslMechanism::ALL));
+        let mode = match get(s, "mode") {
+            Some(v) => self.choice(v, "kafka.sasl.mode", SaslMode::ALL)?,
+            None => SaslMode::Service,
+        };
         if mechanism == Some(SaslMechanism::OAuthBearer) {
             for field in ["username", "password"] {
                 if get(s, field).is_some() {
@@ -185,6 +189,7 @@ impl Decoder {
                 username: String::new(),
                 password: Secret::new(""),
                 token_path: Some(token_path?),
+                mode,
             });
         }
         if mechanism.is_some() && get(s, "token_path").is_some() {
@@ -201,6 +206,7 @@ impl Decoder {
             username: username?,
             password: Secret::new(password?),
             token_path: None,
+            mode,
         })
     }
 

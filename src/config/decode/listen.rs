@@ -197,6 +197,16 @@ impl Decoder {
     fn sasl_credentials(&mut self, m: &Mapping, mechanisms: &[SaslMechanism]) -> Vec<SaslUser> {
         let path = "listen.security.sasl";
         let mut users = Vec::new();
+        if self.passthrough {
+            // The brokers check the passwords; a list here would be ignored.
+            if get(m, "credentials").is_some() {
+                self.err(
+                    "listen.security.sasl.credentials is set but kafka.sasl.mode is passthrough: the brokers check the clients' passwords; remove it"
+                        .to_string(),
+                );
+            }
+            return users;
+        }
         let checks_passwords = mechanisms.iter().any(|mech| mech.uses_password());
         if !checks_passwords && !mechanisms.is_empty() && get(m, "credentials").is_some() {
             self.err(

@@ -9,6 +9,7 @@
 
 mod kafka;
 mod listen;
+mod passthrough;
 mod mapping;
 
 use std::collections::HashSet;
@@ -55,6 +56,9 @@ pub(super) struct Decoder {
     expanded: HashSet<String>,
     /// Paths whose expansion failed (already reported; not reported again as a type error).
     failed: HashSet<String>,
+    /// `kafka.sasl.mode` is passthrough: the brokers check clients'
+    /// passwords, so `listen` needs no `credentials` (read before `listen`).
+    passthrough: bool,
 }
 
 impl Decoder {
@@ -66,6 +70,7 @@ impl Decoder {
             warnings: Vec::new(),
             expanded: expansion.substituted,
             failed: expansion.failed,
+            passthrough: false,
         }
     }
 
@@ -276,6 +281,7 @@ impl Decoder {
             return None;
         }
         let m = self.section(root, "", ROOT_KEYS)?;
+        self.passthrough = passthrough::asked(m);
         let listen = match self.required(m, "", "listen") {
             Some(v) => self.listen(v),
             None => None,
@@ -296,6 +302,9 @@ impl Decoder {
             Some(v) => self.logging(v),
             None => Some(LoggingConfig::default()),
         };
+        if let (Some(listen), Some(kafka)) = (&listen, &kafka) {
+            self.check_passthrough(listen, kafka);
+        }
         Some(Config {
             listen: listen?,
             kafka: kafka?,

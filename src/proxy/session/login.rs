@@ -74,7 +74,7 @@ impl Session {
     /// Begin a login on the connection to `addr` when `kafka.sasl` asks
     /// for one (a new connection, or one whose session is nearly over).
     pub(super) fn begin_login(&mut self, ctx: &ProxyContext, addr: &str) -> Result<(), String> {
-        let Some(sasl) = self.upstream_identity(ctx) else { return Ok(()) };
+        let Some(sasl) = self.upstream_identity(ctx)? else { return Ok(()) };
         let versions = SaslVersions::choose(|api| ctx.cluster.upstream_versions(api))
             .map_err(|e| format!("{e} (Kafka broker {addr})"))?;
         let (exchange, request) = SaslExchange::start(&sasl, ctx.settings.kafka_security.bearer_token.clone(), versions);
@@ -86,14 +86,6 @@ impl Session {
         let until = Instant::now() + ctx.settings.connect_timeout;
         up.login = Some(Login { exchange, correlation_id, until, waiting: Vec::new() });
         Ok(())
-    }
-
-    /// Who this client's upstream connections log in as: the proxy's
-    /// service identity (`kafka.sasl`). Identity pass-through (issue 10,
-    /// `kafka.sasl.mode: passthrough`) answers the client's own
-    /// credentials here; nothing else in the login depends on whose they are.
-    fn upstream_identity(&self, ctx: &ProxyContext) -> Option<crate::config::KafkaSasl> {
-        ctx.settings.kafka_security.sasl_login()
     }
 
     /// Take `frame` if it answers the login under way on `upstream`;
@@ -122,7 +114,10 @@ impl Session {
                 }
                 let waiting: Vec<&[u8]> = login.waiting.iter().map(Vec::as_slice).collect();
                 match up.socket.send_frames(&waiting) {
-                    Ok(()) => return Some(Verdict::Continue),
+                    Ok(()) => {
+                        self.relay_ended(ctx, addr, Ok(()));
+                        return Some(Verdict::Continue);
+                    }
                     Err(e) => format!("cannot send to Kafka broker {addr}: {e}"),
                 }
             }
@@ -133,13 +128,19 @@ impl Session {
 
     /// The login on `upstream` failed: logged once per broker, the broker
     /// marked unreachable, the connection closed, and what waited for it
-    /// fails as for a broker that cannot be reached.
+    /// fails as for a broker that cannot be reached. A client's own login
+    /// (passthrough) says nothing about the broker: it fails that client
+    /// only (a relayed login is answered in `upstream_lost`).
     pub(super) fn login_failed(&mut self, ctx: &ProxyContext, upstream: Token, reason: &str) -> Verdict {
         let Some(addr) = self.by_token.get(&upstream).cloned() else { return Verdict::Continue };
-        if FAILING.lock().insert(addr.clone()) {
-            warn!("{reason} (Kafka broker {addr})");
+        if self.logs_in_as_client(ctx) {
+            info!("{reason} (Kafka broker {addr}, logging in client {} as itself)", self.peer());
+        } else {
+            if FAILING.lock().insert(addr.clone()) {
+                warn!("{reason} (Kafka broker {addr})");
+            }
+            ctx.cluster.mark_unreachable(&addr);
         }
-        ctx.cluster.mark_unreachable(&addr);
         ctx.handle.send(ToLoop::CloseUpstream(upstream));
         self.upstream_lost(ctx, upstream, reason, true)
     }

@@ -37,6 +37,7 @@ mod coalesce;
 mod deferred;
 mod hold;
 mod login;
+mod passthrough;
 mod redo;
 mod refusal;
 mod upstreams;
@@ -104,6 +105,8 @@ pub struct Session {
     pub auth: crate::proxy::apis::sasl::ClientAuth,
     /// A refused login waiting to be answered (`refusal`).
     refusal: Option<refusal::Refusal>,
+    /// A client login relayed to a broker, waiting for it (`passthrough`).
+    relay: Option<passthrough::Relay>,
 }
 
 impl CorrelationIds for Session {
@@ -133,6 +136,7 @@ impl Session {
             lookup_failures: Vec::new(),
             auth: Default::default(),
             refusal: None,
+            relay: None,
         }
     }
 

@@ -20,21 +20,33 @@ impl Session {
     /// Answer a request with `response` at `due`, then close saying
     /// `reason`. Requests before it are answered first, as always.
     pub fn refuse(&mut self, api_key: i16, api_version: i16, correlation_id: i32, response: Option<Vec<u8>>, due: Instant, reason: String) {
-        let seq = response.is_some().then(|| {
-            let seq = self.take_seq();
-            self.pending.push_back(Pending {
-                seq,
-                api_key,
-                api_version,
-                correlation_id,
-                answers: Vec::new(),
-                missing: 0,
-                finish: None,
-                ready: None,
-            });
-            seq
-        });
+        let seq = response.is_some().then(|| self.wait_for_answer(api_key, api_version, correlation_id));
         self.refusal = Some(Refusal { seq, due, response, reason });
+    }
+
+    /// `refuse` for a request already waiting as `seq` (a relayed login,
+    /// `passthrough`); with no response to give, it stops waiting.
+    pub(super) fn refuse_waiting(&mut self, seq: u64, response: Option<Vec<u8>>, due: Instant, reason: String) {
+        if response.is_none() {
+            self.pending.retain(|p| p.seq != seq);
+        }
+        self.refusal = Some(Refusal { seq: response.is_some().then_some(seq), due, response, reason });
+    }
+
+    /// A request whose answer the proxy gives later (`Pending::ready`).
+    pub(super) fn wait_for_answer(&mut self, api_key: i16, api_version: i16, correlation_id: i32) -> u64 {
+        let seq = self.take_seq();
+        self.pending.push_back(Pending {
+            seq,
+            api_key,
+            api_version,
+            correlation_id,
+            answers: Vec::new(),
+            missing: 0,
+            finish: None,
+            ready: None,
+        });
+        seq
     }
 
     /// A refusal whose time has come: its answer is made ready to write,

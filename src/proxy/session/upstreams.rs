@@ -193,6 +193,7 @@ impl Session {
     pub(super) fn upstream_lost(&mut self, ctx: &ProxyContext, upstream: Token, reason: &str, unreachable: bool) -> Verdict {
         let Some(addr) = self.by_token.remove(&upstream) else { return Verdict::Continue };
         let Some(up) = self.upstreams.remove(&addr) else { return Verdict::Continue };
+        self.relay_ended(ctx, &addr, Err(reason.to_string()));
         if unreachable {
             ctx.shared.metrics.upstream_errors_total.fetch_add(1, Ordering::Relaxed);
         }

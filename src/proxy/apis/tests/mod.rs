@@ -181,6 +181,7 @@ pub fn forwarded(plan: Plan) -> (Vec<Part>, Finish) {
         Plan::Answer(_) => panic!("answered at once, not forwarded"),
         Plan::Close(why) | Plan::Refuse { reason: why, .. } => panic!("closed, not forwarded: {why}"),
         Plan::AfterLookups => panic!("waiting for look-ups, not forwarded"),
+        Plan::Relay(_) => panic!("a login relayed, not forwarded"),
     }
 }
 

@@ -147,6 +147,80 @@ fn kafka_names_apis_in_upper_snake_case() {
     assert_eq!(sasl::kafka_name(ApiKey::Produce), "PRODUCE");
 }
 
+/// `kafka.sasl.mode: passthrough`: no user list; PLAIN logins are relayed.
+fn passthrough_harness() -> Harness {
+    let mut h = Harness::new();
+    let server = SaslServer::new(&ListenSasl {
+        enabled_mechanisms: vec![SaslMechanism::Plain],
+        users: Vec::new(),
+        oauthbearer: None,
+        session_lifetime_ms: 60_000,
+    })
+    .unwrap();
+    h.ctx.client_sasl = Some(Arc::new(server.relaying()));
+    h
+}
+
+/// A PLAIN login relayed, and the broker's verdict applied.
+fn relayed_login(h: &mut Harness, password: &str, verdict: Result<(), String>) -> Plan {
+    let Plan::Answer(_) = handshake(h, 1, "PLAIN") else { panic!("handshake") };
+    let Plan::Relay(login) = authenticate(h, 2, format!("\0carol\0{password}").as_bytes()) else { panic!("not relayed") };
+    assert_eq!(login.username, "carol");
+    assert!(!format!("{login:?}").contains(password), "Debug shows the password");
+    sasl::relay_finished(&h.ctx, &mut h.session, *login, verdict, Instant::now())
+}
+
+#[test]
+fn passthrough_answers_with_the_brokers_verdict() {
+    let mut h = passthrough_harness();
+    let Plan::Answer(bytes) = relayed_login(&mut h, "pw-c", Ok(())) else { panic!("not logged in") };
+    assert_eq!(auth_answer(&bytes, 2), (error::NONE, None, 60_000));
+    assert_eq!(h.session.auth.relayed_credentials(), Some(("carol", &Secret::new("pw-c"))));
+    assert!(!matches!(metadata(&mut h), Plan::Close(_)), "served once the broker accepted");
+
+    let mut h = passthrough_harness();
+    let refusal = "SASL authentication failed: the broker ended the SCRAM exchange: invalid-proof".to_string();
+    let Plan::Refuse { response: Some(bytes), reason, .. } = relayed_login(&mut h, "pw-x", Err(refusal)) else { panic!("not refused") };
+    let message = "the broker ended the SCRAM exchange: invalid-proof".to_string();
+    assert_eq!(auth_answer(&bytes, 2), (error::SASL_AUTHENTICATION_FAILED, Some(message), 0));
+    assert!(reason.contains("carol") && reason.contains("refused") && !reason.contains("pw-x"), "{reason}");
+    assert_eq!(h.session.auth.relayed_credentials(), None);
+    assert!(matches!(metadata(&mut h), Plan::Close(_)), "not logged in");
+}
+
+#[test]
+fn passthrough_re_authentication_needs_the_accepted_credentials() {
+    let mut h = passthrough_harness();
+    let Plan::Answer(_) = relayed_login(&mut h, "pw-c", Ok(())) else { panic!("not logged in") };
+    let Plan::Answer(_) = handshake(&mut h, 1, "PLAIN") else { panic!("handshake") };
+    let Plan::Answer(bytes) = authenticate(&mut h, 2, b"\0carol\0pw-c") else { panic!("same credentials: not answered at once") };
+    assert_eq!(auth_answer(&bytes, 2).0, error::NONE);
+    let Plan::Answer(_) = handshake(&mut h, 1, "PLAIN") else { panic!("handshake") };
+    let Plan::Refuse { response: Some(bytes), .. } = authenticate(&mut h, 2, b"\0carol\0pw-new") else { panic!("not refused") };
+    assert_eq!(auth_answer(&bytes, 2).0, error::SASL_AUTHENTICATION_FAILED);
+}
+
+#[test]
+fn passthrough_looks_the_broker_address_up_before_relaying() {
+    let mut h = passthrough_harness();
+    for broker in h.ctx.cluster.write().brokers.values_mut() {
+        broker.host = "broker.passthrough.invalid".into();
+    }
+    let Plan::Answer(_) = handshake(&mut h, 1, "PLAIN") else { panic!("handshake") };
+    let schema = request_schema(ApiKey::SaslAuthenticate as i16).unwrap();
+    let mut body = codec::with_defaults(&schema.body, 2);
+    body.write(sasl_authenticate_request::AUTH_BYTES, Some(std::borrow::Cow::Owned(b"\0carol\0pw-c".to_vec())));
+    let planned = h.plan(ApiKey::SaslAuthenticate, 2, &body);
+    assert!(matches!(planned.plan, Plan::AfterLookups), "relayed before the address was known");
+    assert!(matches!(&planned.asked[..], [crate::proxy::lookups::Lookup::Address(a)] if a.starts_with("broker.passthrough.invalid:")));
+    // The exchange waited untouched: once the address is known (here:
+    // written as an IP address), the same request is relayed.
+    for broker in h.ctx.cluster.write().brokers.values_mut() {
+        broker.host = "127.0.0.1".into();
+    }
+    assert!(matches!(h.plan(ApiKey::SaslAuthenticate, 2, &body).plan, Plan::Relay(_)));
+}
+
 mod oauthbearer {
     use super::*;
     use crate::auth::oauthbearer::ClientInitialResponse;
