@@ -298,3 +298,35 @@ def test_upstream_hostname_mismatch_is_named(broker, certs, tmp_path):
         assert "INSECURE: kafka.tls.insecure_skip_verify" in checked.stdout, checked.stdout
     finally:
         tunnel.stop()
+
+
+SASL_USER, SASL_PASSWORD = "tls-user", "tls-User-Pw-5d21"
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
+@pytest.mark.parametrize("client", ["confluent", "kafka-python"])
+def test_sasl_ssl_each_mechanism(client, mechanism, start_proxy, topic, certs):
+    """SASL_SSL toward clients: the TLS handshake (event loop), then the
+    SASL login (worker) on the same connection, for every mechanism. The
+    guide's production example (test_production_example.py) runs every
+    client over SASL_SSL with SCRAM-SHA-256; this adds PLAIN and
+    SCRAM-SHA-512."""
+    security = listen_tls(certs)
+    security["listen"]["security"].update({"protocol": "SASL_SSL", "sasl": {
+        "enabled_mechanisms": [mechanism], "credentials": {"users": {SASL_USER: SASL_PASSWORD}}}})
+    proxy = start_proxy(mapping=MAPPING, extra=security)
+    for name, partitions in topics(topic):
+        records = clients.make_records(range(partitions), 6 * partitions, tag=f"{client}-{mechanism}")
+        if client == "confluent":
+            conf = {**rdkafka_ssl(certs, client_cert=False), "security.protocol": "SASL_SSL",
+                    "sasl.mechanism": mechanism, "sasl.username": SASL_USER, "sasl.password": SASL_PASSWORD}
+            clients.produce_confluent(proxy.address, name, records, **conf)
+            got = clients.consume_confluent(proxy.address, name, range(partitions), len(records), **conf)
+        else:
+            conf = {"security_protocol": "SASL_SSL", "ssl_cafile": certs.ca, "sasl_mechanism": mechanism,
+                    "sasl_plain_username": SASL_USER, "sasl_plain_password": SASL_PASSWORD}
+            clients.produce_kafka_python_headers(proxy.address, name, [(p, k, v, None) for p, k, v in records],
+                                                 **conf)
+            got = clients.consume_kafka_python(proxy.address, name, range(partitions), len(records), **conf)
+        clients.check_records(records, got)
+    assert SASL_PASSWORD not in proxy.process.log_text()
