@@ -26,7 +26,7 @@ struct Trickle<'a> {
 impl Read for Trickle<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.reads += 1;
-        if !self.blocked && self.pattern & 0x80 != 0 && self.reads % 3 == 0 {
+        if !self.blocked && self.pattern & 0x80 != 0 && self.reads.is_multiple_of(3) {
             self.blocked = true;
             return Err(io::ErrorKind::WouldBlock.into());
         }
