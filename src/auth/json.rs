@@ -42,7 +42,11 @@ pub fn quote(text: &str) -> String {
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            // JSON requires the C0 controls escaped; the rest are what
+            // YAML, which reads JSON here, refuses raw (YAML 1.2 §5.1).
+            c if (c as u32) < 0x20 || ('\u{7f}'..='\u{9f}').contains(&c) || matches!(c, '\u{feff}' | '\u{fffe}' | '\u{ffff}') => {
+                out.push_str(&format!("\\u{:04x}", c as u32))
+            }
             c => out.push(c),
         }
     }
@@ -95,5 +99,18 @@ mod tests {
         assert_eq!(quote("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000a\"");
         let m = object(format!("{{\"k\":{}}}", quote("x\"\u{1}y")).as_bytes()).unwrap();
         assert_eq!(string_member(&m, "k"), Ok(Some("x\"\u{1}y")));
+    }
+
+    /// Found by the `auth` fuzz target: a DEL in an error challenge's
+    /// status made the proxy's own challenge unreadable by its reader.
+    /// JSON allows DEL and the C1 controls raw; YAML, which reads it here,
+    /// does not (YAML 1.2 §5.1), so they are written escaped.
+    #[test]
+    fn quoted_controls_read_back() {
+        for text in ["\u{7f}", "a\u{80}b", "\u{85}", "\u{9f}", "\u{feff}x", "\u{fffe}"] {
+            let m = object(format!("{{\"k\":{}}}", quote(text)).as_bytes())
+                .unwrap_or_else(|e| panic!("{text:?}: {e}"));
+            assert_eq!(string_member(&m, "k"), Ok(Some(text)));
+        }
     }
 }

@@ -126,7 +126,7 @@ pub fn unbase64(text: &str) -> Result<Vec<u8>, String> {
 pub fn attribute(message: &str, name: char) -> Option<&str> {
     message.split(',').find_map(|field| {
         let mut chars = field.chars();
-        (chars.next() == Some(name) && chars.next() == Some('=')).then(|| &field[2..])
+        (chars.next() == Some(name) && chars.next() == Some('=')).then(|| &field[name.len_utf8() + 1..])
     })
 }
 
@@ -193,6 +193,8 @@ mod tests {
         assert_eq!(attribute("n=user,r=abc", 'r'), Some("abc"));
         assert_eq!(attribute("n=user,r=abc", 's'), None);
         assert_eq!(attribute("n=user,rr=abc", 'r'), None);
+        // A name of more than one byte is skipped whole, not cut inside.
+        assert_eq!(attribute("é=x,r=abc", 'é'), Some("x"));
     }
 
     #[test]
