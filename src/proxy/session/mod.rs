@@ -153,17 +153,8 @@ impl Session {
     /// Queue a response the proxy answers itself; `write_ready` writes it
     /// with the rest of the burst's answers.
     pub fn answer_now(&mut self, api_key: i16, api_version: i16, correlation_id: i32, response: Vec<u8>) {
-        let seq = self.take_seq();
-        self.pending.push_back(Pending {
-            seq,
-            api_key,
-            api_version,
-            correlation_id,
-            answers: Vec::new(),
-            missing: 0,
-            finish: None,
-            ready: Some(response),
-        });
+        self.wait_for_answer(api_key, api_version, correlation_id);
+        self.pending.back_mut().expect("just queued").ready = Some(response);
     }
 
     /// A request that gets no response (produce with acks=0): it is done
