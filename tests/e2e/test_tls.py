@@ -11,6 +11,7 @@ front of Tansu, which advertises localhost:STUNNEL_PORT, and the proxy
 verifies the certificate and the host name.
 """
 
+import json
 import selectors
 import socket
 import ssl
@@ -65,6 +66,22 @@ def topics(topic):
     return [(topic(PHYSICAL, "tls-remapped"), VIRTUAL), (topic(3, "tls-plain"), 3)]
 
 
+def kcat_roundtrip(address, name, records, conf):
+    """kcat produces `records` partition by partition with librdkafka
+    settings `conf`, then reads the topic back; returns what it read."""
+    x = [a for k, v in conf.items() for a in ("-X", f"{k}={v}")]
+    for p in sorted({q for q, _, _ in records}):
+        lines = b"".join(k + b"\t" + v + b"\n" for q, k, v in records if q == p)
+        clients.kcat(address, *x, "-P", "-t", name, "-p", p, "-K", "\t", input=lines)
+    out = clients.kcat(address, *x, "-C", "-t", name, "-o", "beginning", "-e",
+                       "-f", "%p\t%o\t%k\t%s\n")
+    got = []
+    for line in out.decode().splitlines():
+        p, o, k, v = line.split("\t")
+        got.append((int(p), int(o), k.encode(), v.encode()))
+    return got
+
+
 def roundtrip(client, address, name, partitions, certs):
     records = clients.make_records(range(partitions), 12 * partitions, tag=client)
     if client == "confluent":
@@ -76,16 +93,7 @@ def roundtrip(client, address, name, partitions, certs):
         clients.produce_kafka_python_headers(address, name, [(p, k, v, None) for p, k, v in records], **conf)
         got = clients.consume_kafka_python(address, name, range(partitions), len(records), **conf)
     else:
-        x = [a for k, v in rdkafka_ssl(certs).items() for a in ("-X", f"{k}={v}")]
-        for p in range(partitions):
-            lines = b"".join(k + b"\t" + v + b"\n" for q, k, v in records if q == p)
-            clients.kcat(address, *x, "-P", "-t", name, "-p", p, "-K", "\t", input=lines)
-        out = clients.kcat(address, *x, "-C", "-t", name, "-o", "beginning", "-e",
-                           "-f", "%p\t%o\t%k\t%s\n")
-        got = []
-        for line in out.decode().splitlines():
-            p, o, k, v = line.split("\t")
-            got.append((int(p), int(o), k.encode(), v.encode()))
+        got = kcat_roundtrip(address, name, records, rdkafka_ssl(certs))
     clients.check_records(records, got)
 
 
@@ -304,22 +312,30 @@ SASL_USER, SASL_PASSWORD = "tls-user", "tls-User-Pw-5d21"
 
 
 @pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
-@pytest.mark.parametrize("client", ["confluent", "kafka-python"])
+@pytest.mark.parametrize("client", ["confluent", "kafka-python", "kcat", "kafkajs"])
 def test_sasl_ssl_each_mechanism(client, mechanism, start_proxy, topic, certs):
     """SASL_SSL toward clients: the TLS handshake (event loop), then the
     SASL login (worker) on the same connection, for every mechanism. The
     guide's production example (test_production_example.py) runs every
     client over SASL_SSL with SCRAM-SHA-256; this adds PLAIN and
-    SCRAM-SHA-512."""
+    SCRAM-SHA-512, with each of the four clients."""
     security = listen_tls(certs)
     security["listen"]["security"].update({"protocol": "SASL_SSL", "sasl": {
         "enabled_mechanisms": [mechanism], "credentials": {"users": {SASL_USER: SASL_PASSWORD}}}})
     proxy = start_proxy(mapping=MAPPING, extra=security)
+    rdkafka = {**rdkafka_ssl(certs, client_cert=False), "security.protocol": "SASL_SSL",
+               "sasl.mechanism": mechanism, "sasl.username": SASL_USER, "sasl.password": SASL_PASSWORD}
     for name, partitions in topics(topic):
+        if client == "kafkajs":
+            test_kafkajs.run_smoke(proxy.address, name, partitions, per_partition=6, env={
+                "KPR_E2E_SSL_CA": certs.ca, "KPR_SASL": json.dumps({
+                    "mechanism": mechanism.lower(), "username": SASL_USER, "password": SASL_PASSWORD})})
+            continue
         records = clients.make_records(range(partitions), 6 * partitions, tag=f"{client}-{mechanism}")
-        if client == "confluent":
-            conf = {**rdkafka_ssl(certs, client_cert=False), "security.protocol": "SASL_SSL",
-                    "sasl.mechanism": mechanism, "sasl.username": SASL_USER, "sasl.password": SASL_PASSWORD}
+        if client == "kcat":
+            got = kcat_roundtrip(proxy.address, name, records, rdkafka)
+        elif client == "confluent":
+            conf = rdkafka
             clients.produce_confluent(proxy.address, name, records, **conf)
             got = clients.consume_confluent(proxy.address, name, range(partitions), len(records), **conf)
         else:
