@@ -303,6 +303,7 @@ fn run(args: &RunArgs) -> ExitCode {
         }
         info!("Metrics on http://{}/metrics", config.metrics.address);
     }
+    info!("{}", config.listen.describe_advertised());
     let mapper = kpr_proxy::remap::mapping::Mapper::new(config.mapping.clone());
     let proxy = match Proxy::start(settings, mapper, shared.clone()) {
         Ok(p) => p,
