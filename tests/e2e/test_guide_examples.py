@@ -129,17 +129,27 @@ def message_lines(log):
     return out
 
 
-def assert_start_up_lines(proxy, port, mapping_lines):
-    """The guide's "You should see" lines, in its order, as INFO messages."""
-    expected = [f"Starting Kafka Partition Remapper v{VERSION}", f"Listening on 0.0.0.0:{port}",
-                "Connected to Kafka cluster", *mapping_lines]
-    proxy.wait_for_log(re.escape(expected[-1]), timeout=30)
-    messages = message_lines(proxy.log_since(0))
+def start_up_lines(listen, mapping_lines):
+    """The guide's "You should see" lines (Quick Start, step 3)."""
+    return [f"Starting Kafka Partition Remapper v{VERSION}", f"Listening on {listen}",
+            "Connected to Kafka cluster", *mapping_lines]
+
+
+def assert_in_order(messages, expected, log):
+    """Each of `expected` is an INFO message of `messages` ((level,
+    message) pairs), in that order."""
     at = 0
     for want in expected:
         found = [i for i, m in enumerate(messages) if m == ("INFO", want) and i >= at]
-        assert found, f"no INFO line {want!r} (after line {at}) in:\n" + proxy.log_since(0)[-4000:]
+        assert found, f"no INFO line {want!r} (after line {at}) in:\n" + log[-4000:]
         at = found[0] + 1
+
+
+def assert_start_up_lines(proxy, port, mapping_lines):
+    expected = start_up_lines(f"0.0.0.0:{port}", mapping_lines)
+    proxy.wait_for_log(re.escape(expected[-1]), timeout=30)
+    log = proxy.log_since(0)
+    assert_in_order(message_lines(log), expected, log)
 
 
 def assert_advertised(proxy, port, host):
