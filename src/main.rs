@@ -124,6 +124,7 @@ fn check_config(args: &RunArgs) -> ExitCode {
         Err(e) => return fail(cli::EXIT_CONFIG, e),
     };
     println!("{}: configuration is valid", args.config_path.display());
+    println!("{}", config.listen.describe_advertised());
     for line in config.describe_mapping() {
         println!("{line}");
     }
