@@ -124,6 +124,7 @@ fn check_config(args: &RunArgs) -> ExitCode {
         Err(e) => return fail(cli::EXIT_CONFIG, e),
     };
     println!("{}: configuration is valid", args.config_path.display());
+    println!("{}", config.listen.describe_advertised());
     for line in config.describe_mapping() {
         println!("{line}");
     }
@@ -303,6 +304,7 @@ fn run(args: &RunArgs) -> ExitCode {
         }
         info!("Metrics on http://{}/metrics", config.metrics.address);
     }
+    info!("{}", config.listen.describe_advertised());
     let mapper = kpr_proxy::remap::mapping::Mapper::new(config.mapping.clone());
     let proxy = match Proxy::start(settings, mapper, shared.clone()) {
         Ok(p) => p,

@@ -64,8 +64,11 @@ pub struct ListenConfig {
     /// `host:port` to bind, as written (syntax checked, not resolved).
     pub address: String,
     /// `host:port` given to clients in Metadata, FindCoordinator, ... responses.
-    /// Defaults to `address`; required when `address` binds all interfaces.
+    /// Defaults to `address`, or to this machine's canonical host name and
+    /// `address`'s port when `address` binds all interfaces (as Kafka does).
     pub advertised_address: String,
+    /// Where `advertised_address` comes from, for the start-up log line.
+    pub advertised_source: AdvertisedSource,
     pub max_connections: usize,
     /// The largest request frame accepted from a client (size prefix excluded).
     pub max_frame_bytes: usize,
@@ -77,6 +80,30 @@ impl ListenConfig {
     pub fn advertised_host_port(&self) -> (&str, u16) {
         split_host_port(&self.advertised_address).expect("validated when loaded")
     }
+
+    /// What is advertised and why, for the start-up log.
+    pub fn describe_advertised(&self) -> String {
+        let why = match self.advertised_source {
+            AdvertisedSource::Configured => "listen.advertised_address",
+            AdvertisedSource::ListenAddress => "listen.address; set listen.advertised_address to override",
+            AdvertisedSource::CanonicalHostName => {
+                "listen.address binds all interfaces; set listen.advertised_address to override"
+            }
+        };
+        format!("Advertising {} ({why})", self.advertised_address)
+    }
+}
+
+/// Where the advertised address comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdvertisedSource {
+    /// `listen.advertised_address`.
+    Configured,
+    /// `listen.address`, which names one interface.
+    ListenAddress,
+    /// `listen.address` binds all interfaces: this machine's canonical host
+    /// name with its port (Kafka's default for a listener without a host).
+    CanonicalHostName,
 }
 
 /// `listen.security`.

@@ -313,8 +313,10 @@ impl Proxy {
         control.bootstrap().map_err(StartError::Upstream)?;
         {
             let view = cluster.read();
+            // The user's guide's start-up line, word for word; the details next.
+            info!("Connected to Kafka cluster");
             info!(
-                "Connected to Kafka cluster{} ({} brokers, {} topics)",
+                "Kafka cluster{}: {} brokers, {} topics",
                 view.cluster_id.as_deref().map(|c| format!(" {c}")).unwrap_or_default(),
                 view.brokers.len(),
                 view.topics.len()

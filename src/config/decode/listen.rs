@@ -5,8 +5,9 @@ use serde_yaml::{Mapping, Value};
 use super::{get, kind, Decoder};
 use crate::config::addresses::{is_wildcard_host, split_host_port};
 use crate::config::errors::{child, key_text};
+use crate::config::host_name;
 use crate::config::model::{
-    ListenConfig, ListenSasl, ListenSecurity, ListenTls, OAuthBearerValidation, SaslMechanism,
+    AdvertisedSource, ListenConfig, ListenSasl, ListenSecurity, ListenTls, OAuthBearerValidation, SaslMechanism,
     SaslUser, Secret, SecurityProtocol, DEFAULT_CLOCK_SKEW_MS, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_FRAME_BYTES, MAX_CLOCK_SKEW_MS, MIN_MAX_FRAME_BYTES,
 };
@@ -40,6 +41,34 @@ impl Decoder {
         }
     }
 
+    /// The advertised address when `listen.advertised_address` is not set:
+    /// `listen.address` itself, or, when that binds all interfaces, this
+    /// machine's canonical host name with its port, as Kafka advertises a
+    /// listener without a host (see `host_name`).
+    fn default_advertised(&mut self, addr: &str) -> Option<(String, AdvertisedSource)> {
+        let (host, port) = split_host_port(addr).ok()?;
+        if !is_wildcard_host(host) {
+            return Some((addr.to_string(), AdvertisedSource::ListenAddress));
+        }
+        let named = host_name::canonical_host_name().and_then(|name| {
+            let advertised = if name.contains(':') { format!("[{name}]:{port}") } else { format!("{name}:{port}") };
+            match split_host_port(&advertised) {
+                Ok(_) => Ok(advertised),
+                Err(e) => Err(format!("the machine's host name {name:?} cannot be advertised: {e}")),
+            }
+        });
+        match named {
+            Ok(advertised) => Some((advertised, AdvertisedSource::CanonicalHostName)),
+            Err(e) => {
+                self.err(format!(
+                    "listen.advertised_address is required: listen.address binds all interfaces ({addr}) \
+                     and {e}"
+                ));
+                None
+            }
+        }
+    }
+
     pub(super) fn listen(&mut self, v: &Value) -> Option<ListenConfig> {
         let path = "listen";
         let m = self.section(v, path, LISTEN_KEYS)?;
@@ -58,18 +87,9 @@ impl Decoder {
                         ));
                         return None;
                     }
-                    Some(adv)
+                    Some((adv, AdvertisedSource::Configured))
                 }),
-            None => match &address {
-                Some(addr) if split_host_port(addr).is_ok_and(|(h, _)| is_wildcard_host(h)) => {
-                    self.err(format!(
-                        "listen.advertised_address is required when listen.address binds all \
-                         interfaces ({addr}): clients must be told an address they can reach"
-                    ));
-                    None
-                }
-                other => other.clone(),
-            },
+            None => address.as_ref().and_then(|addr| self.default_advertised(addr)),
         };
         let max_connections = self.opt_uint(
             m,
@@ -91,9 +111,11 @@ impl Decoder {
             Some(v) => self.listen_security(v)?,
             None => ListenSecurity::default(),
         };
+        let advertised = advertised?;
         Some(ListenConfig {
             address: address?,
-            advertised_address: advertised?,
+            advertised_address: advertised.0,
+            advertised_source: advertised.1,
             max_connections: max_connections as usize,
             max_frame_bytes: max_frame_bytes as usize,
             security,
