@@ -11,6 +11,7 @@ macro_rules! counters {
         pub struct Metrics {
             $($(#[doc = $doc])* pub $name: AtomicU64,)*
             pub authentication_failures: AuthFailures,
+            pub connections_closed: ConnectionsClosed,
         }
 
         impl Metrics {
@@ -24,6 +25,7 @@ macro_rules! counters {
                     let _ = writeln!(out, "kafka_proxy_{} {}", stringify!($name), self.$name.load(Ordering::Relaxed));
                 )*
                 self.authentication_failures.render(&mut out);
+                self.connections_closed.render(&mut out);
                 out
             }
         }
@@ -107,6 +109,53 @@ impl AuthFailures {
         let _ = writeln!(out, "# TYPE {name} counter");
         for mechanism in [SaslMechanism::Plain, SaslMechanism::ScramSha256, SaslMechanism::ScramSha512, SaslMechanism::OAuthBearer] {
             let _ = writeln!(out, "{name}{{mechanism=\"{mechanism}\"}} {}", self.get(mechanism));
+        }
+    }
+}
+
+/// Why the proxy closed a client connection on its own, for
+/// `kafka_proxy_connections_closed_total{reason="..."}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// No request for `listen.connections_max_idle_ms`.
+    Idle,
+    /// A started frame did not complete within `listen.frame_timeout_ms`.
+    FrameTimeout,
+    /// TLS handshake or SASL login not done within `listen.handshake_timeout_ms`.
+    HandshakeTimeout,
+}
+
+impl CloseReason {
+    pub const ALL: [CloseReason; 3] = [CloseReason::Idle, CloseReason::FrameTimeout, CloseReason::HandshakeTimeout];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            CloseReason::Idle => "idle",
+            CloseReason::FrameTimeout => "frame_timeout",
+            CloseReason::HandshakeTimeout => "handshake_timeout",
+        }
+    }
+}
+
+/// Client connections the proxy closed, per reason (a labelled counter).
+#[derive(Default)]
+pub struct ConnectionsClosed([AtomicU64; CloseReason::ALL.len()]);
+
+impl ConnectionsClosed {
+    pub fn count(&self, reason: CloseReason) {
+        self.0[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(&self, reason: CloseReason) -> u64 {
+        self.0[reason as usize].load(Ordering::Relaxed)
+    }
+
+    fn render(&self, out: &mut String) {
+        let name = "kafka_proxy_connections_closed_total";
+        let _ = writeln!(out, "# HELP {name} Client connections the proxy closed on a limit, per reason.");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for reason in CloseReason::ALL {
+            let _ = writeln!(out, "{name}{{reason=\"{}\"}} {}", reason.label(), self.get(reason));
         }
     }
 }

@@ -8,7 +8,9 @@ use crate::config::errors::{child, key_text};
 use crate::config::model::{
     ListenConfig, ListenSasl, ListenSecurity, ListenTls, OAuthBearerValidation, SaslMechanism,
     SaslUser, Secret, SecurityProtocol, DEFAULT_CLOCK_SKEW_MS, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_FRAME_BYTES, MAX_CLOCK_SKEW_MS, MIN_MAX_FRAME_BYTES,
+    DEFAULT_CONNECTIONS_MAX_IDLE_MS, DEFAULT_FRAME_TIMEOUT_MS, DEFAULT_HANDSHAKE_TIMEOUT_MS,
+    DEFAULT_MAX_BUFFERED_RESPONSE_BYTES, DEFAULT_MAX_FRAME_BYTES, DEFAULT_QUEUED_MAX_REQUEST_BYTES,
+    MAX_CLOCK_SKEW_MS, MIN_MAX_FRAME_BYTES,
 };
 
 const LISTEN_KEYS: &[&str] = &[
@@ -16,8 +18,15 @@ const LISTEN_KEYS: &[&str] = &[
     "advertised_address",
     "max_connections",
     "max_frame_bytes",
+    "queued_max_request_bytes",
+    "max_buffered_response_bytes",
+    "connections_max_idle_ms",
+    "frame_timeout_ms",
+    "handshake_timeout_ms",
     "security",
 ];
+/// The largest accepted timeout: a day (beyond that, no limit in practice).
+const MAX_TIMEOUT_MS: u64 = 24 * 3600 * 1000;
 const LISTEN_SECURITY_KEYS: &[&str] = &["protocol", "tls", "sasl"];
 const LISTEN_TLS_KEYS: &[&str] = &["cert_path", "key_path", "ca_cert_path", "client_auth"];
 const LISTEN_SASL_KEYS: &[&str] = &["enabled_mechanisms", "credentials", "oauthbearer", "session_lifetime_ms"];
@@ -87,6 +96,19 @@ impl Decoder {
             i32::MAX as u64,
             DEFAULT_MAX_FRAME_BYTES as u64,
         );
+        let budget = |d: &mut Self, key, default: usize| d.opt_uint(m, path, key, MIN_MAX_FRAME_BYTES as u64, u64::from(u32::MAX) * 16, default as u64) as usize;
+        let queued_max_request_bytes = budget(self, "queued_max_request_bytes", DEFAULT_QUEUED_MAX_REQUEST_BYTES);
+        let max_buffered_response_bytes = budget(self, "max_buffered_response_bytes", DEFAULT_MAX_BUFFERED_RESPONSE_BYTES);
+        if max_frame_bytes as usize > queued_max_request_bytes {
+            self.err(format!(
+                "listen.max_frame_bytes ({max_frame_bytes}) exceeds listen.queued_max_request_bytes ({queued_max_request_bytes}): \
+                 a frame that large could never be buffered; raise the budget or lower max_frame_bytes"
+            ));
+        }
+        let timeout = |d: &mut Self, key, default| d.opt_uint(m, path, key, 1, MAX_TIMEOUT_MS, default);
+        let connections_max_idle_ms = timeout(self, "connections_max_idle_ms", DEFAULT_CONNECTIONS_MAX_IDLE_MS);
+        let frame_timeout_ms = timeout(self, "frame_timeout_ms", DEFAULT_FRAME_TIMEOUT_MS);
+        let handshake_timeout_ms = timeout(self, "handshake_timeout_ms", DEFAULT_HANDSHAKE_TIMEOUT_MS);
         let security = match get(m, "security") {
             Some(v) => self.listen_security(v)?,
             None => ListenSecurity::default(),
@@ -96,6 +118,11 @@ impl Decoder {
             advertised_address: advertised?,
             max_connections: max_connections as usize,
             max_frame_bytes: max_frame_bytes as usize,
+            queued_max_request_bytes,
+            max_buffered_response_bytes,
+            connections_max_idle_ms,
+            frame_timeout_ms,
+            handshake_timeout_ms,
             security,
         })
     }
