@@ -90,7 +90,8 @@ impl LargeFrame {
 
 pub struct FrameReader {
     /// Bytes `[start, end)` are buffered; the vector's length is fixed and
-    /// it is zeroed once, not on every read.
+    /// it is zeroed once, not on every read. Empty until the first read and
+    /// after `release_idle_buffer`: an idle connection holds no buffer.
     buf: Vec<u8>,
     start: usize,
     end: usize,
@@ -103,7 +104,7 @@ impl FrameReader {
     /// `min` is the smallest acceptable frame (requests need a header;
     /// responses need at least a correlation id).
     pub fn new(max: usize, min: usize) -> Self {
-        FrameReader { buf: vec![0; READ_BUFFER], start: 0, end: 0, large: None, max, min }
+        FrameReader { buf: Vec::new(), start: 0, end: 0, large: None, max, min }
     }
 
     /// Read once from `src`: into the large frame being filled, else into
@@ -126,6 +127,9 @@ impl FrameReader {
             let n = src.read(&mut large.buf[large.filled..])?;
             large.filled += n;
             return Ok(if n == 0 { Filled::Eof } else { Filled::Bytes(n) });
+        }
+        if self.buf.is_empty() {
+            self.buf = vec![0; READ_BUFFER];
         }
         if self.start == self.end {
             self.start = 0;
@@ -183,6 +187,16 @@ impl FrameReader {
         Ok(None)
     }
 
+    /// Give back the read buffer if it holds nothing (a connection gone
+    /// quiet); the next read allocates it again.
+    pub fn release_idle_buffer(&mut self) {
+        if self.start == self.end && self.large.is_none() {
+            self.buf = Vec::new();
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
     /// Bytes allocated for the large frame being filled (0 if none): what
     /// a memory budget charges this reader beyond its fixed read buffer.
     pub fn allocated(&self) -> usize {
@@ -232,6 +246,8 @@ mod tests {
         assert_eq!(got, vec![b"hello world".to_vec(), b"second".to_vec()]);
         assert_eq!(r.next_frame().unwrap(), None);
         assert_eq!(r.buffered(), 0);
+        r.release_idle_buffer();
+        assert_eq!(feed(&mut r, &with_size_prefix(b"after a rest")), vec![b"after a rest".to_vec()]);
     }
 
     #[test]

@@ -512,6 +512,11 @@ impl EventLoop {
             if let Some(reason) = limits::expired(&mut entry.clocks, &activity, &self.settings.limits, now) {
                 expired.push((*token, reason));
             }
+            // Quiet for a sweep: its read buffer goes back (the
+            // per-connection constant of an idle connection stays small).
+            if now.duration_since(entry.clocks.last_active) >= SWEEP_INTERVAL {
+                entry.reader.release_idle_buffer();
+            }
         }
         for (token, reason) in expired {
             let Some(entry) = self.entries.get(&token) else { continue };

@@ -464,6 +464,36 @@ mod tests {
         }
     }
 
+    /// Queued bytes are counted in the shared tally while queued, and
+    /// uncounted when written or when the socket goes.
+    #[test]
+    fn queued_bytes_are_tallied_until_written_or_dropped() {
+        let (socket, mut reader) = connected_pair();
+        let tally = Arc::new(AtomicUsize::new(0));
+        let socket = socket.tally_queued_in(tally.clone());
+        let body = vec![1u8; 8_000_000];
+        socket.send_frame(&body).unwrap();
+        let queued = socket.queued_bytes();
+        assert!(queued > 0, "8 MB should not fit in the socket buffers");
+        assert_eq!(tally.load(Ordering::SeqCst), queued);
+        let reading = std::thread::spawn(move || {
+            let mut got = vec![0u8; 4 + 8_000_000];
+            reader.read_exact(&mut got).unwrap();
+            reader
+        });
+        while !socket.flush().unwrap() {
+            assert_eq!(tally.load(Ordering::SeqCst), socket.queued_bytes());
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(tally.load(Ordering::SeqCst), 0);
+        let _reader = reading.join().unwrap();
+        // A socket dropped with bytes still queued gives them back.
+        socket.send_frame(&body).unwrap();
+        assert!(tally.load(Ordering::SeqCst) > 0);
+        drop(socket);
+        assert_eq!(tally.load(Ordering::SeqCst), 0);
+    }
+
     #[test]
     fn many_small_frames_exceed_one_system_calls_buffer_limit() {
         let (socket, mut reader) = connected_pair();

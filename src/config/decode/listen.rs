@@ -356,6 +356,43 @@ mod tests {
         );
     }
 
+    #[test]
+    fn listen_budgets_and_deadlines() {
+        let c = ok(&listen("  address: \"h:1\"\n"));
+        let l = &c.listen;
+        assert_eq!((l.queued_max_request_bytes, l.max_buffered_response_bytes), (256 << 20, 256 << 20));
+        assert_eq!((l.connections_max_idle_ms, l.frame_timeout_ms, l.handshake_timeout_ms), (600_000, 30_000, 10_000));
+        let c = ok(&listen(
+            "  address: \"h:1\"\n  max_frame_bytes: 1048576\n  queued_max_request_bytes: 1048576\n  \
+             max_buffered_response_bytes: 2048\n  connections_max_idle_ms: 2000\n  frame_timeout_ms: 1\n  \
+             handshake_timeout_ms: 86400000\n",
+        ));
+        let l = &c.listen;
+        assert_eq!((l.max_frame_bytes, l.queued_max_request_bytes, l.max_buffered_response_bytes), (1 << 20, 1 << 20, 2048));
+        assert_eq!((l.connections_max_idle_ms, l.frame_timeout_ms, l.handshake_timeout_ms), (2000, 1, 86_400_000));
+        assert_error(
+            &listen("  address: \"h:1\"\n  queued_max_request_bytes: 67108864\n"),
+            "listen.max_frame_bytes (104857600) exceeds listen.queued_max_request_bytes (67108864): \
+             a frame that large could never be buffered; raise the budget or lower max_frame_bytes",
+        );
+        assert_error(
+            &listen("  address: \"h:1\"\n  max_buffered_response_bytes: 1000\n"),
+            "listen.max_buffered_response_bytes: must be at least 1024 (got 1000)",
+        );
+        assert_error(
+            &listen("  address: \"h:1\"\n  connections_max_idle_ms: 0\n"),
+            "listen.connections_max_idle_ms: must be at least 1 (got 0)",
+        );
+        assert_error(
+            &listen("  address: \"h:1\"\n  frame_timeout_ms: 86400001\n"),
+            "listen.frame_timeout_ms: must be at most 86400000 (got 86400001)",
+        );
+        assert_error(
+            &listen("  address: \"h:1\"\n  handshake_timeout_ms: soon\n"),
+            "listen.handshake_timeout_ms: expected a whole number, got a string",
+        );
+    }
+
     fn security(body: &str) -> String {
         listen(&format!("  address: h:1\n  security:\n{body}"))
     }
