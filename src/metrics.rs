@@ -13,6 +13,7 @@ macro_rules! counters {
             $($(#[doc = $doc])* pub $name: AtomicU64,)*
             pub authentication_failures: AuthFailures,
             pub requests: RequestsByApi,
+            pub connections_closed: ConnectionsClosed,
         }
 
         impl Metrics {
@@ -27,6 +28,7 @@ macro_rules! counters {
                 )*
                 self.requests.render(&mut out);
                 self.authentication_failures.render(&mut out);
+                self.connections_closed.render(&mut out);
                 out
             }
         }
@@ -165,6 +167,53 @@ impl RequestsByApi {
         let unknown = self.unknown.load(Ordering::Relaxed);
         if unknown > 0 {
             let _ = writeln!(out, "{name}{{api=\"unknown\"}} {unknown}");
+        }
+    }
+}
+
+/// Why the proxy closed a client connection on its own, for
+/// `kafka_proxy_connections_closed_total{reason="..."}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// No request for `listen.connections_max_idle_ms`.
+    Idle,
+    /// A started frame did not complete within `listen.frame_timeout_ms`.
+    FrameTimeout,
+    /// TLS handshake or SASL login not done within `listen.handshake_timeout_ms`.
+    HandshakeTimeout,
+}
+
+impl CloseReason {
+    pub const ALL: [CloseReason; 3] = [CloseReason::Idle, CloseReason::FrameTimeout, CloseReason::HandshakeTimeout];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            CloseReason::Idle => "idle",
+            CloseReason::FrameTimeout => "frame_timeout",
+            CloseReason::HandshakeTimeout => "handshake_timeout",
+        }
+    }
+}
+
+/// Client connections the proxy closed, per reason (a labelled counter).
+#[derive(Default)]
+pub struct ConnectionsClosed([AtomicU64; CloseReason::ALL.len()]);
+
+impl ConnectionsClosed {
+    pub fn count(&self, reason: CloseReason) {
+        self.0[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(&self, reason: CloseReason) -> u64 {
+        self.0[reason as usize].load(Ordering::Relaxed)
+    }
+
+    fn render(&self, out: &mut String) {
+        let name = "kafka_proxy_connections_closed_total";
+        let _ = writeln!(out, "# HELP {name} Client connections the proxy closed on a limit, per reason.");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for reason in CloseReason::ALL {
+            let _ = writeln!(out, "{name}{{reason=\"{}\"}} {}", reason.label(), self.get(reason));
         }
     }
 }

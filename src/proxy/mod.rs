@@ -170,6 +170,8 @@ pub struct ProxySettings {
     pub derived_offset_refresh: Duration,
     pub max_connections: usize,
     pub max_frame_bytes: usize,
+    /// Budgets and deadlines of client connections (`listen`).
+    pub limits: crate::net::limits::ConnectionLimits,
     pub max_in_flight_per_client: usize,
     pub workers: usize,
     pub shutdown_grace: Duration,
@@ -415,6 +417,8 @@ impl Proxy {
             max_in_flight_per_client: ctx.settings.max_in_flight_per_client,
             shutdown_grace: ctx.settings.shutdown_grace,
             client_tls: ctx.settings.client_tls.clone(),
+            client_sasl: ctx.client_sasl.is_some(),
+            limits: ctx.settings.limits.clone(),
         };
         let event_loop = EventLoop::new(
             self.poll,

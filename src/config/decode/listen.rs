@@ -9,7 +9,9 @@ use crate::config::host_name;
 use crate::config::model::{
     AdvertisedSource, ListenConfig, ListenSasl, ListenSecurity, ListenTls, OAuthBearerValidation, SaslMechanism,
     SaslUser, Secret, SecurityProtocol, DEFAULT_CLOCK_SKEW_MS, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_FRAME_BYTES, MAX_CLOCK_SKEW_MS, MIN_MAX_FRAME_BYTES,
+    DEFAULT_CONNECTIONS_MAX_IDLE_MS, DEFAULT_FRAME_TIMEOUT_MS, DEFAULT_HANDSHAKE_TIMEOUT_MS,
+    DEFAULT_MAX_BUFFERED_RESPONSE_BYTES, DEFAULT_MAX_FRAME_BYTES, DEFAULT_QUEUED_MAX_REQUEST_BYTES,
+    MAX_CLOCK_SKEW_MS, MIN_MAX_FRAME_BYTES,
 };
 
 const LISTEN_KEYS: &[&str] = &[
@@ -17,8 +19,15 @@ const LISTEN_KEYS: &[&str] = &[
     "advertised_address",
     "max_connections",
     "max_frame_bytes",
+    "queued_max_request_bytes",
+    "max_buffered_response_bytes",
+    "connections_max_idle_ms",
+    "frame_timeout_ms",
+    "handshake_timeout_ms",
     "security",
 ];
+/// The largest accepted timeout: a day (beyond that, no limit in practice).
+const MAX_TIMEOUT_MS: u64 = 24 * 3600 * 1000;
 const LISTEN_SECURITY_KEYS: &[&str] = &["protocol", "tls", "sasl"];
 const LISTEN_TLS_KEYS: &[&str] = &["cert_path", "key_path", "ca_cert_path", "client_auth"];
 const LISTEN_SASL_KEYS: &[&str] = &["enabled_mechanisms", "credentials", "oauthbearer", "session_lifetime_ms"];
@@ -107,6 +116,19 @@ impl Decoder {
             i32::MAX as u64,
             DEFAULT_MAX_FRAME_BYTES as u64,
         );
+        let budget = |d: &mut Self, key, default: usize| d.opt_uint(m, path, key, MIN_MAX_FRAME_BYTES as u64, u64::from(u32::MAX) * 16, default as u64) as usize;
+        let queued_max_request_bytes = budget(self, "queued_max_request_bytes", DEFAULT_QUEUED_MAX_REQUEST_BYTES);
+        let max_buffered_response_bytes = budget(self, "max_buffered_response_bytes", DEFAULT_MAX_BUFFERED_RESPONSE_BYTES);
+        if max_frame_bytes as usize > queued_max_request_bytes {
+            self.err(format!(
+                "listen.max_frame_bytes ({max_frame_bytes}) exceeds listen.queued_max_request_bytes ({queued_max_request_bytes}): \
+                 a frame that large could never be buffered; raise the budget or lower max_frame_bytes"
+            ));
+        }
+        let timeout = |d: &mut Self, key, default| d.opt_uint(m, path, key, 1, MAX_TIMEOUT_MS, default);
+        let connections_max_idle_ms = timeout(self, "connections_max_idle_ms", DEFAULT_CONNECTIONS_MAX_IDLE_MS);
+        let frame_timeout_ms = timeout(self, "frame_timeout_ms", DEFAULT_FRAME_TIMEOUT_MS);
+        let handshake_timeout_ms = timeout(self, "handshake_timeout_ms", DEFAULT_HANDSHAKE_TIMEOUT_MS);
         let security = match get(m, "security") {
             Some(v) => self.listen_security(v)?,
             None => ListenSecurity::default(),
@@ -118,6 +140,11 @@ impl Decoder {
             advertised_source: advertised.1,
             max_connections: max_connections as usize,
             max_frame_bytes: max_frame_bytes as usize,
+            queued_max_request_bytes,
+            max_buffered_response_bytes,
+            connections_max_idle_ms,
+            frame_timeout_ms,
+            handshake_timeout_ms,
             security,
         })
     }
@@ -348,6 +375,43 @@ mod tests {
                 .listen
                 .max_frame_bytes,
             1024
+        );
+    }
+
+    #[test]
+    fn listen_budgets_and_deadlines() {
+        let c = ok(&listen("  address: \"h:1\"\n"));
+        let l = &c.listen;
+        assert_eq!((l.queued_max_request_bytes, l.max_buffered_response_bytes), (256 << 20, 256 << 20));
+        assert_eq!((l.connections_max_idle_ms, l.frame_timeout_ms, l.handshake_timeout_ms), (600_000, 30_000, 10_000));
+        let c = ok(&listen(
+            "  address: \"h:1\"\n  max_frame_bytes: 1048576\n  queued_max_request_bytes: 1048576\n  \
+             max_buffered_response_bytes: 2048\n  connections_max_idle_ms: 2000\n  frame_timeout_ms: 1\n  \
+             handshake_timeout_ms: 86400000\n",
+        ));
+        let l = &c.listen;
+        assert_eq!((l.max_frame_bytes, l.queued_max_request_bytes, l.max_buffered_response_bytes), (1 << 20, 1 << 20, 2048));
+        assert_eq!((l.connections_max_idle_ms, l.frame_timeout_ms, l.handshake_timeout_ms), (2000, 1, 86_400_000));
+        assert_error(
+            &listen("  address: \"h:1\"\n  queued_max_request_bytes: 67108864\n"),
+            "listen.max_frame_bytes (104857600) exceeds listen.queued_max_request_bytes (67108864): \
+             a frame that large could never be buffered; raise the budget or lower max_frame_bytes",
+        );
+        assert_error(
+            &listen("  address: \"h:1\"\n  max_buffered_response_bytes: 1000\n"),
+            "listen.max_buffered_response_bytes: must be at least 1024 (got 1000)",
+        );
+        assert_error(
+            &listen("  address: \"h:1\"\n  connections_max_idle_ms: 0\n"),
+            "listen.connections_max_idle_ms: must be at least 1 (got 0)",
+        );
+        assert_error(
+            &listen("  address: \"h:1\"\n  frame_timeout_ms: 86400001\n"),
+            "listen.frame_timeout_ms: must be at most 86400000 (got 86400001)",
+        );
+        assert_error(
+            &listen("  address: \"h:1\"\n  handshake_timeout_ms: soon\n"),
+            "listen.handshake_timeout_ms: expected a whole number, got a string",
         );
     }
 
