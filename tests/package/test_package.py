@@ -15,6 +15,7 @@ import grp
 import os
 import pwd
 import re
+import resource
 import shlex
 import shutil
 import subprocess
@@ -75,14 +76,18 @@ def packages(tmp_path_factory):
     run(ROOT / "scripts" / "package")
     print(f"scripts/package took {time.monotonic() - started:.0f} s")
     version = cargo_version()
+    # cargo-deb empties target/debian on its next run: keep these aside.
+    built = tmp_path_factory.mktemp("built")
+    for path in [*(ROOT / "target" / "debian").iterdir(), *(ROOT / "target" / "generate-rpm").iterdir()]:
+        shutil.copy(path, built)
     upgrade_dir = tmp_path_factory.mktemp("upgrade")
     env = dict(os.environ, KPR_PACKAGE_VERSION=bumped(version), KPR_PACKAGE_OUT=str(upgrade_dir),
                KPR_PACKAGE_FAST="1")
     run(ROOT / "scripts" / "package", env=env)
     found = {
-        "deb": sorted((ROOT / "target" / "debian").glob(f"kpr-proxy_{version}-1_*.deb")),
-        "ddeb": sorted((ROOT / "target" / "debian").glob(f"kpr-proxy-dbgsym_{version}-1_*.ddeb")),
-        "rpm": sorted((ROOT / "target" / "generate-rpm").glob(f"kpr-proxy-{version}-1.*.rpm")),
+        "deb": sorted(built.glob(f"kpr-proxy_{version}-1_*.deb")),
+        "ddeb": sorted(built.glob(f"kpr-proxy-dbgsym_{version}-1_*.ddeb")),
+        "rpm": sorted(built.glob(f"kpr-proxy-{version}-1.*.rpm")),
         "upgrade_deb": sorted(upgrade_dir.glob(f"kpr-proxy_{bumped(version)}-1_*.deb")),
     }
     for name, paths in found.items():
@@ -166,7 +171,9 @@ def as_service_user(argv, unit_text):
     """argv run as systemd runs the unit's commands: User=, Group=, LimitNOFILE=."""
     user = re.search(r"^User=(\S+)$", unit_text, re.M).group(1)
     group = re.search(r"^Group=(\S+)$", unit_text, re.M).group(1)
-    nofile = re.search(r"^LimitNOFILE=(\d+)$", unit_text, re.M).group(1)
+    nofile = int(re.search(r"^LimitNOFILE=(\d+)$", unit_text, re.M).group(1))
+    # systemd (PID 1) may raise the hard limit; this test only up to its own.
+    nofile = min(nofile, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
     return ["prlimit", f"--nofile={nofile}", "setpriv", f"--reuid={user}", f"--regid={group}",
             "--init-groups", "--no-new-privs", "--", *argv]
 
