@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use kpr_proxy::auth::server::SaslServer;
 use kpr_proxy::auth::token_file::TokenFile;
-use kpr_proxy::cli::{self, Command, RunArgs};
+use kpr_proxy::cli::{self, CheckScope, Command, RunArgs};
 use kpr_proxy::cluster::BrokerAddr;
 use kpr_proxy::config::{self, Config};
 use kpr_proxy::logging;
@@ -40,7 +40,7 @@ fn main() -> ExitCode {
             println!("{}", cli::version_text());
             exit(cli::EXIT_OK)
         }
-        Command::CheckConfig(args) => check_config(&args),
+        Command::CheckConfig(args, scope) => check_config(&args, scope),
         Command::Run(args) => run(&args),
     }
 }
@@ -103,7 +103,7 @@ fn client_sasl(config: &Config) -> Result<Option<Arc<SaslServer>>, String> {
     }
 }
 
-fn check_config(args: &RunArgs) -> ExitCode {
+fn check_config(args: &RunArgs, scope: CheckScope) -> ExitCode {
     let (config, warnings) = match load(args) {
         Ok(c) => c,
         Err(code) => return code,
@@ -127,6 +127,11 @@ fn check_config(args: &RunArgs) -> ExitCode {
     println!("{}", config.listen.describe_advertised());
     for line in config.describe_mapping() {
         println!("{line}");
+    }
+    if scope == CheckScope::Offline {
+        // ExecStartPre: a broker outage must not keep the service from (re)starting.
+        println!("offline: the Kafka cluster was not contacted");
+        return exit(cli::EXIT_OK);
     }
     // What the rules mean for the topics the cluster holds now.
     let cluster = Arc::new(kpr_proxy::cluster::Cluster::new(config.kafka.bootstrap_servers.clone()));
