@@ -61,6 +61,20 @@ can:
 - extra_broker(node_id, port): every Metadata answer also lists broker
   node_id at 127.0.0.1:port, e.g. a listener that never accepts, so that a
   request routed to that broker makes the proxy connect there.
+- misbehave(mode, containing, api_key=PRODUCE, count=1): the next `count`
+  requests of that API whose bytes contain `containing` are answered as a
+  broken broker or a peer that is not Kafka would answer (MISBEHAVIOURS):
+  "garbage" (bytes that are no frame), "wrong_correlation" (the broker's
+  answer with another correlation id), "oversize" (a 1.2 GB size prefix
+  and a few bytes, the connection left open), "truncate" (the first half
+  of the broker's answer, then the connection closed), "silent" (no
+  answer, nothing more forwarded on that connection, left open),
+  "tls_alert" (a TLS alert record, as a TLS listener may send to plaintext
+  bytes, then closed) or ("divert", port): the request bytes go to the
+  server on 127.0.0.1:port instead (e.g. an HTTP server) and whatever it
+  answers comes back, until it closes. Other connections, and other
+  requests, are relayed as before; misbehaviours() lists those done.
+  Meant for one request in flight on the affected connection.
 """
 
 import socket
@@ -69,6 +83,16 @@ import threading
 import time
 
 import kafkawire
+
+# A TLS alert record (fatal, protocol_version), as a TLS listener may answer
+# bytes that are not a TLS handshake.
+TLS_ALERT = bytes([0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x46])
+# 0xdeadbeef as a size prefix is negative: no Kafka frame starts so.
+GARBAGE = bytes.fromhex("deadbeef") + bytes(range(0x80, 0xa0))
+# 1.2 GB announced, above the proxy's 1 GiB limit for a response frame.
+OVERSIZE = 1_288_490_189
+MISBEHAVIOURS = ("garbage", "wrong_correlation", "oversize", "truncate", "silent",
+                 "tls_alert", "divert")
 
 
 def encode_api_versions_response(version, correlation_id, error, keys):
@@ -254,6 +278,8 @@ class Relay:
         self.fetches_with_rack = 0
         self.holds = []          # Hold of hold_requests, released or not
         self.extra_brokers = {}  # node id -> port, added to Metadata answers
+        self.misbehaviour = []   # [dict(mode, port, api_key, containing, left)]
+        self.misbehaved = []     # (mode, api_key, correlation_id) done
         self.sockets = []
         self.closed = False
         threading.Thread(target=self._accept, daemon=True, name="relay-accept").start()
@@ -343,6 +369,52 @@ class Relay:
         with self.lock:
             self.extra_brokers[node_id] = port
 
+    def misbehave(self, mode, containing, api_key=kafkawire.API_PRODUCE, count=1):
+        """mode: one of MISBEHAVIOURS, or ("divert", port)."""
+        mode, port = (mode if isinstance(mode, tuple) else (mode, None))
+        assert mode in MISBEHAVIOURS, mode
+        with self.lock:
+            self.misbehaviour.append({"mode": mode, "port": port, "api_key": api_key,
+                                      "containing": containing, "left": count})
+
+    def misbehaviours(self):
+        with self.lock:
+            return list(self.misbehaved)
+
+    def _take_misbehaviour(self, api_key, corr, frame):
+        with self.lock:
+            for m in self.misbehaviour:
+                if m["api_key"] == api_key and m["containing"] in frame:
+                    m["left"] -= 1
+                    if m["left"] <= 0:
+                        self.misbehaviour.remove(m)
+                    self.misbehaved.append((m["mode"], api_key, corr))
+                    return m
+        return None
+
+    def _misbehave_now(self, m, client, upstream, frame):
+        """Answer `frame` as misbehaviour `m` says, instead of the broker.
+        -> whether to stop relaying this connection (and how: "close" or
+        "hang", kept open with nothing more forwarded)."""
+        mode = m["mode"]
+        if mode == "garbage":
+            client.sendall(GARBAGE)
+            return "hang"
+        if mode == "oversize":
+            client.sendall(struct.pack(">i", OVERSIZE) + b"\x00" * 64)
+            return "hang"
+        if mode == "silent":
+            return "hang"
+        if mode == "tls_alert":
+            client.sendall(TLS_ALERT)
+            return "close"
+        if mode == "divert":
+            with socket.create_connection(("127.0.0.1", m["port"]), timeout=10) as peer:
+                peer.sendall(struct.pack(">i", len(frame)) + frame)
+                _copy(peer, client)
+            return "close"
+        return None  # wrong_correlation, truncate: done to the broker's answer
+
     def pending_losses(self):
         with self.lock:
             return sum(self.lose.values())
@@ -424,6 +496,15 @@ class Relay:
                         time.sleep(0.001)
                     client.sendall(struct.pack(">i", len(answer)) + answer)
                     continue
+                bad = self._take_misbehaviour(api_key, corr, frame)
+                stop = bad and self._misbehave_now(bad, client, upstream, frame)
+                if stop == "hang":
+                    # Read on and forward nothing: a broker that hangs.
+                    while self._read_frame(client) is not None:
+                        pass
+                    break
+                if stop == "close":
+                    break
                 with self.lock:
                     holds = [h for h in self.holds if h.catches(api_key, frame)]
                 for hold in holds:
@@ -440,6 +521,8 @@ class Relay:
                     name = fault["containing"]
                     decoy = name[:-1] + (b"X" if name[-1:] != b"X" else b"Y")
                     frame = frame.replace(name, decoy)
+                if bad is not None:
+                    fault = dict(fault or {}, code=0, misbehave=bad["mode"])
                 inflight[corr] = (api_key, api_version, fault, carries_rack)
                 upstream.sendall(struct.pack(">i", len(frame)) + frame)
         except (OSError, kafkawire.WireError):
@@ -463,6 +546,13 @@ class Relay:
                     if self.holding:
                         self.held.append((api_key, api_version, corr))
                         continue
+                bad = fault.get("misbehave") if fault is not None else None
+                if bad == "wrong_correlation":
+                    client.sendall(struct.pack(">ii", len(frame), corr + 5) + frame[4:])
+                    continue
+                if bad == "truncate":
+                    client.sendall(struct.pack(">i", len(frame)) + frame[:len(frame) // 2])
+                    break
                 if fault is not None:
                     frame = set_error_codes(api_key, api_version, frame, fault["code"])
                     with self.lock:
@@ -544,15 +634,20 @@ class Switch:
 
     @staticmethod
     def _pipe(src, dst):
-        try:
-            while True:
-                data = src.recv(65536)
-                if not data:
-                    break
-                dst.sendall(data)
-        except OSError:
-            pass
+        _copy(src, dst)
         Relay._shut(src, dst)
+
+
+def _copy(src, dst):
+    """Bytes from src to dst until src closes (or either fails)."""
+    try:
+        while True:
+            data = src.recv(65536)
+            if not data:
+                break
+            dst.sendall(data)
+    except OSError:
+        pass
 
 
 # ------------------------------------------------------ Metadata and Fetch
