@@ -260,7 +260,11 @@ impl Session {
         Verdict::Close(format!("{name} {what} ({waiting} requests in flight)"))
     }
 
-    /// Close the client if an upstream answer is overdue.
+    /// Close the client if an upstream answer is overdue. Closing, rather
+    /// than answering REQUEST_TIMED_OUT, is what a Kafka client does itself
+    /// on a request timeout (NetworkClient disconnects from the node, so
+    /// the answer can never arrive late on a reused connection), and most
+    /// APIs have no error field to carry it; the client retries.
     pub fn check_deadlines(&mut self, ctx: &ProxyContext, now: Instant) -> Verdict {
         if let Some(verdict) = self.check_connects(ctx, now).or_else(|| self.check_logins(ctx, now)) {
             return verdict;
