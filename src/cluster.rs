@@ -68,9 +68,10 @@ pub struct ClusterView {
 pub struct Cluster {
     view: RwLock<ClusterView>,
     pub bootstrap: Vec<String>,
-    /// Addresses whose last connection attempt failed, and until when new
-    /// attempts fail fast instead of stalling a worker again.
-    unreachable: Mutex<HashMap<String, Instant>>,
+    /// Addresses whose last connections failed (or misbehaved): how many
+    /// times in a row, and until when new attempts fail fast instead of
+    /// stalling a worker again (`upstream::connect::reconnect_backoff`).
+    unreachable: Mutex<HashMap<String, (u32, Instant)>>,
     /// Topics (by name or id) the cluster said do not exist, and until when
     /// not to ask again.
     missing: Mutex<Generations<TopicRef, Instant>>,
@@ -85,9 +86,6 @@ enum TopicRef {
 
 /// How long a topic the cluster does not have is not asked about again.
 pub const MISSING_TOPIC_TTL: Duration = Duration::from_secs(1);
-
-/// After a failed connection, how long further attempts fail at once.
-pub const RECONNECT_BACKOFF: Duration = Duration::from_millis(500);
 
 /// Key types of FindCoordinator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -240,20 +238,27 @@ impl Cluster {
         out
     }
 
+    /// A connection to `addr` failed or the broker misbehaved on it: new
+    /// attempts fail fast for a backoff that doubles with each failure in
+    /// a row (Kafka's reconnect.backoff.ms to reconnect.backoff.max.ms).
     pub fn mark_unreachable(&self, addr: &str) {
-        self.unreachable.lock().insert(addr.to_string(), Instant::now() + RECONNECT_BACKOFF);
+        let mut map = self.unreachable.lock();
+        let failures = map.get(addr).map_or(0, |(n, _)| *n).saturating_add(1);
+        let until = Instant::now() + crate::upstream::connect::reconnect_backoff(failures);
+        map.insert(addr.to_string(), (failures, until));
+    }
+
+    /// A connection to `addr` worked (an answer came): the backoff starts
+    /// over at its shortest.
+    pub fn mark_reachable(&self, addr: &str) {
+        let mut map = self.unreachable.lock();
+        if !map.is_empty() {
+            map.remove(addr);
+        }
     }
 
     pub fn recently_unreachable(&self, addr: &str) -> bool {
-        let mut map = self.unreachable.lock();
-        match map.get(addr) {
-            Some(until) if Instant::now() < *until => true,
-            Some(_) => {
-                map.remove(addr);
-                false
-            }
-            None => false,
-        }
+        self.unreachable.lock().get(addr).is_some_and(|(_, until)| Instant::now() < *until)
     }
 
     /// Take in a Metadata response body. Brokers and the controller are

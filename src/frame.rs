@@ -203,6 +203,27 @@ impl FrameReader {
         self.large.as_ref().map_or(0, |l| l.buf.capacity())
     }
 
+    /// Buffered bytes not yet returned as frames nor moved into a frame of
+    /// their own: when not empty they start with a size prefix, which a
+    /// reader of responses looks at before `next_frame` judges it.
+    pub fn unread(&self) -> &[u8] {
+        if self.large.is_some() {
+            return &[];
+        }
+        &self.buf[self.start..self.end]
+    }
+
+    /// The frame begun and not complete: (its bytes received, its size),
+    /// to say how much of it came before a connection closed.
+    pub fn partial_frame(&self) -> Option<(usize, usize)> {
+        if let Some(large) = &self.large {
+            return (!large.is_complete()).then_some((large.filled, large.size));
+        }
+        let avail = &self.buf[self.start..self.end];
+        let size = usize::try_from(i32::from_be_bytes(avail.get(..4)?.try_into().ok()?)).ok()?;
+        (avail.len() - 4 < size).then_some((avail.len() - 4, size))
+    }
+
     /// Bytes received but not yet returned as frames.
     pub fn buffered(&self) -> usize {
         self.end - self.start + self.large.as_ref().map_or(0, |l| l.filled)
@@ -288,6 +309,26 @@ mod tests {
             assert!(got == want, "chunk {chunk}");
             assert_eq!(r.buffered(), 0);
         }
+    }
+
+    #[test]
+    fn a_partial_frame_says_how_much_of_it_came() {
+        for size in [100usize, 200_000] {
+            let mut r = FrameReader::new(1 << 20, 4);
+            let wire = with_size_prefix(&vec![1u8; size]);
+            let mut src = &wire[..wire.len() - 10];
+            assert_eq!(r.unread(), &[] as &[u8]);
+            while r.fill_from(&mut src).unwrap() != Filled::Eof {
+                if r.unread().len() >= 4 {
+                    assert_eq!(&r.unread()[..4], &(size as u32).to_be_bytes(), "unread starts with the size prefix");
+                }
+                assert_eq!(r.next_frame().unwrap(), None);
+            }
+            assert_eq!(r.partial_frame(), Some((size - 10, size)));
+        }
+        let mut r = FrameReader::new(1 << 20, 4);
+        r.fill_from(&mut &with_size_prefix(b"done")[..]).unwrap();
+        assert_eq!(r.partial_frame(), None, "a whole frame is no partial one");
     }
 
     #[test]

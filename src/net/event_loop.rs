@@ -20,12 +20,16 @@ use super::tls::{ServerTls, TlsSession, TLS_HANDSHAKE_TIMEOUT};
 use super::{LoopHandle, Shared, ToLoop, ToWorker, LISTENER, WAKER};
 use crate::frame::{Filled, FrameReader, MIN_REQUEST_FRAME};
 use crate::metrics::CloseReason;
+use crate::upstream::misbehaviour::{bad_size_prefix, closed_mid_response};
 
 /// Upstream responses are bounded by what the client asked for (fetch max
 /// bytes), not by the request limit; this only stops a corrupt size prefix
 /// from allocating gigabytes.
 const MAX_RESPONSE_FRAME: usize = 1 << 30;
 const PEER_CLOSED: &str = "closed by peer";
+/// Why an upstream connection ended when its broker closed it between
+/// answers (the session words it by what was waiting).
+pub const UPSTREAM_CLOSED: &str = "closed the connection";
 
 pub struct LoopSettings {
     pub max_connections: usize,
@@ -74,6 +78,16 @@ struct Entry {
 impl Entry {
     fn new(socket: Arc<SharedSocket>, reader: FrameReader, worker: usize, kind: Kind, clocks: Clocks) -> Entry {
         Entry { socket, reader, worker, kind, closing: None, charged: 0, clocks }
+    }
+}
+
+/// Why a connection the peer closed (or reset) ended: for a broker, how
+/// much of a response it left unfinished, if any.
+fn peer_closed(entry: &Entry) -> String {
+    match (&entry.kind, entry.reader.partial_frame()) {
+        (Kind::Client, _) => PEER_CLOSED.to_string(),
+        (Kind::Upstream { .. }, Some((got, size))) => closed_mid_response(got, size),
+        (Kind::Upstream { .. }, None) => UPSTREAM_CLOSED.to_string(),
     }
 }
 
@@ -267,6 +281,7 @@ impl EventLoop {
                         conn: owner,
                         upstream: token,
                         reason: e.to_string(),
+                        connected: false,
                     });
                     return;
                 }
@@ -440,7 +455,7 @@ impl EventLoop {
                     break;
                 }
                 Ok(Filled::Eof) => {
-                    outcome = ReadOutcome::Closed(PEER_CLOSED.to_string());
+                    outcome = ReadOutcome::Closed(peer_closed(entry));
                     break;
                 }
                 Err(e) => match e.kind() {
@@ -448,7 +463,7 @@ impl EventLoop {
                     io::ErrorKind::Interrupted => continue,
                     // A peer that resets is gone, like one that closes.
                     io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => {
-                        outcome = ReadOutcome::Closed(PEER_CLOSED.to_string());
+                        outcome = ReadOutcome::Closed(peer_closed(entry));
                         break;
                     }
                     _ => {
@@ -551,6 +566,14 @@ impl EventLoop {
             if is_client && entry.socket.flow.is_full(self.settings.max_in_flight_per_client) {
                 break;
             }
+            if !is_client {
+                // A broker's answer must start with a plausible size: say
+                // what came instead before it is taken for one.
+                if let Some(why) = bad_size_prefix(entry.reader.unread(), MAX_RESPONSE_FRAME) {
+                    failure = Some(why);
+                    break;
+                }
+            }
             match entry.reader.next_frame() {
                 Ok(Some(frame)) => {
                     if is_client {
@@ -592,6 +615,9 @@ impl EventLoop {
         self.request_budget.recharge(&mut entry.charged, 0);
         // Try to get already-queued responses out before the socket goes.
         let _ = entry.socket.flush();
+        // Asked before the shutdown below, after which no socket has a
+        // peer; a peer that sent bytes or closed was reached in any case.
+        let connected = entry.socket.is_established() || entry.reader.buffered() > 0 || reason.as_deref() == Some(UPSTREAM_CLOSED);
         let mut source = mio::unix::SourceFd(&std::os::fd::AsRawFd::as_raw_fd(&entry.socket.stream));
         let _ = self.poll.registry().deregister(&mut source);
         entry.socket.shutdown();
@@ -613,6 +639,7 @@ impl EventLoop {
                         conn: owner,
                         upstream: token,
                         reason,
+                        connected,
                     });
                 }
             }

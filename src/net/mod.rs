@@ -27,7 +27,8 @@ pub enum ToWorker {
     ClientClosed { conn: Token },
     /// Answers read from an upstream connection, in the order they came.
     UpstreamFrames { conn: Token, upstream: Token, frames: Vec<Vec<u8>> },
-    UpstreamClosed { conn: Token, upstream: Token, reason: String },
+    /// `connected`: the broker was reached (a connect that failed is not).
+    UpstreamClosed { conn: Token, upstream: Token, reason: String, connected: bool },
     Shutdown,
 }
 

@@ -131,9 +131,9 @@ impl Worker {
                 }
                 self.burst_unfinished(conn);
             }
-            ToWorker::UpstreamClosed { conn, upstream, reason } => {
+            ToWorker::UpstreamClosed { conn, upstream, reason, connected } => {
                 let verdict = match self.sessions.get_mut(&conn) {
-                    Some(s) => s.on_upstream_closed(&self.ctx, upstream, &reason),
+                    Some(s) => s.on_upstream_closed(&self.ctx, upstream, &reason, connected),
                     None => Verdict::Continue,
                 };
                 self.apply(conn, verdict);

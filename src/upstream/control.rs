@@ -11,13 +11,12 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::io::{self, Read, Write};
+use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::cluster::{Cluster, CoordinatorKind};
 use crate::config::KafkaSasl;
-use crate::frame::with_size_prefix;
 use crate::kafka::api::{error, ApiKey};
 use crate::kafka::codec::{self, Struct, Value};
 use crate::kafka::fields::{api_versions_request, api_versions_response, find_coordinator_request, find_coordinator_response};
@@ -28,6 +27,8 @@ use crate::kafka::wire::DecodeError;
 use crate::net::tls::{BlockingStream, UpstreamTls};
 use crate::auth::token_file::TokenFile;
 
+use super::exchange::{exchange, Asked};
+use super::misbehaviour::{broker_name, wrong_correlation};
 use super::sasl::{reauthenticate_after, SaslError, SaslExchange, SaslStep, SaslVersions};
 
 pub const CLIENT_ID: &str = "kpr-proxy";
@@ -38,6 +39,9 @@ pub enum UpstreamError {
     /// TCP connected, the TLS handshake failed: why, in OpenSSL's words.
     Tls { addr: String, reason: String },
     Io { addr: String, source: io::Error },
+    /// The broker did not answer in time, closed the connection, or sent
+    /// what is not a Kafka answer: `message` names it and says what.
+    Misbehaved { addr: String, message: String },
     Decode { addr: String, api: ApiKey, source: DecodeError },
     /// The cluster does not speak any version of an API the proxy needs.
     Unsupported { api: ApiKey },
@@ -66,6 +70,7 @@ impl fmt::Display for UpstreamError {
             UpstreamError::Connect { addr, source } => write!(f, "cannot connect to Kafka broker {addr}: {source}"),
             UpstreamError::Tls { addr, reason } => write!(f, "TLS handshake with Kafka broker {addr} failed: {reason}"),
             UpstreamError::Io { addr, source } => write!(f, "connection to Kafka broker {addr} failed: {source}"),
+            UpstreamError::Misbehaved { message, .. } => f.write_str(message),
             UpstreamError::Decode { addr, api, source } => {
                 write!(f, "malformed {} response from {addr}: {source}", api.name())
             }
@@ -106,6 +111,8 @@ impl Answer {
 /// An open control connection.
 struct Connection {
     stream: BlockingStream,
+    /// Whether the broker answered anything on it yet.
+    answered: bool,
     /// When its login must be renewed (KIP-368): not used from then on.
     renew_at: Option<Instant>,
 }
@@ -184,17 +191,21 @@ impl ControlClient {
             Ok(r) => r,
             Err(e) => {
                 self.conns.remove(addr);
+                if let UpstreamError::Misbehaved { .. } = e {
+                    // Not hammered again at once (reconnect backoff).
+                    self.cluster.mark_unreachable(addr);
+                }
                 return Err(e);
             }
         };
-        let got = peek_correlation_id(&response).map_err(|source| UpstreamError::Decode { addr: addr.to_string(), api, source })?;
-        if got != correlation {
+        let got = peek_correlation_id(&response).ok();
+        if got != Some(correlation) {
             self.conns.remove(addr);
-            return Err(UpstreamError::Io {
-                addr: addr.to_string(),
-                source: io::Error::new(io::ErrorKind::InvalidData, format!("correlation id {got}, expected {correlation}")),
-            });
+            let message = format!("{} {}", broker_name(&self.cluster, addr), wrong_correlation(got, correlation, api.name()));
+            self.cluster.mark_unreachable(addr);
+            return Err(UpstreamError::Misbehaved { addr: addr.to_string(), message });
         }
+        self.cluster.mark_reachable(addr);
         Ok(Answer { addr: addr.to_string(), api, version, frame: response })
     }
 
@@ -235,10 +246,14 @@ impl ControlClient {
                 Some(sasl) => self.log_in(addr, &mut stream, &sasl)?.map(|lifetime| Instant::now() + reauthenticate_after(lifetime)),
                 None => None,
             };
-            self.conns.insert(addr.to_string(), Connection { stream, renew_at });
+            self.conns.insert(addr.to_string(), Connection { stream, answered: false, renew_at });
         }
+        let first = !self.conns[addr].answered;
+        let asked = self.asked(addr, first);
         let conn = self.conns.get_mut(addr).expect("inserted above");
-        exchange(&mut conn.stream, addr, frame)
+        let answer = exchange(&mut conn.stream, &asked, frame)?;
+        conn.answered = true;
+        Ok(answer)
     }
 
     /// Log in on a new connection; the session's lifetime when the broker
@@ -252,15 +267,18 @@ impl ControlClient {
         } else {
             let asked = encode_request(ApiKey::ApiVersions as i16, 0, self.take_correlation(), Some(CLIENT_ID), &api_versions_v0())
                 .expect("ApiVersions v0 encodes");
-            let answer = Answer { addr: addr.to_string(), api: ApiKey::ApiVersions, version: 0, frame: exchange(stream, addr, &asked)? };
+            let frame = exchange(stream, &self.asked(addr, true), &asked)?;
+            let answer = Answer { addr: addr.to_string(), api: ApiKey::ApiVersions, version: 0, frame };
             let ranges = read_api_versions(&answer.body()?)?;
             SaslVersions::choose(|api| ranges.get(&api).copied())
         };
         let failed = |source| UpstreamError::Sasl { addr: addr.to_string(), source };
         let (mut login, mut request) = SaslExchange::start(sasl, self.bearer_token.clone(), versions.map_err(failed)?);
+        let mut first = !known;
         loop {
-            let frame = match exchange(stream, addr, &request.encode(self.take_correlation())) {
-                Err(UpstreamError::Io { .. }) if login.at_handshake() => {
+            let asked = self.asked(addr, std::mem::take(&mut first));
+            let frame = match exchange(stream, &asked, &request.encode(self.take_correlation())) {
+                Err(UpstreamError::Io { .. } | UpstreamError::Misbehaved { .. }) if login.at_handshake() => {
                     return Err(failed(SaslError::HandshakeClosed { mechanism: login.mechanism() }))
                 }
                 other => other?,
@@ -270,6 +288,11 @@ impl ControlClient {
                 SaslStep::Done { session_lifetime } => return Ok(session_lifetime),
             }
         }
+    }
+
+    /// Who a request on a connection to `addr` asks, for its errors.
+    fn asked<'a>(&self, addr: &'a str, first: bool) -> Asked<'a> {
+        Asked { name: broker_name(&self.cluster, addr), addr, first, request_timeout: self.request_timeout }
     }
 
     /// Call and decode, trying every known broker (then bootstrap server)
@@ -286,7 +309,12 @@ impl ControlClient {
             let Some((_, addr)) = self.cluster.any_broker(attempt) else { break };
             match self.call_decoded(&addr, api, &build, &read) {
                 Ok(v) => return Ok(v),
-                Err(e @ (UpstreamError::Connect { .. } | UpstreamError::Tls { .. } | UpstreamError::Io { .. })) => last = e,
+                Err(
+                    e @ (UpstreamError::Connect { .. }
+                    | UpstreamError::Tls { .. }
+                    | UpstreamError::Io { .. }
+                    | UpstreamError::Misbehaved { .. }),
+                ) => last = e,
                 Err(e) => return Err(e),
             }
         }
@@ -430,21 +458,6 @@ impl ControlClient {
     }
 }
 
-/// Write one request frame and read its answer, on a blocking stream.
-fn exchange(stream: &mut (impl Read + Write), addr: &str, frame: &[u8]) -> Result<Vec<u8>, UpstreamError> {
-    let io_err = |source| UpstreamError::Io { addr: addr.to_string(), source };
-    stream.write_all(&with_size_prefix(frame)).map_err(io_err)?;
-    let mut size = [0u8; 4];
-    stream.read_exact(&mut size).map_err(io_err)?;
-    let size = i32::from_be_bytes(size);
-    if !(4..=1 << 30).contains(&size) {
-        return Err(io_err(io::Error::new(io::ErrorKind::InvalidData, format!("response size {size}"))));
-    }
-    let mut buf = vec![0u8; size as usize];
-    stream.read_exact(&mut buf).map_err(io_err)?;
-    Ok(buf)
-}
-
 fn api_versions_v0() -> Struct<'static> {
     codec::with_defaults(&request_schema(ApiKey::ApiVersions as i16).expect("declared").body, 0)
 }
@@ -466,6 +479,8 @@ fn read_api_versions(r: &Struct<'_>) -> Result<HashMap<i16, (i16, i16)>, Upstrea
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::frame::with_size_prefix;
+    use std::io::{Read, Write};
     use crate::config::{SaslMechanism, Secret};
     use crate::kafka::fields::sasl_authenticate_response;
     use crate::kafka::message::{encode_response, response_schema};

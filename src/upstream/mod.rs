@@ -6,6 +6,8 @@
 pub mod cleanup;
 pub mod connect;
 pub mod control;
+pub mod exchange;
+pub mod misbehaviour;
 pub mod producer_log;
 pub mod refresh;
 pub mod sasl;

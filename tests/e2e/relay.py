@@ -61,6 +61,20 @@ can:
 - extra_broker(node_id, port): every Metadata answer also lists broker
   node_id at 127.0.0.1:port, e.g. a listener that never accepts, so that a
   request routed to that broker makes the proxy connect there.
+- misbehave(mode, containing, api_key=PRODUCE, count=1): the next `count`
+  requests of that API whose bytes contain `containing` are answered as a
+  broken broker or a peer that is not Kafka would answer (MISBEHAVIOURS):
+  "garbage" (bytes that are no frame), "wrong_correlation" (the broker's
+  answer with another correlation id), "oversize" (a 1.2 GB size prefix
+  and a few bytes, the connection left open), "truncate" (the first half
+  of the broker's answer, then the connection closed), "silent" (no
+  answer, nothing more forwarded on that connection, left open),
+  "tls_alert" (a TLS alert record, as a TLS listener may send to plaintext
+  bytes, then closed) or ("divert", port): the request bytes go to the
+  server on 127.0.0.1:port instead (e.g. an HTTP server) and whatever it
+  answers comes back, until it closes. Other connections, and other
+  requests, are relayed as before; misbehaviours() lists those done.
+  Meant for one request in flight on the affected connection.
 """
 
 import socket
@@ -69,118 +83,24 @@ import threading
 import time
 
 import kafkawire
+from relay_frames import (  # noqa: F401  (tests reach these as relay.X)
+    add_brokers,
+    encode_api_versions_response,
+    fetch_carries_rack,
+    hide_topics,
+    prefer_replica_answer,
+    set_error_codes,
+    set_produce_error_codes)
 
-
-def encode_api_versions_response(version, correlation_id, error, keys):
-    """ApiVersions response v0-v3 (header v0 always), no tagged fields."""
-    out = struct.pack(">ih", correlation_id, error)
-    items = sorted(keys.items())
-    if version >= 3:
-        out += kafkawire._uvarint(len(items) + 1)
-        for k, (lo, hi) in items:
-            out += struct.pack(">hhh", k, lo, hi) + b"\x00"
-    else:
-        out += struct.pack(">i", len(items))
-        for k, (lo, hi) in items:
-            out += struct.pack(">hhh", k, lo, hi)
-    if version >= 1:
-        out += struct.pack(">i", 0)  # throttle_time_ms
-    if version >= 3:
-        out += b"\x00"
-    return out
-
-
-NOT_COORDINATOR = 16
-
-
-API_DELETE_GROUPS = 42
-
-
-def set_error_codes(api_key, version, frame, code):
-    """An OffsetCommit, OffsetFetch or DeleteGroups response (any version)
-    with every error code (partition, group, top level) set to `code`."""
-    out = bytearray(frame)
-    r = kafkawire.Reader(frame)
-    flexible = version >= (8 if api_key == kafkawire.API_OFFSET_COMMIT else 6)
-
-    def array(item):
-        n = (r.uvarint() - 1) if flexible else r.int32()
-        for _ in range(max(n, 0)):
-            item()
-            if flexible:
-                r.skip_tagged_fields()
-
-    def string():
-        n = (r.uvarint() - 1) if flexible else r.int16()
-        if n > 0:
-            r.take(n)
-
-    def error():
-        struct.pack_into(">h", out, r.pos, code)
-        r.int16()
-
-    if api_key == kafkawire.API_PRODUCE:
-        return set_produce_error_codes(version, frame, code)
-    if api_key == API_DELETE_GROUPS:
-        flexible = version >= 2
-    r.int32()  # correlation id
-    if flexible:
-        r.skip_tagged_fields()
-    if version >= 3 or api_key == API_DELETE_GROUPS:
-        r.int32()  # throttle_time_ms
-    if api_key == API_DELETE_GROUPS:
-        array(lambda: (string(), error()))
-        return bytes(out)
-    if api_key == kafkawire.API_OFFSET_COMMIT:
-        array(lambda: (string(), array(lambda: (r.int32(), error()))))
-        return bytes(out)
-    if api_key != kafkawire.API_OFFSET_FETCH:
-        raise ValueError(f"cannot set error codes of API {api_key}")
-
-    def partition():
-        r.int32()
-        r.int64()
-        if version >= 5:
-            r.int32()
-        string()
-        error()
-
-    def topics():
-        array(lambda: (string(), array(partition)))
-
-    if version >= 8:
-        array(lambda: (string(), topics(), error()))
-    else:
-        topics()
-        if version >= 2:
-            error()
-    return bytes(out)
-
-
-def set_produce_error_codes(version, frame, code):
-    """A Produce v3-v8 response with every partition's error code set to
-    `code` (offsets and the rest as the broker answered)."""
-    if not 3 <= version <= 8:
-        raise ValueError(f"cannot set error codes of Produce v{version}")
-    out = bytearray(frame)
-    r = kafkawire.Reader(frame)
-    r.int32()  # correlation id
-
-    def partition(r):
-        r.int32()
-        struct.pack_into(">h", out, r.pos, code)
-        r.int16()
-        r.int64()  # base_offset
-        r.int64()  # log_append_time
-        if version >= 5:
-            r.int64()  # log_start_offset
-        if version >= 8:
-            r.array(lambda r: (r.int32(), r.string()))
-            r.string()
-
-    r.array(lambda r: (r.string(), r.array(partition)))
-    return bytes(out)
-
+# A TLS alert record (fatal, protocol_version), as a TLS listener may answer
+# bytes that are not a TLS handshake.
+TLS_ALERT = bytes([0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x46])
+# 0xdeadbeef as a size prefix is negative: no Kafka frame starts so.
+GARBAGE = bytes.fromhex("deadbeef") + bytes(range(0x80, 0xa0))
+# 1.2 GB announced, above the proxy's 1 GiB limit for a response frame.
+OVERSIZE = 1_288_490_189
+MISBEHAVIOURS = ("garbage", "wrong_correlation", "oversize", "truncate", "silent",
+                 "tls_alert", "divert")
 
 def _listen(port):
     """A listening socket on 127.0.0.1:port (0: a free port)."""
@@ -254,6 +174,8 @@ class Relay:
         self.fetches_with_rack = 0
         self.holds = []          # Hold of hold_requests, released or not
         self.extra_brokers = {}  # node id -> port, added to Metadata answers
+        self.misbehaviour = []   # [dict(mode, port, api_key, containing, left)]
+        self.misbehaved = []     # (mode, api_key, correlation_id) done
         self.sockets = []
         self.closed = False
         threading.Thread(target=self._accept, daemon=True, name="relay-accept").start()
@@ -343,6 +265,52 @@ class Relay:
         with self.lock:
             self.extra_brokers[node_id] = port
 
+    def misbehave(self, mode, containing, api_key=kafkawire.API_PRODUCE, count=1):
+        """mode: one of MISBEHAVIOURS, or ("divert", port)."""
+        mode, port = (mode if isinstance(mode, tuple) else (mode, None))
+        assert mode in MISBEHAVIOURS, mode
+        with self.lock:
+            self.misbehaviour.append({"mode": mode, "port": port, "api_key": api_key,
+                                      "containing": containing, "left": count})
+
+    def misbehaviours(self):
+        with self.lock:
+            return list(self.misbehaved)
+
+    def _take_misbehaviour(self, api_key, corr, frame):
+        with self.lock:
+            for m in self.misbehaviour:
+                if m["api_key"] == api_key and m["containing"] in frame:
+                    m["left"] -= 1
+                    if m["left"] <= 0:
+                        self.misbehaviour.remove(m)
+                    self.misbehaved.append((m["mode"], api_key, corr))
+                    return m
+        return None
+
+    def _misbehave_now(self, m, client, upstream, frame):
+        """Answer `frame` as misbehaviour `m` says, instead of the broker.
+        -> whether to stop relaying this connection (and how: "close" or
+        "hang", kept open with nothing more forwarded)."""
+        mode = m["mode"]
+        if mode == "garbage":
+            client.sendall(GARBAGE)
+            return "hang"
+        if mode == "oversize":
+            client.sendall(struct.pack(">i", OVERSIZE) + b"\x00" * 64)
+            return "hang"
+        if mode == "silent":
+            return "hang"
+        if mode == "tls_alert":
+            client.sendall(TLS_ALERT)
+            return "close"
+        if mode == "divert":
+            with socket.create_connection(("127.0.0.1", m["port"]), timeout=10) as peer:
+                peer.sendall(struct.pack(">i", len(frame)) + frame)
+                _copy(peer, client)
+            return "close"
+        return None  # wrong_correlation, truncate: done to the broker's answer
+
     def pending_losses(self):
         with self.lock:
             return sum(self.lose.values())
@@ -424,6 +392,15 @@ class Relay:
                         time.sleep(0.001)
                     client.sendall(struct.pack(">i", len(answer)) + answer)
                     continue
+                bad = self._take_misbehaviour(api_key, corr, frame)
+                stop = bad and self._misbehave_now(bad, client, upstream, frame)
+                if stop == "hang":
+                    # Read on and forward nothing: a broker that hangs.
+                    while self._read_frame(client) is not None:
+                        pass
+                    break
+                if stop == "close":
+                    break
                 with self.lock:
                     holds = [h for h in self.holds if h.catches(api_key, frame)]
                 for hold in holds:
@@ -440,6 +417,8 @@ class Relay:
                     name = fault["containing"]
                     decoy = name[:-1] + (b"X" if name[-1:] != b"X" else b"Y")
                     frame = frame.replace(name, decoy)
+                if bad is not None:
+                    fault = dict(fault or {}, code=0, misbehave=bad["mode"])
                 inflight[corr] = (api_key, api_version, fault, carries_rack)
                 upstream.sendall(struct.pack(">i", len(frame)) + frame)
         except (OSError, kafkawire.WireError):
@@ -463,6 +442,13 @@ class Relay:
                     if self.holding:
                         self.held.append((api_key, api_version, corr))
                         continue
+                bad = fault.get("misbehave") if fault is not None else None
+                if bad == "wrong_correlation":
+                    client.sendall(struct.pack(">ii", len(frame), corr + 5) + frame[4:])
+                    continue
+                if bad == "truncate":
+                    client.sendall(struct.pack(">i", len(frame)) + frame[:len(frame) // 2])
+                    break
                 if fault is not None:
                     frame = set_error_codes(api_key, api_version, frame, fault["code"])
                     with self.lock:
@@ -544,176 +530,18 @@ class Switch:
 
     @staticmethod
     def _pipe(src, dst):
-        try:
-            while True:
-                data = src.recv(65536)
-                if not data:
-                    break
-                dst.sendall(data)
-        except OSError:
-            pass
+        _copy(src, dst)
         Relay._shut(src, dst)
 
 
-# ------------------------------------------------------ Metadata and Fetch
+def _copy(src, dst):
+    """Bytes from src to dst until src closes (or either fails)."""
+    try:
+        while True:
+            data = src.recv(65536)
+            if not data:
+                break
+            dst.sendall(data)
+    except OSError:
+        pass
 
-def fetch_carries_rack(version, frame, rack):
-    """Whether a Fetch request frame's rack_id is `rack`. rack_id (v11+) is
-    the body's last field (before the top-level tagged fields from v12), so
-    the frame ends with it when no tagged fields follow, as all clients of
-    these tests send it."""
-    if version < 11:
-        return False
-    if version >= 12:
-        return frame.endswith(kafkawire._compact_string(rack) + b"\x00")
-    return frame.endswith(kafkawire._string(rack))
-
-
-def _skip_string(r, flexible):
-    n = r.uvarint() - 1 if flexible else r.int16()
-    if n > 0:
-        r.take(n)
-
-
-def _read_string(r, flexible):
-    n = r.uvarint() - 1 if flexible else r.int16()
-    return None if n < 0 else r.take(n).decode()
-
-
-def _array_len(r, flexible):
-    return r.uvarint() - 1 if flexible else r.int32()
-
-
-def _skip_tags(r, flexible):
-    if flexible:
-        r.skip_tagged_fields()
-
-
-def _skip_to_brokers(r, version):
-    """Move a Metadata response (v1-v12) reader to its brokers array."""
-    assert 1 <= version <= 12, f"Metadata v{version} not handled by the relay"
-    r.int32()  # correlation id
-    _skip_tags(r, version >= 9)
-    if version >= 3:
-        r.int32()  # throttle
-
-
-def _skip_brokers(r, flexible, count):
-    for _ in range(count):
-        r.int32()
-        _skip_string(r, flexible)
-        r.int32()
-        _skip_string(r, flexible)  # rack
-        _skip_tags(r, flexible)
-
-
-def add_brokers(version, frame, brokers):
-    """A Metadata response (v1-v12) that also lists `brokers` ({node id:
-    port}, host 127.0.0.1, no rack) after the broker's own."""
-    flexible = version >= 9
-    r = kafkawire.Reader(frame)
-    _skip_to_brokers(r, version)
-    count_at = r.pos
-    count = _array_len(r, flexible)
-    first_at = r.pos
-    _skip_brokers(r, flexible, count)
-    added = b""
-    for node_id, port in sorted(brokers.items()):
-        if flexible:
-            added += (struct.pack(">i", node_id) + kafkawire._compact_string("127.0.0.1")
-                      + struct.pack(">i", port) + kafkawire._uvarint(0) + b"\x00")
-        else:
-            added += (struct.pack(">i", node_id) + kafkawire._string("127.0.0.1")
-                      + struct.pack(">i", port) + kafkawire._string(None))
-    total = count + len(brokers)
-    head = kafkawire._uvarint(total + 1) if flexible else struct.pack(">i", total)
-    return frame[:count_at] + head + frame[first_at:r.pos] + added + frame[r.pos:]
-
-
-def hide_topics(version, frame, hidden):
-    """A Metadata response (v1-v12) with the error code of every topic named
-    in `hidden` set to UNKNOWN_TOPIC_OR_PARTITION (3), in place; and the
-    names patched."""
-    flexible = version >= 9
-    r = kafkawire.Reader(frame)
-    _skip_to_brokers(r, version)
-    _skip_brokers(r, flexible, _array_len(r, flexible))
-    if version >= 2:
-        _skip_string(r, flexible)  # cluster id
-    r.int32()  # controller
-    out = bytearray(frame)
-    names = []
-    for _ in range(_array_len(r, flexible)):
-        error_at = r.pos
-        r.int16()
-        name = _read_string(r, flexible)
-        if name in hidden:
-            struct.pack_into(">h", out, error_at, 3)
-            names.append(name)
-        if version >= 10:
-            r.take(16)
-        r.int8()  # is_internal
-        for _ in range(_array_len(r, flexible)):
-            r.take(2 + 4 + 4 + (4 if version >= 7 else 0))
-            for _ in range(2 + (1 if version >= 5 else 0)):  # replicas, isr, offline
-                r.take(4 * _array_len(r, flexible))
-            _skip_tags(r, flexible)
-        if version >= 8:
-            r.int32()
-        _skip_tags(r, flexible)
-    return bytes(out), names
-
-
-def prefer_replica_answer(version, frame, node_id, skip, only=None):
-    """A Fetch response (v11-v16) in which every partition not in `skip`
-    (and, given `only`, whose index is in it)
-    carries preferred_read_replica = node_id and no records, as a rack-aware
-    leader answers a consumer in another replica's rack. -> (frame, the
-    (topic, partition) rewritten); topic is a name (v11-v12) or an id."""
-    assert 11 <= version <= 16, f"Fetch v{version} not handled by the relay"
-    flexible = version >= 12
-    r = kafkawire.Reader(frame)
-    r.int32()
-    _skip_tags(r, flexible)
-    r.take(4 + 2 + 4)  # throttle, error, session id
-    out = bytearray(frame[:r.pos])
-    rewritten = []
-    count = _array_len(r, flexible)
-    out += kafkawire._uvarint(count + 1) if flexible else struct.pack(">i", count)
-    for _ in range(count):
-        start = r.pos
-        if version >= 13:
-            topic = r.take(16)
-        else:
-            topic = _read_string(r, flexible)
-        out += frame[start:r.pos]
-        parts = _array_len(r, flexible)
-        out += kafkawire._uvarint(parts + 1) if flexible else struct.pack(">i", parts)
-        for _ in range(parts):
-            start = r.pos
-            partition = r.int32()
-            r.take(2 + 8 + 8 + 8)
-            aborted = _array_len(r, flexible)
-            for _ in range(max(aborted, 0)):
-                r.take(16)
-                _skip_tags(r, flexible)
-            head = frame[start:r.pos]
-            preferred = r.int32()
-            n = r.uvarint() - 1 if flexible else r.int32()
-            records = r.take(n) if n > 0 else b""
-            tail_start = r.pos
-            _skip_tags(r, flexible)
-            tail = frame[tail_start:r.pos]
-            if (topic, partition) in skip or (only is not None and partition not in only):
-                out += head + struct.pack(">i", preferred)
-                out += (kafkawire._uvarint(n + 1) if flexible else struct.pack(">i", n)) + records
-            else:
-                rewritten.append((topic, partition))
-                out += head + struct.pack(">i", node_id)
-                out += kafkawire._uvarint(1) if flexible else struct.pack(">i", 0)
-            out += tail
-        start = r.pos
-        _skip_tags(r, flexible)
-        out += frame[start:r.pos]
-    out += frame[r.pos:]
-    return bytes(out), rewritten

@@ -6,6 +6,7 @@
 //! (`coalesce` is the pure arithmetic of both).
 
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use super::coalesce::{self, Held, Member, Outgoing};
 use super::super::plan::CorrelationIds;
@@ -78,6 +79,7 @@ impl Session {
                         correlation_id: h.correlation_id,
                         api_key,
                         deadline: h.deadline,
+                        sent_at: Instant::now(),
                         merged: None,
                         expects_answer: true,
                         coordinator: None,
@@ -92,6 +94,7 @@ impl Session {
                         correlation_id,
                         api_key,
                         deadline,
+                        sent_at: Instant::now(),
                         merged: Some((version, members)),
                         expects_answer: true,
                         coordinator: None,

@@ -321,6 +321,7 @@ impl Session {
                     correlation_id,
                     api_key,
                     deadline,
+                    sent_at: Instant::now(),
                     merged: None,
                     expects_answer: expect_response,
                     coordinator,

@@ -21,7 +21,9 @@ use crate::kafka::api::api_name;
 use crate::kafka::header::peek_correlation_id;
 use crate::net::socket::SharedSocket;
 use crate::net::tls::TlsSession;
+use crate::net::event_loop::UPSTREAM_CLOSED;
 use crate::net::ToLoop;
+use crate::upstream::misbehaviour::{broker_name, closed_without_answer, did_not_answer, wrong_correlation};
 
 /// A request sent upstream whose answer has not arrived.
 pub(super) struct InFlight {
@@ -30,6 +32,8 @@ pub(super) struct InFlight {
     pub(super) correlation_id: i32,
     pub(super) api_key: i16,
     pub(super) deadline: Instant,
+    /// When it was sent: its deadline less this is the time it had.
+    pub(super) sent_at: Instant,
     /// For produce parts sent merged: the version and the parts inside,
     /// whose answers are cut from this one.
     pub(super) merged: Option<(i16, Vec<Member>)>,
@@ -58,6 +62,8 @@ pub struct Upstream {
     pub(super) login: Option<super::login::Login>,
     /// When the session of its last login must be renewed (KIP-368).
     pub(super) renew_at: Option<Instant>,
+    /// Whether the broker answered anything on it yet.
+    pub(super) answered: bool,
 }
 
 impl Session {
@@ -66,10 +72,10 @@ impl Session {
     /// when the event loop sees the connection made.
     pub(super) fn upstream(&mut self, ctx: &ProxyContext, addr: &str) -> Result<&mut Upstream, String> {
         if !self.upstreams.contains_key(addr) {
+            // Said once, by the close of the client it costs.
             let unreachable = |e: &dyn std::fmt::Display| {
                 ctx.shared.metrics.upstream_errors_total.fetch_add(1, Ordering::Relaxed);
-                warn!("Cannot connect to Kafka broker {addr} for client {}: {e}", self.client.peer);
-                format!("Kafka broker {addr} is unreachable: {e}")
+                format!("{} is unreachable: {e}", broker_name(&ctx.cluster, addr))
             };
             let peer = crate::upstream::connect::cached_address(addr).ok_or_else(|| unreachable(&"its address is not resolved"))?;
             let stream = crate::upstream::connect::start(addr, peer, &ctx.cluster).map_err(|e| unreachable(&e))?;
@@ -85,7 +91,15 @@ impl Session {
             self.by_token.insert(token, addr.to_string());
             let connecting_until = Some(Instant::now() + ctx.settings.connect_timeout);
             let upstream =
-                Upstream { socket, addr: addr.to_string(), in_flight: VecDeque::new(), connecting_until, login: None, renew_at: None };
+                Upstream {
+                socket,
+                addr: addr.to_string(),
+                in_flight: VecDeque::new(),
+                connecting_until,
+                login: None,
+                renew_at: None,
+                answered: false,
+            };
             self.upstreams.insert(addr.to_string(), upstream);
             if let Err(e) = self.begin_login(ctx, addr) {
                 let up = self.upstreams.remove(addr).expect("inserted above");
@@ -114,6 +128,10 @@ impl Session {
         }
         let up = self.upstreams.get_mut(&addr).expect("by_token and upstreams agree");
         up.connecting_until = None;
+        if !up.answered {
+            up.answered = true;
+            ctx.cluster.mark_reachable(&addr);
+        }
         let answered = peek_correlation_id(&frame);
         // Requests that expect no answer (acks=0) before the one answered:
         // Kafka answers none of them, some compatible brokers (Tansu) answer
@@ -131,18 +149,13 @@ impl Session {
             }
         }
         let Some(sent) = up.in_flight.pop_front() else {
-            return Verdict::Close(format!("Kafka broker {} sent a response to no request", up.addr));
+            return self.misbehaved(ctx, &addr, "sent a response to no request".to_string());
         };
         match answered {
             Ok(id) if id == sent.correlation_id => {}
             other => {
-                return Verdict::Close(format!(
-                    "Kafka broker {} answered {} with correlation id {:?}, expected {}",
-                    up.addr,
-                    api_name(sent.api_key),
-                    other.ok(),
-                    sent.correlation_id
-                ))
+                let what = wrong_correlation(other.ok(), sent.correlation_id, &api_name(sent.api_key));
+                return self.misbehaved(ctx, &addr, what);
             }
         }
         let Some((version, members)) = sent.merged else {
@@ -166,6 +179,16 @@ impl Session {
         self.deliver_merged(ctx, &frame, version, &members)
     }
 
+    /// Broker `addr` misbehaved on this client's connection: the client is
+    /// closed, as a broker that fails closes it (the connection to the
+    /// broker goes with it), and new connections to that broker wait for
+    /// the reconnect backoff.
+    fn misbehaved(&self, ctx: &ProxyContext, addr: &str, what: String) -> Verdict {
+        ctx.shared.metrics.upstream_errors_total.fetch_add(1, Ordering::Relaxed);
+        ctx.cluster.mark_unreachable(addr);
+        Verdict::Close(format!("{} {what}", broker_name(&ctx.cluster, addr)))
+    }
+
     /// An upstream connection closed. Idle connections may close (brokers
     /// close idle connections); one with unanswered requests means those
     /// answers are lost, so the client connection is closed as a broker that
@@ -173,12 +196,12 @@ impl Session {
     /// was waiting for are looked up again next time; when all it was
     /// waiting for are the proxy's own requests to derived groups, those
     /// are sent again instead.
-    pub fn on_upstream_closed(&mut self, ctx: &ProxyContext, upstream: Token, reason: &str) -> Verdict {
+    pub fn on_upstream_closed(&mut self, ctx: &ProxyContext, upstream: Token, reason: &str, connected: bool) -> Verdict {
         let Some(addr) = self.by_token.get(&upstream).cloned() else { return Verdict::Continue };
         let Some(up) = self.upstreams.get(&addr) else { return Verdict::Continue };
-        if up.connecting_until.is_some() && !up.socket.is_established() {
+        if up.connecting_until.is_some() && !connected && !up.socket.is_established() {
             ctx.cluster.mark_unreachable(&addr);
-            warn!("Cannot connect to Kafka broker {addr} for client {}: {reason}", self.client.peer);
+            debug!("Cannot connect to Kafka broker {addr} for client {}: {reason}", self.client.peer);
             return self.upstream_lost(ctx, upstream, reason, true);
         }
         if let Some(why) = self.closed_during_login(&addr, reason) {
@@ -221,30 +244,45 @@ impl Session {
         // the broker had dropped them with the rest.
         self.held.retain(|(a, _)| *a != addr);
         let waiting = up.in_flight.iter().filter(|f| f.expects_answer).count();
-        Verdict::Close(if unreachable {
-            format!("Kafka broker {addr} is unreachable: {reason} ({waiting} requests waited for it)")
-        } else {
-            format!("lost connection to Kafka broker {addr} with {waiting} requests in flight ({reason})")
-        })
+        let name = broker_name(&ctx.cluster, &addr);
+        if unreachable {
+            return Verdict::Close(format!("{name} is unreachable: {reason} ({waiting} requests waited for it)"));
+        }
+        // What it left unanswered, or how it broke the connection.
+        let what = match up.in_flight.iter().find(|f| f.expects_answer) {
+            Some(first) if reason == UPSTREAM_CLOSED => closed_without_answer(&api_name(first.api_key), !up.answered),
+            _ => reason.to_string(),
+        };
+        if reason != UPSTREAM_CLOSED {
+            ctx.shared.metrics.upstream_errors_total.fetch_add(1, Ordering::Relaxed);
+        }
+        ctx.cluster.mark_unreachable(&addr);
+        Verdict::Close(format!("{name} {what} ({waiting} requests in flight)"))
     }
 
-    /// Close the client if an upstream answer is overdue.
+    /// Close the client if an upstream answer is overdue. Closing, rather
+    /// than answering REQUEST_TIMED_OUT, is what a Kafka client does itself
+    /// on a request timeout (NetworkClient disconnects from the node, so
+    /// the answer can never arrive late on a reused connection), and most
+    /// APIs have no error field to carry it; the client retries.
     pub fn check_deadlines(&mut self, ctx: &ProxyContext, now: Instant) -> Verdict {
         if let Some(verdict) = self.check_connects(ctx, now).or_else(|| self.check_logins(ctx, now)) {
             return verdict;
         }
-        for up in self.upstreams.values() {
-            if let Some(f) = up.in_flight.iter().find(|f| f.expects_answer) {
-                if now >= f.deadline {
-                    return Verdict::Close(format!(
-                        "Kafka broker {} did not answer {} in time",
-                        up.addr,
-                        api_name(f.api_key)
-                    ));
-                }
+        let overdue = self.upstreams.values().find_map(|up| {
+            let f = up.in_flight.iter().find(|f| f.expects_answer && now >= f.deadline)?;
+            let timeout = ctx.settings.request_timeout;
+            let extra = f.deadline.saturating_duration_since(f.sent_at).saturating_sub(timeout);
+            Some((up.addr.clone(), did_not_answer(&api_name(f.api_key), timeout, extra)))
+        });
+        match overdue {
+            // The worker counts it as an upstream error.
+            Some((addr, what)) => {
+                ctx.cluster.mark_unreachable(&addr);
+                Verdict::Close(format!("{} {what}", broker_name(&ctx.cluster, &addr)))
             }
+            None => Verdict::Continue,
         }
-        Verdict::Continue
     }
 
     /// Give up on a connect not made in `connection_timeout_ms`, as a
@@ -265,6 +303,6 @@ impl Session {
         let token = overdue?;
         ctx.handle.send(ToLoop::CloseUpstream(token));
         let reason = format!("no connection after {:?} (kafka.connection_timeout_ms)", ctx.settings.connect_timeout);
-        Some(self.on_upstream_closed(ctx, token, &reason))
+        Some(self.on_upstream_closed(ctx, token, &reason, false))
     }
 }
