@@ -84,6 +84,7 @@ import time
 
 import kafkawire
 from relay_frames import (  # noqa: F401  (tests reach these as relay.X)
+    API_DELETE_GROUPS,
     add_brokers,
     encode_api_versions_response,
     fetch_carries_rack,
@@ -91,6 +92,8 @@ from relay_frames import (  # noqa: F401  (tests reach these as relay.X)
     prefer_replica_answer,
     set_error_codes,
     set_produce_error_codes)
+
+NOT_COORDINATOR = 16
 
 # A TLS alert record (fatal, protocol_version), as a TLS listener may answer
 # bytes that are not a TLS handshake.

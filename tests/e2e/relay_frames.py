@@ -27,9 +27,6 @@ def encode_api_versions_response(version, correlation_id, error, keys):
     return out
 
 
-NOT_COORDINATOR = 16
-
-
 API_DELETE_GROUPS = 42
 
 
