@@ -11,6 +11,7 @@ macro_rules! counters {
         pub struct Metrics {
             $($(#[doc = $doc])* pub $name: AtomicU64,)*
             pub authentication_failures: AuthFailures,
+            pub connections_refused: ConnectionRefusals,
         }
 
         impl Metrics {
@@ -24,6 +25,7 @@ macro_rules! counters {
                     let _ = writeln!(out, "kafka_proxy_{} {}", stringify!($name), self.$name.load(Ordering::Relaxed));
                 )*
                 self.authentication_failures.render(&mut out);
+                self.connections_refused.render(&mut out);
                 out
             }
         }
@@ -35,7 +37,7 @@ counters! {
     connections_active: "gauge",
     /// Client connections accepted since start.
     connections_total: "counter",
-    /// Client connections refused because max_connections was reached.
+    /// Client connections refused at accept, for any reason (per reason: connections_refused_total).
     connections_rejected: "counter",
     /// Client frames refused as oversize or malformed.
     frames_rejected: "counter",
@@ -107,6 +109,61 @@ impl AuthFailures {
         let _ = writeln!(out, "# TYPE {name} counter");
         for mechanism in [SaslMechanism::Plain, SaslMechanism::ScramSha256, SaslMechanism::ScramSha512, SaslMechanism::OAuthBearer] {
             let _ = writeln!(out, "{name}{{mechanism=\"{mechanism}\"}} {}", self.get(mechanism));
+        }
+    }
+}
+
+/// Why a client connection was closed at accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalReason {
+    /// `listen.max_connections` reached.
+    MaxConnections,
+    /// The peer's address at its `listen.max_connections_per_ip` (or override).
+    PerIpLimit,
+}
+
+impl RefusalReason {
+    pub const ALL: [RefusalReason; 2] = [RefusalReason::MaxConnections, RefusalReason::PerIpLimit];
+
+    /// The `reason` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            RefusalReason::MaxConnections => "max_connections",
+            RefusalReason::PerIpLimit => "per_ip_limit",
+        }
+    }
+}
+
+/// Client connections refused at accept, per reason (a labelled counter:
+/// `kafka_proxy_connections_refused_total{reason="per_ip_limit"}`).
+#[derive(Default)]
+pub struct ConnectionRefusals {
+    max_connections: AtomicU64,
+    per_ip_limit: AtomicU64,
+}
+
+impl ConnectionRefusals {
+    pub fn count(&self, reason: RefusalReason) {
+        self.counter(reason).fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(&self, reason: RefusalReason) -> u64 {
+        self.counter(reason).load(Ordering::Relaxed)
+    }
+
+    fn counter(&self, reason: RefusalReason) -> &AtomicU64 {
+        match reason {
+            RefusalReason::MaxConnections => &self.max_connections,
+            RefusalReason::PerIpLimit => &self.per_ip_limit,
+        }
+    }
+
+    fn render(&self, out: &mut String) {
+        let name = "kafka_proxy_connections_refused_total";
+        let _ = writeln!(out, "# HELP {name} Client connections closed at accept, per reason.");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for reason in RefusalReason::ALL {
+            let _ = writeln!(out, "{name}{{reason=\"{}\"}} {}", reason.label(), self.get(reason));
         }
     }
 }
