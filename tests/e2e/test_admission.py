@@ -250,3 +250,25 @@ def test_client_churn_is_debug_with_info_summary(start_proxy):
     socks[0].close()
     print(verbose.wait_for_log(r"\[DEBUG\].*Client connected from 127\.0\.0\.1", since=mark))
     print(verbose.wait_for_log(r"\[DEBUG\].*Client 127\.0\.0\.1:\d+ disconnected", since=mark))
+
+
+BAD_FRAMES = 200
+
+
+def test_malformed_frame_flood_is_summarised(start_proxy):
+    proxy = start_proxy()
+    mark = proxy.log_mark()
+    oversize = (0x7FFF_FFF0).to_bytes(4, "big") + b"\x00" * 16
+    for _ in range(BAD_FRAMES):
+        with kafkawire.connect(proxy.address, timeout=5) as bad:
+            bad.sendall(oversize)
+            assert kafkawire.wait_closed(bad, timeout=5), "a bad frame did not close its connection"
+    line = proxy.wait_for_log(r"Closed ([\d,]+) more client connections? on errors in the last",
+                              since=mark, timeout=SUMMARY_INTERVAL + 5)
+    lines = [ln for ln in proxy.log_since(mark).splitlines() if re.search(r"Clos(ing|ed)", ln)]
+    print(f"{len(lines)} lines for {BAD_FRAMES} bad frames:\n" + "\n".join(lines))
+    full = [ln for ln in lines if "Closing connection from 127.0.0.1" in ln]
+    counted = int(re.search(r"Closed ([\d,]+) more", line).group(1).replace(",", ""))
+    assert len(lines) < 10
+    assert len(full) + counted == BAD_FRAMES
+    assert "from 127.0.0.1: " in line, "the summary names the peer and its problem"
