@@ -75,42 +75,62 @@ counters! {
     topics_compacted_refused: "gauge",
 }
 
-/// Client logins refused, per SASL mechanism (a labelled counter:
-/// `kafka_proxy_authentication_failures_total{mechanism="PLAIN"}`).
-#[derive(Default)]
-pub struct AuthFailures {
-    plain: AtomicU64,
-    scram_sha_256: AtomicU64,
-    scram_sha_512: AtomicU64,
-    oauthbearer: AtomicU64,
+/// The values of a counter's one label, and how the counter is rendered.
+pub trait CounterLabel: Copy + PartialEq + std::fmt::Display + 'static {
+    /// Every value, in the order rendered.
+    const ALL: &'static [Self];
+    const NAME: &'static str;
+    const HELP: &'static str;
+    /// The label's name: `mechanism` in `...{mechanism="PLAIN"}`.
+    const KEY: &'static str;
 }
 
-impl AuthFailures {
-    pub fn count(&self, mechanism: SaslMechanism) {
-        self.counter(mechanism).fetch_add(1, Ordering::Relaxed);
+/// A counter per value of one label, every value rendered (zeros too).
+pub struct LabelledCounter<L: CounterLabel> {
+    counts: Vec<AtomicU64>,
+    _label: std::marker::PhantomData<L>,
+}
+
+impl<L: CounterLabel> Default for LabelledCounter<L> {
+    fn default() -> Self {
+        LabelledCounter { counts: L::ALL.iter().map(|_| AtomicU64::new(0)).collect(), _label: std::marker::PhantomData }
+    }
+}
+
+impl<L: CounterLabel> LabelledCounter<L> {
+    pub fn count(&self, label: L) {
+        self.counter(label).fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn get(&self, mechanism: SaslMechanism) -> u64 {
-        self.counter(mechanism).load(Ordering::Relaxed)
+    pub fn get(&self, label: L) -> u64 {
+        self.counter(label).load(Ordering::Relaxed)
     }
 
-    fn counter(&self, mechanism: SaslMechanism) -> &AtomicU64 {
-        match mechanism {
-            SaslMechanism::Plain => &self.plain,
-            SaslMechanism::ScramSha256 => &self.scram_sha_256,
-            SaslMechanism::ScramSha512 => &self.scram_sha_512,
-            SaslMechanism::OAuthBearer => &self.oauthbearer,
-        }
+    fn counter(&self, label: L) -> &AtomicU64 {
+        let index = L::ALL.iter().position(|l| *l == label).expect("every label value is in ALL");
+        &self.counts[index]
     }
 
     fn render(&self, out: &mut String) {
-        let name = "kafka_proxy_authentication_failures_total";
-        let _ = writeln!(out, "# HELP {name} Client SASL logins refused, per mechanism.");
+        let (name, key) = (L::NAME, L::KEY);
+        let _ = writeln!(out, "# HELP {name} {}", L::HELP);
         let _ = writeln!(out, "# TYPE {name} counter");
-        for mechanism in [SaslMechanism::Plain, SaslMechanism::ScramSha256, SaslMechanism::ScramSha512, SaslMechanism::OAuthBearer] {
-            let _ = writeln!(out, "{name}{{mechanism=\"{mechanism}\"}} {}", self.get(mechanism));
+        for label in L::ALL {
+            let _ = writeln!(out, "{name}{{{key}=\"{label}\"}} {}", self.get(*label));
         }
     }
+}
+
+/// Client logins refused, per SASL mechanism:
+/// `kafka_proxy_authentication_failures_total{mechanism="PLAIN"}`.
+pub type AuthFailures = LabelledCounter<SaslMechanism>;
+
+impl CounterLabel for SaslMechanism {
+    const ALL: &'static [Self] =
+        &[SaslMechanism::Plain, SaslMechanism::ScramSha256, SaslMechanism::ScramSha512, SaslMechanism::OAuthBearer];
+    const NAME: &'static str = "kafka_proxy_authentication_failures_total";
+    const HELP: &'static str = "Client SASL logins refused, per mechanism.";
+    const KEY: &'static str = "mechanism";
 }
 
 /// Why a client connection was closed at accept.
@@ -122,51 +142,25 @@ pub enum RefusalReason {
     PerIpLimit,
 }
 
-impl RefusalReason {
-    pub const ALL: [RefusalReason; 2] = [RefusalReason::MaxConnections, RefusalReason::PerIpLimit];
-
-    /// The `reason` label.
-    pub fn label(self) -> &'static str {
-        match self {
+impl std::fmt::Display for RefusalReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
             RefusalReason::MaxConnections => "max_connections",
             RefusalReason::PerIpLimit => "per_ip_limit",
-        }
+        })
     }
 }
 
-/// Client connections refused at accept, per reason (a labelled counter:
-/// `kafka_proxy_connections_refused_total{reason="per_ip_limit"}`).
-#[derive(Default)]
-pub struct ConnectionRefusals {
-    max_connections: AtomicU64,
-    per_ip_limit: AtomicU64,
+impl CounterLabel for RefusalReason {
+    const ALL: &'static [Self] = &[RefusalReason::MaxConnections, RefusalReason::PerIpLimit];
+    const NAME: &'static str = "kafka_proxy_connections_refused_total";
+    const HELP: &'static str = "Client connections closed at accept, per reason.";
+    const KEY: &'static str = "reason";
 }
 
-impl ConnectionRefusals {
-    pub fn count(&self, reason: RefusalReason) {
-        self.counter(reason).fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn get(&self, reason: RefusalReason) -> u64 {
-        self.counter(reason).load(Ordering::Relaxed)
-    }
-
-    fn counter(&self, reason: RefusalReason) -> &AtomicU64 {
-        match reason {
-            RefusalReason::MaxConnections => &self.max_connections,
-            RefusalReason::PerIpLimit => &self.per_ip_limit,
-        }
-    }
-
-    fn render(&self, out: &mut String) {
-        let name = "kafka_proxy_connections_refused_total";
-        let _ = writeln!(out, "# HELP {name} Client connections closed at accept, per reason.");
-        let _ = writeln!(out, "# TYPE {name} counter");
-        for reason in RefusalReason::ALL {
-            let _ = writeln!(out, "{name}{{reason=\"{}\"}} {}", reason.label(), self.get(reason));
-        }
-    }
-}
+/// Client connections refused at accept, per reason:
+/// `kafka_proxy_connections_refused_total{reason="per_ip_limit"}`.
+pub type ConnectionRefusals = LabelledCounter<RefusalReason>;
 
 impl Metrics {
     pub fn add(counter: &AtomicU64, n: u64) {
