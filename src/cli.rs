@@ -51,7 +51,7 @@ pub const PROGRAM: &str = "kpr-proxy";
 
 /// One line of usage, printed after a usage error.
 pub const USAGE: &str =
-    "usage: kpr-proxy -c FILE [-v | -vv] [--check-config]  (kpr-proxy --help for more)";
+    "usage: kpr-proxy -c FILE [-v | -vv] [--check-config [--offline]]  (kpr-proxy --help for more)";
 
 /// What a flag does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +59,7 @@ pub enum FlagKind {
     Config,
     Verbose,
     CheckConfig,
+    Offline,
     Version,
     Help,
 }
@@ -136,6 +137,15 @@ pub const FLAGS: &[Flag] = &[
                reached or refuses the login (the step that failed is named).",
     },
     Flag {
+        short: None,
+        long: Some("--offline"),
+        value_name: None,
+        kind: FlagKind::Offline,
+        help: "With --check-config: stop after the file checks (decoding, validation, reading the \
+               certificate, key, JWKS and token files) without contacting the cluster, so that a \
+               cluster outage cannot fail a service (re)start. Exit status 0 or 3.",
+    },
+    Flag {
         short: Some("-V"),
         long: Some("--version"),
         value_name: None,
@@ -159,7 +169,16 @@ pub enum Command {
     /// Run the proxy.
     Run(RunArgs),
     /// Validate the configuration, print the mapping, exit.
-    CheckConfig(RunArgs),
+    CheckConfig(RunArgs, CheckScope),
+}
+
+/// How far `--check-config` goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckScope {
+    /// The file and the files it names, then the cluster's topics.
+    WithCluster,
+    /// `--offline`: the file and the files it names only.
+    Offline,
 }
 
 /// The arguments of a run (or of `--check-config`).
@@ -214,6 +233,7 @@ struct Seen {
     help: bool,
     version: bool,
     check: bool,
+    offline: bool,
     verbosity: u8,
     config: Option<PathBuf>,
     /// The first problem; parsing goes on so `--help` anywhere still wins.
@@ -232,6 +252,7 @@ impl Seen {
             FlagKind::Help => self.help = true,
             FlagKind::Version => self.version = true,
             FlagKind::CheckConfig => self.check = true,
+            FlagKind::Offline => self.offline = true,
             FlagKind::Verbose => self.verbosity = self.verbosity.saturating_add(1),
             FlagKind::Config => {
                 let value = value.unwrap_or_default();
@@ -334,6 +355,9 @@ pub fn parse_args(args: Vec<OsString>) -> Result<Command, UsageError> {
     if let Some(e) = seen.error {
         return Err(e);
     }
+    if seen.offline && !seen.check {
+        return Err(UsageError::new("--offline is only meaningful with --check-config"));
+    }
     let Some(config_path) = seen.config else {
         return Err(UsageError::new(
             "missing -c/--config FILE: the configuration file is required",
@@ -344,7 +368,8 @@ pub fn parse_args(args: Vec<OsString>) -> Result<Command, UsageError> {
         verbosity: seen.verbosity,
     };
     Ok(if seen.check {
-        Command::CheckConfig(run)
+        let scope = if seen.offline { CheckScope::Offline } else { CheckScope::WithCluster };
+        Command::CheckConfig(run, scope)
     } else {
         Command::Run(run)
     })
@@ -379,7 +404,7 @@ pub fn help_text() -> String {
     out.push_str(&version_text());
     out.push('\n');
     out.push_str(env!("CARGO_PKG_DESCRIPTION"));
-    out.push_str("\n\nUSAGE:\n    kpr-proxy -c FILE [-v | -vv] [--check-config]\n    kpr-proxy --help | --version\n\nOPTIONS:\n");
+    out.push_str("\n\nUSAGE:\n    kpr-proxy -c FILE [-v | -vv] [--check-config [--offline]]\n    kpr-proxy --help | --version\n\nOPTIONS:\n");
     let left = FLAGS.iter().map(|f| f.synopsis().len()).max().unwrap_or(0) + 4 + 3;
     for flag in FLAGS {
         let head = format!("    {}", flag.synopsis());
@@ -517,6 +542,7 @@ mod tests {
             FlagKind::Config,
             FlagKind::Verbose,
             FlagKind::CheckConfig,
+            FlagKind::Offline,
             FlagKind::Version,
             FlagKind::Help,
         ] {
@@ -590,12 +616,20 @@ mod tests {
     // --check-config
     #[test]
     fn check_config_flag() {
-        let expected = Command::CheckConfig(RunArgs {
+        let args = RunArgs {
             config_path: PathBuf::from("f"),
             verbosity: 0,
-        });
+        };
+        let expected = Command::CheckConfig(args.clone(), CheckScope::WithCluster);
         assert_eq!(parse(&["--check-config", "-c", "f"]), Ok(expected.clone()));
         assert_eq!(parse(&["-c", "f", "--check-config"]), Ok(expected));
+        let offline = Command::CheckConfig(args, CheckScope::Offline);
+        assert_eq!(parse(&["--check-config", "--offline", "-c", "f"]), Ok(offline.clone()));
+        assert_eq!(parse(&["--offline", "-c", "f", "--check-config"]), Ok(offline));
+        assert_eq!(
+            err(&["--offline", "-c", "f"]),
+            "--offline is only meaningful with --check-config"
+        );
         assert_eq!(
             err(&["--check-config"]),
             "missing -c/--config FILE: the configuration file is required"
@@ -712,17 +746,17 @@ mod tests {
     #[test]
     fn man_page_check_finds_missing_flags() {
         let all = ".TP\n\\fB\\-c\\fR, \\fB\\-\\-config\\fR \\fIFILE\\fR\n.TP\n\\fB\\-v\\fR, \\fB\\-vv\\fR\n\
-                   .TP\n\\fB\\-\\-check\\-config\\fR\n.TP\n\\fB\\-V\\fR, \\fB\\-\\-version\\fR\n\
+                   .TP\n\\fB\\-\\-check\\-config\\fR\n.TP\n\\fB\\-\\-offline\\fR\n.TP\n\\fB\\-V\\fR, \\fB\\-\\-version\\fR\n\
                    .TP\n\\fB\\-h\\fR, \\fB\\-\\-help\\fR\n";
         assert_eq!(man_page_flags_missing(all), Vec::<&str>::new());
         // --check-config contains "-c" and "--version" contains "-v": neither counts.
         let partial = "\\-\\-check\\-config \\-\\-version \\-vv \\-\\-configs";
         assert_eq!(
             man_page_flags_missing(partial),
-            ["-c", "--config", "-v", "-V", "-h", "--help"]
+            ["-c", "--config", "-v", "--offline", "-V", "-h", "--help"]
         );
-        assert_eq!(man_page_flags_missing("").len(), 8);
-        let fonts = "\\f[B]\\-c\\f[], \\f(CW\\-\\-config\\fP \\-v \\&\\-\\-check\\(hyconfig \\fI\\-V\\fR --version -h --help";
+        assert_eq!(man_page_flags_missing("").len(), 9);
+        let fonts = "\\f[B]\\-c\\f[], \\f(CW\\-\\-config\\fP \\-v \\&\\-\\-check\\(hyconfig \\fI\\-V\\fR --version -h --help \\-\\-offline";
         assert_eq!(man_page_flags_missing(fonts), Vec::<&str>::new());
         assert_eq!(strip_roff("a\\\\b \\fBx\\fR"), "a\\\\b x");
     }

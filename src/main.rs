@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use kpr_proxy::auth::server::SaslServer;
 use kpr_proxy::auth::token_file::TokenFile;
-use kpr_proxy::cli::{self, Command, RunArgs};
+use kpr_proxy::cli::{self, CheckScope, Command, RunArgs};
 use kpr_proxy::cluster::BrokerAddr;
 use kpr_proxy::config::{self, Config};
 use kpr_proxy::logging;
@@ -40,7 +40,7 @@ fn main() -> ExitCode {
             println!("{}", cli::version_text());
             exit(cli::EXIT_OK)
         }
-        Command::CheckConfig(args) => check_config(&args),
+        Command::CheckConfig(args, scope) => check_config(&args, scope),
         Command::Run(args) => run(&args),
     }
 }
@@ -103,7 +103,7 @@ fn client_sasl(config: &Config) -> Result<Option<Arc<SaslServer>>, String> {
     }
 }
 
-fn check_config(args: &RunArgs) -> ExitCode {
+fn check_config(args: &RunArgs, scope: CheckScope) -> ExitCode {
     let (config, warnings) = match load(args) {
         Ok(c) => c,
         Err(code) => return code,
@@ -124,8 +124,14 @@ fn check_config(args: &RunArgs) -> ExitCode {
         Err(e) => return fail(cli::EXIT_CONFIG, e),
     };
     println!("{}: configuration is valid", args.config_path.display());
+    println!("{}", config.listen.describe_advertised());
     for line in config.describe_mapping() {
         println!("{line}");
+    }
+    if scope == CheckScope::Offline {
+        // ExecStartPre: a broker outage must not keep the service from (re)starting.
+        println!("offline: the Kafka cluster was not contacted");
+        return exit(cli::EXIT_OK);
     }
     // What the rules mean for the topics the cluster holds now.
     let cluster = Arc::new(kpr_proxy::cluster::Cluster::new(config.kafka.bootstrap_servers.clone()));
@@ -241,6 +247,7 @@ fn settings(config: &Config) -> Result<ProxySettings, String> {
         max_connections: config.listen.max_connections,
         max_connections_per_ip: config.listen.per_ip.clone(),
         max_frame_bytes: config.listen.max_frame_bytes,
+        limits: kpr_proxy::net::limits::ConnectionLimits::from_config(&config.listen),
         max_in_flight_per_client: MAX_IN_FLIGHT_PER_CLIENT,
         workers,
         shutdown_grace: SHUTDOWN_GRACE,
@@ -304,6 +311,7 @@ fn run(args: &RunArgs) -> ExitCode {
         }
         info!("Metrics on http://{}/metrics", config.metrics.address);
     }
+    info!("{}", config.listen.describe_advertised());
     let mapper = kpr_proxy::remap::mapping::Mapper::new(config.mapping.clone());
     let proxy = match Proxy::start(settings, mapper, shared.clone()) {
         Ok(p) => p,

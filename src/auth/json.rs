@@ -43,8 +43,13 @@ pub fn quote(text: &str) -> String {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
             // JSON requires the C0 controls escaped; the rest are what
-            // YAML, which reads JSON here, refuses raw (YAML 1.2 §5.1).
-            c if (c as u32) < 0x20 || ('\u{7f}'..='\u{9f}').contains(&c) || matches!(c, '\u{feff}' | '\u{fffe}' | '\u{ffff}') => {
+            // YAML, which reads JSON here, refuses raw (YAML 1.2 §5.1) or
+            // reads as line breaks, folding the spaces before them
+            // (U+2028, U+2029: YAML 1.1 §4.1.4, as the reader parses).
+            c if (c as u32) < 0x20
+                || ('\u{7f}'..='\u{9f}').contains(&c)
+                || matches!(c, '\u{2028}' | '\u{2029}' | '\u{feff}' | '\u{fffe}' | '\u{ffff}') =>
+            {
                 out.push_str(&format!("\\u{:04x}", c as u32))
             }
             c => out.push(c),
@@ -99,6 +104,17 @@ mod tests {
         assert_eq!(quote("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000a\"");
         let m = object(format!("{{\"k\":{}}}", quote("x\"\u{1}y")).as_bytes()).unwrap();
         assert_eq!(string_member(&m, "k"), Ok(Some("x\"\u{1}y")));
+    }
+
+    /// Found by the `auth` fuzz target (10M-run, 2026-12-03): a space
+    /// before U+2028 in an error challenge's status was dropped on the way
+    /// back, the reader folding it as a line break.
+    #[test]
+    fn quoted_line_separators_read_back() {
+        for text in ["0 \u{2028}0", "a\t\u{2029}b", "\u{2028}"] {
+            let m = object(format!("{{\"k\":{}}}", quote(text)).as_bytes()).unwrap();
+            assert_eq!(string_member(&m, "k"), Ok(Some(text)));
+        }
     }
 
     /// Found by the `auth` fuzz target: a DEL in an error challenge's

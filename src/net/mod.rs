@@ -3,6 +3,7 @@
 
 mod admission;
 pub mod event_loop;
+pub mod limits;
 pub mod socket;
 pub mod tls;
 
@@ -50,12 +51,20 @@ pub struct Shared {
     pub shutdown: AtomicBool,
     /// Client requests read and not yet answered, over all connections.
     pub in_flight: AtomicUsize,
+    /// Response bytes queued toward clients, over all connections
+    /// (bounded by `listen.max_buffered_response_bytes`).
+    pub queued_response_bytes: Arc<AtomicUsize>,
     pub metrics: Metrics,
 }
 
 impl Shared {
     pub fn new() -> Shared {
-        Shared { shutdown: AtomicBool::new(false), in_flight: AtomicUsize::new(0), metrics: Metrics::default() }
+        Shared {
+            shutdown: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            queued_response_bytes: Arc::new(AtomicUsize::new(0)),
+            metrics: Metrics::default(),
+        }
     }
 }
 

@@ -120,3 +120,44 @@ fn man_page_documents_every_flag_and_exit_code() {
         assert!(man.contains(&format!(".B {code}\n")), "man page lacks exit status {code}");
     }
 }
+
+/// `--check-config --offline` (the unit's ExecStartPre): the file is
+/// decoded, validated and its certificate/key/JWKS files read, but the
+/// cluster is never contacted, so a broker outage cannot block a restart.
+#[test]
+fn check_config_offline_validates_files_without_contacting_the_cluster() {
+    // A listener that never accepts: any connection attempt would show in its backlog.
+    let broker = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    broker.set_nonblocking(true).unwrap();
+    let path = write_config(
+        "offline",
+        &format!(
+            "listen: {{ address: \"127.0.0.1:19\" }}\nkafka: {{ bootstrap_servers: [\"{}\"], connection_timeout_ms: 500 }}\n\
+             mapping: {{ virtual_partitions: 20, physical_partitions: 10 }}\n",
+            broker.local_addr().unwrap()
+        ),
+    );
+    let out = kpr().args(["--check-config", "--offline", "-c"]).arg(&path).output().unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("configuration is valid") && stdout.contains("20"), "{stdout}");
+    assert!(!stdout.contains("Topics of the cluster"), "{stdout}");
+    assert!(broker.accept().is_err(), "--offline connected to the bootstrap server");
+
+    // Files named by the configuration are still read: a missing key is exit 3.
+    let tls = write_config(
+        "offline-tls",
+        "listen:\n  address: \"127.0.0.1:19\"\n  security:\n    protocol: SSL\n    \
+         tls: { cert_path: /nonexistent/cert.pem, key_path: /nonexistent/key.pem }\n\
+         kafka: { bootstrap_servers: [\"127.0.0.1:1\"] }\n",
+    );
+    let out = kpr().args(["--check-config", "--offline", "-c"]).arg(&tls).output().unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("/nonexistent/cert.pem") || err.contains("cert_path"), "{err}");
+
+    // --offline only qualifies --check-config.
+    let out = kpr().args(["--offline", "-c"]).arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8(out.stderr).unwrap().contains("--offline"));
+}

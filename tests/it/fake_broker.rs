@@ -270,6 +270,7 @@ impl Running {
             max_connections: 64,
             max_connections_per_ip: Default::default(),
             max_frame_bytes: 1 << 20,
+            limits: Default::default(),
             max_in_flight_per_client: 64,
             // One worker: every client shares it, so one client's stall
             // would show in the others' answers.

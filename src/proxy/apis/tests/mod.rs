@@ -154,6 +154,7 @@ fn settings() -> ProxySettings {
         max_connections: 16,
         max_connections_per_ip: Default::default(),
         max_frame_bytes: 1 << 20,
+        limits: Default::default(),
         max_in_flight_per_client: 64,
         workers: 1,
         shutdown_grace: Duration::from_secs(1),
