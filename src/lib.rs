@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod config;
 pub mod frame;
 pub mod kafka;
+pub mod log_summary;
 pub mod logging;
 pub mod metrics;
 pub mod net;

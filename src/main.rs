@@ -245,6 +245,7 @@ fn settings(config: &Config) -> Result<ProxySettings, String> {
         },
         derived_offset_refresh: config.kafka.derived_offset_refresh_interval(),
         max_connections: config.listen.max_connections,
+        max_connections_per_ip: config.listen.per_ip.clone(),
         max_frame_bytes: config.listen.max_frame_bytes,
         limits: kpr_proxy::net::limits::ConnectionLimits::from_config(&config.listen),
         max_in_flight_per_client: MAX_IN_FLIGHT_PER_CLIENT,

@@ -14,6 +14,7 @@ macro_rules! counters {
             pub authentication_failures: AuthFailures,
             pub requests: RequestsByApi,
             pub connections_closed: ConnectionsClosed,
+            pub connections_refused: ConnectionRefusals,
         }
 
         impl Metrics {
@@ -29,6 +30,7 @@ macro_rules! counters {
                 self.requests.render(&mut out);
                 self.authentication_failures.render(&mut out);
                 self.connections_closed.render(&mut out);
+                self.connections_refused.render(&mut out);
                 out
             }
         }
@@ -40,7 +42,7 @@ counters! {
     connections_active: "gauge",
     /// Client connections accepted since start.
     connections_total: "counter",
-    /// Client connections refused because max_connections was reached.
+    /// Client connections refused at accept, for any reason (per reason: connections_refused_total).
     connections_rejected: "counter",
     /// Client frames refused as oversize or malformed.
     frames_rejected: "counter",
@@ -76,43 +78,92 @@ counters! {
     topics_compacted_refused: "gauge",
 }
 
-/// Client logins refused, per SASL mechanism (a labelled counter:
-/// `kafka_proxy_authentication_failures_total{mechanism="PLAIN"}`).
-#[derive(Default)]
-pub struct AuthFailures {
-    plain: AtomicU64,
-    scram_sha_256: AtomicU64,
-    scram_sha_512: AtomicU64,
-    oauthbearer: AtomicU64,
+/// The values of a counter's one label, and how the counter is rendered.
+pub trait CounterLabel: Copy + PartialEq + std::fmt::Display + 'static {
+    /// Every value, in the order rendered.
+    const ALL: &'static [Self];
+    const NAME: &'static str;
+    const HELP: &'static str;
+    /// The label's name: `mechanism` in `...{mechanism="PLAIN"}`.
+    const KEY: &'static str;
 }
 
-impl AuthFailures {
-    pub fn count(&self, mechanism: SaslMechanism) {
-        self.counter(mechanism).fetch_add(1, Ordering::Relaxed);
+/// A counter per value of one label, every value rendered (zeros too).
+pub struct LabelledCounter<L: CounterLabel> {
+    counts: Vec<AtomicU64>,
+    _label: std::marker::PhantomData<L>,
+}
+
+impl<L: CounterLabel> Default for LabelledCounter<L> {
+    fn default() -> Self {
+        LabelledCounter { counts: L::ALL.iter().map(|_| AtomicU64::new(0)).collect(), _label: std::marker::PhantomData }
+    }
+}
+
+impl<L: CounterLabel> LabelledCounter<L> {
+    pub fn count(&self, label: L) {
+        self.counter(label).fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn get(&self, mechanism: SaslMechanism) -> u64 {
-        self.counter(mechanism).load(Ordering::Relaxed)
+    pub fn get(&self, label: L) -> u64 {
+        self.counter(label).load(Ordering::Relaxed)
     }
 
-    fn counter(&self, mechanism: SaslMechanism) -> &AtomicU64 {
-        match mechanism {
-            SaslMechanism::Plain => &self.plain,
-            SaslMechanism::ScramSha256 => &self.scram_sha_256,
-            SaslMechanism::ScramSha512 => &self.scram_sha_512,
-            SaslMechanism::OAuthBearer => &self.oauthbearer,
-        }
+    fn counter(&self, label: L) -> &AtomicU64 {
+        let index = L::ALL.iter().position(|l| *l == label).expect("every label value is in ALL");
+        &self.counts[index]
     }
 
     fn render(&self, out: &mut String) {
-        let name = "kafka_proxy_authentication_failures_total";
-        let _ = writeln!(out, "# HELP {name} Client SASL logins refused, per mechanism.");
+        let (name, key) = (L::NAME, L::KEY);
+        let _ = writeln!(out, "# HELP {name} {}", L::HELP);
         let _ = writeln!(out, "# TYPE {name} counter");
-        for mechanism in [SaslMechanism::Plain, SaslMechanism::ScramSha256, SaslMechanism::ScramSha512, SaslMechanism::OAuthBearer] {
-            let _ = writeln!(out, "{name}{{mechanism=\"{mechanism}\"}} {}", self.get(mechanism));
+        for label in L::ALL {
+            let _ = writeln!(out, "{name}{{{key}=\"{label}\"}} {}", self.get(*label));
         }
     }
 }
+
+/// Client logins refused, per SASL mechanism:
+/// `kafka_proxy_authentication_failures_total{mechanism="PLAIN"}`.
+pub type AuthFailures = LabelledCounter<SaslMechanism>;
+
+impl CounterLabel for SaslMechanism {
+    const ALL: &'static [Self] =
+        &[SaslMechanism::Plain, SaslMechanism::ScramSha256, SaslMechanism::ScramSha512, SaslMechanism::OAuthBearer];
+    const NAME: &'static str = "kafka_proxy_authentication_failures_total";
+    const HELP: &'static str = "Client SASL logins refused, per mechanism.";
+    const KEY: &'static str = "mechanism";
+}
+
+/// Why a client connection was closed at accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalReason {
+    /// `listen.max_connections` reached.
+    MaxConnections,
+    /// The peer's address at its `listen.max_connections_per_ip` (or override).
+    PerIpLimit,
+}
+
+impl std::fmt::Display for RefusalReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RefusalReason::MaxConnections => "max_connections",
+            RefusalReason::PerIpLimit => "per_ip_limit",
+        })
+    }
+}
+
+impl CounterLabel for RefusalReason {
+    const ALL: &'static [Self] = &[RefusalReason::MaxConnections, RefusalReason::PerIpLimit];
+    const NAME: &'static str = "kafka_proxy_connections_refused_total";
+    const HELP: &'static str = "Client connections closed at accept, per reason.";
+    const KEY: &'static str = "reason";
+}
+
+/// Client connections refused at accept, per reason:
+/// `kafka_proxy_connections_refused_total{reason="per_ip_limit"}`.
+pub type ConnectionRefusals = LabelledCounter<RefusalReason>;
 
 /// Kafka's API keys run from 0 to well under 128 (the highest today is in
 /// the 90s): one counter each keeps the label set bounded; anything else
@@ -183,40 +234,26 @@ pub enum CloseReason {
     HandshakeTimeout,
 }
 
-impl CloseReason {
-    pub const ALL: [CloseReason; 3] = [CloseReason::Idle, CloseReason::FrameTimeout, CloseReason::HandshakeTimeout];
-
-    pub fn label(self) -> &'static str {
-        match self {
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
             CloseReason::Idle => "idle",
             CloseReason::FrameTimeout => "frame_timeout",
             CloseReason::HandshakeTimeout => "handshake_timeout",
-        }
+        })
     }
 }
 
-/// Client connections the proxy closed, per reason (a labelled counter).
-#[derive(Default)]
-pub struct ConnectionsClosed([AtomicU64; CloseReason::ALL.len()]);
-
-impl ConnectionsClosed {
-    pub fn count(&self, reason: CloseReason) {
-        self.0[reason as usize].fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn get(&self, reason: CloseReason) -> u64 {
-        self.0[reason as usize].load(Ordering::Relaxed)
-    }
-
-    fn render(&self, out: &mut String) {
-        let name = "kafka_proxy_connections_closed_total";
-        let _ = writeln!(out, "# HELP {name} Client connections the proxy closed on a limit, per reason.");
-        let _ = writeln!(out, "# TYPE {name} counter");
-        for reason in CloseReason::ALL {
-            let _ = writeln!(out, "{name}{{reason=\"{}\"}} {}", reason.label(), self.get(reason));
-        }
-    }
+impl CounterLabel for CloseReason {
+    const ALL: &'static [Self] = &[CloseReason::Idle, CloseReason::FrameTimeout, CloseReason::HandshakeTimeout];
+    const NAME: &'static str = "kafka_proxy_connections_closed_total";
+    const HELP: &'static str = "Client connections the proxy closed on a limit, per reason.";
+    const KEY: &'static str = "reason";
 }
+
+/// Client connections the proxy closed, per reason:
+/// `kafka_proxy_connections_closed_total{reason="idle"}`.
+pub type ConnectionsClosed = LabelledCounter<CloseReason>;
 
 impl Metrics {
     pub fn add(counter: &AtomicU64, n: u64) {

@@ -2,7 +2,9 @@
 //! their defaults. Every value here has been validated by `decode`, so
 //! readers need not check again (addresses parse, rules are consistent).
 
+use std::collections::HashMap;
 use std::fmt;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -15,6 +17,12 @@ pub use crate::logging::LogFormat;
 
 /// `listen.max_connections` when not set.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// `listen.max_connections_per_ip` when not set. Kafka's
+/// `max.connections.per.ip` defaults to unlimited; here one address may take
+/// a tenth of the default `max_connections`, so a single host cannot lock
+/// everyone out, while a NAT gateway still fits a few hundred clients (each
+/// opens one connection per broker id plus bootstrap).
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 1_000;
 /// `listen.max_frame_bytes` when not set: 100 MiB, as Kafka's `socket.request.max.bytes`.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 100 * 1024 * 1024;
 /// `listen.queued_max_request_bytes` when not set: 256 MiB. Kafka's
@@ -89,6 +97,8 @@ pub struct ListenConfig {
     /// Where `advertised_address` comes from, for the start-up log line.
     pub advertised_source: AdvertisedSource,
     pub max_connections: usize,
+    /// `max_connections_per_ip` and its overrides.
+    pub per_ip: PerIpLimits,
     /// The largest request frame accepted from a client (size prefix excluded).
     pub max_frame_bytes: usize,
     /// Budget for request bytes buffered over all client connections (Kafka's `queued.max.request.bytes`).
@@ -133,6 +143,30 @@ pub enum AdvertisedSource {
     /// `listen.address` binds all interfaces: this machine's canonical host
     /// name with its port (Kafka's default for a listener without a host).
     CanonicalHostName,
+}
+
+/// Client connections allowed at once from one address:
+/// `listen.max_connections_per_ip` and `listen.max_connections_per_ip_overrides`
+/// (Kafka's `max.connections.per.ip` and `max.connections.per.ip.overrides`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PerIpLimits {
+    pub default: usize,
+    /// By address; IPv4-mapped IPv6 addresses are stored as IPv4.
+    pub overrides: HashMap<IpAddr, usize>,
+}
+
+impl Default for PerIpLimits {
+    fn default() -> Self {
+        PerIpLimits { default: DEFAULT_MAX_CONNECTIONS_PER_IP, overrides: HashMap::new() }
+    }
+}
+
+impl PerIpLimits {
+    /// The limit for a peer's address (as accepted: an IPv4 client of a
+    /// dual-stack listener shows as IPv4-mapped IPv6).
+    pub fn limit_for(&self, ip: IpAddr) -> usize {
+        *self.overrides.get(&ip.to_canonical()).unwrap_or(&self.default)
+    }
 }
 
 /// `listen.security`.
@@ -462,6 +496,7 @@ mod tests {
         assert_eq!(c.listen.advertised_address, "127.0.0.1:9092");
         assert_eq!(c.listen.advertised_host_port(), ("127.0.0.1", 9092));
         assert_eq!(c.listen.max_connections, 10_000);
+        assert_eq!(c.listen.per_ip, PerIpLimits { default: 1_000, overrides: HashMap::new() });
         assert_eq!(c.listen.max_frame_bytes, 104_857_600);
         assert_eq!(c.listen.security.protocol, SecurityProtocol::Plaintext);
         assert_eq!(c.kafka.bootstrap_servers, vec!["localhost:19092"]);

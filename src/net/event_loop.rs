@@ -14,11 +14,14 @@ use log::{debug, info, warn};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 
+use super::admission::Admission;
 use super::limits::{self, Activity, Clocks, ConnectionLimits, RequestBudget};
 use super::socket::{Handshake, SharedSocket};
 use super::tls::{ServerTls, TlsSession, TLS_HANDSHAKE_TIMEOUT};
 use super::{LoopHandle, Shared, ToLoop, ToWorker, LISTENER, WAKER};
+use crate::config::PerIpLimits;
 use crate::frame::{Filled, FrameReader, MIN_REQUEST_FRAME};
+use crate::log_summary::SUMMARY_INTERVAL;
 use crate::metrics::CloseReason;
 use crate::upstream::misbehaviour::{bad_size_prefix, closed_mid_response};
 
@@ -33,6 +36,8 @@ pub const UPSTREAM_CLOSED: &str = "closed the connection";
 
 pub struct LoopSettings {
     pub max_connections: usize,
+    /// `listen.max_connections_per_ip` and its overrides.
+    pub per_ip: PerIpLimits,
     pub max_frame_bytes: usize,
     /// Unanswered requests per client connection before the loop stops
     /// reading from it.
@@ -104,7 +109,8 @@ pub struct EventLoop {
     handle: LoopHandle,
     settings: LoopSettings,
     shared: Arc<Shared>,
-    clients: usize,
+    /// Client connection limits, and the logging of refusals and churn.
+    admission: Admission,
     next_worker: usize,
     /// Upstream TLS connections by when their handshake must be done,
     /// earliest first (one timeout for all, so in the order they started).
@@ -128,6 +134,8 @@ impl EventLoop {
         shared: Arc<Shared>,
     ) -> io::Result<EventLoop> {
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        let admission =
+            Admission::new(settings.max_connections, settings.per_ip.clone(), SUMMARY_INTERVAL, Instant::now());
         Ok(EventLoop {
             poll,
             listener: Some(listener),
@@ -136,7 +144,7 @@ impl EventLoop {
             workers,
             handle,
             shared,
-            clients: 0,
+            admission,
             next_worker: 0,
             handshake_deadlines: VecDeque::new(),
             request_budget: RequestBudget::new(settings.limits.queued_max_request_bytes),
@@ -179,6 +187,7 @@ impl EventLoop {
             self.expire_closing();
             self.expire_handshakes();
             self.sweep_deadlines();
+            self.admission.log_summaries(Instant::now());
             if drain_deadline.is_none() && self.shared.shutdown.load(Ordering::SeqCst) {
                 info!("Shutting down: no longer accepting connections, finishing in-flight requests");
                 if let Some(mut l) = self.listener.take() {
@@ -227,12 +236,7 @@ impl EventLoop {
     }
 
     fn admit(&mut self, mut stream: mio::net::TcpStream, peer: SocketAddr) {
-        if self.clients >= self.settings.max_connections {
-            self.shared.metrics.connections_rejected.fetch_add(1, Ordering::Relaxed);
-            warn!(
-                "Refusing connection from {peer}: max_connections ({}) reached",
-                self.settings.max_connections
-            );
+        if self.admission.admit(peer, Instant::now(), &self.shared.metrics).is_err() {
             let _ = stream.shutdown(std::net::Shutdown::Both);
             return;
         }
@@ -240,6 +244,7 @@ impl EventLoop {
         let token = self.handle.next_token();
         if let Err(e) = self.poll.registry().register(&mut stream, token, Interest::READABLE | Interest::WRITABLE) {
             warn!("Cannot register connection from {peer}: {e}");
+            self.admission.release(peer);
             return;
         }
         let socket = match &self.settings.client_tls {
@@ -248,6 +253,7 @@ impl EventLoop {
                 Ok(s) => s,
                 Err(e) => {
                     warn!("Cannot start TLS with {peer}: {e}");
+                    self.admission.release(peer);
                     return;
                 }
             },
@@ -260,10 +266,10 @@ impl EventLoop {
         let clocks = Clocks::new(now, must_handshake.then(|| now + self.settings.limits.handshake_timeout));
         let reader = FrameReader::new(self.settings.max_frame_bytes, MIN_REQUEST_FRAME);
         self.entries.insert(token, Entry::new(socket.clone(), reader, worker, Kind::Client, clocks));
-        self.clients += 1;
         self.shared.metrics.connections_active.fetch_add(1, Ordering::Relaxed);
         self.shared.metrics.connections_total.fetch_add(1, Ordering::Relaxed);
-        info!("Client connected from {peer}");
+        // Each connect and disconnect at debug; info gets a summary per interval.
+        debug!("Client connected from {peer}");
         let _ = self.workers[worker].send(ToWorker::ClientOpened { conn: token, socket });
     }
 
@@ -624,11 +630,11 @@ impl EventLoop {
         let peer = entry.socket.peer;
         match entry.kind {
             Kind::Client => {
-                self.clients -= 1;
+                self.admission.release(peer);
                 self.shared.metrics.connections_active.fetch_sub(1, Ordering::Relaxed);
                 match &reason {
-                    Some(r) if r == PEER_CLOSED => info!("Client {peer} disconnected"),
-                    Some(r) => warn!("Closing connection from {peer}: {r}"),
+                    Some(r) if r == PEER_CLOSED => debug!("Client {peer} disconnected"),
+                    Some(r) => self.admission.log_close_error(peer, r, Instant::now()),
                     None => debug!("Closed connection from {peer}"),
                 }
                 let _ = self.workers[entry.worker].send(ToWorker::ClientClosed { conn: token });

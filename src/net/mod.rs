@@ -1,6 +1,7 @@
 //! Sockets and the event loop. Only this module and the upstream writers
 //! touch sockets; everything they carry crosses threads as owned messages.
 
+mod admission;
 pub mod event_loop;
 pub mod limits;
 pub mod socket;

@@ -169,6 +169,8 @@ pub struct ProxySettings {
     pub producer_log: crate::upstream::producer_log::LogSettings,
     pub derived_offset_refresh: Duration,
     pub max_connections: usize,
+    /// `listen.max_connections_per_ip` and its overrides.
+    pub max_connections_per_ip: crate::config::PerIpLimits,
     pub max_frame_bytes: usize,
     /// Budgets and deadlines of client connections (`listen`).
     pub limits: crate::net::limits::ConnectionLimits,
@@ -413,6 +415,7 @@ impl Proxy {
         };
         let loop_settings = LoopSettings {
             max_connections: ctx.settings.max_connections,
+            per_ip: ctx.settings.max_connections_per_ip.clone(),
             max_frame_bytes: ctx.settings.max_frame_bytes,
             max_in_flight_per_client: ctx.settings.max_in_flight_per_client,
             shutdown_grace: ctx.settings.shutdown_grace,

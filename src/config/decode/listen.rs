@@ -1,5 +1,8 @@
 //! The `listen` section: where clients connect, and how they are secured.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
+
 use serde_yaml::{Mapping, Value};
 
 use super::{get, kind, Decoder};
@@ -7,10 +10,11 @@ use crate::config::addresses::{is_wildcard_host, split_host_port};
 use crate::config::errors::{child, key_text};
 use crate::config::host_name;
 use crate::config::model::{
-    AdvertisedSource, ListenConfig, ListenSasl, ListenSecurity, ListenTls, OAuthBearerValidation, SaslMechanism,
-    SaslUser, Secret, SecurityProtocol, DEFAULT_CLOCK_SKEW_MS, DEFAULT_MAX_CONNECTIONS,
+    AdvertisedSource, ListenConfig, ListenSasl, ListenSecurity, ListenTls, OAuthBearerValidation, PerIpLimits,
+    SaslMechanism, SaslUser, Secret, SecurityProtocol, DEFAULT_CLOCK_SKEW_MS, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_CONNECTIONS_MAX_IDLE_MS, DEFAULT_FRAME_TIMEOUT_MS, DEFAULT_HANDSHAKE_TIMEOUT_MS,
-    DEFAULT_MAX_BUFFERED_RESPONSE_BYTES, DEFAULT_MAX_FRAME_BYTES, DEFAULT_QUEUED_MAX_REQUEST_BYTES,
+    DEFAULT_MAX_BUFFERED_RESPONSE_BYTES, DEFAULT_MAX_CONNECTIONS_PER_IP, DEFAULT_MAX_FRAME_BYTES,
+    DEFAULT_QUEUED_MAX_REQUEST_BYTES,
     MAX_CLOCK_SKEW_MS, MIN_MAX_FRAME_BYTES,
 };
 
@@ -18,6 +22,8 @@ const LISTEN_KEYS: &[&str] = &[
     "address",
     "advertised_address",
     "max_connections",
+    "max_connections_per_ip",
+    "max_connections_per_ip_overrides",
     "max_frame_bytes",
     "queued_max_request_bytes",
     "max_buffered_response_bytes",
@@ -108,6 +114,7 @@ impl Decoder {
             u64::from(u32::MAX),
             DEFAULT_MAX_CONNECTIONS as u64,
         );
+        let per_ip = self.per_ip_limits(m);
         let max_frame_bytes = self.opt_uint(
             m,
             path,
@@ -139,6 +146,7 @@ impl Decoder {
             advertised_address: advertised.0,
             advertised_source: advertised.1,
             max_connections: max_connections as usize,
+            per_ip,
             max_frame_bytes: max_frame_bytes as usize,
             queued_max_request_bytes,
             max_buffered_response_bytes,
@@ -147,6 +155,55 @@ impl Decoder {
             handshake_timeout_ms,
             security,
         })
+    }
+
+    /// `max_connections_per_ip` and `max_connections_per_ip_overrides`, as
+    /// Kafka's `max.connections.per.ip` and `max.connections.per.ip.overrides`
+    /// (a YAML mapping here rather than Kafka's `host:limit,...` string, and
+    /// IP addresses only: a host name would need a resolver in the accept
+    /// path). 0 refuses every address without an override, as in Kafka.
+    fn per_ip_limits(&mut self, m: &Mapping) -> PerIpLimits {
+        let path = "listen.max_connections_per_ip_overrides";
+        let default = self.opt_uint(
+            m,
+            "listen",
+            "max_connections_per_ip",
+            0,
+            u64::from(u32::MAX),
+            DEFAULT_MAX_CONNECTIONS_PER_IP as u64,
+        ) as usize;
+        let mut overrides = HashMap::new();
+        match get(m, "max_connections_per_ip_overrides") {
+            None | Some(Value::Null) => {}
+            Some(Value::Mapping(entries)) => {
+                for (key, limit) in entries {
+                    let Some(text) = key_text(key) else {
+                        self.err(format!("{path}: keys must be IP addresses, got {}", kind(key)));
+                        continue;
+                    };
+                    let key_path = child(path, &text);
+                    let Ok(ip) = text.trim().parse::<IpAddr>() else {
+                        self.err(format!("{key_path}: {text:?} is not an IP address (host names are not accepted)"));
+                        continue;
+                    };
+                    let Some(limit) = self.uint(limit, &key_path, 0, u64::from(u32::MAX)) else { continue };
+                    if overrides.insert(ip.to_canonical(), limit as usize).is_some() {
+                        self.err(format!("{key_path}: {} is listed twice", ip.to_canonical()));
+                    }
+                }
+            }
+            Some(other) => self.err(format!(
+                "{path}: expected a mapping of IP address: limit, got {}",
+                kind(other)
+            )),
+        }
+        if default == 0 && overrides.is_empty() {
+            self.err(format!(
+                "listen.max_connections_per_ip: 0 refuses every client; \
+                 list the addresses allowed in {path} (as Kafka requires)"
+            ));
+        }
+        PerIpLimits { default, overrides }
     }
 
     fn listen_security(&mut self, v: &Value) -> Option<ListenSecurity> {
@@ -343,10 +400,11 @@ impl Decoder {
 
 #[cfg(test)]
 mod tests {
+    use std::net::IpAddr;
     use std::path::{Path, PathBuf};
 
     use crate::config::test_support::{assert_error, errors, listen, ok};
-    use crate::config::{OAuthBearerValidation, SaslMechanism};
+    use crate::config::{OAuthBearerValidation, PerIpLimits, SaslMechanism};
 
     #[test]
     fn listen_limits() {
@@ -375,6 +433,57 @@ mod tests {
                 .listen
                 .max_frame_bytes,
             1024
+        );
+    }
+
+    #[test]
+    fn per_ip_limits() {
+        let per_ip = |body: &str| ok(&listen(&format!("  address: \"h:1\"\n{body}"))).listen.per_ip;
+        assert_eq!(per_ip(""), PerIpLimits::default());
+        assert_eq!(per_ip("").default, 1_000);
+        let limits = per_ip(
+            "  max_connections_per_ip: 5\n  max_connections_per_ip_overrides:\n    10.0.0.7: 50\n    \"::1\": 0\n    \"::ffff:10.0.0.8\": 9\n",
+        );
+        assert_eq!(limits.default, 5);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(limits.limit_for(ip("10.0.0.7")), 50);
+        assert_eq!(limits.limit_for(ip("::ffff:10.0.0.7")), 50, "a dual-stack listener's IPv4 peer");
+        assert_eq!(limits.limit_for(ip("10.0.0.8")), 9, "an IPv4-mapped key is the IPv4 address");
+        assert_eq!(limits.limit_for(ip("::1")), 0);
+        assert_eq!(limits.limit_for(ip("10.0.0.9")), 5);
+        // Kafka allows 0 only with overrides: the listed addresses alone get in.
+        assert_eq!(per_ip("  max_connections_per_ip: 0\n  max_connections_per_ip_overrides: { 10.1.1.1: 2 }\n").default, 0);
+    }
+
+    #[test]
+    fn per_ip_limit_errors_name_the_key() {
+        let bad = |body: &str| errors(&listen(&format!("  address: \"h:1\"\n{body}")));
+        assert_eq!(
+            bad("  max_connections_per_ip_overrides:\n    10.0.0.300: 5\n"),
+            ["listen.max_connections_per_ip_overrides.\"10.0.0.300\": \"10.0.0.300\" is not an IP address (host names are not accepted)"]
+        );
+        assert_eq!(
+            bad("  max_connections_per_ip_overrides: { broker.example.com: 5, 10.0.0.1: -1 }\n"),
+            [
+                "listen.max_connections_per_ip_overrides.\"broker.example.com\": \"broker.example.com\" is not an IP address (host names are not accepted)",
+                "listen.max_connections_per_ip_overrides.\"10.0.0.1\": must be at least 0 (got -1)",
+            ]
+        );
+        assert_eq!(
+            bad("  max_connections_per_ip_overrides: { \"::1\": 1, \"0::1\": 2 }\n"),
+            ["listen.max_connections_per_ip_overrides.\"0::1\": ::1 is listed twice"]
+        );
+        assert_eq!(
+            bad("  max_connections_per_ip_overrides: [10.0.0.1]\n"),
+            ["listen.max_connections_per_ip_overrides: expected a mapping of IP address: limit, got a list"]
+        );
+        assert_eq!(
+            bad("  max_connections_per_ip: 0\n"),
+            ["listen.max_connections_per_ip: 0 refuses every client; list the addresses allowed in listen.max_connections_per_ip_overrides (as Kafka requires)"]
+        );
+        assert_eq!(
+            bad("  max_connections_per_ip: many\n"),
+            ["listen.max_connections_per_ip: expected a whole number, got a string"]
         );
     }
 
