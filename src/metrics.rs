@@ -11,6 +11,7 @@ macro_rules! counters {
         pub struct Metrics {
             $($(#[doc = $doc])* pub $name: AtomicU64,)*
             pub authentication_failures: AuthFailures,
+            pub config_reloads: ConfigReloads,
         }
 
         impl Metrics {
@@ -24,6 +25,7 @@ macro_rules! counters {
                     let _ = writeln!(out, "kafka_proxy_{} {}", stringify!($name), self.$name.load(Ordering::Relaxed));
                 )*
                 self.authentication_failures.render(&mut out);
+                self.config_reloads.render(&mut out);
                 out
             }
         }
@@ -111,31 +113,100 @@ impl AuthFailures {
     }
 }
 
+/// How a configuration reload (SIGHUP) ended: the `result` label of
+/// `kafka_proxy_config_reloads_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadResult {
+    /// Every change in the file was applied.
+    Applied,
+    /// Some fields were refused (they need a restart); the rest applied.
+    Partial,
+    /// The file did not load or validate: nothing changed.
+    Failed,
+}
+
+impl ReloadResult {
+    pub const ALL: [ReloadResult; 3] = [ReloadResult::Applied, ReloadResult::Partial, ReloadResult::Failed];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReloadResult::Applied => "applied",
+            ReloadResult::Partial => "partial",
+            ReloadResult::Failed => "failed",
+        }
+    }
+}
+
+/// Configuration reloads, per result.
+#[derive(Default)]
+pub struct ConfigReloads([AtomicU64; 3]);
+
+impl ConfigReloads {
+    pub fn count(&self, result: ReloadResult) {
+        self.0[result as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(&self, result: ReloadResult) -> u64 {
+        self.0[result as usize].load(Ordering::Relaxed)
+    }
+
+    fn render(&self, out: &mut String) {
+        let name = "kafka_proxy_config_reloads_total";
+        let _ = writeln!(out, "# HELP {name} Configuration reloads (SIGHUP), per result: applied, partial (some fields refused), failed.");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for result in ReloadResult::ALL {
+            let _ = writeln!(out, "{name}{{result=\"{}\"}} {}", result.as_str(), self.get(result));
+        }
+    }
+}
+
 impl Metrics {
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 }
 
+/// What the metrics server answers besides `/metrics`: `/livez` and
+/// `/readyz`, each (HTTP status, body).
+pub struct Probes {
+    pub live: Box<dyn Fn() -> (u16, String) + Send>,
+    pub ready: Box<dyn Fn() -> (u16, String) + Send>,
+}
+
+/// The metrics endpoint's server; [`MetricsServer::stop`] ends its thread
+/// (a reload that moves `metrics.address`).
+pub struct MetricsServer {
+    server: std::sync::Arc<tiny_http::Server>,
+}
+
+impl MetricsServer {
+    pub fn stop(&self) {
+        self.server.unblock();
+    }
+}
+
 /// Serve `GET /metrics` on `addr` from a thread of its own, each answer
 /// made by `render` (the caller's `Metrics::render`: this module knows
-/// nothing of where the metrics live).
-pub fn serve(addr: &str, render: impl Fn() -> String + Send + 'static) -> Result<(), String> {
-    let server = tiny_http::Server::http(addr).map_err(|e| e.to_string())?;
+/// nothing of where the metrics live), and the health `probes`.
+pub fn serve(addr: &str, render: impl Fn() -> String + Send + 'static, probes: Probes) -> Result<MetricsServer, String> {
+    let server = std::sync::Arc::new(tiny_http::Server::http(addr).map_err(|e| e.to_string())?);
+    let serving = server.clone();
     std::thread::Builder::new()
         .name("metrics".into())
         .spawn(move || {
             let header = tiny_http::Header::from_bytes(&b"Content-Type"[..], &b"text/plain; version=0.0.4"[..])
                 .expect("static header");
-            for request in server.incoming_requests() {
-                let response = if request.url() == "/metrics" {
-                    tiny_http::Response::from_string(render()).with_header(header.clone())
-                } else {
-                    tiny_http::Response::from_string("not found: try /metrics\n").with_status_code(404)
+            for request in serving.incoming_requests() {
+                let (status, body) = match request.url() {
+                    "/metrics" => (200, render()),
+                    "/livez" => (probes.live)(),
+                    "/readyz" => (probes.ready)(),
+                    _ => (404, "not found: try /metrics, /livez or /readyz\n".to_string()),
                 };
+                let response = tiny_http::Response::from_string(body).with_status_code(status).with_header(header.clone());
                 let _ = request.respond(response);
             }
         })
         .map_err(|e| e.to_string())?;
-    Ok(())
+    Ok(MetricsServer { server })
 }

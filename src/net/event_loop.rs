@@ -15,7 +15,7 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 
 use super::socket::{Handshake, SharedSocket};
-use super::tls::{ServerTls, TlsSession, TLS_HANDSHAKE_TIMEOUT};
+use super::tls::{TlsSession, TLS_HANDSHAKE_TIMEOUT};
 use super::{LoopHandle, Shared, ToLoop, ToWorker, LISTENER, WAKER};
 use crate::frame::{Filled, FrameReader, MIN_REQUEST_FRAME};
 
@@ -33,8 +33,6 @@ pub struct LoopSettings {
     pub max_in_flight_per_client: usize,
     /// How long a shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,
-    /// `listen.security` TLS: clients must handshake first.
-    pub client_tls: Option<Arc<ServerTls>>,
 }
 
 enum ReadOutcome {
@@ -112,6 +110,7 @@ impl EventLoop {
         let mut events = Events::with_capacity(1024);
         let mut drain_deadline: Option<Instant> = None;
         loop {
+            self.shared.health.beat(Instant::now());
             match self.poll.poll(&mut events, Some(Duration::from_millis(200))) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -200,7 +199,8 @@ impl EventLoop {
             warn!("Cannot register connection from {peer}: {e}");
             return;
         }
-        let socket = match &self.settings.client_tls {
+        // `listen.security` TLS (clients handshake first), as last reloaded.
+        let socket = match &self.shared.live.client_tls.get() {
             None => SharedSocket::new(stream, token, peer),
             Some(tls) => {
                 let made = SharedSocket::with_tls(stream, token, peer, |wire| TlsSession::accepted(tls.session()?, wire));

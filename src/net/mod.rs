@@ -50,11 +50,21 @@ pub struct Shared {
     /// Client requests read and not yet answered, over all connections.
     pub in_flight: AtomicUsize,
     pub metrics: Metrics,
+    /// What a configuration reload replaces (TLS, SASL).
+    pub live: crate::live::Live,
+    /// What `/livez` and `/readyz` answer from.
+    pub health: crate::live::Health,
 }
 
 impl Shared {
     pub fn new() -> Shared {
-        Shared { shutdown: AtomicBool::new(false), in_flight: AtomicUsize::new(0), metrics: Metrics::default() }
+        Shared {
+            shutdown: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            metrics: Metrics::default(),
+            live: Default::default(),
+            health: Default::default(),
+        }
     }
 }
 
