@@ -13,7 +13,7 @@ Results, as documented in the man page (SIGNALS):
 kafka_proxy_config_reloads_total{result="applied"} when every change was
 applied, "partial" when some field was refused (each named by a WARN line,
 the rest applied), "failed" when the file did not load (ERROR, nothing
-changed).
+changed). Last, (g) the metrics endpoint moves to another port.
 """
 
 import logging
@@ -228,6 +228,15 @@ def test_sighup_reload(start_proxy, broker, certs):
     assert "mapping" in lines, lines
     assert partition_count(kept, fresh, next(correlation)) == 6
     assert partition_count(kept, events, next(correlation)) == V
+
+    # (g) the metrics endpoint moves: the new address answers, the old one
+    # is closed.
+    old_metrics = proxy.metrics_address
+    applied = reloads("applied")
+    reload({"metrics": {"address": f"127.0.0.1:{harness.free_port()}"}})
+    assert reloads("applied") == applied + 1, "scraped at the new address"
+    with pytest.raises(OSError):
+        harness.scrape_metrics(old_metrics, timeout=2)
 
     left = producer.stop()
     print(f"producer: {producer.sent} sent, {len(producer.delivered)} acknowledged, "
