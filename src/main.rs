@@ -125,6 +125,7 @@ fn check_config(args: &RunArgs) -> ExitCode {
         Err(e) => return fail(cli::EXIT_CONFIG, e),
     };
     println!("{}: configuration is valid", args.config_path.display());
+    println!("{}", config.listen.describe_advertised());
     for line in config.describe_mapping() {
         println!("{line}");
     }
@@ -241,6 +242,7 @@ fn settings(config: &Config) -> Result<ProxySettings, String> {
         derived_offset_refresh: config.kafka.derived_offset_refresh_interval(),
         max_connections: config.listen.max_connections,
         max_frame_bytes: config.listen.max_frame_bytes,
+        limits: kpr_proxy::net::limits::ConnectionLimits::from_config(&config.listen),
         max_in_flight_per_client: MAX_IN_FLIGHT_PER_CLIENT,
         workers,
         shutdown_grace: SHUTDOWN_GRACE,
@@ -307,6 +309,7 @@ fn run(args: &RunArgs) -> ExitCode {
         }
         info!("Metrics on http://{}/metrics", config.metrics.address);
     }
+    info!("{}", config.listen.describe_advertised());
     let mapper = kpr_proxy::remap::mapping::Mapper::new(config.mapping.clone());
     let proxy = match Proxy::start(settings, mapper, shared.clone()) {
         Ok(p) => p,

@@ -4,6 +4,7 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::config::SaslMechanism;
+use crate::kafka::api::api_name;
 
 macro_rules! counters {
     ($($(#[doc = $doc:expr])* $name:ident: $kind:literal),* $(,)?) => {
@@ -11,6 +12,8 @@ macro_rules! counters {
         pub struct Metrics {
             $($(#[doc = $doc])* pub $name: AtomicU64,)*
             pub authentication_failures: AuthFailures,
+            pub requests: RequestsByApi,
+            pub connections_closed: ConnectionsClosed,
             pub config_reloads: ConfigReloads,
         }
 
@@ -24,7 +27,9 @@ macro_rules! counters {
                     let _ = writeln!(out, "# TYPE kafka_proxy_{} {}", stringify!($name), $kind);
                     let _ = writeln!(out, "kafka_proxy_{} {}", stringify!($name), self.$name.load(Ordering::Relaxed));
                 )*
+                self.requests.render(&mut out);
                 self.authentication_failures.render(&mut out);
+                self.connections_closed.render(&mut out);
                 self.config_reloads.render(&mut out);
                 out
             }
@@ -41,8 +46,6 @@ counters! {
     connections_rejected: "counter",
     /// Client frames refused as oversize or malformed.
     frames_rejected: "counter",
-    /// Client requests received.
-    requests_total: "counter",
     /// Client requests answered with an error by the proxy itself.
     requests_refused_total: "counter",
     /// Upstream connections that failed or timed out.
@@ -109,6 +112,110 @@ impl AuthFailures {
         let _ = writeln!(out, "# TYPE {name} counter");
         for mechanism in [SaslMechanism::Plain, SaslMechanism::ScramSha256, SaslMechanism::ScramSha512, SaslMechanism::OAuthBearer] {
             let _ = writeln!(out, "{name}{{mechanism=\"{mechanism}\"}} {}", self.get(mechanism));
+        }
+    }
+}
+
+/// Kafka's API keys run from 0 to well under 128 (the highest today is in
+/// the 90s): one counter each keeps the label set bounded; anything else
+/// (a negative key, a frame too short to hold one) counts as `unknown`.
+const API_KEY_SLOTS: usize = 128;
+
+/// Client requests received, per API (a labelled counter:
+/// `kafka_proxy_requests_total{api="Produce"}`, Kafka's API names).
+pub struct RequestsByApi {
+    by_key: [AtomicU64; API_KEY_SLOTS],
+    unknown: AtomicU64,
+}
+
+impl Default for RequestsByApi {
+    fn default() -> Self {
+        RequestsByApi { by_key: std::array::from_fn(|_| AtomicU64::new(0)), unknown: AtomicU64::new(0) }
+    }
+}
+
+impl RequestsByApi {
+    /// One request of API `key` (`None`: no key could be read).
+    pub fn count(&self, key: Option<i16>) {
+        self.counter(key).fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(&self, key: Option<i16>) -> u64 {
+        self.counter(key).load(Ordering::Relaxed)
+    }
+
+    /// Every API's requests together.
+    pub fn total(&self) -> u64 {
+        self.by_key.iter().chain([&self.unknown]).map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+
+    fn counter(&self, key: Option<i16>) -> &AtomicU64 {
+        key.and_then(|k| usize::try_from(k).ok())
+            .and_then(|k| self.by_key.get(k))
+            .unwrap_or(&self.unknown)
+    }
+
+    /// The APIs seen so far, one series each (none before the first request).
+    fn render(&self, out: &mut String) {
+        let name = "kafka_proxy_requests_total";
+        let _ = writeln!(out, "# HELP {name} Client requests received, per API type.");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for (key, counter) in self.by_key.iter().enumerate() {
+            let n = counter.load(Ordering::Relaxed);
+            if n > 0 {
+                let _ = writeln!(out, "{name}{{api=\"{}\"}} {n}", api_name(key as i16));
+            }
+        }
+        let unknown = self.unknown.load(Ordering::Relaxed);
+        if unknown > 0 {
+            let _ = writeln!(out, "{name}{{api=\"unknown\"}} {unknown}");
+        }
+    }
+}
+
+/// Why the proxy closed a client connection on its own, for
+/// `kafka_proxy_connections_closed_total{reason="..."}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// No request for `listen.connections_max_idle_ms`.
+    Idle,
+    /// A started frame did not complete within `listen.frame_timeout_ms`.
+    FrameTimeout,
+    /// TLS handshake or SASL login not done within `listen.handshake_timeout_ms`.
+    HandshakeTimeout,
+}
+
+impl CloseReason {
+    pub const ALL: [CloseReason; 3] = [CloseReason::Idle, CloseReason::FrameTimeout, CloseReason::HandshakeTimeout];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            CloseReason::Idle => "idle",
+            CloseReason::FrameTimeout => "frame_timeout",
+            CloseReason::HandshakeTimeout => "handshake_timeout",
+        }
+    }
+}
+
+/// Client connections the proxy closed, per reason (a labelled counter).
+#[derive(Default)]
+pub struct ConnectionsClosed([AtomicU64; CloseReason::ALL.len()]);
+
+impl ConnectionsClosed {
+    pub fn count(&self, reason: CloseReason) {
+        self.0[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(&self, reason: CloseReason) -> u64 {
+        self.0[reason as usize].load(Ordering::Relaxed)
+    }
+
+    fn render(&self, out: &mut String) {
+        let name = "kafka_proxy_connections_closed_total";
+        let _ = writeln!(out, "# HELP {name} Client connections the proxy closed on a limit, per reason.");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for reason in CloseReason::ALL {
+            let _ = writeln!(out, "{name}{{reason=\"{}\"}} {}", reason.label(), self.get(reason));
         }
     }
 }
@@ -209,4 +316,34 @@ pub fn serve(addr: &str, render: impl Fn() -> String + Send + 'static, probes: P
         })
         .map_err(|e| e.to_string())?;
     Ok(MetricsServer { server })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kafka::api::ApiKey;
+
+    #[test]
+    fn requests_are_counted_per_api() {
+        let m = Metrics::default();
+        let rendered = m.render();
+        assert!(rendered.contains("# TYPE kafka_proxy_requests_total counter"), "{rendered}");
+        assert!(!rendered.contains("kafka_proxy_requests_total{"), "no series before a request");
+        for key in [Some(ApiKey::Produce as i16), Some(ApiKey::Produce as i16), Some(ApiKey::Metadata as i16),
+                    Some(99), Some(-1), Some(128), None] {
+            m.requests.count(key);
+        }
+        assert_eq!(m.requests.get(Some(0)), 2);
+        assert_eq!(m.requests.total(), 7);
+        let rendered = m.render();
+        for line in [
+            "kafka_proxy_requests_total{api=\"Produce\"} 2",
+            "kafka_proxy_requests_total{api=\"Metadata\"} 1",
+            "kafka_proxy_requests_total{api=\"ApiKey99\"} 1",
+            "kafka_proxy_requests_total{api=\"unknown\"} 3",
+        ] {
+            assert!(rendered.lines().any(|l| l == line), "{line} missing in:\n{rendered}");
+        }
+        assert!(!rendered.contains("\nkafka_proxy_requests_total "), "no unlabelled series");
+    }
 }

@@ -87,6 +87,7 @@ fuzz_target!(|data: &[u8]| {
         match reader.fill_from(&mut source) {
             Ok(Filled::Eof) => break,
             Ok(Filled::Bytes(_)) | Ok(Filled::FrameReady) => {}
+            Ok(Filled::OverBudget) => unreachable!("fill_from grows without limit"),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) => panic!("unexpected read error {e}"),
         }

@@ -47,24 +47,37 @@ pub(super) fn is_wildcard_host(host: &str) -> bool {
 mod tests {
     use super::*;
     use crate::config::test_support::{assert_error, listen, ok};
+    use crate::config::AdvertisedSource;
 
+    /// Kafka advertises a listener without a host under the machine's
+    /// canonical host name (advertised.listeners defaults to listeners;
+    /// ListenerInfo.withWildcardHostnamesResolved): so does the proxy for a
+    /// listen.address that binds all interfaces.
     #[test]
-    fn wildcard_listen_requires_advertised_address() {
-        for addr in ["0.0.0.0:9092", "[::]:9092"] {
-            assert_error(
-                &listen(&format!("  address: \"{addr}\"\n")),
-                &format!(
-                    "listen.advertised_address is required when listen.address binds all interfaces \
-                     ({addr}): clients must be told an address they can reach"
-                ),
+    fn wildcard_listen_advertises_the_canonical_host_name() {
+        let host = crate::config::host_name::canonical_host_name().unwrap();
+        for (addr, port) in [("0.0.0.0:9092", 9092), ("[::]:19092", 19092)] {
+            let c = ok(&listen(&format!("  address: \"{addr}\"\n")));
+            assert_eq!(c.listen.advertised_address, format!("{host}:{port}"));
+            assert_eq!(c.listen.advertised_host_port(), (host.as_str(), port));
+            assert_eq!(c.listen.advertised_source, AdvertisedSource::CanonicalHostName);
+            assert_eq!(
+                c.listen.describe_advertised(),
+                format!(
+                    "Advertising {host}:{port} (listen.address binds all interfaces; \
+                     set listen.advertised_address to override)"
+                )
             );
         }
         let c = ok(&listen(
             "  address: \"0.0.0.0:9092\"\n  advertised_address: \"proxy:9092\"\n",
         ));
         assert_eq!(c.listen.advertised_address, "proxy:9092");
+        assert_eq!(c.listen.advertised_source, AdvertisedSource::Configured);
+        assert_eq!(c.listen.describe_advertised(), "Advertising proxy:9092 (listen.advertised_address)");
         let c = ok(&listen("  address: \"localhost:9092\"\n"));
         assert_eq!(c.listen.advertised_address, "localhost:9092");
+        assert_eq!(c.listen.advertised_source, AdvertisedSource::ListenAddress);
     }
 
     #[test]

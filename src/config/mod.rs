@@ -15,6 +15,7 @@ mod addresses;
 mod decode;
 mod env;
 mod errors;
+mod host_name;
 mod model;
 #[cfg(test)]
 pub(crate) mod test_support;

@@ -17,6 +17,25 @@ pub use crate::logging::LogFormat;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// `listen.max_frame_bytes` when not set: 100 MiB, as Kafka's `socket.request.max.bytes`.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 100 * 1024 * 1024;
+/// `listen.queued_max_request_bytes` when not set: 256 MiB. Kafka's
+/// `queued.max.request.bytes` is unbounded by default; a proxy holds every
+/// client's partial frames in one process, so it needs a bound. 256 MiB
+/// holds two frames of the default `max_frame_bytes` (100 MiB) at once and
+/// many ordinary ones, and fits a small container.
+pub const DEFAULT_QUEUED_MAX_REQUEST_BYTES: usize = 256 * 1024 * 1024;
+/// `listen.max_buffered_response_bytes` when not set: 256 MiB, five
+/// fetches at Kafka's default `fetch.max.bytes` (50 MiB) waiting for slow
+/// clients.
+pub const DEFAULT_MAX_BUFFERED_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
+/// `listen.connections_max_idle_ms` when not set: 10 minutes, as Kafka's
+/// `connections.max.idle.ms`.
+pub const DEFAULT_CONNECTIONS_MAX_IDLE_MS: u64 = 600_000;
+/// `listen.frame_timeout_ms` when not set: a started request must be
+/// complete within 30 s (Kafka's `request.timeout.ms` default for clients).
+pub const DEFAULT_FRAME_TIMEOUT_MS: u64 = 30_000;
+/// `listen.handshake_timeout_ms` when not set: TLS handshake and SASL login
+/// within 10 s of connecting.
+pub const DEFAULT_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
 /// The smallest accepted `listen.max_frame_bytes`.
 pub const MIN_MAX_FRAME_BYTES: usize = 1024;
 /// `kafka.connection_timeout_ms` when not set.
@@ -64,11 +83,24 @@ pub struct ListenConfig {
     /// `host:port` to bind, as written (syntax checked, not resolved).
     pub address: String,
     /// `host:port` given to clients in Metadata, FindCoordinator, ... responses.
-    /// Defaults to `address`; required when `address` binds all interfaces.
+    /// Defaults to `address`, or to this machine's canonical host name and
+    /// `address`'s port when `address` binds all interfaces (as Kafka does).
     pub advertised_address: String,
+    /// Where `advertised_address` comes from, for the start-up log line.
+    pub advertised_source: AdvertisedSource,
     pub max_connections: usize,
     /// The largest request frame accepted from a client (size prefix excluded).
     pub max_frame_bytes: usize,
+    /// Budget for request bytes buffered over all client connections (Kafka's `queued.max.request.bytes`).
+    pub queued_max_request_bytes: usize,
+    /// Budget for response bytes queued toward slow clients, over all connections.
+    pub max_buffered_response_bytes: usize,
+    /// A client connection without requests this long is closed (Kafka's `connections.max.idle.ms`).
+    pub connections_max_idle_ms: u64,
+    /// A started request frame must be complete within this.
+    pub frame_timeout_ms: u64,
+    /// TLS handshake and SASL authentication must be done within this of connecting.
+    pub handshake_timeout_ms: u64,
     pub security: ListenSecurity,
 }
 
@@ -77,6 +109,30 @@ impl ListenConfig {
     pub fn advertised_host_port(&self) -> (&str, u16) {
         split_host_port(&self.advertised_address).expect("validated when loaded")
     }
+
+    /// What is advertised and why, for the start-up log.
+    pub fn describe_advertised(&self) -> String {
+        let why = match self.advertised_source {
+            AdvertisedSource::Configured => "listen.advertised_address",
+            AdvertisedSource::ListenAddress => "listen.address; set listen.advertised_address to override",
+            AdvertisedSource::CanonicalHostName => {
+                "listen.address binds all interfaces; set listen.advertised_address to override"
+            }
+        };
+        format!("Advertising {} ({why})", self.advertised_address)
+    }
+}
+
+/// Where the advertised address comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdvertisedSource {
+    /// `listen.advertised_address`.
+    Configured,
+    /// `listen.address`, which names one interface.
+    ListenAddress,
+    /// `listen.address` binds all interfaces: this machine's canonical host
+    /// name with its port (Kafka's default for a listener without a host).
+    CanonicalHostName,
 }
 
 /// `listen.security`.

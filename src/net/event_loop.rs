@@ -14,10 +14,12 @@ use log::{debug, info, warn};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 
+use super::limits::{self, Activity, Clocks, ConnectionLimits, RequestBudget};
 use super::socket::{Handshake, SharedSocket};
-use super::tls::{TlsSession, TLS_HANDSHAKE_TIMEOUT};
+use super::tls::{ServerTls, TlsSession, TLS_HANDSHAKE_TIMEOUT};
 use super::{LoopHandle, Shared, ToLoop, ToWorker, LISTENER, WAKER};
 use crate::frame::{Filled, FrameReader, MIN_REQUEST_FRAME};
+use crate::metrics::CloseReason;
 
 /// Upstream responses are bounded by what the client asked for (fetch max
 /// bytes), not by the request limit; this only stops a corrupt size prefix
@@ -33,7 +35,18 @@ pub struct LoopSettings {
     pub max_in_flight_per_client: usize,
     /// How long a shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,
+    /// `listen.security` TLS at start: clients must handshake first. Only
+    /// whether it is on is read here (a reload cannot change that); the
+    /// certificate new clients get is `Shared::live`'s, which a reload may
+    /// replace.
+    pub client_tls: Option<Arc<ServerTls>>,
+    /// `listen.security` SASL: clients must log in first.
+    pub client_sasl: bool,
+    pub limits: ConnectionLimits,
 }
+
+/// How often client connections' deadlines are checked.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 enum ReadOutcome {
     /// The socket has nothing more for now.
@@ -56,6 +69,15 @@ struct Entry {
     /// An upstream connection being closed gracefully: since when, and
     /// whether its write side is shut yet.
     closing: Option<(Instant, bool)>,
+    /// What this (client) connection's reader is charged in the request budget.
+    charged: usize,
+    clocks: Clocks,
+}
+
+impl Entry {
+    fn new(socket: Arc<SharedSocket>, reader: FrameReader, worker: usize, kind: Kind, clocks: Clocks) -> Entry {
+        Entry { socket, reader, worker, kind, closing: None, charged: 0, clocks }
+    }
 }
 
 /// How long a gracefully closing upstream connection may take to deliver
@@ -73,9 +95,15 @@ pub struct EventLoop {
     shared: Arc<Shared>,
     clients: usize,
     next_worker: usize,
-    /// TLS connections by when their handshake must be done, earliest
-    /// first (one timeout for all, so in the order they started).
+    /// Upstream TLS connections by when their handshake must be done,
+    /// earliest first (one timeout for all, so in the order they started).
+    /// Clients' deadlines are in their `Clocks`.
     handshake_deadlines: VecDeque<(Instant, Token)>,
+    request_budget: RequestBudget,
+    /// Upstream connections not read because the clients they answer have
+    /// responses queued and the response budget is spent.
+    response_waiting: Vec<Token>,
+    next_sweep: Instant,
 }
 
 impl EventLoop {
@@ -96,11 +124,14 @@ impl EventLoop {
             commands,
             workers,
             handle,
-            settings,
             shared,
             clients: 0,
             next_worker: 0,
             handshake_deadlines: VecDeque::new(),
+            request_budget: RequestBudget::new(settings.limits.queued_max_request_bytes),
+            response_waiting: Vec::new(),
+            next_sweep: Instant::now() + SWEEP_INTERVAL,
+            settings,
         })
     }
 
@@ -134,8 +165,10 @@ impl EventLoop {
             while let Ok(cmd) = self.commands.try_recv() {
                 self.command(cmd);
             }
+            self.resume_waiting();
             self.expire_closing();
             self.expire_handshakes();
+            self.sweep_deadlines();
             if drain_deadline.is_none() && self.shared.shutdown.load(Ordering::SeqCst) {
                 info!("Shutting down: no longer accepting connections, finishing in-flight requests");
                 if let Some(mut l) = self.listener.take() {
@@ -202,33 +235,22 @@ impl EventLoop {
         // `listen.security` TLS (clients handshake first), as last reloaded.
         let socket = match &self.shared.live.client_tls.get() {
             None => SharedSocket::new(stream, token, peer),
-            Some(tls) => {
-                let made = SharedSocket::with_tls(stream, token, peer, |wire| TlsSession::accepted(tls.session()?, wire));
-                match made {
-                    Ok(s) => {
-                        self.handshake_deadlines.push_back((Instant::now() + TLS_HANDSHAKE_TIMEOUT, token));
-                        s
-                    }
-                    Err(e) => {
-                        warn!("Cannot start TLS with {peer}: {e}");
-                        return;
-                    }
+            Some(tls) => match SharedSocket::with_tls(stream, token, peer, |wire| TlsSession::accepted(tls.session()?, wire)) {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!("Cannot start TLS with {peer}: {e}");
+                    return;
                 }
-            }
+            },
         };
-        let socket = Arc::new(socket);
+        let socket = Arc::new(socket.tally_queued_in(self.shared.queued_response_bytes.clone()));
         let worker = self.next_worker % self.workers.len();
         self.next_worker = self.next_worker.wrapping_add(1);
-        self.entries.insert(
-            token,
-            Entry {
-                socket: socket.clone(),
-                reader: FrameReader::new(self.settings.max_frame_bytes, MIN_REQUEST_FRAME),
-                worker,
-                kind: Kind::Client,
-                closing: None,
-            },
-        );
+        let now = Instant::now();
+        let must_handshake = self.settings.client_tls.is_some() || self.settings.client_sasl;
+        let clocks = Clocks::new(now, must_handshake.then(|| now + self.settings.limits.handshake_timeout));
+        let reader = FrameReader::new(self.settings.max_frame_bytes, MIN_REQUEST_FRAME);
+        self.entries.insert(token, Entry::new(socket.clone(), reader, worker, Kind::Client, clocks));
         self.clients += 1;
         self.shared.metrics.connections_active.fetch_add(1, Ordering::Relaxed);
         self.shared.metrics.connections_total.fetch_add(1, Ordering::Relaxed);
@@ -256,16 +278,9 @@ impl EventLoop {
                 if socket.is_tls() {
                     self.handshake_deadlines.push_back((Instant::now() + TLS_HANDSHAKE_TIMEOUT, token));
                 }
-                self.entries.insert(
-                    token,
-                    Entry {
-                        socket,
-                        reader: FrameReader::new(MAX_RESPONSE_FRAME, 4),
-                        worker,
-                        kind: Kind::Upstream { owner },
-                        closing: None,
-                    },
-                );
+                let reader = FrameReader::new(MAX_RESPONSE_FRAME, 4);
+                let clocks = Clocks::new(Instant::now(), None);
+                self.entries.insert(token, Entry::new(socket, reader, worker, Kind::Upstream { owner }, clocks));
                 // Even if the client has left, its worker may still be
                 // writing requests it received whole; its CloseUpstream,
                 // sent after them on this same channel, closes the
@@ -308,7 +323,7 @@ impl EventLoop {
         self.read(token);
     }
 
-    /// Close TLS connections whose handshake is overdue.
+    /// Close upstream TLS connections whose handshake is overdue.
     fn expire_handshakes(&mut self) {
         let now = Instant::now();
         while let Some(&(deadline, token)) = self.handshake_deadlines.front() {
@@ -391,6 +406,14 @@ impl EventLoop {
     /// bounds what it buffers), dispatching the frames that completed.
     fn read_some(&mut self, token: Token) -> ReadOutcome {
         let draining = self.listener.is_none();
+        if let Some(Kind::Upstream { owner }) = self.entries.get(&token).map(|e| &e.kind) {
+            if self.responses_backed_up(*owner) {
+                if !self.response_waiting.contains(&token) {
+                    self.response_waiting.push(token);
+                }
+                return ReadOutcome::Drained;
+            }
+        }
         let Some(entry) = self.entries.get_mut(&token) else { return ReadOutcome::Drained };
         let is_client = matches!(entry.kind, Kind::Client);
         // During shutdown clients get no new requests in; upstream answers
@@ -399,10 +422,24 @@ impl EventLoop {
             return ReadOutcome::Drained;
         }
         let mut outcome = ReadOutcome::Drained;
+        let mut arrived = false;
         loop {
             let mut source: &SharedSocket = &entry.socket;
-            match entry.reader.fill_from(&mut source) {
-                Ok(Filled::Bytes(_)) => {}
+            // Only client readers are charged: upstream answers are bounded
+            // by what the clients asked for.
+            let may_grow = if is_client { self.request_budget.allowance() } else { usize::MAX };
+            let filled = entry.reader.fill_within(&mut source, may_grow);
+            if is_client {
+                self.request_budget.recharge(&mut entry.charged, entry.reader.allocated());
+            }
+            match filled {
+                Ok(Filled::Bytes(_)) => arrived = true,
+                Ok(Filled::OverBudget) => {
+                    // Backpressure: read again once frames or connections
+                    // release budget (`resume_waiting`).
+                    self.request_budget.wait(token);
+                    break;
+                }
                 Ok(Filled::FrameReady) => {
                     outcome = ReadOutcome::FramesWaiting;
                     break;
@@ -427,18 +464,91 @@ impl EventLoop {
             }
         }
         // Frames that arrived before a close still count.
-        if let Some(reason) = self.dispatch_frames(token) {
+        let (took_frames, failure) = self.dispatch_frames(token);
+        if let Some(entry) = self.entries.get_mut(&token).filter(|_| is_client) {
+            self.request_budget.recharge(&mut entry.charged, entry.reader.allocated());
+            entry.clocks.after_read(Instant::now(), arrived, took_frames, entry.reader.buffered());
+        }
+        if let Some(reason) = failure {
             return ReadOutcome::Closed(reason);
         }
         outcome
+    }
+
+    /// Whether the response budget is spent and `client` has responses
+    /// waiting to go out: then its upstream connections are not read.
+    fn responses_backed_up(&self, client: Token) -> bool {
+        let queued = self.shared.queued_response_bytes.load(Ordering::SeqCst);
+        queued >= self.settings.limits.max_buffered_response_bytes
+            && self.entries.get(&client).is_some_and(|c| c.socket.queued_bytes() > 0)
+    }
+
+    /// Read again the connections that stopped for a budget that has room now.
+    fn resume_waiting(&mut self) {
+        for token in self.request_budget.take_resumable() {
+            self.read(token);
+        }
+        if self.response_waiting.is_empty() {
+            return;
+        }
+        let waiting = std::mem::take(&mut self.response_waiting);
+        for token in waiting {
+            // Reading puts the ones still backed up back on the list.
+            self.read(token);
+        }
+    }
+
+    /// Close client connections past a deadline (`limits::expired`).
+    fn sweep_deadlines(&mut self) {
+        let now = Instant::now();
+        if now < self.next_sweep {
+            return;
+        }
+        self.next_sweep = now + SWEEP_INTERVAL;
+        let sasl = self.settings.client_sasl;
+        let mut expired = Vec::new();
+        for (token, entry) in self.entries.iter_mut().filter(|(_, e)| matches!(e.kind, Kind::Client)) {
+            let socket = &entry.socket;
+            let activity = Activity {
+                busy: socket.flow.in_flight() > 0 || socket.queued_bytes() > 0,
+                paused_by_proxy: socket.flow.is_paused(),
+                handshaking: socket.is_handshaking() || (sasl && !socket.is_authenticated()),
+            };
+            if let Some(reason) = limits::expired(&mut entry.clocks, &activity, &self.settings.limits, now) {
+                expired.push((*token, reason));
+            }
+            // Quiet for a sweep: its read buffer goes back (the
+            // per-connection constant of an idle connection stays small).
+            if now.duration_since(entry.clocks.last_active) >= SWEEP_INTERVAL {
+                entry.reader.release_idle_buffer();
+            }
+        }
+        for (token, reason) in expired {
+            let Some(entry) = self.entries.get(&token) else { continue };
+            let limits = &self.settings.limits;
+            let why = match reason {
+                CloseReason::Idle => format!("idle for {} ms (listen.connections_max_idle_ms)", limits.connections_max_idle.as_millis()),
+                CloseReason::FrameTimeout => format!(
+                    "a request frame was not complete within {} ms (listen.frame_timeout_ms)",
+                    limits.frame_timeout.as_millis()
+                ),
+                CloseReason::HandshakeTimeout => format!(
+                    "TLS handshake or SASL authentication not done within {} ms (listen.handshake_timeout_ms)",
+                    limits.handshake_timeout.as_millis()
+                ),
+            };
+            debug!("Closing connection from {}: {why}", entry.socket.peer);
+            self.shared.metrics.connections_closed.count(reason);
+            self.close(token, None);
+        }
     }
 
     /// Hand every complete buffered frame to the owning worker, all of them
     /// in one message: a worker that sees a burst whole can answer it with
     /// one write and send its produce requests upstream together. Returns
     /// why the connection must close, if it must.
-    fn dispatch_frames(&mut self, token: Token) -> Option<String> {
-        let entry = self.entries.get_mut(&token)?;
+    fn dispatch_frames(&mut self, token: Token) -> (bool, Option<String>) {
+        let Some(entry) = self.entries.get_mut(&token) else { return (false, None) };
         let mut frames = Vec::new();
         let mut failure = None;
         loop {
@@ -466,24 +576,25 @@ impl EventLoop {
             }
         }
         if frames.is_empty() {
-            return failure;
+            return (false, failure);
         }
         let msg = match entry.kind {
             Kind::Client => ToWorker::ClientFrames { conn: token, frames },
             // Answers to a client that has left go nowhere.
-            Kind::Upstream { .. } if entry.closing.is_some() => return failure,
+            Kind::Upstream { .. } if entry.closing.is_some() => return (true, failure),
             Kind::Upstream { owner } => ToWorker::UpstreamFrames { conn: owner, upstream: token, frames },
         };
         if self.workers[entry.worker].send(msg).is_err() {
-            return Some("worker stopped".into());
+            return (true, Some("worker stopped".into()));
         }
-        failure
+        (true, failure)
     }
 
     /// Close a connection and tell its worker. `reason` is None when the
     /// close was asked for (by a worker or at shutdown).
     fn close(&mut self, token: Token, reason: Option<String>) {
-        let Some(entry) = self.entries.remove(&token) else { return };
+        let Some(mut entry) = self.entries.remove(&token) else { return };
+        self.request_budget.recharge(&mut entry.charged, 0);
         // Try to get already-queued responses out before the socket goes.
         let _ = entry.socket.flush();
         let mut source = mio::unix::SourceFd(&std::os::fd::AsRawFd::as_raw_fd(&entry.socket.stream));

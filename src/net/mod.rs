@@ -2,6 +2,7 @@
 //! touch sockets; everything they carry crosses threads as owned messages.
 
 pub mod event_loop;
+pub mod limits;
 pub mod socket;
 pub mod tls;
 
@@ -49,6 +50,9 @@ pub struct Shared {
     pub shutdown: AtomicBool,
     /// Client requests read and not yet answered, over all connections.
     pub in_flight: AtomicUsize,
+    /// Response bytes queued toward clients, over all connections
+    /// (bounded by `listen.max_buffered_response_bytes`).
+    pub queued_response_bytes: Arc<AtomicUsize>,
     pub metrics: Metrics,
     /// What a configuration reload replaces (TLS, SASL).
     pub live: crate::live::Live,
@@ -61,6 +65,7 @@ impl Shared {
         Shared {
             shutdown: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
+            queued_response_bytes: Arc::new(AtomicUsize::new(0)),
             metrics: Metrics::default(),
             live: Default::default(),
             health: Default::default(),

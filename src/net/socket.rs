@@ -41,6 +41,9 @@ pub struct SharedSocket {
     is_tls: bool,
     /// The subject of the certificate a TLS peer presented (mTLS).
     principal: OnceLock<String>,
+    /// A client that logged in with SASL (set by its worker): the event
+    /// loop's handshake deadline no longer applies.
+    authenticated: AtomicBool,
 }
 
 /// How far a TLS handshake is (see `SharedSocket::advance_handshake`).
@@ -99,6 +102,11 @@ impl FlowControl {
     pub fn forget_all(&self) -> usize {
         self.in_flight.swap(0, Ordering::SeqCst)
     }
+
+    /// Requests read and not yet answered.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
 }
 
 #[derive(Default)]
@@ -106,9 +114,65 @@ struct Pending {
     buf: Vec<u8>,
     pos: usize,
     tls: Option<TlsSession>,
+    /// Where queued bytes are counted over all sockets of a kind (client
+    /// responses: `listen.max_buffered_response_bytes`), and how many of
+    /// this socket's are counted there now.
+    tally: Option<Arc<AtomicUsize>>,
+    tallied: usize,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(tally) = &self.tally {
+            tally.fetch_sub(self.tallied, Ordering::SeqCst);
+        }
+    }
 }
 
 impl Pending {
+    fn queued(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    /// Bring the shared tally up to date after the queue changed.
+    fn retally(&mut self) {
+        let Some(tally) = &self.tally else { return };
+        let now = self.queued();
+        if now >= self.tallied {
+            tally.fetch_add(now - self.tallied, Ordering::SeqCst);
+        } else {
+            tally.fetch_sub(self.tallied - now, Ordering::SeqCst);
+        }
+        self.tallied = now;
+    }
+
+    /// `SharedSocket::send_frames` under the lock.
+    fn send_slices(&mut self, stream: &TcpStream, slices: &[&[u8]]) -> io::Result<()> {
+        if self.tls.is_some() {
+            for slice in slices {
+                self.buf.extend_from_slice(slice);
+            }
+            return self.push_tls();
+        }
+        let mut written = 0;
+        if self.pos == self.buf.len() {
+            written = write_slices_some(stream, slices)?;
+            self.buf.clear();
+            self.pos = 0;
+        }
+        // Queue whatever the kernel did not take.
+        let mut skip = written;
+        for slice in slices {
+            if skip >= slice.len() {
+                skip -= slice.len();
+                continue;
+            }
+            self.buf.extend_from_slice(&slice[skip..]);
+            skip = 0;
+        }
+        Ok(())
+    }
+
     /// Encrypt and write queued plaintext as far as the socket takes it
     /// (nothing before the handshake is done).
     fn push_tls(&mut self) -> io::Result<()> {
@@ -155,7 +219,24 @@ impl SharedSocket {
             flow: FlowControl::default(),
             is_tls: false,
             principal: OnceLock::new(),
+            authenticated: AtomicBool::new(false),
         }
+    }
+
+    /// Count the bytes queued on this socket in `tally` (with every other
+    /// socket counted there) for as long as the socket lives.
+    pub fn tally_queued_in(self, tally: Arc<AtomicUsize>) -> Self {
+        self.out.lock().tally = Some(tally);
+        self
+    }
+
+    /// The client logged in with SASL.
+    pub fn mark_authenticated(&self) {
+        self.authenticated.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_authenticated(&self) -> bool {
+        self.authenticated.load(Ordering::SeqCst)
     }
 
     /// A socket that speaks TLS, its session made by `session` over it.
@@ -205,32 +286,16 @@ impl SharedSocket {
         if let Some(subject) = tls.peer_subject() {
             let _ = self.principal.set(subject);
         }
-        out.push_tls().map_err(|e| format!("write failed: {e}"))?;
+        let pushed = out.push_tls();
+        out.retally();
+        pushed.map_err(|e| format!("write failed: {e}"))?;
         Ok(Handshake::JustDone)
     }
 
     /// Send `bytes` in order after everything sent before. Returns an error
     /// only when the socket is closed or broken.
     pub fn send(&self, bytes: &[u8]) -> io::Result<()> {
-        if self.is_closed() {
-            return Err(io::Error::new(io::ErrorKind::NotConnected, "connection closed"));
-        }
-        let mut out = self.out.lock();
-        if out.tls.is_some() {
-            out.buf.extend_from_slice(bytes);
-            return out.push_tls();
-        }
-        let mut written = 0;
-        if out.pos == out.buf.len() {
-            written = write_some(&self.stream, bytes)?;
-            if written == bytes.len() {
-                return Ok(());
-            }
-            out.buf.clear();
-            out.pos = 0;
-        }
-        out.buf.extend_from_slice(&bytes[written..]);
-        Ok(())
+        self.send_slices(&[bytes])
     }
 
     /// Send one Kafka frame: its 4-byte size, then `body`, written together
@@ -243,35 +308,19 @@ impl SharedSocket {
     /// kernel allows: a request split into rounds goes out in one write
     /// rather than one per round.
     pub fn send_frames(&self, bodies: &[&[u8]]) -> io::Result<()> {
+        let prefixes: Vec<[u8; 4]> = bodies.iter().map(|b| (b.len() as u32).to_be_bytes()).collect();
+        let slices: Vec<&[u8]> = prefixes.iter().zip(bodies).flat_map(|(p, b)| [&p[..], *b]).collect();
+        self.send_slices(&slices)
+    }
+
+    fn send_slices(&self, slices: &[&[u8]]) -> io::Result<()> {
         if self.is_closed() {
             return Err(io::Error::new(io::ErrorKind::NotConnected, "connection closed"));
         }
-        let prefixes: Vec<[u8; 4]> = bodies.iter().map(|b| (b.len() as u32).to_be_bytes()).collect();
-        let slices: Vec<&[u8]> = prefixes.iter().zip(bodies).flat_map(|(p, b)| [&p[..], *b]).collect();
         let mut out = self.out.lock();
-        if out.tls.is_some() {
-            for slice in slices {
-                out.buf.extend_from_slice(slice);
-            }
-            return out.push_tls();
-        }
-        let mut written = 0;
-        if out.pos == out.buf.len() {
-            written = write_slices_some(&self.stream, &slices)?;
-            out.buf.clear();
-            out.pos = 0;
-        }
-        // Queue whatever the kernel did not take.
-        let mut skip = written;
-        for slice in slices {
-            if skip >= slice.len() {
-                skip -= slice.len();
-                continue;
-            }
-            out.buf.extend_from_slice(&slice[skip..]);
-            skip = 0;
-        }
-        Ok(())
+        let result = out.send_slices(&self.stream, slices);
+        out.retally();
+        result
     }
 
     /// Write queued bytes; called by the event loop on writable readiness.
@@ -285,12 +334,13 @@ impl SharedSocket {
             let n = write_some(&self.stream, &out.buf[pos..])?;
             out.pos += n;
         }
-        Ok(out.written_out())
+        let done = out.written_out();
+        out.retally();
+        Ok(done)
     }
 
     pub fn queued_bytes(&self) -> usize {
-        let out = self.out.lock();
-        out.buf.len() - out.pos
+        self.out.lock().queued()
     }
 
     pub fn mark_closed(&self) {
@@ -412,6 +462,36 @@ mod tests {
             assert!(got[at + 4..at + 4 + body.len()] == body[..]);
             at += 4 + body.len();
         }
+    }
+
+    /// Queued bytes are counted in the shared tally while queued, and
+    /// uncounted when written or when the socket goes.
+    #[test]
+    fn queued_bytes_are_tallied_until_written_or_dropped() {
+        let (socket, mut reader) = connected_pair();
+        let tally = Arc::new(AtomicUsize::new(0));
+        let socket = socket.tally_queued_in(tally.clone());
+        let body = vec![1u8; 8_000_000];
+        socket.send_frame(&body).unwrap();
+        let queued = socket.queued_bytes();
+        assert!(queued > 0, "8 MB should not fit in the socket buffers");
+        assert_eq!(tally.load(Ordering::SeqCst), queued);
+        let reading = std::thread::spawn(move || {
+            let mut got = vec![0u8; 4 + 8_000_000];
+            reader.read_exact(&mut got).unwrap();
+            reader
+        });
+        while !socket.flush().unwrap() {
+            assert_eq!(tally.load(Ordering::SeqCst), socket.queued_bytes());
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(tally.load(Ordering::SeqCst), 0);
+        let _reader = reading.join().unwrap();
+        // A socket dropped with bytes still queued gives them back.
+        socket.send_frame(&body).unwrap();
+        assert!(tally.load(Ordering::SeqCst) > 0);
+        drop(socket);
+        assert_eq!(tally.load(Ordering::SeqCst), 0);
     }
 
     #[test]

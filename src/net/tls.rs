@@ -28,9 +28,9 @@ use openssl::x509::{X509NameRef, X509};
 
 use crate::config::{KafkaTls, ListenTls};
 
-/// A TLS handshake not done within this closes its connection: a client
-/// that stalls mid-handshake costs one connection for this long, never a
-/// thread.
+/// A TLS handshake with a broker not done within this closes its
+/// connection (clients have `listen.handshake_timeout_ms`): a peer that
+/// stalls mid-handshake costs one connection for this long, never a thread.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The proxy's server side (`listen.security.tls`).

@@ -170,6 +170,8 @@ pub struct ProxySettings {
     pub derived_offset_refresh: Duration,
     pub max_connections: usize,
     pub max_frame_bytes: usize,
+    /// Budgets and deadlines of client connections (`listen`).
+    pub limits: crate::net::limits::ConnectionLimits,
     pub max_in_flight_per_client: usize,
     pub workers: usize,
     pub shutdown_grace: Duration,
@@ -322,8 +324,10 @@ impl Proxy {
         shared.health.refreshed(std::time::Instant::now());
         {
             let view = cluster.read();
+            // The user's guide's start-up line, word for word; the details next.
+            info!("Connected to Kafka cluster");
             info!(
-                "Connected to Kafka cluster{} ({} brokers, {} topics)",
+                "Kafka cluster{}: {} brokers, {} topics",
                 view.cluster_id.as_deref().map(|c| format!(" {c}")).unwrap_or_default(),
                 view.brokers.len(),
                 view.topics.len()
@@ -419,6 +423,9 @@ impl Proxy {
             max_frame_bytes: ctx.settings.max_frame_bytes,
             max_in_flight_per_client: ctx.settings.max_in_flight_per_client,
             shutdown_grace: ctx.settings.shutdown_grace,
+            client_tls: ctx.settings.client_tls.clone(),
+            client_sasl: ctx.client_sasl().is_some(),
+            limits: ctx.settings.limits.clone(),
         };
         let event_loop = EventLoop::new(
             self.poll,

@@ -14,6 +14,7 @@ use mio::Token;
 use super::lookups::LookupsDone;
 use super::session::{Deferred, Session, Verdict};
 use super::{requests, ProxyContext};
+use crate::kafka::api::ApiKey;
 use crate::net::{ToLoop, ToWorker};
 
 const DEADLINE_CHECK: Duration = Duration::from_millis(100);
@@ -154,7 +155,14 @@ impl Worker {
         if session.closing {
             return Verdict::Continue;
         }
-        ctx.shared.metrics.requests_total.fetch_add(1, Ordering::Relaxed);
+        // After SaslHandshake v0 the frame is a bare SASL token, counted as
+        // the SaslAuthenticate it stands for (as `requests::take` handles it).
+        let api_key = if session.auth.expects_raw_token() {
+            Some(ApiKey::SaslAuthenticate as i16)
+        } else {
+            frame.get(..2).map(|k| i16::from_be_bytes([k[0], k[1]]))
+        };
+        ctx.shared.metrics.requests.count(api_key);
         if session.has_deferred() {
             // Behind a request waiting for look-ups: Kafka handles a
             // connection's requests in order, and so does the proxy.

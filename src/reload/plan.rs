@@ -34,6 +34,11 @@ pub const RESTART_ONLY: &[Field] = &[
     ("listen.advertised_address", |c| shown(&c.listen.advertised_address)),
     ("listen.max_connections", |c| shown(c.listen.max_connections)),
     ("listen.max_frame_bytes", |c| shown(c.listen.max_frame_bytes)),
+    ("listen.queued_max_request_bytes", |c| shown(c.listen.queued_max_request_bytes)),
+    ("listen.max_buffered_response_bytes", |c| shown(c.listen.max_buffered_response_bytes)),
+    ("listen.connections_max_idle_ms", |c| shown(c.listen.connections_max_idle_ms)),
+    ("listen.frame_timeout_ms", |c| shown(c.listen.frame_timeout_ms)),
+    ("listen.handshake_timeout_ms", |c| shown(c.listen.handshake_timeout_ms)),
     ("listen.security.protocol", |c| c.listen.security.protocol.to_string()),
     ("kafka.bootstrap_servers", |c| shown(&c.kafka.bootstrap_servers)),
     ("kafka.connection_timeout_ms", |c| shown(c.kafka.connection_timeout_ms)),
@@ -252,6 +257,11 @@ listen:
   advertised_address: \"proxy:9093\"
   max_connections: 5
   max_frame_bytes: 2048
+  queued_max_request_bytes: 1048576
+  max_buffered_response_bytes: 1048576
+  connections_max_idle_ms: 60000
+  frame_timeout_ms: 5000
+  handshake_timeout_ms: 5000
 kafka:
   bootstrap_servers: [\"other:1\"]
   connection_timeout_ms: 1
@@ -265,6 +275,24 @@ kafka:
         let refused = plan(&old, &new, &[]).refused;
         for (name, _) in RESTART_ONLY.iter().filter(|(n, _)| !n.ends_with("protocol")) {
             assert!(refused.iter().any(|r| r.starts_with(&format!("{name} "))), "{name} not refused: {refused:?}");
+        }
+    }
+
+    /// A field added to `listen` or `kafka` must be sorted here (restart
+    /// only, or applied live), or a reload would ignore it silently.
+    #[test]
+    fn every_listen_and_kafka_field_is_classified() {
+        let live = ["listen.security", "listen.advertised_source", "kafka.tls", "kafka.sasl"];
+        let c = ok(&with(""));
+        for (section, debug) in [("listen", format!("{:#?}", c.listen)), ("kafka", format!("{:#?}", c.kafka))] {
+            let top_level = |l: &&str| l.starts_with("    ") && l.chars().nth(4).is_some_and(|c| c.is_ascii_alphabetic());
+            for line in debug.lines().filter(top_level) {
+                let field = format!("{section}.{}", line.trim().split(':').next().unwrap());
+                assert!(
+                    RESTART_ONLY.iter().any(|(name, _)| *name == field) || live.contains(&field.as_str()),
+                    "{field} is neither restart-only nor applied by a reload"
+                );
+            }
         }
     }
 

@@ -35,6 +35,7 @@ from confluent_kafka.admin import AdminClient
 
 import clients
 import harness
+import test_guide_examples
 import test_kafkajs
 import tls_certs
 from secured_tansu import SecuredTansu
@@ -195,9 +196,14 @@ def test_the_example_serves_confluent_kafka(production, certs):
     clients.produce_confluent(production.address, TOPIC, records, **conf)
     got = clients.consume_confluent(production.address, TOPIC, USED, len(records), **conf)
     clients.check_records(records, got)
-    # JSON logs, as the example asks; the metrics endpoint answers.
-    first = production.process.log_text().splitlines()[0]
+    # JSON logs, as the example asks, with the guide's start-up lines; the
+    # metrics endpoint answers.
+    log = production.process.log_text()
+    first = log.splitlines()[0]
     assert isinstance(json.loads(first), dict), first
+    messages = [(e["level"], e["msg"]) for e in map(json.loads, log.splitlines())]
+    test_guide_examples.assert_in_order(messages, test_guide_examples.start_up_lines(
+        production.address, ["Mapping: 1000 virtual -> 100 physical partitions (10:1)"]), log)
     metrics = harness.scrape_metrics(production.metrics_address)
     assert "kafka_proxy_connections_active" in metrics, sorted(metrics)
 

@@ -32,14 +32,15 @@ PER_PARTITION = 5
 @pytest.fixture
 def sasl_proxy(start_proxy, monkeypatch):
     """start_proxy(...) with SASL_PLAINTEXT toward clients and the users above
-    (bob's password through ${VAR}, as the guide's example)."""
+    (bob's password through ${VAR}, as the guide's example); extra_listen:
+    more listen settings."""
     monkeypatch.setenv("KPR_E2E_BOB_PASSWORD", BOB_PASSWORD)
 
-    def start(lifetime_ms=None, **kw):
+    def start(lifetime_ms=None, extra_listen=None, **kw):
         sasl = {"enabled_mechanisms": MECHANISMS, "credentials": {"users": dict(USERS)}}
         if lifetime_ms is not None:
             sasl["session_lifetime_ms"] = lifetime_ms
-        extra = {"listen": {"security": {"protocol": "SASL_PLAINTEXT", "sasl": sasl}}}
+        extra = {"listen": {"security": {"protocol": "SASL_PLAINTEXT", "sasl": sasl}, **(extra_listen or {})}}
         return start_proxy(mapping=virtual.mapping(V, P, {"one-.*": (3, 3)}), extra=extra, **kw)
 
     return start

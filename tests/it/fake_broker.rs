@@ -269,6 +269,7 @@ impl Running {
             derived_offset_refresh: Duration::from_secs(3600),
             max_connections: 64,
             max_frame_bytes: 1 << 20,
+            limits: Default::default(),
             max_in_flight_per_client: 64,
             // One worker: every client shares it, so one client's stall
             // would show in the others' answers.

@@ -5,10 +5,13 @@ use serde_yaml::{Mapping, Value};
 use super::{get, kind, Decoder};
 use crate::config::addresses::{is_wildcard_host, split_host_port};
 use crate::config::errors::{child, key_text};
+use crate::config::host_name;
 use crate::config::model::{
-    ListenConfig, ListenSasl, ListenSecurity, ListenTls, OAuthBearerValidation, SaslMechanism,
+    AdvertisedSource, ListenConfig, ListenSasl, ListenSecurity, ListenTls, OAuthBearerValidation, SaslMechanism,
     SaslUser, Secret, SecurityProtocol, DEFAULT_CLOCK_SKEW_MS, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_FRAME_BYTES, MAX_CLOCK_SKEW_MS, MIN_MAX_FRAME_BYTES,
+    DEFAULT_CONNECTIONS_MAX_IDLE_MS, DEFAULT_FRAME_TIMEOUT_MS, DEFAULT_HANDSHAKE_TIMEOUT_MS,
+    DEFAULT_MAX_BUFFERED_RESPONSE_BYTES, DEFAULT_MAX_FRAME_BYTES, DEFAULT_QUEUED_MAX_REQUEST_BYTES,
+    MAX_CLOCK_SKEW_MS, MIN_MAX_FRAME_BYTES,
 };
 
 const LISTEN_KEYS: &[&str] = &[
@@ -16,8 +19,15 @@ const LISTEN_KEYS: &[&str] = &[
     "advertised_address",
     "max_connections",
     "max_frame_bytes",
+    "queued_max_request_bytes",
+    "max_buffered_response_bytes",
+    "connections_max_idle_ms",
+    "frame_timeout_ms",
+    "handshake_timeout_ms",
     "security",
 ];
+/// The largest accepted timeout: a day (beyond that, no limit in practice).
+const MAX_TIMEOUT_MS: u64 = 24 * 3600 * 1000;
 const LISTEN_SECURITY_KEYS: &[&str] = &["protocol", "tls", "sasl"];
 const LISTEN_TLS_KEYS: &[&str] = &["cert_path", "key_path", "ca_cert_path", "client_auth"];
 const LISTEN_SASL_KEYS: &[&str] = &["enabled_mechanisms", "credentials", "oauthbearer", "session_lifetime_ms"];
@@ -40,6 +50,34 @@ impl Decoder {
         }
     }
 
+    /// The advertised address when `listen.advertised_address` is not set:
+    /// `listen.address` itself, or, when that binds all interfaces, this
+    /// machine's canonical host name with its port, as Kafka advertises a
+    /// listener without a host (see `host_name`).
+    fn default_advertised(&mut self, addr: &str) -> Option<(String, AdvertisedSource)> {
+        let (host, port) = split_host_port(addr).ok()?;
+        if !is_wildcard_host(host) {
+            return Some((addr.to_string(), AdvertisedSource::ListenAddress));
+        }
+        let named = host_name::canonical_host_name().and_then(|name| {
+            let advertised = if name.contains(':') { format!("[{name}]:{port}") } else { format!("{name}:{port}") };
+            match split_host_port(&advertised) {
+                Ok(_) => Ok(advertised),
+                Err(e) => Err(format!("the machine's host name {name:?} cannot be advertised: {e}")),
+            }
+        });
+        match named {
+            Ok(advertised) => Some((advertised, AdvertisedSource::CanonicalHostName)),
+            Err(e) => {
+                self.err(format!(
+                    "listen.advertised_address is required: listen.address binds all interfaces ({addr}) \
+                     and {e}"
+                ));
+                None
+            }
+        }
+    }
+
     pub(super) fn listen(&mut self, v: &Value) -> Option<ListenConfig> {
         let path = "listen";
         let m = self.section(v, path, LISTEN_KEYS)?;
@@ -58,18 +96,9 @@ impl Decoder {
                         ));
                         return None;
                     }
-                    Some(adv)
+                    Some((adv, AdvertisedSource::Configured))
                 }),
-            None => match &address {
-                Some(addr) if split_host_port(addr).is_ok_and(|(h, _)| is_wildcard_host(h)) => {
-                    self.err(format!(
-                        "listen.advertised_address is required when listen.address binds all \
-                         interfaces ({addr}): clients must be told an address they can reach"
-                    ));
-                    None
-                }
-                other => other.clone(),
-            },
+            None => address.as_ref().and_then(|addr| self.default_advertised(addr)),
         };
         let max_connections = self.opt_uint(
             m,
@@ -87,15 +116,35 @@ impl Decoder {
             i32::MAX as u64,
             DEFAULT_MAX_FRAME_BYTES as u64,
         );
+        let budget = |d: &mut Self, key, default: usize| d.opt_uint(m, path, key, MIN_MAX_FRAME_BYTES as u64, u64::from(u32::MAX) * 16, default as u64) as usize;
+        let queued_max_request_bytes = budget(self, "queued_max_request_bytes", DEFAULT_QUEUED_MAX_REQUEST_BYTES);
+        let max_buffered_response_bytes = budget(self, "max_buffered_response_bytes", DEFAULT_MAX_BUFFERED_RESPONSE_BYTES);
+        if max_frame_bytes as usize > queued_max_request_bytes {
+            self.err(format!(
+                "listen.max_frame_bytes ({max_frame_bytes}) exceeds listen.queued_max_request_bytes ({queued_max_request_bytes}): \
+                 a frame that large could never be buffered; raise the budget or lower max_frame_bytes"
+            ));
+        }
+        let timeout = |d: &mut Self, key, default| d.opt_uint(m, path, key, 1, MAX_TIMEOUT_MS, default);
+        let connections_max_idle_ms = timeout(self, "connections_max_idle_ms", DEFAULT_CONNECTIONS_MAX_IDLE_MS);
+        let frame_timeout_ms = timeout(self, "frame_timeout_ms", DEFAULT_FRAME_TIMEOUT_MS);
+        let handshake_timeout_ms = timeout(self, "handshake_timeout_ms", DEFAULT_HANDSHAKE_TIMEOUT_MS);
         let security = match get(m, "security") {
             Some(v) => self.listen_security(v)?,
             None => ListenSecurity::default(),
         };
+        let advertised = advertised?;
         Some(ListenConfig {
             address: address?,
-            advertised_address: advertised?,
+            advertised_address: advertised.0,
+            advertised_source: advertised.1,
             max_connections: max_connections as usize,
             max_frame_bytes: max_frame_bytes as usize,
+            queued_max_request_bytes,
+            max_buffered_response_bytes,
+            connections_max_idle_ms,
+            frame_timeout_ms,
+            handshake_timeout_ms,
             security,
         })
     }
@@ -326,6 +375,43 @@ mod tests {
                 .listen
                 .max_frame_bytes,
             1024
+        );
+    }
+
+    #[test]
+    fn listen_budgets_and_deadlines() {
+        let c = ok(&listen("  address: \"h:1\"\n"));
+        let l = &c.listen;
+        assert_eq!((l.queued_max_request_bytes, l.max_buffered_response_bytes), (256 << 20, 256 << 20));
+        assert_eq!((l.connections_max_idle_ms, l.frame_timeout_ms, l.handshake_timeout_ms), (600_000, 30_000, 10_000));
+        let c = ok(&listen(
+            "  address: \"h:1\"\n  max_frame_bytes: 1048576\n  queued_max_request_bytes: 1048576\n  \
+             max_buffered_response_bytes: 2048\n  connections_max_idle_ms: 2000\n  frame_timeout_ms: 1\n  \
+             handshake_timeout_ms: 86400000\n",
+        ));
+        let l = &c.listen;
+        assert_eq!((l.max_frame_bytes, l.queued_max_request_bytes, l.max_buffered_response_bytes), (1 << 20, 1 << 20, 2048));
+        assert_eq!((l.connections_max_idle_ms, l.frame_timeout_ms, l.handshake_timeout_ms), (2000, 1, 86_400_000));
+        assert_error(
+            &listen("  address: \"h:1\"\n  queued_max_request_bytes: 67108864\n"),
+            "listen.max_frame_bytes (104857600) exceeds listen.queued_max_request_bytes (67108864): \
+             a frame that large could never be buffered; raise the budget or lower max_frame_bytes",
+        );
+        assert_error(
+            &listen("  address: \"h:1\"\n  max_buffered_response_bytes: 1000\n"),
+            "listen.max_buffered_response_bytes: must be at least 1024 (got 1000)",
+        );
+        assert_error(
+            &listen("  address: \"h:1\"\n  connections_max_idle_ms: 0\n"),
+            "listen.connections_max_idle_ms: must be at least 1 (got 0)",
+        );
+        assert_error(
+            &listen("  address: \"h:1\"\n  frame_timeout_ms: 86400001\n"),
+            "listen.frame_timeout_ms: must be at most 86400000 (got 86400001)",
+        );
+        assert_error(
+            &listen("  address: \"h:1\"\n  handshake_timeout_ms: soon\n"),
+            "listen.handshake_timeout_ms: expected a whole number, got a string",
         );
     }
 

@@ -469,7 +469,8 @@ logging:
         assert_error(
             "listen:\n  adress: \"127.0.0.1:9092\"\n  address: \"127.0.0.1:9092\"\nkafka:\n  bootstrap_servers: [\"k:1\"]\n",
             "unknown key \"adress\" at listen (expected one of: address, advertised_address, \
-             max_connections, max_frame_bytes, security)",
+             max_connections, max_frame_bytes, queued_max_request_bytes, max_buffered_response_bytes, \
+             connections_max_idle_ms, frame_timeout_ms, handshake_timeout_ms, security)",
         );
     }
 
@@ -520,7 +521,7 @@ logging:
         );
         assert_error("- a\n", "top level: expected a mapping of keys (listen, kafka, mapping, metrics, logging), got a list");
         assert_error("listen: 5\nkafka:\n  bootstrap_servers: [\"k:1\"]\n",
-            "listen: expected a mapping of keys (address, advertised_address, max_connections, max_frame_bytes, security), got a number");
+            "listen: expected a mapping of keys (address, advertised_address, max_connections, max_frame_bytes, queued_max_request_bytes, max_buffered_response_bytes, connections_max_idle_ms, frame_timeout_ms, handshake_timeout_ms, security), got a number");
     }
 
     #[test]

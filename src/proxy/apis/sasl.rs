@@ -243,6 +243,7 @@ pub fn relay_finished(ctx: &ProxyContext, session: &mut Session, login: RelayLog
             debug!("Client {peer} authenticated as {} with SASL mechanism {mechanism}, accepted by the Kafka broker", login.username);
             auth.principal = Some(login.username);
             auth.password = Some(login.password);
+            session.client.mark_authenticated();
             return Plan::Answer(response);
         }
         Err(reason) => reason,
@@ -293,6 +294,7 @@ fn on_token(ctx: &ProxyContext, session: &mut Session, token: &[u8], now: Instan
                 auth.expires = lifetime.map(|l| now + l);
                 debug!("Client {peer} authenticated as {username} with SASL mechanism {mechanism}");
                 auth.principal = Some(username);
+                session.client.mark_authenticated();
                 return Outcome::Authenticated { answer, lifetime };
             }
         },

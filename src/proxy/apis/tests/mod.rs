@@ -152,6 +152,7 @@ fn settings() -> ProxySettings {
         derived_offset_refresh: Duration::from_secs(24 * 3600),
         max_connections: 16,
         max_frame_bytes: 1 << 20,
+        limits: Default::default(),
         max_in_flight_per_client: 64,
         workers: 1,
         shutdown_grace: Duration::from_secs(1),
