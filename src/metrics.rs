@@ -197,25 +197,70 @@ impl CloseReason {
     }
 }
 
-/// Client connections the proxy closed, per reason (a labelled counter).
-#[derive(Default)]
-pub struct ConnectionsClosed([AtomicU64; CloseReason::ALL.len()]);
+/// `impl Label` for a field-less enum whose `ALL` lists its values in
+/// declaration order.
+macro_rules! label {
+    ($ty:ident, $metric:literal, $key:literal, $label:path, $help:literal) => {
+        impl Label for $ty {
+            const METRIC: &'static str = $metric;
+            const HELP: &'static str = $help;
+            const KEY: &'static str = $key;
+            const ALL: &'static [Self] = &$ty::ALL;
+            fn label(self) -> &'static str {
+                $label(self)
+            }
+            fn index(self) -> usize {
+                self as usize
+            }
+        }
+    };
+}
 
-impl ConnectionsClosed {
-    pub fn count(&self, reason: CloseReason) {
-        self.0[reason as usize].fetch_add(1, Ordering::Relaxed);
+label!(CloseReason, "kafka_proxy_connections_closed_total", "reason", CloseReason::label,
+       "Client connections the proxy closed on a limit, per reason.");
+
+/// Client connections the proxy closed, per reason (a labelled counter).
+pub type ConnectionsClosed = PerLabel<CloseReason, { CloseReason::ALL.len() }>;
+
+/// The values of a counter's label, and the counter's name.
+pub trait Label: Copy + 'static {
+    const METRIC: &'static str;
+    const HELP: &'static str;
+    /// The label's name: `reason` in `name{reason="idle"}`.
+    const KEY: &'static str;
+    const ALL: &'static [Self];
+    fn label(self) -> &'static str;
+    /// Its position in `ALL`.
+    fn index(self) -> usize;
+}
+
+/// A counter per value of label `L`, every value rendered (zeros too).
+pub struct PerLabel<L: Label, const N: usize> {
+    counts: [AtomicU64; N],
+    label: std::marker::PhantomData<L>,
+}
+
+impl<L: Label, const N: usize> Default for PerLabel<L, N> {
+    fn default() -> Self {
+        PerLabel { counts: std::array::from_fn(|_| AtomicU64::new(0)), label: std::marker::PhantomData }
+    }
+}
+
+impl<L: Label, const N: usize> PerLabel<L, N> {
+    pub fn count(&self, value: L) {
+        self.counts[value.index()].fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn get(&self, reason: CloseReason) -> u64 {
-        self.0[reason as usize].load(Ordering::Relaxed)
+    pub fn get(&self, value: L) -> u64 {
+        self.counts[value.index()].load(Ordering::Relaxed)
     }
 
     fn render(&self, out: &mut String) {
-        let name = "kafka_proxy_connections_closed_total";
-        let _ = writeln!(out, "# HELP {name} Client connections the proxy closed on a limit, per reason.");
+        let name = L::METRIC;
+        let _ = writeln!(out, "# HELP {name} {}", L::HELP);
         let _ = writeln!(out, "# TYPE {name} counter");
-        for reason in CloseReason::ALL {
-            let _ = writeln!(out, "{name}{{reason=\"{}\"}} {}", reason.label(), self.get(reason));
+        for value in L::ALL {
+            let _ = writeln!(out, "{name}{{{}=\"{}\"}} {}", L::KEY, value.label(), self.get(*value));
         }
     }
 }
@@ -244,28 +289,11 @@ impl ReloadResult {
     }
 }
 
+label!(ReloadResult, "kafka_proxy_config_reloads_total", "result", ReloadResult::as_str,
+       "Configuration reloads (SIGHUP), per result: applied, partial (some fields refused), failed.");
+
 /// Configuration reloads, per result.
-#[derive(Default)]
-pub struct ConfigReloads([AtomicU64; 3]);
-
-impl ConfigReloads {
-    pub fn count(&self, result: ReloadResult) {
-        self.0[result as usize].fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn get(&self, result: ReloadResult) -> u64 {
-        self.0[result as usize].load(Ordering::Relaxed)
-    }
-
-    fn render(&self, out: &mut String) {
-        let name = "kafka_proxy_config_reloads_total";
-        let _ = writeln!(out, "# HELP {name} Configuration reloads (SIGHUP), per result: applied, partial (some fields refused), failed.");
-        let _ = writeln!(out, "# TYPE {name} counter");
-        for result in ReloadResult::ALL {
-            let _ = writeln!(out, "{name}{{result=\"{}\"}} {}", result.as_str(), self.get(result));
-        }
-    }
-}
+pub type ConfigReloads = PerLabel<ReloadResult, { ReloadResult::ALL.len() }>;
 
 impl Metrics {
     pub fn add(counter: &AtomicU64, n: u64) {
@@ -345,5 +373,24 @@ mod tests {
             assert!(rendered.lines().any(|l| l == line), "{line} missing in:\n{rendered}");
         }
         assert!(!rendered.contains("\nkafka_proxy_requests_total "), "no unlabelled series");
+    }
+
+    #[test]
+    fn labelled_counters_render_every_value() {
+        let m = Metrics::default();
+        m.config_reloads.count(ReloadResult::Partial);
+        m.connections_closed.count(CloseReason::Idle);
+        m.connections_closed.count(CloseReason::Idle);
+        let rendered = m.render();
+        for line in [
+            "# TYPE kafka_proxy_config_reloads_total counter",
+            "kafka_proxy_config_reloads_total{result=\"applied\"} 0",
+            "kafka_proxy_config_reloads_total{result=\"partial\"} 1",
+            "kafka_proxy_config_reloads_total{result=\"failed\"} 0",
+            "kafka_proxy_connections_closed_total{reason=\"idle\"} 2",
+            "kafka_proxy_connections_closed_total{reason=\"handshake_timeout\"} 0",
+        ] {
+            assert!(rendered.lines().any(|l| l == line), "{line} missing in:\n{rendered}");
+        }
     }
 }
