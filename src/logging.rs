@@ -3,12 +3,19 @@
 //!
 //! The level comes from `logging.level` in the configuration, raised by the
 //! command line's `-v` (debug) and `-vv` (trace): see [`effective_level`].
+//! A reload (SIGHUP) changes level and format through [`reconfigure`].
+//!
+//! Under systemd, when stderr is the journal (`JOURNAL_STREAM` names it),
+//! lines carry no time of their own (the journal stamps each) and start
+//! with their syslog priority, `<3>` (error) to `<7>` (debug, trace), as
+//! sd-daemon(3) describes: `journalctl -p warning` then finds them.
 
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write as _};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use log::{LevelFilter, Log, Metadata, Record};
+use parking_lot::RwLock;
 
 /// How log lines are written (`logging.format` in the configuration).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -72,15 +79,118 @@ pub fn effective_level(configured: LevelFilter, verbosity: u8) -> LevelFilter {
     configured.max(wanted)
 }
 
+/// The process-wide logger: the one for the current level and format,
+/// replaced on reload.
+struct Switch {
+    current: RwLock<Box<dyn Log>>,
+}
+
+impl Log for Switch {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        self.current.read().enabled(metadata)
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        self.current.read().log(record)
+    }
+
+    fn flush(&self) {
+        self.current.read().flush()
+    }
+}
+
+static SWITCH: std::sync::OnceLock<&'static Switch> = std::sync::OnceLock::new();
+
 /// Installs the process-wide logger. Call once, early in `main`; a second call
 /// fails (the `log` crate allows one logger per process).
 pub fn init(level: LevelFilter, format: LogFormat) -> Result<(), String> {
-    let result = match format {
-        LogFormat::Text => init_text(level),
-        LogFormat::Json => log::set_boxed_logger(Box::new(JsonLogger { level }))
-            .map(|()| log::set_max_level(level)),
+    let switch: &'static Switch = Box::leak(Box::new(Switch { current: RwLock::new(make_logger(level, format)) }));
+    log::set_logger(switch).map_err(|e| format!("cannot initialise logging: {e}"))?;
+    let _ = SWITCH.set(switch);
+    log::set_max_level(level);
+    Ok(())
+}
+
+/// Changes level and format of the logger `init` installed (a reload).
+pub fn reconfigure(level: LevelFilter, format: LogFormat) {
+    if let Some(switch) = SWITCH.get() {
+        *switch.current.write() = make_logger(level, format);
+        log::set_max_level(level);
+    }
+}
+
+fn make_logger(level: LevelFilter, format: LogFormat) -> Box<dyn Log> {
+    let journal = journal_stream_is_stderr();
+    match format {
+        LogFormat::Text if journal => Box::new(JournalLogger { level }),
+        LogFormat::Text if std::io::stderr().is_terminal() => {
+            simplelog::TermLogger::new(level, text_config(), simplelog::TerminalMode::Stderr, simplelog::ColorChoice::Auto)
+        }
+        // Not a terminal (a pipe, a file): plain lines, no colour codes.
+        LogFormat::Text => simplelog::WriteLogger::new(level, text_config(), std::io::stderr()),
+        LogFormat::Json => Box::new(JsonLogger { level, journal }),
+    }
+}
+
+/// Whether stderr is the journal: systemd sets `JOURNAL_STREAM` to the
+/// `device:inode` of the stream it connects, and a child whose stderr was
+/// redirected since must not take the variable for its own.
+fn journal_stream_is_stderr() -> bool {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    let Ok(named) = std::env::var("JOURNAL_STREAM") else {
+        return false;
     };
-    result.map_err(|e| format!("cannot initialise logging: {e}"))
+    let stderr = std::io::stderr().as_fd().try_clone_to_owned().map(std::fs::File::from).and_then(|f| f.metadata());
+    stderr.is_ok_and(|m| journal_stream_matches(&named, m.dev(), m.ino()))
+}
+
+/// `JOURNAL_STREAM` is `<device>:<inode>`, both decimal (systemd.exec(5)).
+fn journal_stream_matches(value: &str, dev: u64, ino: u64) -> bool {
+    value.split_once(':').is_some_and(|(d, i)| d.parse() == Ok(dev) && i.parse() == Ok(ino))
+}
+
+/// The syslog priority of a level, as the journal reads it from a `<N>`
+/// prefix: err (3), warning (4), info (6), debug (7).
+fn syslog_priority(level: log::Level) -> u8 {
+    match level {
+        log::Level::Error => 3,
+        log::Level::Warn => 4,
+        log::Level::Info => 6,
+        log::Level::Debug | log::Level::Trace => 7,
+    }
+}
+
+/// One line for the journal: priority prefix, no time (the journal has
+/// it), the module path on debug and trace lines as in the text format.
+fn journal_line(record: &Record<'_>) -> String {
+    let mut line = format!("<{}>", syslog_priority(record.level()));
+    if record.level() >= log::Level::Debug {
+        let _ = write!(line, "[{}] {}: ", record.level(), record.target());
+    }
+    let _ = writeln!(line, "{}", record.args());
+    line
+}
+
+/// Text lines for the journal (see [`journal_line`]).
+struct JournalLogger {
+    level: LevelFilter,
+}
+
+impl Log for JournalLogger {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        metadata.level() <= self.level
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        if self.enabled(record.metadata()) {
+            let _ = std::io::stderr().lock().write_all(journal_line(record).as_bytes());
+        }
+    }
+
+    fn flush(&self) {
+        let _ = std::io::stderr().flush();
+    }
 }
 
 /// The simplelog layout: `<RFC 3339 UTC time> [LEVEL] message`, with the
@@ -96,24 +206,11 @@ fn text_config() -> simplelog::Config {
         .build()
 }
 
-fn init_text(level: LevelFilter) -> Result<(), log::SetLoggerError> {
-    let config = text_config();
-    if std::io::stderr().is_terminal() {
-        simplelog::TermLogger::init(
-            level,
-            config,
-            simplelog::TerminalMode::Stderr,
-            simplelog::ColorChoice::Auto,
-        )
-    } else {
-        // Not a terminal (systemd, a pipe, a file): plain lines, no colour codes.
-        simplelog::WriteLogger::init(level, config, std::io::stderr())
-    }
-}
-
-/// One JSON object per line on stderr.
+/// One JSON object per line on stderr; for the journal, each line starts
+/// with the priority prefix too (the journal strips it, the JSON stays).
 struct JsonLogger {
     level: LevelFilter,
+    journal: bool,
 }
 
 impl Log for JsonLogger {
@@ -125,7 +222,10 @@ impl Log for JsonLogger {
         if !self.enabled(record.metadata()) {
             return;
         }
-        let line = json_line(SystemTime::now(), record);
+        let mut line = json_line(SystemTime::now(), record);
+        if self.journal {
+            line.insert_str(0, &format!("<{}>", syslog_priority(record.level())));
+        }
         // One write of the whole line, so lines from several threads never interleave.
         let _ = std::io::stderr().lock().write_all(line.as_bytes());
     }
@@ -307,6 +407,45 @@ mod tests {
             "time first: {line:?}"
         );
         assert_eq!(lines.next(), None, "debug record filtered out: {text:?}");
+    }
+
+    fn record_line(level: log::Level, msg: &str) -> String {
+        journal_line(&Record::builder().level(level).target("kpr_proxy::net").args(format_args!("{msg}")).build())
+    }
+
+    #[test]
+    fn journal_lines_carry_the_priority_and_no_time() {
+        assert_eq!(record_line(log::Level::Error, "cannot serve"), "<3>cannot serve\n");
+        assert_eq!(record_line(log::Level::Warn, "w"), "<4>w\n");
+        assert_eq!(record_line(log::Level::Info, "Listening on 127.0.0.1:9092"), "<6>Listening on 127.0.0.1:9092\n");
+        assert_eq!(record_line(log::Level::Debug, "d"), "<7>[DEBUG] kpr_proxy::net: d\n");
+        assert_eq!(record_line(log::Level::Trace, "t"), "<7>[TRACE] kpr_proxy::net: t\n");
+    }
+
+    #[test]
+    fn journal_stream_must_name_stderr() {
+        assert!(journal_stream_matches("8:1234", 8, 1234));
+        assert!(!journal_stream_matches("8:1234", 8, 1235), "another stream: stderr was redirected");
+        assert!(!journal_stream_matches("9:1234", 8, 1234));
+        assert!(!journal_stream_matches("", 8, 1234));
+        assert!(!journal_stream_matches("8-1234", 8, 1234));
+    }
+
+    #[test]
+    fn journal_stream_is_read_from_stderr() {
+        // The test's own stderr is not the journal whatever the variable says.
+        std::env::set_var("JOURNAL_STREAM", "0:0");
+        assert!(!journal_stream_is_stderr());
+        let m = {
+            use std::os::fd::AsFd;
+            let fd = std::io::stderr().as_fd().try_clone_to_owned().unwrap();
+            std::fs::File::from(fd).metadata().unwrap()
+        };
+        use std::os::unix::fs::MetadataExt;
+        std::env::set_var("JOURNAL_STREAM", format!("{}:{}", m.dev(), m.ino()));
+        assert!(journal_stream_is_stderr());
+        std::env::remove_var("JOURNAL_STREAM");
+        assert!(!journal_stream_is_stderr());
     }
 
     #[test]

@@ -15,6 +15,7 @@ use kpr_proxy::logging;
 use kpr_proxy::net::tls::{ServerTls, UpstreamTls};
 use kpr_proxy::net::Shared;
 use kpr_proxy::proxy::{self, Proxy, ProxySettings, StartError};
+use kpr_proxy::reload;
 use log::{error, info, warn};
 
 /// Unanswered requests per client connection before the proxy stops
@@ -303,11 +304,14 @@ fn run(args: &RunArgs) -> ExitCode {
     let shared = Arc::new(Shared::new());
     // Metrics first: once `Listening on` is logged, a health check may
     // scrape, and the endpoint must already answer.
+    let mut metrics_server = None;
     if config.metrics.enabled {
-        let scraped = shared.clone();
-        if let Err(e) = kpr_proxy::metrics::serve(&config.metrics.address, move || scraped.metrics.render()) {
-            error!("cannot serve metrics on {}: {e}", config.metrics.address);
-            return fail(cli::EXIT_FAILURE, format!("cannot serve metrics on {}: {e}", config.metrics.address));
+        match reload::serve_metrics(&config.metrics.address, &shared) {
+            Ok(server) => metrics_server = Some(server),
+            Err(e) => {
+                error!("cannot serve metrics on {}: {e}", config.metrics.address);
+                return fail(cli::EXIT_FAILURE, format!("cannot serve metrics on {}: {e}", config.metrics.address));
+            }
         }
         info!("Metrics on http://{}/metrics", config.metrics.address);
     }
@@ -327,7 +331,19 @@ fn run(args: &RunArgs) -> ExitCode {
     for line in config.describe_mapping() {
         info!("{line}");
     }
-    if let Err(e) = proxy::watch_signals(shared.clone(), proxy.context().handle.clone()) {
+    let build: reload::BuildLive = Box::new(|config| {
+        let (client_tls, upstream_tls) = tls_sides(config)?;
+        Ok(reload::LiveParts { client_tls, upstream_tls, client_sasl: client_sasl(config)? })
+    });
+    let mut reloader = reload::Reloader {
+        path: args.config_path.clone(),
+        verbosity: args.verbosity,
+        running: config,
+        ctx: proxy.context().clone(),
+        build,
+        metrics: metrics_server,
+    };
+    if let Err(e) = proxy::watch_signals(shared.clone(), proxy.context().handle.clone(), move || reloader.reload()) {
         return fail(cli::EXIT_FAILURE, format!("cannot watch signals: {e}"));
     }
     match proxy.serve() {

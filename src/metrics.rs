@@ -15,6 +15,7 @@ macro_rules! counters {
             pub requests: RequestsByApi,
             pub connections_closed: ConnectionsClosed,
             pub connections_refused: ConnectionRefusals,
+            pub config_reloads: ConfigReloads,
         }
 
         impl Metrics {
@@ -31,6 +32,7 @@ macro_rules! counters {
                 self.authentication_failures.render(&mut out);
                 self.connections_closed.render(&mut out);
                 self.connections_refused.render(&mut out);
+                self.config_reloads.render(&mut out);
                 out
             }
         }
@@ -255,33 +257,94 @@ impl CounterLabel for CloseReason {
 /// `kafka_proxy_connections_closed_total{reason="idle"}`.
 pub type ConnectionsClosed = LabelledCounter<CloseReason>;
 
+/// How a configuration reload (SIGHUP) ended: the `result` label of
+/// `kafka_proxy_config_reloads_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadResult {
+    /// Every change in the file was applied.
+    Applied,
+    /// Some fields were refused (they need a restart); the rest applied.
+    Partial,
+    /// The file did not load or validate: nothing changed.
+    Failed,
+}
+
+impl ReloadResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReloadResult::Applied => "applied",
+            ReloadResult::Partial => "partial",
+            ReloadResult::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for ReloadResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl CounterLabel for ReloadResult {
+    const ALL: &'static [Self] = &[ReloadResult::Applied, ReloadResult::Partial, ReloadResult::Failed];
+    const NAME: &'static str = "kafka_proxy_config_reloads_total";
+    const HELP: &'static str =
+        "Configuration reloads (SIGHUP), per result: applied, partial (some fields refused), failed.";
+    const KEY: &'static str = "result";
+}
+
+/// Configuration reloads, per result.
+pub type ConfigReloads = LabelledCounter<ReloadResult>;
+
 impl Metrics {
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 }
 
+/// What the metrics server answers besides `/metrics`: `/livez` and
+/// `/readyz`, each (HTTP status, body).
+pub struct Probes {
+    pub live: Box<dyn Fn() -> (u16, String) + Send>,
+    pub ready: Box<dyn Fn() -> (u16, String) + Send>,
+}
+
+/// The metrics endpoint's server; [`MetricsServer::stop`] ends its thread
+/// (a reload that moves `metrics.address`).
+pub struct MetricsServer {
+    server: std::sync::Arc<tiny_http::Server>,
+}
+
+impl MetricsServer {
+    pub fn stop(&self) {
+        self.server.unblock();
+    }
+}
+
 /// Serve `GET /metrics` on `addr` from a thread of its own, each answer
 /// made by `render` (the caller's `Metrics::render`: this module knows
-/// nothing of where the metrics live).
-pub fn serve(addr: &str, render: impl Fn() -> String + Send + 'static) -> Result<(), String> {
-    let server = tiny_http::Server::http(addr).map_err(|e| e.to_string())?;
+/// nothing of where the metrics live), and the health `probes`.
+pub fn serve(addr: &str, render: impl Fn() -> String + Send + 'static, probes: Probes) -> Result<MetricsServer, String> {
+    let server = std::sync::Arc::new(tiny_http::Server::http(addr).map_err(|e| e.to_string())?);
+    let serving = server.clone();
     std::thread::Builder::new()
         .name("metrics".into())
         .spawn(move || {
             let header = tiny_http::Header::from_bytes(&b"Content-Type"[..], &b"text/plain; version=0.0.4"[..])
                 .expect("static header");
-            for request in server.incoming_requests() {
-                let response = if request.url() == "/metrics" {
-                    tiny_http::Response::from_string(render()).with_header(header.clone())
-                } else {
-                    tiny_http::Response::from_string("not found: try /metrics\n").with_status_code(404)
+            for request in serving.incoming_requests() {
+                let (status, body) = match request.url() {
+                    "/metrics" => (200, render()),
+                    "/livez" => (probes.live)(),
+                    "/readyz" => (probes.ready)(),
+                    _ => (404, "not found: try /metrics, /livez or /readyz\n".to_string()),
                 };
+                let response = tiny_http::Response::from_string(body).with_status_code(status).with_header(header.clone());
                 let _ = request.respond(response);
             }
         })
         .map_err(|e| e.to_string())?;
-    Ok(())
+    Ok(MetricsServer { server })
 }
 
 #[cfg(test)]
@@ -311,5 +374,24 @@ mod tests {
             assert!(rendered.lines().any(|l| l == line), "{line} missing in:\n{rendered}");
         }
         assert!(!rendered.contains("\nkafka_proxy_requests_total "), "no unlabelled series");
+    }
+
+    #[test]
+    fn labelled_counters_render_every_value() {
+        let m = Metrics::default();
+        m.config_reloads.count(ReloadResult::Partial);
+        m.connections_closed.count(CloseReason::Idle);
+        m.connections_closed.count(CloseReason::Idle);
+        let rendered = m.render();
+        for line in [
+            "# TYPE kafka_proxy_config_reloads_total counter",
+            "kafka_proxy_config_reloads_total{result=\"applied\"} 0",
+            "kafka_proxy_config_reloads_total{result=\"partial\"} 1",
+            "kafka_proxy_config_reloads_total{result=\"failed\"} 0",
+            "kafka_proxy_connections_closed_total{reason=\"idle\"} 2",
+            "kafka_proxy_connections_closed_total{reason=\"handshake_timeout\"} 0",
+        ] {
+            assert!(rendered.lines().any(|l| l == line), "{line} missing in:\n{rendered}");
+        }
     }
 }

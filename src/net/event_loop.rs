@@ -44,7 +44,10 @@ pub struct LoopSettings {
     pub max_in_flight_per_client: usize,
     /// How long a shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,
-    /// `listen.security` TLS: clients must handshake first.
+    /// `listen.security` TLS at start: clients must handshake first. Only
+    /// whether it is on is read here (a reload cannot change that); the
+    /// certificate new clients get is `Shared::live`'s, which a reload may
+    /// replace.
     pub client_tls: Option<Arc<ServerTls>>,
     /// `listen.security` SASL: clients must log in first.
     pub client_sasl: bool,
@@ -160,6 +163,7 @@ impl EventLoop {
         let mut events = Events::with_capacity(1024);
         let mut drain_deadline: Option<Instant> = None;
         loop {
+            self.shared.health.beat(Instant::now());
             match self.poll.poll(&mut events, Some(Duration::from_millis(200))) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -247,7 +251,8 @@ impl EventLoop {
             self.admission.release(peer);
             return;
         }
-        let socket = match &self.settings.client_tls {
+        // `listen.security` TLS (clients handshake first), as last reloaded.
+        let socket = match &self.shared.live.client_tls.get() {
             None => SharedSocket::new(stream, token, peer),
             Some(tls) => match SharedSocket::with_tls(stream, token, peer, |wire| TlsSession::accepted(tls.session()?, wire)) {
                 Ok(s) => s,

@@ -56,6 +56,10 @@ pub struct Shared {
     /// (bounded by `listen.max_buffered_response_bytes`).
     pub queued_response_bytes: Arc<AtomicUsize>,
     pub metrics: Metrics,
+    /// What a configuration reload replaces (TLS, SASL).
+    pub live: crate::live::Live,
+    /// What `/livez` and `/readyz` answer from.
+    pub health: crate::live::Health,
 }
 
 impl Shared {
@@ -65,6 +69,8 @@ impl Shared {
             in_flight: AtomicUsize::new(0),
             queued_response_bytes: Arc::new(AtomicUsize::new(0)),
             metrics: Metrics::default(),
+            live: Default::default(),
+            health: Default::default(),
         }
     }
 }

@@ -145,7 +145,7 @@ pub fn spawn(ctx: &Arc<ProxyContext>, workers: Vec<Sender<LookupsDone>>) -> std:
 
 fn run(ctx: Arc<ProxyContext>, workers: Vec<Sender<LookupsDone>>) {
     let settings = &ctx.settings;
-    let mut control = settings.control_client(ctx.cluster.clone());
+    let mut control = settings.control_client(ctx.cluster.clone(), &ctx.shared);
     let rx = ctx.lookups.rx.clone();
     while !ctx.shared.shutdown.load(Ordering::SeqCst) {
         let job = match rx.recv_timeout(Duration::from_millis(200)) {

@@ -218,11 +218,12 @@ impl KafkaSecurity {
 }
 
 impl ProxySettings {
-    /// A control client for `cluster` with these timeouts and security.
-    pub fn control_client(&self, cluster: Arc<Cluster>) -> ControlClient {
+    /// A control client for `cluster` with these timeouts and security,
+    /// its TLS from `shared` (as a reload leaves it).
+    pub fn control_client(&self, cluster: Arc<Cluster>, shared: &Shared) -> ControlClient {
         ControlClient::new(cluster, self.connect_timeout, self.request_timeout)
             .with_sasl(self.kafka_security.sasl_login(), self.kafka_security.bearer_token.clone())
-            .with_tls(self.upstream_tls.clone())
+            .with_live_tls(shared.live.upstream_tls.clone())
     }
 }
 
@@ -239,15 +240,18 @@ pub struct ProxyContext {
     pub derived_keepalive: crate::remap::groups::KeepAlive,
     /// Where workers ask for control look-ups (`lookups`).
     pub lookups: lookups::LookupQueue,
-    /// The SASL server clients log in to; `None`: clients do not
-    /// authenticate (`listen.security.protocol` without SASL).
-    pub client_sasl: Option<Arc<crate::auth::server::SaslServer>>,
     pub cluster: Arc<Cluster>,
     pub shared: Arc<Shared>,
     pub handle: LoopHandle,
 }
 
 impl ProxyContext {
+    /// The SASL server clients log in to, as last reloaded; `None`:
+    /// clients do not authenticate (`listen.security.protocol` without SASL).
+    pub fn client_sasl(&self) -> Option<Arc<crate::auth::server::SaslServer>> {
+        self.shared.live.client_sasl.get()
+    }
+
     /// Log every topic whose physical count contradicts its rule, and
     /// every compacted topic a rule would remap, and publish how many there
     /// are (at start and after each refresh).
@@ -313,8 +317,13 @@ impl Proxy {
         let local = listener.local_addr().map_err(StartError::Io)?;
         info!("Listening on {local}");
         let cluster = Arc::new(Cluster::new(settings.bootstrap.clone()));
-        let mut control = settings.control_client(cluster.clone());
+        shared.live.client_tls.set(settings.client_tls.clone());
+        shared.live.upstream_tls.set(settings.upstream_tls.clone());
+        shared.live.client_sasl.set(settings.client_sasl.clone().filter(|_| settings.listen_security.protocol.uses_sasl()));
+        shared.health.set_refresh_interval(settings.metadata_refresh);
+        let mut control = settings.control_client(cluster.clone(), &shared);
         control.bootstrap().map_err(StartError::Upstream)?;
+        shared.health.refreshed(std::time::Instant::now());
         {
             let view = cluster.read();
             // The user's guide's start-up line, word for word; the details next.
@@ -350,7 +359,6 @@ impl Proxy {
         let owner_cache = Default::default();
         let preferred_replicas = replicas::PreferredReplicas::new(settings.metadata_refresh);
         let derived_keepalive = crate::remap::groups::KeepAlive::new(settings.derived_offset_refresh);
-        let client_sasl = settings.client_sasl.clone().filter(|_| settings.listen_security.protocol.uses_sasl());
         let ctx = Arc::new(ProxyContext {
             settings,
             mapper,
@@ -359,7 +367,6 @@ impl Proxy {
             preferred_replicas,
             derived_keepalive,
             lookups: Default::default(),
-            client_sasl,
             cluster,
             shared,
             handle,
@@ -394,7 +401,7 @@ impl Proxy {
         }
         threads.extend(lookups::spawn(&ctx, lookup_answers)?);
         let refresher = {
-            let control = ctx.settings.control_client(ctx.cluster.clone());
+            let control = ctx.settings.control_client(ctx.cluster.clone(), &ctx.shared);
             let interval = ctx.settings.metadata_refresh;
             let shared = ctx.shared.clone();
             let rctx = ctx.clone();
@@ -407,7 +414,7 @@ impl Proxy {
         };
         let follower = match ctx.producer_log.clone() {
             Some(log) => {
-                let control = ctx.settings.control_client(ctx.cluster.clone());
+                let control = ctx.settings.control_client(ctx.cluster.clone(), &ctx.shared);
                 let shared = ctx.shared.clone();
                 Some(std::thread::Builder::new().name("producer-ids".into()).spawn(move || log.follow(control, shared))?)
             }
@@ -420,7 +427,7 @@ impl Proxy {
             max_in_flight_per_client: ctx.settings.max_in_flight_per_client,
             shutdown_grace: ctx.settings.shutdown_grace,
             client_tls: ctx.settings.client_tls.clone(),
-            client_sasl: ctx.client_sasl.is_some(),
+            client_sasl: ctx.client_sasl().is_some(),
             limits: ctx.settings.limits.clone(),
         };
         let event_loop = EventLoop::new(
@@ -450,11 +457,19 @@ impl Proxy {
 }
 
 /// Ask for a shutdown on SIGINT or SIGTERM; a second signal exits at once.
-pub fn watch_signals(shared: Arc<Shared>, handle: LoopHandle) -> io::Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+/// SIGHUP calls `on_hangup` (the configuration reload) on this thread, so
+/// no proxy thread waits for the files it reads.
+pub fn watch_signals(shared: Arc<Shared>, handle: LoopHandle, mut on_hangup: impl FnMut() + Send + 'static) -> io::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
     std::thread::Builder::new().name("signals".into()).spawn(move || {
         for sig in signals.forever() {
+            if sig == SIGHUP {
+                if !shared.shutdown.load(Ordering::SeqCst) {
+                    on_hangup();
+                }
+                continue;
+            }
             if shared.shutdown.swap(true, Ordering::SeqCst) {
                 warn!("Second signal {sig}: exiting without waiting");
                 std::process::exit(1);

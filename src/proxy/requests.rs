@@ -108,7 +108,7 @@ pub fn plan(
     if api == ApiKey::ApiVersions {
         return Plan::Answer(api_versions::response(ctx, version, header.correlation_id));
     }
-    if ctx.client_sasl.is_some() {
+    if ctx.client_sasl().is_some() {
         if let Some(refused) = apis::sasl::gate(session, api, std::time::Instant::now()) {
             return refused;
         }

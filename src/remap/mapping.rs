@@ -122,7 +122,9 @@ impl Decision {
 }
 
 pub struct Mapper {
-    rules: MappingRules,
+    /// Replaced by a reload only with rules that give no topic the proxy
+    /// knows another rule (see [`Mapper::replace_rules`]).
+    rules: RwLock<MappingRules>,
     /// Every topic remapped since the proxy started, with its mapping: a
     /// topic once remapped stays remapped while the proxy runs, whatever a
     /// later metadata answer says (see `decide`).
@@ -144,7 +146,7 @@ pub struct Mapper {
 impl Mapper {
     pub fn new(rules: MappingRules) -> Mapper {
         Mapper {
-            rules,
+            rules: RwLock::new(rules),
             remapped: RwLock::new(HashMap::new()),
             remapped_ids: RwLock::new(HashMap::new()),
             rule_cache: RwLock::new(HashMap::new()),
@@ -153,25 +155,43 @@ impl Mapper {
         }
     }
 
-    pub fn rules(&self) -> &MappingRules {
-        &self.rules
+    pub fn rules(&self) -> MappingRules {
+        self.rules.read().clone()
+    }
+
+    /// Rules from a reloaded configuration. The caller has checked that
+    /// every topic that had a rule keeps it (`reload::mapping_refusals`):
+    /// only topics without one may gain one. Remembered mappings stay.
+    pub fn replace_rules(&self, rules: MappingRules) {
+        let mut current = self.rules.write();
+        *current = rules;
+        self.rule_cache.write().clear();
+    }
+
+    /// The topics whose rule was looked up so far.
+    pub fn known_topics(&self) -> Vec<String> {
+        self.rule_cache.read().keys().cloned().collect()
     }
 
     /// Whether any rule presents more virtual than physical partitions.
     pub fn remaps_anything(&self) -> bool {
-        self.rules.has_virtual_partitions()
+        self.rules.read().has_virtual_partitions()
     }
 
     /// The largest ratio of any rule: sibling indexes run below it.
     pub fn max_ratio(&self) -> i32 {
-        self.rules.rules().map(|r| r.ratio() as i32).max().unwrap_or(1)
+        self.rules.read().rules().map(|r| r.ratio() as i32).max().unwrap_or(1)
     }
 
     pub fn rule_for(&self, topic: &str) -> Option<Rule> {
         if let Some(r) = self.rule_cache.read().get(topic) {
             return r.clone();
         }
-        let rule = self.rules.rule_for(topic).cloned();
+        // The rules stay locked until the answer is cached, so that a
+        // reload's `replace_rules` (rules, then cache) cannot be undone by
+        // an answer from the rules it replaced.
+        let rules = self.rules.read();
+        let rule = rules.rule_for(topic).cloned();
         self.rule_cache.write().insert(topic.to_string(), rule.clone());
         rule
     }

@@ -24,6 +24,7 @@ use crate::kafka::fields::{members, metadata_request};
 use crate::kafka::header::peek_correlation_id;
 use crate::kafka::message::{decode_response, encode_request, request_schema, ResponseError};
 use crate::kafka::wire::DecodeError;
+use crate::live::Swap;
 use crate::net::tls::{BlockingStream, UpstreamTls};
 use crate::auth::token_file::TokenFile;
 
@@ -127,7 +128,8 @@ pub struct ControlClient {
     next_correlation: i32,
     connect_timeout: Duration,
     request_timeout: Duration,
-    tls: Option<Arc<UpstreamTls>>,
+    /// `kafka.tls`, as last reloaded: each new connection takes the current one.
+    tls: Arc<Swap<Option<Arc<UpstreamTls>>>>,
 }
 
 impl ControlClient {
@@ -140,7 +142,7 @@ impl ControlClient {
             next_correlation: 1,
             connect_timeout,
             request_timeout,
-            tls: None,
+            tls: Default::default(),
         }
     }
 
@@ -153,7 +155,13 @@ impl ControlClient {
     }
 
     /// Speak TLS to the brokers (`kafka.tls`) when `tls` is set.
-    pub fn with_tls(mut self, tls: Option<Arc<UpstreamTls>>) -> ControlClient {
+    pub fn with_tls(self, tls: Option<Arc<UpstreamTls>>) -> ControlClient {
+        self.with_live_tls(Arc::new(Swap::new(tls)))
+    }
+
+    /// Speak TLS to the brokers with whatever `tls` holds when a connection
+    /// is made (a reload may replace it).
+    pub fn with_live_tls(mut self, tls: Arc<Swap<Option<Arc<UpstreamTls>>>>) -> ControlClient {
         self.tls = tls;
         self
     }
@@ -223,7 +231,7 @@ impl ControlClient {
         if !self.conns.contains_key(addr) {
             let s = super::connect::connect(addr, self.connect_timeout, &self.cluster)
                 .map_err(|source| UpstreamError::Connect { addr: addr.to_string(), source })?;
-            let mut stream = match &self.tls {
+            let mut stream = match &self.tls.get() {
                 None => BlockingStream::Plain(s),
                 Some(tls) => {
                     // The handshake is part of connecting: bounded as a connect is.

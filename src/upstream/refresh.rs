@@ -24,6 +24,7 @@ pub fn run(mut client: ControlClient, interval: Duration, shared: Arc<Shared>, a
         next = Instant::now() + interval;
         match client.bootstrap() {
             Ok(()) => {
+                shared.health.refreshed(Instant::now());
                 if !healthy {
                     info!("Kafka cluster reachable again");
                     healthy = true;
@@ -31,6 +32,7 @@ pub fn run(mut client: ControlClient, interval: Duration, shared: Arc<Shared>, a
                 after_refresh(&mut client);
             }
             Err(e) => {
+                shared.health.refresh_failed(&e.to_string());
                 if healthy {
                     warn!("Metadata refresh failed: {e}");
                 }

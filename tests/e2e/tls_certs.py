@@ -65,6 +65,14 @@ SERVER_EXT = ("subjectAltName=DNS:localhost,IP:127.0.0.1\n"
 CLIENT_EXT = "extendedKeyUsage=clientAuth\n"
 
 
+def server_cert(d, name, subject):
+    """Another server certificate `name` (PEM, RSA) for localhost and
+    127.0.0.1 from the CA of make_certs(d), with its own subject (a rotated
+    certificate)."""
+    _signed(Path(d), name, "ca", subject, ["-newkey", "rsa:2048"], SERVER_EXT)
+    return Certs(Path(d))
+
+
 def make_certs(d):
     d = Path(d)
     d.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ const NOT_REMAPPED: &[ApiKey] = &[ApiKey::DescribeProducers, ApiKey::DescribeTop
 pub fn offered_versions(ctx: &ProxyContext, api: ApiKey) -> Option<(i16, i16)> {
     if CLIENT_SASL.contains(&api) {
         let ours = registry().supported_versions(api as i16)?;
-        return ctx.client_sasl.is_some().then_some((ours.min, ours.max));
+        return ctx.client_sasl().is_some().then_some((ours.min, ours.max));
     }
     if ctx.mapper.remaps_anything() && NOT_REMAPPED.contains(&api) {
         return None;

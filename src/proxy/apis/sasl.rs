@@ -20,6 +20,7 @@
 //! broker accepted (a new password needs a new connection).
 
 use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::debug;
@@ -116,8 +117,10 @@ pub fn kafka_name(api: ApiKey) -> String {
     out
 }
 
-fn server(ctx: &ProxyContext) -> &SaslServer {
-    ctx.client_sasl.as_deref().expect("SASL APIs are offered only when clients authenticate")
+/// The SASL server as last reloaded (a login that spans a reload finishes
+/// against the new users: the session keeps no reference to the old ones).
+fn server(ctx: &ProxyContext) -> Arc<SaslServer> {
+    ctx.client_sasl().expect("SASL APIs are offered only when clients authenticate")
 }
 
 /// SaslHandshake: pick the mechanism. An unknown one is answered with

@@ -80,7 +80,7 @@ impl Session {
             let peer = crate::upstream::connect::cached_address(addr).ok_or_else(|| unreachable(&"its address is not resolved"))?;
             let stream = crate::upstream::connect::start(addr, peer, &ctx.cluster).map_err(|e| unreachable(&e))?;
             let token = ctx.handle.next_token();
-            let socket = match &ctx.settings.upstream_tls {
+            let socket = match &ctx.shared.live.upstream_tls.get() {
                 None => SharedSocket::new(stream, token, peer),
                 Some(tls) => SharedSocket::with_tls(stream, token, peer, |wire| TlsSession::to_broker(tls.session(addr)?, wire, addr))
                     .map_err(|e| unreachable(&e))?,

@@ -111,7 +111,6 @@ impl Harness {
             producer_log,
             owner_cache: Default::default(),
             lookups: Default::default(),
-            client_sasl: None,
             cluster,
             shared: Arc::new(Shared::new()),
             handle: LoopHandle::new(tx, waker),

@@ -15,13 +15,13 @@ use crate::proxy::apis::sasl;
 use crate::proxy::plan::Plan;
 
 fn harness(lifetime_ms: u64) -> Harness {
-    let mut h = Harness::new();
-    h.ctx.client_sasl = Some(Arc::new(SaslServer::new(&ListenSasl {
+    let h = Harness::new();
+    h.ctx.shared.live.client_sasl.set(Some(Arc::new(SaslServer::new(&ListenSasl {
         enabled_mechanisms: vec![SaslMechanism::Plain, SaslMechanism::ScramSha256],
         users: vec![SaslUser { name: "alice".into(), password: Secret::new("pw-a") }],
         oauthbearer: None,
         session_lifetime_ms: lifetime_ms,
-    }).unwrap()));
+    }).unwrap())));
     h
 }
 
@@ -149,7 +149,7 @@ fn kafka_names_apis_in_upper_snake_case() {
 
 /// `kafka.sasl.mode: passthrough`: no user list; PLAIN logins are relayed.
 fn passthrough_harness() -> Harness {
-    let mut h = Harness::new();
+    let h = Harness::new();
     let server = SaslServer::new(&ListenSasl {
         enabled_mechanisms: vec![SaslMechanism::Plain],
         users: Vec::new(),
@@ -157,7 +157,7 @@ fn passthrough_harness() -> Harness {
         session_lifetime_ms: 60_000,
     })
     .unwrap();
-    h.ctx.client_sasl = Some(Arc::new(server.relaying()));
+    h.ctx.shared.live.client_sasl.set(Some(Arc::new(server.relaying())));
     h
 }
 
@@ -229,8 +229,8 @@ mod oauthbearer {
     use std::time::SystemTime;
 
     fn harness(dir: &TempDir, lifetime_ms: u64) -> Harness {
-        let mut h = Harness::new();
-        h.ctx.client_sasl = Some(Arc::new(SaslServer::new(&oauthbearer_sasl(&dir.0, lifetime_ms)).unwrap()));
+        let h = Harness::new();
+        h.ctx.shared.live.client_sasl.set(Some(Arc::new(SaslServer::new(&oauthbearer_sasl(&dir.0, lifetime_ms)).unwrap())));
         h
     }
 
