@@ -33,6 +33,11 @@ pub const RESTART_ONLY: &[Field] = &[
     ("listen.address", |c| shown(&c.listen.address)),
     ("listen.advertised_address", |c| shown(&c.listen.advertised_address)),
     ("listen.max_connections", |c| shown(c.listen.max_connections)),
+    ("listen.max_connections_per_ip", |c| shown(c.listen.per_ip.default)),
+    // Sorted, so that the same overrides always read the same.
+    ("listen.max_connections_per_ip_overrides", |c| {
+        shown(c.listen.per_ip.overrides.iter().collect::<std::collections::BTreeMap<_, _>>())
+    }),
     ("listen.max_frame_bytes", |c| shown(c.listen.max_frame_bytes)),
     ("listen.queued_max_request_bytes", |c| shown(c.listen.queued_max_request_bytes)),
     ("listen.max_buffered_response_bytes", |c| shown(c.listen.max_buffered_response_bytes)),
@@ -256,6 +261,9 @@ listen:
   address: \"127.0.0.1:9093\"
   advertised_address: \"proxy:9093\"
   max_connections: 5
+  max_connections_per_ip: 4
+  max_connections_per_ip_overrides:
+    \"10.0.0.1\": 9
   max_frame_bytes: 2048
   queued_max_request_bytes: 1048576
   max_buffered_response_bytes: 1048576
@@ -288,10 +296,19 @@ kafka:
             let top_level = |l: &&str| l.starts_with("    ") && l.chars().nth(4).is_some_and(|c| c.is_ascii_alphabetic());
             for line in debug.lines().filter(top_level) {
                 let field = format!("{section}.{}", line.trim().split(':').next().unwrap());
-                assert!(
-                    RESTART_ONLY.iter().any(|(name, _)| *name == field) || live.contains(&field.as_str()),
-                    "{field} is neither restart-only nor applied by a reload"
-                );
+                // One struct holds the two per-address settings.
+                let names = match field.as_str() {
+                    "listen.per_ip" => {
+                        vec!["listen.max_connections_per_ip".to_string(), "listen.max_connections_per_ip_overrides".to_string()]
+                    }
+                    _ => vec![field],
+                };
+                for field in names {
+                    assert!(
+                        RESTART_ONLY.iter().any(|(name, _)| *name == field) || live.contains(&field.as_str()),
+                        "{field} is neither restart-only nor applied by a reload"
+                    );
+                }
             }
         }
     }
