@@ -287,6 +287,10 @@ fn run(args: &RunArgs) -> ExitCode {
         return fail(cli::EXIT_FAILURE, format!("cannot set up logging: {e}"));
     }
     info!("Starting Kafka Partition Remapper v{}", env!("CARGO_PKG_VERSION"));
+    let signals = match proxy::catch_signals() {
+        Ok(s) => s,
+        Err(e) => return fail(cli::EXIT_FAILURE, format!("cannot watch signals: {e}")),
+    };
     for w in &warnings {
         warn!("{w}");
     }
@@ -343,7 +347,7 @@ fn run(args: &RunArgs) -> ExitCode {
         build,
         metrics: metrics_server,
     };
-    if let Err(e) = proxy::watch_signals(shared.clone(), proxy.context().handle.clone(), move || reloader.reload()) {
+    if let Err(e) = proxy::watch_signals(signals, shared.clone(), proxy.context().handle.clone(), move || reloader.reload()) {
         return fail(cli::EXIT_FAILURE, format!("cannot watch signals: {e}"));
     }
     match proxy.serve() {

@@ -456,12 +456,27 @@ impl Proxy {
     }
 }
 
+/// The signals the proxy handles, caught from here on. Call it before the
+/// proxy starts: `Listening on` is logged before the cluster is reached, and
+/// a signal before `watch_signals` took its default action (SIGTERM killed
+/// the process without a shutdown, a SIGHUP during a start killed it too);
+/// caught early, it waits until `watch_signals` handles it.
+pub fn catch_signals() -> io::Result<signal_hook::iterator::Signals> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+}
+
 /// Ask for a shutdown on SIGINT or SIGTERM; a second signal exits at once.
 /// SIGHUP calls `on_hangup` (the configuration reload) on this thread, so
-/// no proxy thread waits for the files it reads.
-pub fn watch_signals(shared: Arc<Shared>, handle: LoopHandle, mut on_hangup: impl FnMut() + Send + 'static) -> io::Result<()> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+/// no proxy thread waits for the files it reads. `signals` is
+/// `catch_signals`'s.
+pub fn watch_signals(
+    mut signals: signal_hook::iterator::Signals,
+    shared: Arc<Shared>,
+    handle: LoopHandle,
+    mut on_hangup: impl FnMut() + Send + 'static,
+) -> io::Result<()> {
+    use signal_hook::consts::SIGHUP;
     std::thread::Builder::new().name("signals".into()).spawn(move || {
         for sig in signals.forever() {
             if sig == SIGHUP {
