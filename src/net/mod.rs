@@ -60,6 +60,9 @@ pub struct Shared {
     pub live: crate::live::Live,
     /// What `/livez` and `/readyz` answer from.
     pub health: crate::live::Health,
+    /// The proxy's control connections, closed at shutdown so that no
+    /// thread waits out a silent broker's request timeout.
+    pub control_sockets: Arc<crate::upstream::stop::ControlSockets>,
 }
 
 impl Shared {
@@ -71,6 +74,7 @@ impl Shared {
             metrics: Metrics::default(),
             live: Default::default(),
             health: Default::default(),
+            control_sockets: Default::default(),
         }
     }
 }

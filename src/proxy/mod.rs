@@ -147,7 +147,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use log::{error, info, warn};
+use log::{debug, error, info, warn};
 use mio::{Poll, Waker};
 
 use crate::cluster::{BrokerAddr, Cluster};
@@ -224,6 +224,7 @@ impl ProxySettings {
         ControlClient::new(cluster, self.connect_timeout, self.request_timeout)
             .with_sasl(self.kafka_security.sasl_login(), self.kafka_security.bearer_token.clone())
             .with_live_tls(shared.live.upstream_tls.clone())
+            .with_stop(shared.control_sockets.clone())
     }
 }
 
@@ -441,6 +442,11 @@ impl Proxy {
         )?;
         let result = event_loop.run();
         ctx.shared.shutdown.store(true, Ordering::SeqCst);
+        // In-flight requests are answered or their grace is over: a control
+        // call still waiting on the cluster (a silent broker holds it up to
+        // kafka.request_timeout_ms) fails now, so the joins below are quick.
+        let interrupted = ctx.shared.control_sockets.stop();
+        debug!("Closed {interrupted} control connections for the shutdown");
         for t in threads {
             if t.join().is_err() {
                 error!("A worker or look-up thread panicked");

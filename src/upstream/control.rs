@@ -30,6 +30,7 @@ use crate::auth::token_file::TokenFile;
 
 use super::exchange::{exchange, Asked};
 use super::misbehaviour::{broker_name, wrong_correlation};
+use super::stop::{stopped_error, ControlSockets, Registration};
 use super::sasl::{reauthenticate_after, SaslError, SaslExchange, SaslStep, SaslVersions};
 
 pub const CLIENT_ID: &str = "kpr-proxy";
@@ -116,6 +117,8 @@ struct Connection {
     answered: bool,
     /// When its login must be renewed (KIP-368): not used from then on.
     renew_at: Option<Instant>,
+    /// Lets a shutdown end a read on it (`super::stop`).
+    _stoppable: Option<Registration>,
 }
 
 pub struct ControlClient {
@@ -130,6 +133,8 @@ pub struct ControlClient {
     request_timeout: Duration,
     /// `kafka.tls`, as last reloaded: each new connection takes the current one.
     tls: Arc<Swap<Option<Arc<UpstreamTls>>>>,
+    /// Where its sockets are registered so that a shutdown can close them.
+    stop: Option<Arc<ControlSockets>>,
 }
 
 impl ControlClient {
@@ -143,6 +148,7 @@ impl ControlClient {
             connect_timeout,
             request_timeout,
             tls: Default::default(),
+            stop: None,
         }
     }
 
@@ -163,6 +169,13 @@ impl ControlClient {
     /// is made (a reload may replace it).
     pub fn with_live_tls(mut self, tls: Arc<Swap<Option<Arc<UpstreamTls>>>>) -> ControlClient {
         self.tls = tls;
+        self
+    }
+
+    /// Register every connection with `sockets`, whose `stop` (at
+    /// shutdown) ends the reads blocked on them and refuses new ones.
+    pub fn with_stop(mut self, sockets: Arc<ControlSockets>) -> ControlClient {
+        self.stop = Some(sockets);
         self
     }
 
@@ -229,6 +242,9 @@ impl ControlClient {
             self.conns.remove(addr);
         }
         if !self.conns.contains_key(addr) {
+            if self.stop.as_ref().is_some_and(|s| s.is_stopped()) {
+                return Err(UpstreamError::Io { addr: addr.to_string(), source: stopped_error() });
+            }
             let s = super::connect::connect(addr, self.connect_timeout, &self.cluster)
                 .map_err(|source| UpstreamError::Connect { addr: addr.to_string(), source })?;
             let mut stream = match &self.tls.get() {
@@ -250,11 +266,15 @@ impl ControlClient {
             };
             tcp.set_read_timeout(Some(self.request_timeout)).ok();
             tcp.set_write_timeout(Some(self.request_timeout)).ok();
+            let stoppable = match &self.stop {
+                Some(sockets) => Some(sockets.register(tcp).map_err(|source| UpstreamError::Io { addr: addr.to_string(), source })?),
+                None => None,
+            };
             let renew_at = match self.sasl.clone() {
                 Some(sasl) => self.log_in(addr, &mut stream, &sasl)?.map(|lifetime| Instant::now() + reauthenticate_after(lifetime)),
                 None => None,
             };
-            self.conns.insert(addr.to_string(), Connection { stream, answered: false, renew_at });
+            self.conns.insert(addr.to_string(), Connection { stream, answered: false, renew_at, _stoppable: stoppable });
         }
         let first = !self.conns[addr].answered;
         let asked = self.asked(addr, first);

@@ -11,3 +11,4 @@ pub mod misbehaviour;
 pub mod producer_log;
 pub mod refresh;
 pub mod sasl;
+pub mod stop;

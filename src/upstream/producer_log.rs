@@ -493,6 +493,8 @@ impl ProducerLog {
                     healthy = true;
                 }
                 Ok(()) => {}
+                // A read the shutdown ended is not the cluster's fault.
+                Err(_) if shared.shutdown.load(Ordering::SeqCst) => {}
                 Err(e) => {
                     if healthy {
                         warn!("Cannot read the producer-id topic {}: {e}", self.settings.topic);

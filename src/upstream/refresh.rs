@@ -31,6 +31,7 @@ pub fn run(mut client: ControlClient, interval: Duration, shared: Arc<Shared>, a
                 }
                 after_refresh(&mut client);
             }
+            Err(_) if shared.shutdown.load(Ordering::SeqCst) => {}
             Err(e) => {
                 shared.health.refresh_failed(&e.to_string());
                 if healthy {
