@@ -346,6 +346,37 @@ pub fn empty_batch(
     base_timestamp: i64,
     max_timestamp: i64,
 ) -> Vec<u8> {
+    empty_batch_with(0, base_offset, last_offset_delta, partition_leader_epoch, base_timestamp, max_timestamp)
+}
+
+/// [`empty_batch`] with the control bit set (still not transactional,
+/// producer id -1, so no transaction logic applies to it). Kafka's log
+/// cleaner leaves such empty control batches too (it keeps an emptied
+/// batch's header and attributes, `MemoryRecords.filterTo`). Clients move
+/// past it like past an empty data batch, and librdkafka does not take a
+/// record set holding one for a message too large to fetch
+/// (`rd_kafka_msgset_reader_run`: with `msetr_ctrl_cnt > 0` a set that
+/// yields no message is not a size problem), which it does for a set of
+/// empty data batches alone: it doubles the partition's fetch size up to
+/// 1 GiB and then reports MSG_SIZE_TOO_LARGE at every such answer.
+pub fn empty_control_batch(
+    base_offset: i64,
+    last_offset_delta: i32,
+    partition_leader_epoch: i32,
+    base_timestamp: i64,
+    max_timestamp: i64,
+) -> Vec<u8> {
+    empty_batch_with(CONTROL_BIT, base_offset, last_offset_delta, partition_leader_epoch, base_timestamp, max_timestamp)
+}
+
+fn empty_batch_with(
+    attributes: i16,
+    base_offset: i64,
+    last_offset_delta: i32,
+    partition_leader_epoch: i32,
+    base_timestamp: i64,
+    max_timestamp: i64,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(BATCH_OVERHEAD);
     BatchHeader {
         base_offset,
@@ -353,7 +384,7 @@ pub fn empty_batch(
         partition_leader_epoch,
         magic: 2,
         crc: 0,
-        attributes: 0,
+        attributes,
         last_offset_delta,
         base_timestamp,
         max_timestamp,
