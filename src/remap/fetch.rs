@@ -350,6 +350,7 @@ mod tests {
         records::batches(view)
             .map(|item| {
                 let Ok(Item::Batch(b)) = item else { panic!("whole batches in a view") };
+                assert!(records::verify_crc(&b), "sealed: {:?}", b.header);
                 (b.header.base_offset, b.header.last_offset(), b.header.is_control())
             })
             .collect()

@@ -346,7 +346,25 @@ pub fn empty_batch(
     base_timestamp: i64,
     max_timestamp: i64,
 ) -> Vec<u8> {
-    empty_batch_with(0, base_offset, last_offset_delta, partition_leader_epoch, base_timestamp, max_timestamp)
+    let mut out = Vec::with_capacity(BATCH_OVERHEAD);
+    BatchHeader {
+        base_offset,
+        batch_length: 0,
+        partition_leader_epoch,
+        magic: 2,
+        crc: 0,
+        attributes: 0,
+        last_offset_delta,
+        base_timestamp,
+        max_timestamp,
+        producer_id: -1,
+        producer_epoch: -1,
+        base_sequence: -1,
+        records_count: 0,
+    }
+    .write(&mut out);
+    seal(&mut out);
+    out
 }
 
 /// [`empty_batch`] with the control bit set (still not transactional,
@@ -359,41 +377,11 @@ pub fn empty_batch(
 /// yields no message is not a size problem), which it does for a set of
 /// empty data batches alone: it doubles the partition's fetch size up to
 /// 1 GiB and then reports MSG_SIZE_TOO_LARGE at every such answer.
-pub fn empty_control_batch(
-    base_offset: i64,
-    last_offset_delta: i32,
-    partition_leader_epoch: i32,
-    base_timestamp: i64,
-    max_timestamp: i64,
-) -> Vec<u8> {
-    empty_batch_with(CONTROL_BIT, base_offset, last_offset_delta, partition_leader_epoch, base_timestamp, max_timestamp)
-}
-
-fn empty_batch_with(
-    attributes: i16,
-    base_offset: i64,
-    last_offset_delta: i32,
-    partition_leader_epoch: i32,
-    base_timestamp: i64,
-    max_timestamp: i64,
-) -> Vec<u8> {
-    let mut out = Vec::with_capacity(BATCH_OVERHEAD);
-    BatchHeader {
-        base_offset,
-        batch_length: 0,
-        partition_leader_epoch,
-        magic: 2,
-        crc: 0,
-        attributes,
-        last_offset_delta,
-        base_timestamp,
-        max_timestamp,
-        producer_id: -1,
-        producer_epoch: -1,
-        base_sequence: -1,
-        records_count: 0,
-    }
-    .write(&mut out);
+pub fn empty_control_batch(base_offset: i64, last_offset_delta: i32, epoch: i32, base_timestamp: i64, max_timestamp: i64) -> Vec<u8> {
+    let mut out = empty_batch(base_offset, last_offset_delta, epoch, base_timestamp, max_timestamp);
+    // Attributes: after base offset (8), length (4), leader epoch (4),
+    // magic (1) and CRC (4).
+    out[21..23].copy_from_slice(&CONTROL_BIT.to_be_bytes());
     seal(&mut out);
     out
 }
