@@ -4,7 +4,10 @@
 //! batches (bytes unchanged), control batches (transaction markers), and in
 //! place of each run of other virtual partitions' batches one empty batch
 //! spanning the run, so the consumer's position moves past data that is not
-//! its own without reading it.
+//! its own without reading it. A run that is all of an answer is an empty
+//! control batch, not an empty data batch (see
+//! `records::empty_control_batch`: librdkafka reports MSG_SIZE_TOO_LARGE
+//! for a record set of empty data batches alone).
 //!
 //! A record's virtual partition is its own `kpr.vp` tag (untagged, or
 //! tagged with a number no virtual partition of this physical partition
@@ -246,10 +249,15 @@ pub fn records_for(
     // The run of foreign batches not yet written: (first offset, last
     // offset, leader epoch, first timestamp, max timestamp).
     let mut run: Option<(i64, i64, i32, i64, i64)> = None;
-    let flush = |run: &mut Option<(i64, i64, i32, i64, i64)>, out: &mut Vec<u8>| {
+    // A run standing alone in the answer (nothing of `vp`'s own, no
+    // transaction marker) is written as an empty control batch: librdkafka
+    // reads a record set of empty data batches alone as a message too
+    // large to fetch (see `records::empty_control_batch`).
+    let flush = |run: &mut Option<(i64, i64, i32, i64, i64)>, out: &mut Vec<u8>, alone: bool| {
         if let Some((first, last, epoch, ts0, ts1)) = run.take() {
             let delta = (last - first).clamp(0, i32::MAX as i64) as i32;
-            out.extend_from_slice(&records::empty_batch(first, delta, epoch, ts0, ts1));
+            let empty = if alone { records::empty_control_batch } else { records::empty_batch };
+            out.extend_from_slice(&empty(first, delta, epoch, ts0, ts1));
         }
     };
     for c in batches {
@@ -267,7 +275,8 @@ pub fn records_for(
             }
             Owner::Mixed(_) => None,
             Owner::Corrupt { owners, stored, computed } if owners.contains(&vp) => {
-                flush(&mut run, &mut out);
+                let alone = out.is_empty();
+                flush(&mut run, &mut out, alone);
                 if out.is_empty() {
                     return Err(CorruptBatch {
                         base_offset: h.base_offset,
@@ -282,7 +291,7 @@ pub fn records_for(
         };
         match own {
             Some(bytes) => {
-                flush(&mut run, &mut out);
+                flush(&mut run, &mut out, false);
                 out.extend_from_slice(&bytes);
             }
             None => {
@@ -296,7 +305,8 @@ pub fn records_for(
             }
         }
     }
-    flush(&mut run, &mut out);
+    let alone = out.is_empty();
+    flush(&mut run, &mut out, alone);
     stats.bytes_returned += out.len() as u64;
     Ok(out)
 }
@@ -332,6 +342,52 @@ mod tests {
                 (b.header.base_offset, b.header.last_offset(), b.header.records_count, records::verify_crc(&b))
             })
             .collect()
+    }
+
+    /// (base offset, last offset, whether it is a control batch) of each
+    /// batch of a view.
+    fn kinds(view: &[u8]) -> Vec<(i64, i64, bool)> {
+        records::batches(view)
+            .map(|item| {
+                let Ok(Item::Batch(b)) = item else { panic!("whole batches in a view") };
+                assert!(records::verify_crc(&b), "sealed: {:?}", b.header);
+                (b.header.base_offset, b.header.last_offset(), b.header.is_control())
+            })
+            .collect()
+    }
+
+    /// What the soak found: a VP whose fetch finds only its siblings' new
+    /// data must not be answered with empty data batches alone, which
+    /// librdkafka reports as MSG_SIZE_TOO_LARGE; a run of siblings' data
+    /// next to its own records stays an empty data batch.
+    #[test]
+    fn a_view_of_siblings_data_alone_is_an_empty_control_batch() {
+        let codec = Compression::None;
+        // Offsets 0..=1 VP 4, 2 VP 8, 3 VP 0, 4..=5 VP 4, then a partial
+        // batch (cut at the byte limit) of VP 8 at 6..=7.
+        let tail = batch(6, &[Some("8"), Some("8")], codec);
+        let data = [
+            batch(0, &[Some("4"), Some("4")], codec),
+            batch(2, &[Some("8")], codec),
+            batch(3, &[None], codec),
+            batch(4, &[Some("4"), Some("4")], codec),
+            tail[..tail.len() - 3].to_vec(),
+        ]
+        .concat();
+        let cache = OwnerCache::default();
+        let classified = classify(&data, "t", PhysicalPartition(0), &MAPPING, &cache, &mut FilterStats::default());
+        assert_eq!(classified.len(), 4, "the partial batch is dropped");
+        let view = |vp, from| kinds(&records_for(&classified, vp, from, &mut FilterStats::default()).unwrap());
+        // From 3, VP 8 has no complete batch of its own: one empty control
+        // batch spans 3..=5, the client fetches the partial one again from 6.
+        assert_eq!(view(8, 3), vec![(3, 5, true)]);
+        assert_eq!(view(0, 4), vec![(4, 5, true)]);
+        // With records of its own, the placeholders stay data batches.
+        assert_eq!(view(0, 0), vec![(0, 2, false), (3, 3, false), (4, 5, false)]);
+        assert_eq!(view(8, 0), vec![(0, 1, false), (2, 2, false), (3, 5, false)]);
+        assert_eq!(view(4, 2), vec![(2, 3, false), (4, 5, false)]);
+        // Nothing at or past the fetch offset: an empty record set, as Kafka.
+        assert_eq!(view(8, 6), vec![]);
     }
 
     #[test]

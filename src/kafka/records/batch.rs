@@ -367,6 +367,25 @@ pub fn empty_batch(
     out
 }
 
+/// [`empty_batch`] with the control bit set (still not transactional,
+/// producer id -1, so no transaction logic applies to it). Kafka's log
+/// cleaner leaves such empty control batches too (it keeps an emptied
+/// batch's header and attributes, `MemoryRecords.filterTo`). Clients move
+/// past it like past an empty data batch, and librdkafka does not take a
+/// record set holding one for a message too large to fetch
+/// (`rd_kafka_msgset_reader_run`: with `msetr_ctrl_cnt > 0` a set that
+/// yields no message is not a size problem), which it does for a set of
+/// empty data batches alone: it doubles the partition's fetch size up to
+/// 1 GiB and then reports MSG_SIZE_TOO_LARGE at every such answer.
+pub fn empty_control_batch(base_offset: i64, last_offset_delta: i32, epoch: i32, base_timestamp: i64, max_timestamp: i64) -> Vec<u8> {
+    let mut out = empty_batch(base_offset, last_offset_delta, epoch, base_timestamp, max_timestamp);
+    // Attributes: after base offset (8), length (4), leader epoch (4),
+    // magic (1) and CRC (4).
+    out[21..23].copy_from_slice(&CONTROL_BIT.to_be_bytes());
+    seal(&mut out);
+    out
+}
+
 /// How `build_batch` lays out a batch.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BuildOptions {

@@ -47,7 +47,7 @@
 //! batch: `subset::record_owners` names each record's virtual partition;
 //! a batch holding several is cut into `subset::subset_batch`es, and a
 //! virtual partition with no record in it gets an `empty_batch` in its
-//! place.
+//! place (an `empty_control_batch` when nothing else is in its answer).
 //!
 //! Nothing here panics on hostile bytes: every length is checked against the
 //! bytes that are really there, decompression is bounded by
@@ -60,7 +60,7 @@ mod subset;
 mod tag;
 
 pub use batch::{
-    batches, build_batch, check_crc, compute_crc, crc_checked, empty_batch, first_magic, set_base_sequence,
+    batches, build_batch, check_crc, compute_crc, crc_checked, empty_batch, empty_control_batch, first_magic, set_base_sequence,
     snappy_framing, verify_crc, Batch, BatchHeader, Batches, BuildOptions, CrcChecked, Item, BATCH_OVERHEAD,
     LOG_OVERHEAD, MAGIC_OFFSET,
 };
