@@ -190,8 +190,10 @@ impl EventLoop {
             self.resume_waiting();
             self.expire_closing();
             self.expire_handshakes();
-            self.sweep_deadlines();
-            self.admission.log_summaries(Instant::now());
+            // One clock reading for the once-a-second chores of this turn.
+            let now = Instant::now();
+            self.sweep_deadlines(now);
+            self.admission.log_summaries(now);
             if drain_deadline.is_none() && self.shared.shutdown.load(Ordering::SeqCst) {
                 info!("Shutting down: no longer accepting connections, finishing in-flight requests");
                 if let Some(mut l) = self.listener.take() {
@@ -520,8 +522,7 @@ impl EventLoop {
     }
 
     /// Close client connections past a deadline (`limits::expired`).
-    fn sweep_deadlines(&mut self) {
-        let now = Instant::now();
+    fn sweep_deadlines(&mut self, now: Instant) {
         if now < self.next_sweep {
             return;
         }
